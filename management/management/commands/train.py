@@ -1,0 +1,95 @@
+"""Train a dataset in the foreground, or execute a queued run (what the runners start)."""
+
+import sys
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from management.models import DataSet, TrainingRun
+from management.services import training
+from management.services.errors import ServiceError
+
+
+class _Tee:
+    """Writes to the console and to the run's log file at once."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self):
+        for stream in self.streams:
+            stream.flush()
+
+    def isatty(self):
+        return False
+
+    def close(self):
+        # Loggers that captured the stream at import may close it at exit; the files are ours.
+        pass
+
+
+class Command(BaseCommand):
+    help = "Train DATASET_ID in the foreground, printing progress; or execute queued run --run ID."
+
+    def add_arguments(self, parser):
+        parser.add_argument("dataset_id", nargs="?", type=int, help="the dataset to train now")
+        parser.add_argument("--run", type=int, dest="run_id", help="execute this queued training run")
+
+    def handle(self, *args, dataset_id=None, run_id=None, **options):
+        if (dataset_id is None) == (run_id is None):
+            raise CommandError("give either a dataset id or --run RUN_ID")
+        if run_id is not None:
+            run = self._claimed_run(run_id)
+        else:
+            try:
+                dataset = DataSet.objects.get(pk=dataset_id)
+            except DataSet.DoesNotExist:
+                raise CommandError(f"dataset {dataset_id} does not exist") from None
+            try:
+                run = training.training_run_create(dataset=dataset, enqueue=False)
+            except ServiceError as error:
+                raise CommandError(error.message) from None
+            run = training.training_run_claim(run_id=run.pk, worker=training.this_worker())
+
+        if run.log_file:
+            # Started by a runner: standard output already is the run's log file.
+            run = training.training_run_execute(run=run)
+        else:
+            run = self._execute_with_log(run)
+
+        if run.status == TrainingRun.Status.SUCCEEDED:
+            accuracy = run.accuracy
+            shown = f", accuracy {accuracy:.3f}" if accuracy is not None else ""
+            self.stdout.write(self.style.SUCCESS(f"run {run.pk} succeeded{shown}: {run.model_file.name}"))
+            return
+        raise CommandError(f"run {run.pk} {run.status}: {run.error or 'no error recorded'}")
+
+    def _claimed_run(self, run_id: int) -> TrainingRun:
+        run = TrainingRun.objects.filter(pk=run_id).first()
+        if run is None:
+            raise CommandError(f"training run {run_id} does not exist")
+        if run.status == TrainingRun.Status.QUEUED:
+            run = training.training_run_claim(run_id=run_id, worker=training.this_worker()) or run
+        if run.status != TrainingRun.Status.RUNNING:
+            raise CommandError(f"training run {run_id} is {run.status}, not queued")
+        return run
+
+    def _execute_with_log(self, run: TrainingRun) -> TrainingRun:
+        log_name = f"logs/run_{run.pk}.log"
+        log_path = Path(settings.MEDIA_ROOT) / log_name
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        TrainingRun.objects.filter(pk=run.pk).update(log_file=log_name)
+        run.log_file.name = log_name
+        stdout, stderr = sys.stdout, sys.stderr
+        with log_path.open("a", encoding="utf-8") as log:
+            sys.stdout, sys.stderr = _Tee(stdout, log), _Tee(stderr, log)
+            try:
+                return training.training_run_execute(run=run)
+            finally:
+                sys.stdout, sys.stderr = stdout, stderr

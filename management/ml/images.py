@@ -1,0 +1,129 @@
+"""The one preprocessing function: any accepted image to the array a model takes.
+
+Training and prediction both call `load_image`, so a model always receives images prepared the
+same way: EXIF orientation applied, any mode turned into grayscale or RGB, resized to the run's size.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+GRAYSCALE = "grayscale"
+RGB = "rgb"
+COLOR_MODES = (GRAYSCALE, RGB)
+
+ImageSource = bytes | str | Path | BinaryIO
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What verifying an image found out about it."""
+
+    format: str
+    width: int
+    height: int
+
+
+def channels_for(color_mode: str) -> int:
+    if color_mode not in COLOR_MODES:
+        raise ValueError(f"color_mode must be one of {', '.join(COLOR_MODES)}, not {color_mode!r}")
+    return 1 if color_mode == GRAYSCALE else 3
+
+
+def _open(source: ImageSource, max_pixels: int | None) -> Image.Image:
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    # A truncated file must be refused, never padded with grey.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(source)
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"image is too large to decode ({error})") from None
+    except Image.DecompressionBombWarning:
+        raise ValueError("image has too many pixels to decode") from None
+    except UnidentifiedImageError:
+        raise ValueError("not an image (Pillow cannot identify this file)") from None
+    except OSError as error:
+        raise ValueError(f"cannot read the image: {error}") from None
+
+
+def verify_image(source: ImageSource, *, max_pixels: int | None = None) -> ImageInfo:
+    """Decode the whole image once; raise ValueError saying why it is not a usable image."""
+    image = _open(source, max_pixels)
+    try:
+        with image:
+            image.load()
+            if image.width < 1 or image.height < 1:
+                raise ValueError("image has no pixels")
+            return ImageInfo(format=image.format or "unknown", width=image.width, height=image.height)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ValueError(f"image is truncated or corrupt ({error})") from None
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """Scale 16/32-bit integer and float images to 0..255 instead of clipping them."""
+    array = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        low, high = float(array.min()), float(array.max())
+        array = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
+    else:
+        peak = float(array.max()) if array.size else 0.0
+        if peak > 255:
+            array = array / (65535.0 if peak <= 65535 else peak) * 255.0
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
+
+
+def _normalise_mode(image: Image.Image, color_mode: str) -> Image.Image:
+    if image.mode in {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}:
+        image = _to_8_bit(image)
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
+        # Transparent pixels are shown on white, as every viewer shows them.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("L" if color_mode == GRAYSCALE else "RGB")
+
+
+def load_image(
+    source: ImageSource,
+    *,
+    image_size: int,
+    color_mode: str,
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """Return a uint8 array of shape (image_size, image_size, channels) for any readable image.
+
+    Raises ValueError with a readable reason for anything that is not a decodable image.
+    """
+    channels = channels_for(color_mode)
+    if image_size < 1:
+        raise ValueError(f"image_size must be positive, not {image_size}")
+    image = _open(source, max_pixels)
+    try:
+        with image:
+            if image.format == "JPEG":
+                # Let the JPEG decoder downscale by a power of two first: much cheaper than
+                # decoding every pixel of a large photo only to throw most of them away.
+                image.draft("L" if channels == 1 else "RGB", (image_size, image_size))
+            image = ImageOps.exif_transpose(image)
+            image = _normalise_mode(image, color_mode)
+            if image.size != (image_size, image_size):
+                image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"image is truncated or corrupt ({error})") from None
+    if channels == 1:
+        array = array[:, :, np.newaxis]
+    return array

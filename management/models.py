@@ -1,0 +1,175 @@
+"""Datasets of labelled images, their items, and the training runs that turn them into models."""
+
+import uuid
+from pathlib import PurePosixPath
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils.text import get_valid_filename
+
+from management.ml.models import DEFAULT_PROCESS
+
+
+class ColorMode(models.TextChoices):
+    GRAYSCALE = "grayscale", "Grayscale"
+    RGB = "rgb", "RGB"
+
+
+class Verbosity(models.IntegerChoices):
+    SILENT = 0, "Silent"
+    PROGRESS_BAR = 1, "Progress bar"
+    ONE_LINE_PER_EPOCH = 2, "One line per epoch"
+
+
+def item_image_path(instance: "DataSetItem", filename: str) -> str:
+    name = get_valid_filename(PurePosixPath(filename).name)[-80:] or "image"
+    return f"datasets/{instance.dataset_id}/{uuid.uuid4().hex[:12]}-{name}"
+
+
+class DataSet(models.Model):
+    """A named collection of labelled images and the options for training a model on it."""
+
+    name = models.CharField(max_length=200, unique=True)
+    process = models.TextField(
+        "model code",
+        default=DEFAULT_PROCESS,
+        help_text=(
+            "Python that adds layers to <code>model</code> (a keras.Sequential holding the input, "
+            "scaled to 0..1). The final softmax layer is added for you. In scope: model, keras, "
+            "layers, every keras.layers name, image_size, channels, num_classes."
+        ),
+    )
+    epochs = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Passes over the training images.",
+    )
+    batch_size = models.PositiveIntegerField(
+        default=32, validators=[MinValueValidator(1), MaxValueValidator(4096)],
+        help_text="Images per training step.",
+    )
+    image_size = models.PositiveIntegerField(
+        default=64, validators=[MinValueValidator(8), MaxValueValidator(1024)],
+        help_text="Images are resized to this many pixels wide and high.",
+    )
+    color_mode = models.CharField(
+        max_length=10, choices=ColorMode.choices, default=ColorMode.RGB,
+        help_text="Whether the model sees colour or grayscale images.",
+    )
+    validation_split = models.FloatField(
+        default=0.2, validators=[MinValueValidator(0.0), MaxValueValidator(0.9)],
+        help_text="Fraction of each label's images held out to validate the model (0 for none).",
+    )
+    verbose = models.PositiveSmallIntegerField(
+        choices=Verbosity.choices, default=Verbosity.ONE_LINE_PER_EPOCH,
+        help_text="How much Keras writes to the run's log.",
+    )
+    current_run = models.ForeignKey(
+        "TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The run whose model answers predictions.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "dataset"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def latest_run(self) -> "TrainingRun | None":
+        return self.runs.order_by("-created_at", "-id").first()
+
+
+class DataSetItem(models.Model):
+    """One labelled image of a dataset."""
+
+    dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="items")
+    label = models.CharField(max_length=100)
+    image = models.ImageField(upload_to=item_image_path, max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dataset", "label", "id"]
+        indexes = [models.Index(fields=["dataset", "label"])]
+        verbose_name = "dataset item"
+
+    def __str__(self) -> str:
+        return f"{self.label} #{self.pk}"
+
+
+class TrainingRun(models.Model):
+    """One training of a dataset: a snapshot of its options, and its progress and results."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    epoch = models.PositiveIntegerField(default=0)
+
+    # The snapshot: what this run trains with, whatever happens to the dataset afterwards.
+    process = models.TextField("model code")
+    epochs = models.PositiveIntegerField()
+    batch_size = models.PositiveIntegerField()
+    image_size = models.PositiveIntegerField()
+    color_mode = models.CharField(max_length=10, choices=ColorMode.choices)
+    validation_split = models.FloatField()
+    verbose = models.PositiveSmallIntegerField(choices=Verbosity.choices)
+    labels = models.JSONField(default=list, help_text="The labels in model output order.")
+    seed = models.PositiveIntegerField(default=0)
+
+    history = models.JSONField(default=list, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    model_file = models.FileField(upload_to="models", max_length=255, blank=True)
+    log_file = models.FileField(upload_to="logs", max_length=255, blank=True)
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="Host and process that trained it.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "training run"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dataset"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="one_active_run_per_dataset",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(progress__gte=0) & models.Q(progress__lte=100),
+                name="progress_between_0_and_100",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} of {self.dataset}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def accuracy(self) -> float | None:
+        value = self.metrics.get("val_accuracy", self.metrics.get("accuracy"))
+        return float(value) if value is not None else None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None

@@ -1,0 +1,190 @@
+"""Use cases for datasets and their images: add one image, import a zip, count labels, delete."""
+
+from __future__ import annotations
+
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import BinaryIO
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import Count
+
+from management.ml.images import verify_image
+from management.models import DataSet, DataSetItem
+from management.services.errors import ServiceError
+
+MAX_LABEL_LENGTH = DataSetItem._meta.get_field("label").max_length
+
+
+@dataclass
+class ImportReport:
+    """What a zip import added, per label, and which entries it skipped and why."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def added(self) -> int:
+        return sum(self.counts.values())
+
+    def as_dict(self) -> dict:
+        return {"added": self.added, "counts": self.counts, "skipped": self.skipped}
+
+
+def clean_label(label: str, *, field_name: str = "label") -> str:
+    label = " ".join((label or "").split())
+    if not label:
+        raise ServiceError("a label cannot be empty", field=field_name)
+    if len(label) > MAX_LABEL_LENGTH:
+        raise ServiceError(f"a label has at most {MAX_LABEL_LENGTH} characters", field=field_name)
+    return label
+
+
+def image_check(data: bytes, *, name: str, field_name: str = "image") -> None:
+    """Refuse anything that is not a whole, decodable image of acceptable size."""
+    if not data:
+        raise ServiceError(f"{name}: the file is empty", field=field_name)
+    if len(data) > settings.KERASUI_MAX_IMAGE_BYTES:
+        raise ServiceError(
+            f"{name}: the file is larger than {settings.KERASUI_MAX_IMAGE_BYTES} bytes", field=field_name
+        )
+    try:
+        verify_image(data, max_pixels=settings.KERASUI_MAX_IMAGE_PIXELS)
+    except ValueError as error:
+        raise ServiceError(f"{name}: {error}", field=field_name) from None
+
+
+def dataset_item_create(*, dataset: DataSet, label: str, file: BinaryIO, name: str = "") -> DataSetItem:
+    """Add one verified image to a dataset."""
+    name = name or getattr(file, "name", "") or "image"
+    data = file.read()
+    image_check(data, name=name)
+    item = DataSetItem(dataset=dataset, label=clean_label(label))
+    item.image.save(PurePosixPath(name).name, ContentFile(data), save=False)
+    try:
+        item.save()
+    except BaseException:
+        item.image.storage.delete(item.image.name)
+        raise
+    return item
+
+
+def _zip_entry_label(parts: tuple[str, ...], label: str | None) -> tuple[str | None, str | None]:
+    """The label for an entry and, when it has none, the reason it is skipped."""
+    if label:
+        return label, None
+    if len(parts) < 2:
+        return None, "not in a folder: type a label, or put each image in a folder named after its label"
+    try:
+        return clean_label(parts[0]), None
+    except ServiceError as error:
+        return None, error.message
+
+
+def _is_ignored(parts: tuple[str, ...]) -> bool:
+    """Entries nobody means to import: macOS resource forks, hidden files and folders."""
+    return parts[0] == "__MACOSX" or any(part.startswith(".") for part in parts)
+
+
+def dataset_import_zip(*, dataset: DataSet, file: BinaryIO, label: str | None = None) -> ImportReport:
+    """Import every image of a zip, labelled by `label` or else by its top-level folder.
+
+    Entries that are not usable images are skipped and reported. Either every accepted image is
+    saved with its row, or (on an unexpected error) nothing is left behind.
+    """
+    label = clean_label(label) if label and label.strip() else None
+    try:
+        archive = zipfile.ZipFile(file)
+    except (zipfile.BadZipFile, OSError):
+        raise ServiceError("the file is not a zip archive", field="file") from None
+    with archive:
+        entries = [info for info in archive.infolist() if not info.is_dir()]
+        if len(entries) > settings.KERASUI_MAX_ZIP_ENTRIES:
+            raise ServiceError(
+                f"the zip has {len(entries)} entries; at most {settings.KERASUI_MAX_ZIP_ENTRIES} are accepted",
+                field="file",
+            )
+        total = sum(info.file_size for info in entries)
+        if total > settings.KERASUI_MAX_ZIP_BYTES:
+            raise ServiceError(
+                f"the zip holds {total} bytes uncompressed; at most {settings.KERASUI_MAX_ZIP_BYTES} are accepted",
+                field="file",
+            )
+
+        report = ImportReport()
+        items: list[DataSetItem] = []
+        try:
+            for info in entries:
+                parts = tuple(part for part in PurePosixPath(info.filename.replace("\\", "/")).parts if part != "/")
+                if not parts or _is_ignored(parts):
+                    continue
+                entry_label, reason = _zip_entry_label(parts, label)
+                if reason is None and info.file_size > settings.KERASUI_MAX_IMAGE_BYTES:
+                    reason = f"larger than {settings.KERASUI_MAX_IMAGE_BYTES} bytes"
+                if reason is None:
+                    try:
+                        data = archive.read(info)
+                        image_check(data, name=info.filename)
+                    except ServiceError as error:
+                        reason = error.message.removeprefix(f"{info.filename}: ")
+                    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as error:
+                        reason = f"cannot be extracted ({error})"
+                if reason is not None:
+                    report.skipped.append({"name": info.filename, "reason": reason})
+                    continue
+                item = DataSetItem(dataset=dataset, label=entry_label)
+                # Only the storage chooses the path; the entry's name is reduced to its base name.
+                item.image.save(parts[-1], ContentFile(data), save=False)
+                items.append(item)
+            with transaction.atomic():
+                DataSetItem.objects.bulk_create(items, batch_size=500)
+        except BaseException:
+            for item in items:
+                item.image.storage.delete(item.image.name)
+            raise
+    report.counts = dict(sorted(Counter(item.label for item in items).items()))
+    return report
+
+
+def dataset_label_counts(*, dataset: DataSet) -> dict[str, int]:
+    """Number of images per label, labels sorted."""
+    rows = dataset.items.values("label").annotate(count=Count("id")).order_by("label")
+    return {row["label"]: row["count"] for row in rows}
+
+
+def dataset_labels(*, dataset: DataSet) -> list[str]:
+    """This dataset's labels, sorted: the order of a model's outputs."""
+    return list(dataset.items.order_by("label").values_list("label", flat=True).distinct())
+
+
+def _delete_files_on_commit(names: list[tuple[object, str]]) -> None:
+    def delete() -> None:
+        for storage, name in names:
+            if name:
+                storage.delete(name)
+
+    transaction.on_commit(delete)
+
+
+@transaction.atomic
+def dataset_items_delete(*, items) -> int:
+    """Delete items and, once that is committed, their image files."""
+    items = list(items)
+    files = [(item.image.storage, item.image.name) for item in items]
+    DataSetItem.objects.filter(pk__in=[item.pk for item in items]).delete()
+    _delete_files_on_commit(files)
+    return len(items)
+
+
+@transaction.atomic
+def dataset_delete(*, dataset: DataSet) -> None:
+    """Delete a dataset with its items and runs, then their files."""
+    files = [(item.image.storage, item.image.name) for item in dataset.items.all()]
+    for run in dataset.runs.all():
+        files += [(run.model_file.storage, run.model_file.name), (run.log_file.storage, run.log_file.name)]
+    dataset.delete()
+    _delete_files_on_commit(files)

@@ -1,0 +1,131 @@
+"""Predict labels for images with a dataset's current model.
+
+Images are prepared exactly as the run behind the model was trained (that run's image size and
+colour mode, not the dataset's current fields). Models are loaded once per process and kept in a
+small least-recently-used cache keyed by run, so a newer current run is simply a new key.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+
+from management.ml.images import load_image
+from management.models import DataSet, TrainingRun
+from management.services.datasets import image_check
+from management.services.errors import Conflict, ServiceError
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The most probable label, its probability, and every label's probability."""
+
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    run_id: int
+
+    def as_dict(self) -> dict:
+        return {
+            "result": self.label,
+            "confidence": self.confidence,
+            "probabilities": self.probabilities,
+            "run": self.run_id,
+        }
+
+
+class ModelCache:
+    """Loaded predictors by run id, least recently used evicted, safe under threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loading: dict[int, threading.Lock] = {}
+        # run id -> (dataset id, predictor)
+        self._predictors: OrderedDict[int, tuple[int, object]] = OrderedDict()
+        self.loads = 0
+
+    def get(self, run: TrainingRun):
+        with self._lock:
+            if run.pk in self._predictors:
+                self._predictors.move_to_end(run.pk)
+                return self._predictors[run.pk][1]
+            loading = self._loading.setdefault(run.pk, threading.Lock())
+        # One thread loads a given model; others asking for it meanwhile wait for that load.
+        with loading:
+            with self._lock:
+                if run.pk in self._predictors:
+                    return self._predictors[run.pk][1]
+            from management.ml.inference import Predictor
+
+            predictor = Predictor(run.model_file.path)
+            with self._lock:
+                self.loads += 1
+                # A newer model of the same dataset makes the older one useless here.
+                for stale in [key for key, (dataset_id, _) in self._predictors.items() if dataset_id == run.dataset_id]:
+                    del self._predictors[stale]
+                self._predictors[run.pk] = (run.dataset_id, predictor)
+                while len(self._predictors) > max(1, settings.KERASUI_MODEL_CACHE_SIZE):
+                    self._predictors.popitem(last=False)
+                self._loading.pop(run.pk, None)
+            return predictor
+
+    def clear(self) -> None:
+        with self._lock:
+            self._predictors.clear()
+
+    def __contains__(self, run_id: int) -> bool:
+        return run_id in self._predictors
+
+
+model_cache = ModelCache()
+
+
+def prediction_run_for(*, dataset: DataSet) -> TrainingRun:
+    """The run whose model answers for this dataset, or a Conflict saying why there is none."""
+    run = dataset.current_run
+    if run is None or run.status != TrainingRun.Status.SUCCEEDED or not run.model_file:
+        raise Conflict(
+            f"dataset '{dataset.name}' has no trained model yet: train it first", field="dataset"
+        )
+    return run
+
+
+def prediction_predict(*, dataset: DataSet, images: list[tuple[str, bytes]]) -> list[Prediction]:
+    """Predict each (name, bytes) image with the dataset's current model, in the given order."""
+    run = prediction_run_for(dataset=dataset)
+    arrays = []
+    for name, data in images:
+        image_check(data, name=name)
+        try:
+            arrays.append(
+                load_image(
+                    data,
+                    image_size=run.image_size,
+                    color_mode=run.color_mode,
+                    max_pixels=settings.KERASUI_MAX_IMAGE_PIXELS,
+                )
+            )
+        except ValueError as error:
+            raise ServiceError(f"{name}: {error}", field="image") from None
+    predictor = model_cache.get(run)
+    probabilities = predictor.predict(np.stack(arrays))
+    predictions = []
+    for row in probabilities:
+        best = int(np.argmax(row))
+        predictions.append(
+            Prediction(
+                label=run.labels[best],
+                confidence=round(float(row[best]), 6),
+                probabilities={label: round(float(p), 6) for label, p in zip(run.labels, row, strict=True)},
+                run_id=run.pk,
+            )
+        )
+    return predictions
+
+
+def prediction_predict_one(*, dataset: DataSet, name: str, data: bytes) -> Prediction:
+    return prediction_predict(dataset=dataset, images=[(name, data)])[0]
