@@ -11,3 +11,12 @@ class ModelPermissions(permissions.DjangoModelPermissions):
         "GET": ["%(app_label)s.view_%(model_name)s"],
         "HEAD": ["%(app_label)s.view_%(model_name)s"],
     }
+
+
+class CanPredict(permissions.BasePermission):
+    """Predicting needs the permission to view datasets."""
+
+    message = "you need the permission 'management.view_dataset' to predict"
+
+    def has_permission(self, request, view):
+        return bool(request.user and request.user.has_perm("management.view_dataset"))

@@ -1,7 +1,18 @@
+"""Routes: the admin (the UI), the REST API, OAuth2 tokens, and private media."""
+
 from django.contrib import admin
 from django.urls import include, path
 
+from management import views
+
+admin.site.site_header = "KerasUI"
+admin.site.site_title = "KerasUI"
+admin.site.index_title = "Datasets, training and models"
+
 urlpatterns = [
+    path("", views.home, name="home"),
     path("admin/", admin.site.urls),
+    path("api/", include("api.urls")),
     path("o/", include("oauth2_provider.urls", namespace="oauth2_provider")),
+    path("media/<path:path>", views.protected_media, name="media"),
 ]

@@ -41,31 +41,42 @@ class DataSet(models.Model):
         ),
     )
     epochs = models.PositiveIntegerField(
-        default=10, validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        default=10,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
         help_text="Passes over the training images.",
     )
     batch_size = models.PositiveIntegerField(
-        default=32, validators=[MinValueValidator(1), MaxValueValidator(4096)],
+        default=32,
+        validators=[MinValueValidator(1), MaxValueValidator(4096)],
         help_text="Images per training step.",
     )
     image_size = models.PositiveIntegerField(
-        default=64, validators=[MinValueValidator(8), MaxValueValidator(1024)],
+        default=64,
+        validators=[MinValueValidator(8), MaxValueValidator(1024)],
         help_text="Images are resized to this many pixels wide and high.",
     )
     color_mode = models.CharField(
-        max_length=10, choices=ColorMode.choices, default=ColorMode.RGB,
+        max_length=10,
+        choices=ColorMode.choices,
+        default=ColorMode.RGB,
         help_text="Whether the model sees colour or grayscale images.",
     )
     validation_split = models.FloatField(
-        default=0.2, validators=[MinValueValidator(0.0), MaxValueValidator(0.9)],
+        default=0.2,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.9)],
         help_text="Fraction of each label's images held out to validate the model (0 for none).",
     )
     verbose = models.PositiveSmallIntegerField(
-        choices=Verbosity.choices, default=Verbosity.ONE_LINE_PER_EPOCH,
+        choices=Verbosity.choices,
+        default=Verbosity.ONE_LINE_PER_EPOCH,
         help_text="How much Keras writes to the run's log.",
     )
     current_run = models.ForeignKey(
-        "TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        "TrainingRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
         help_text="The run whose model answers predictions.",
     )
     created_at = models.DateTimeField(auto_now_add=True)

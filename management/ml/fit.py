@@ -154,8 +154,7 @@ def fit(
     )
     if progress.nan_epoch is not None:
         raise ValueError(
-            f"the loss became NaN in epoch {progress.nan_epoch}: "
-            "lower the learning rate or check the model code"
+            f"the loss became NaN in epoch {progress.nan_epoch}: lower the learning rate or check the model code"
         )
     last = progress.history[-1] if progress.history else {}
     metrics = {name: value for name, value in last.items() if name not in {"epoch", "seconds"}}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 CODE_FILENAME = "<model code>"
 
-DEFAULT_PROCESS = '''\
+DEFAULT_PROCESS = """\
 # Add layers to `model`: the input (scaled to 0..1) is already there, and KerasUI adds the
 # final Dense(num_classes, activation="softmax") after your layers.
 # In scope: model, keras, layers, every keras.layers name (Conv2D, Dense, ...),
@@ -29,7 +29,7 @@ while size > 4:
 model.add(Flatten())
 model.add(Dropout(0.3))
 model.add(Dense(128, activation="relu"))
-'''
+"""
 
 
 class ModelCodeError(ValueError):

@@ -34,8 +34,10 @@ def draw_shape(shape: str, *, size: int, generator: random.Random) -> Image.Imag
         corners = 4 if shape == "square" else 3
         start = generator.uniform(0, 2 * math.pi)
         points = [
-            (cx + radius * math.cos(start + 2 * math.pi * k / corners),
-             cy + radius * math.sin(start + 2 * math.pi * k / corners))
+            (
+                cx + radius * math.cos(start + 2 * math.pi * k / corners),
+                cy + radius * math.sin(start + 2 * math.pi * k / corners),
+            )
             for k in range(corners)
         ]
         draw.polygon(points, fill=fill)

@@ -88,9 +88,7 @@ def prediction_run_for(*, dataset: DataSet) -> TrainingRun:
     """The run whose model answers for this dataset, or a Conflict saying why there is none."""
     run = dataset.current_run
     if run is None or run.status != TrainingRun.Status.SUCCEEDED or not run.model_file:
-        raise Conflict(
-            f"dataset '{dataset.name}' has no trained model yet: train it first", field="dataset"
-        )
+        raise Conflict(f"dataset '{dataset.name}' has no trained model yet: train it first", field="dataset")
     return run
 
 

@@ -133,9 +133,7 @@ def training_runs_fail_interrupted() -> int:
 
 
 def _load_training_images(run: TrainingRun) -> tuple[np.ndarray, np.ndarray]:
-    items = list(
-        DataSetItem.objects.filter(dataset_id=run.dataset_id, label__in=run.labels).order_by("id")
-    )
+    items = list(DataSetItem.objects.filter(dataset_id=run.dataset_id, label__in=run.labels).order_by("id"))
     channels = channels_for(run.color_mode)
     images = np.empty((len(items), run.image_size, run.image_size, channels), dtype=np.uint8)
     index_of = {label: index for index, label in enumerate(run.labels)}
@@ -158,8 +156,7 @@ def _check_labels(run: TrainingRun) -> None:
         raise TrainingFailed("the dataset has no images: add labelled images before training")
     if len(run.labels) < 2:
         raise TrainingFailed(
-            f"the dataset has only one label ('{run.labels[0]}'): a classifier needs images of "
-            "at least two labels"
+            f"the dataset has only one label ('{run.labels[0]}'): a classifier needs images of at least two labels"
         )
 
 
@@ -251,4 +248,3 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
         training_run_fail(run_id=run.pk, message=f"unexpected error: {type(error).__name__}: {error}")
     run.refresh_from_db()
     return run
-

@@ -1,0 +1,327 @@
+"""The admin is the UI: datasets, their images, training runs, zip upload, Train and Test."""
+
+from django.contrib import admin, messages
+from django.db.models import Count
+from django.shortcuts import get_object_or_404, redirect
+from django.template.loader import render_to_string
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from management import views
+from management.forms import DataSetForm, DataSetItemForm
+from management.models import DataSet, DataSetItem, TrainingRun
+from management.services.datasets import dataset_delete, dataset_items_delete, dataset_label_counts
+from management.services.errors import ServiceError
+from management.services.training import training_run_cancel, training_run_create
+
+THUMBNAILS_ON_DATASET_PAGE = 60
+LOG_TAIL_LINES = 200
+
+
+def progress_bar(run: TrainingRun | None) -> str:
+    if run is None:
+        return "—"
+    return render_to_string("management/progress.html", {"run": run})
+
+
+def thumbnail(item: DataSetItem, size: int = 48) -> str:
+    return format_html(
+        '<img src="{}" alt="{}" title="{}" loading="lazy" width="{}" height="{}" class="kerasui-thumb">',
+        item.image.url,
+        item.label,
+        item.label,
+        size,
+        size,
+    )
+
+
+@admin.register(DataSet)
+class DataSetAdmin(admin.ModelAdmin):
+    form = DataSetForm
+    change_form_template = "management/dataset_change_form.html"
+    change_list_template = "management/dataset_change_list.html"
+    list_display = ["name", "item_count", "labels", "training", "current_accuracy", "updated_at"]
+    search_fields = ["name"]
+    actions = ["train_selected"]
+    readonly_fields = ["label_counts", "thumbnails", "runs", "current_run_link"]
+    fieldsets = [
+        (None, {"fields": ["name"]}),
+        ("Images", {"fields": ["label_counts", "thumbnails"]}),
+        ("Model", {"fields": ["process"]}),
+        (
+            "Training options",
+            {"fields": ["epochs", "batch_size", "image_size", "color_mode", "validation_split", "verbose"]},
+        ),
+        ("Training runs", {"fields": ["current_run_link", "runs"]}),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(item_count=Count("items")).select_related("current_run")
+
+    def changelist_view(self, request, extra_context=None):
+        # The list refreshes itself while something trains, so progress moves without a click.
+        active = TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE).exists()
+        return super().changelist_view(request, {**(extra_context or {}), "has_active_runs": active})
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [fieldset for fieldset in self.fieldsets if fieldset[0] not in {"Images", "Training runs"}]
+        return self.fieldsets
+
+    @admin.display(description="images", ordering="item_count")
+    def item_count(self, obj):
+        return obj.item_count
+
+    @admin.display(description="labels")
+    def labels(self, obj):
+        counts = dataset_label_counts(dataset=obj)
+        return ", ".join(f"{label} ({count})" for label, count in counts.items()) or "—"
+
+    @admin.display(description="training")
+    def training(self, obj):
+        return format_html("{}", progress_bar(obj.latest_run))
+
+    @admin.display(description="accuracy")
+    def current_accuracy(self, obj):
+        run = obj.current_run
+        if run is None or run.accuracy is None:
+            return "—"
+        return f"{run.accuracy:.1%}"
+
+    @admin.display(description="images per label")
+    def label_counts(self, obj):
+        counts = dataset_label_counts(dataset=obj)
+        return format_html("{}", render_to_string("management/label_counts.html", {"counts": counts, "dataset": obj}))
+
+    @admin.display(description="thumbnails")
+    def thumbnails(self, obj):
+        items = obj.items.order_by("-id")[:THUMBNAILS_ON_DATASET_PAGE]
+        total = obj.items.count()
+        list_url = reverse("admin:management_datasetitem_changelist") + f"?dataset__id__exact={obj.pk}"
+        return format_html(
+            "{}",
+            render_to_string(
+                "management/thumbnails.html",
+                {"items": [(item, thumbnail(item, 64)) for item in items], "total": total, "list_url": list_url},
+            ),
+        )
+
+    @admin.display(description="runs")
+    def runs(self, obj):
+        runs = obj.runs.all()[:20]
+        return format_html("{}", render_to_string("management/run_table.html", {"runs": runs}))
+
+    @admin.display(description="current model")
+    def current_run_link(self, obj):
+        return views.run_link(obj.current_run)
+
+    @admin.action(description="Train selected datasets", permissions=["change"])
+    def train_selected(self, request, queryset):
+        for dataset in queryset:
+            self._train(request, dataset)
+
+    def _train(self, request, dataset):
+        try:
+            run = training_run_create(dataset=dataset, user=request.user)
+        except ServiceError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return None
+        self.message_user(
+            request,
+            format_html("Training of '{}' queued as {}.", dataset.name, views.run_link(run)),
+            messages.SUCCESS,
+        )
+        return run
+
+    def delete_model(self, request, obj):
+        dataset_delete(dataset=obj)
+
+    def delete_queryset(self, request, queryset):
+        for dataset in queryset:
+            dataset_delete(dataset=dataset)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("upload/", wrap(self._upload), name="management_dataset_upload"),
+            path("<int:dataset_id>/upload/", wrap(self._upload), name="management_dataset_upload_into"),
+            path("<int:dataset_id>/train/", wrap(self._train_view), name="management_dataset_train"),
+            path("test/", wrap(self._test), name="management_dataset_test"),
+            *super().get_urls(),
+        ]
+
+    def _upload(self, request, dataset_id=None):
+        if not self.has_change_permission(request):
+            raise views.PermissionDenied
+        return views.upload_zip(request, self, dataset_id)
+
+    def _test(self, request):
+        if not self.has_view_permission(request):
+            raise views.PermissionDenied
+        return views.test_model(request, self)
+
+    def _train_view(self, request, dataset_id):
+        dataset = get_object_or_404(DataSet, pk=dataset_id)
+        if request.method != "POST" or not self.has_change_permission(request, dataset):
+            raise views.PermissionDenied
+        run = self._train(request, dataset)
+        if run is None:
+            return redirect("admin:management_dataset_change", dataset.pk)
+        return redirect("admin:management_trainingrun_change", run.pk)
+
+
+@admin.register(DataSetItem)
+class DataSetItemAdmin(admin.ModelAdmin):
+    form = DataSetItemForm
+    list_display = ["preview", "label", "dataset", "created_at"]
+    list_display_links = ["preview", "label"]
+    list_filter = ["dataset", "label"]
+    search_fields = ["label"]
+    list_per_page = 60
+    readonly_fields = ["large_preview"]
+    fields = ["dataset", "label", "image", "large_preview"]
+
+    @admin.display(description="image")
+    def preview(self, obj):
+        return thumbnail(obj, 48)
+
+    @admin.display(description="preview")
+    def large_preview(self, obj):
+        return thumbnail(obj, 192) if obj.pk and obj.image else "—"
+
+    def delete_model(self, request, obj):
+        dataset_items_delete(items=[obj])
+
+    def delete_queryset(self, request, queryset):
+        dataset_items_delete(items=queryset)
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    change_form_template = "management/run_change_form.html"
+    list_display = [
+        "__str__",
+        "status",
+        "progress_display",
+        "epoch_display",
+        "accuracy_display",
+        "created_at",
+        "duration",
+    ]
+    list_filter = ["status", "dataset"]
+    actions = ["cancel_selected"]
+    fieldsets = [
+        (None, {"fields": ["dataset", "status", "progress_display", "epoch_display", "error"]}),
+        ("Results", {"fields": ["metrics_display", "history_display", "downloads"]}),
+        ("Log", {"fields": ["log_tail"]}),
+        (
+            "Snapshot taken when the run was created",
+            {
+                "classes": ["collapse"],
+                "fields": [
+                    "labels",
+                    "epochs",
+                    "batch_size",
+                    "image_size",
+                    "color_mode",
+                    "validation_split",
+                    "seed",
+                    "process",
+                ],
+            },
+        ),
+        ("Times", {"fields": ["worker", "created_by", "created_at", "started_at", "finished_at", "duration"]}),
+    ]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        # Runs are records: nothing in them is edited by hand. Viewing stays allowed.
+        return False
+
+    @admin.display(description="progress", ordering="progress")
+    def progress_display(self, obj):
+        return format_html("{}", progress_bar(obj))
+
+    @admin.display(description="epoch")
+    def epoch_display(self, obj):
+        return f"{obj.epoch} / {obj.epochs}"
+
+    @admin.display(description="accuracy")
+    def accuracy_display(self, obj):
+        return f"{obj.accuracy:.1%}" if obj.accuracy is not None else "—"
+
+    @admin.display(description="duration")
+    def duration(self, obj):
+        seconds = obj.duration_seconds
+        return f"{seconds:.0f} s" if seconds is not None else "—"
+
+    @admin.display(description="final metrics")
+    def metrics_display(self, obj):
+        return format_html("{}", render_to_string("management/metrics.html", {"metrics": obj.metrics}))
+
+    @admin.display(description="history")
+    def history_display(self, obj):
+        columns = []
+        for row in obj.history:
+            columns += [key for key in row if key not in columns]
+        rows = [[row.get(column, "") for column in columns] for row in obj.history]
+        return format_html("{}", render_to_string("management/history.html", {"columns": columns, "rows": rows}))
+
+    @admin.display(description="downloads")
+    def downloads(self, obj):
+        return format_html("{}", render_to_string("management/run_downloads.html", {"run": obj}))
+
+    @admin.display(description="last lines of the log")
+    def log_tail(self, obj):
+        if not obj.log_file:
+            return "—"
+        try:
+            with obj.log_file.open("rb") as file:
+                lines = file.read().decode("utf-8", "replace").splitlines()[-LOG_TAIL_LINES:]
+        except OSError:
+            return "(the log file is missing)"
+        return format_html('<pre class="kerasui-log">{}</pre>', "\n".join(lines))
+
+    @admin.action(description="Cancel selected runs")
+    def cancel_selected(self, request, queryset):
+        cancelled = sum(training_run_cancel(run=run) for run in queryset)
+        self.message_user(request, f"Cancelled {cancelled} run(s).", messages.SUCCESS)
+
+    def get_actions(self, request):
+        # Cancelling changes a run's status, which needs the change permission of the dataset.
+        actions = super().get_actions(request)
+        if not request.user.has_perm("management.change_dataset"):
+            actions.pop("cancel_selected", None)
+        return actions
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:run_id>/model/", wrap(self._download_model), name="management_trainingrun_model"),
+            path("<int:run_id>/log/", wrap(self._download_log), name="management_trainingrun_log"),
+            path("<int:run_id>/cancel/", wrap(self._cancel), name="management_trainingrun_cancel"),
+            *super().get_urls(),
+        ]
+
+    def _download_model(self, request, run_id):
+        if not self.has_view_permission(request):
+            raise views.PermissionDenied
+        return views.download_model(request, self, run_id)
+
+    def _download_log(self, request, run_id):
+        if not self.has_view_permission(request):
+            raise views.PermissionDenied
+        return views.download_log(request, self, run_id)
+
+    def _cancel(self, request, run_id):
+        run = get_object_or_404(TrainingRun, pk=run_id)
+        if request.method != "POST" or not request.user.has_perm("management.change_dataset"):
+            raise views.PermissionDenied
+        if training_run_cancel(run=run):
+            self.message_user(request, f"{run} was cancelled.", messages.SUCCESS)
+        return redirect("admin:management_trainingrun_change", run.pk)

@@ -1,0 +1,132 @@
+"""The admin's extra pages (zip upload, test, downloads), private media, and the home page."""
+
+import base64
+import mimetypes
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils._os import safe_join
+from django.utils.html import format_html
+from django.utils.text import slugify
+
+from management.forms import TestForm, ZipUploadForm
+from management.models import DataSet, TrainingRun
+from management.services.datasets import dataset_import_zip
+from management.services.errors import ServiceError
+from management.services.prediction import prediction_predict_one
+
+# Which permission a media folder needs: images belong to items, models and logs to runs.
+MEDIA_PERMISSIONS = {
+    "datasets": "management.view_datasetitem",
+    "models": "management.view_trainingrun",
+    "logs": "management.view_trainingrun",
+}
+
+
+def home(request):
+    return render(request, "home.html", {"datasets": DataSet.objects.count()})
+
+
+@login_required
+def protected_media(request, path: str):
+    """Serve a media file to a user allowed to see what it belongs to; nothing else."""
+    folder = Path(path).parts[0] if Path(path).parts else ""
+    permission = MEDIA_PERMISSIONS.get(folder)
+    if permission is None or not request.user.has_perm(permission):
+        raise PermissionDenied
+    try:
+        full_path = Path(safe_join(settings.MEDIA_ROOT, path))
+    except Exception:  # noqa: BLE001 - SuspiciousFileOperation for ../ and absolute names
+        raise Http404 from None
+    if not full_path.is_file():
+        raise Http404
+    content_type, _ = mimetypes.guess_type(full_path.name)
+    return FileResponse(full_path.open("rb"), content_type=content_type or "application/octet-stream")
+
+
+def upload_zip(request, model_admin, dataset_id=None):
+    """The 'Upload a zip' page: into a chosen dataset, one label for all or one per folder."""
+    initial = {"dataset": dataset_id} if dataset_id else {}
+    form = ZipUploadForm(request.POST or None, request.FILES or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        dataset = form.cleaned_data["dataset"]
+        try:
+            report = dataset_import_zip(
+                dataset=dataset, file=form.cleaned_data["file"], label=form.cleaned_data["label"] or None
+            )
+        except ServiceError as error:
+            form.add_error("file" if error.field == "file" else "label", error.message)
+        else:
+            counts = ", ".join(f"{label}: {count}" for label, count in report.counts.items()) or "none"
+            level = messages.SUCCESS if report.added else messages.WARNING
+            messages.add_message(request, level, f"Imported {report.added} images into '{dataset}' ({counts}).")
+            if report.skipped:
+                shown = "; ".join(f"{entry['name']}: {entry['reason']}" for entry in report.skipped[:20])
+                more = f" and {len(report.skipped) - 20} more" if len(report.skipped) > 20 else ""
+                messages.warning(request, f"Skipped {len(report.skipped)} entries: {shown}{more}.")
+            return redirect("admin:management_dataset_change", dataset.pk)
+    context = {
+        **admin.site.each_context(request),
+        "opts": DataSet._meta,
+        "title": "Upload a zip of images",
+        "form": form,
+    }
+    return render(request, "management/upload_zip.html", context)
+
+
+def test_model(request, model_admin):
+    """The Test page: upload an image, choose a dataset, see the predicted label."""
+    form = TestForm(request.POST or None, request.FILES or None, initial={"dataset": request.GET.get("dataset")})
+    result = preview = None
+    if request.method == "POST" and form.is_valid():
+        name, data = form.cleaned_data["image"]
+        try:
+            result = prediction_predict_one(dataset=form.cleaned_data["dataset"], name=name, data=data)
+        except ServiceError as error:
+            form.add_error("image" if error.field == "image" else "dataset", error.message)
+        else:
+            content_type = mimetypes.guess_type(name)[0] or "image/png"
+            preview = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
+    probabilities = []
+    if result:
+        probabilities = sorted(result.probabilities.items(), key=lambda pair: pair[1], reverse=True)
+        probabilities = [(label, value, round(value * 100, 1)) for label, value in probabilities]
+    context = {
+        **admin.site.each_context(request),
+        "opts": DataSet._meta,
+        "title": "Test a model",
+        "form": form,
+        "result": result,
+        "probabilities": probabilities,
+        "preview": preview,
+        "trained_count": DataSet.objects.filter(current_run__isnull=False).count(),
+    }
+    return render(request, "management/test_model.html", context)
+
+
+def download_model(request, model_admin, run_id):
+    run = get_object_or_404(TrainingRun, pk=run_id)
+    if not run.model_file:
+        raise Http404("this run has no model")
+    name = f"{slugify(run.dataset.name) or 'model'}-run{run.pk}.keras"
+    return FileResponse(run.model_file.open("rb"), as_attachment=True, filename=name)
+
+
+def download_log(request, model_admin, run_id):
+    run = get_object_or_404(TrainingRun, pk=run_id)
+    if not run.log_file:
+        raise Http404("this run has no log")
+    return FileResponse(run.log_file.open("rb"), content_type="text/plain; charset=utf-8")
+
+
+def run_link(run: TrainingRun | None) -> str:
+    if run is None:
+        return "—"
+    url = reverse("admin:management_trainingrun_change", args=[run.pk])
+    return format_html('<a href="{}">run {}</a>', url, run.pk)
