@@ -119,7 +119,9 @@ def dataset_import_zip(*, dataset: DataSet, file: BinaryIO, label: str | None = 
         items: list[DataSetItem] = []
         try:
             for info in entries:
-                parts = tuple(part for part in PurePosixPath(info.filename.replace("\\", "/")).parts if part != "/")
+                # "..", "." and leading slashes mean nothing inside a dataset: drop them.
+                name = info.filename.replace("\\", "/")
+                parts = tuple(part for part in name.split("/") if part not in {"", ".", ".."})
                 if not parts or _is_ignored(parts):
                     continue
                 entry_label, reason = _zip_entry_label(parts, label)

@@ -1,0 +1,146 @@
+import io
+import os
+import socket
+
+import pytest
+from django.core.files.base import ContentFile
+
+from management.models import DataSet, DataSetItem, TrainingRun
+from management.services import training
+from management.services.errors import Conflict
+from management.services.prediction import model_cache, prediction_predict
+from tests.images import COLOURS, colour_image, png, zip_of
+
+Status = TrainingRun.Status
+
+
+def execute(dataset: DataSet) -> TrainingRun:
+    run = training.training_run_create(dataset=dataset, enqueue=False)
+    run = training.training_run_claim(run_id=run.pk, worker=training.this_worker())
+    return training.training_run_execute(run=run)
+
+
+def test_a_run_snapshots_the_options_code_and_sorted_labels(colour_dataset):
+    run = training.training_run_create(dataset=colour_dataset, enqueue=False)
+    colour_dataset.image_size = 99
+    colour_dataset.process = "changed"
+    colour_dataset.save()
+    run.refresh_from_db()
+    assert run.status == Status.QUEUED
+    assert run.labels == sorted(COLOURS)
+    assert (run.image_size, run.epochs, run.batch_size, run.color_mode) == (16, 6, 8, "rgb")
+    assert run.process != "changed" and "model.add" in run.process
+
+
+def test_training_while_a_run_is_queued_or_running_is_refused(colour_dataset):
+    run = training.training_run_create(dataset=colour_dataset, enqueue=False)
+    with pytest.raises(Conflict, match="already being trained"):
+        training.training_run_create(dataset=colour_dataset, enqueue=False)
+    training.training_run_claim(run_id=run.pk, worker="here:1")
+    with pytest.raises(Conflict):
+        training.training_run_create(dataset=colour_dataset, enqueue=False)
+    training.training_run_cancel(run=run)
+    assert training.training_run_create(dataset=colour_dataset, enqueue=False).pk != run.pk
+
+
+def test_labels_of_other_datasets_are_not_in_the_run(colour_dataset):
+    other = DataSet.objects.create(name="Other")
+    DataSetItem.objects.create(dataset=other, label="zebra", image="x.png")
+    run = training.training_run_create(dataset=colour_dataset, enqueue=False)
+    assert "zebra" not in run.labels
+
+
+def test_an_empty_dataset_fails_with_a_readable_message(db):
+    run = execute(DataSet.objects.create(name="Empty"))
+    assert run.status == Status.FAILED
+    assert "no images" in run.error and run.finished_at
+
+
+def test_a_single_label_fails_with_a_readable_message(db):
+    dataset = DataSet.objects.create(name="One")
+    training_data = zip_of({f"cat/{n}.png": png() for n in range(3)})
+    from management.services.datasets import dataset_import_zip
+
+    dataset_import_zip(dataset=dataset, file=io.BytesIO(training_data))
+    run = execute(dataset)
+    assert run.status == Status.FAILED
+    assert "only one label ('cat')" in run.error
+
+
+def test_bad_model_code_fails_naming_the_line(colour_dataset):
+    colour_dataset.process = "model.add(Flatten())\nmodel.add(Dense('many'))"
+    colour_dataset.save()
+    run = execute(colour_dataset)
+    assert run.status == Status.FAILED
+    assert run.error.startswith("model code: line 2:")
+
+
+def test_a_corrupt_image_fails_the_run_naming_the_item(colour_dataset):
+    item = DataSetItem(dataset=colour_dataset, label="red")
+    item.image.save("bad.png", ContentFile(b"\x89PNG broken"), save=True)
+    run = execute(colour_dataset)
+    assert run.status == Status.FAILED
+    assert f"item {item.pk} (label 'red'" in run.error
+
+
+def test_a_cancelled_run_ends_cancelled_without_a_model(colour_dataset, monkeypatch):
+    run = training.training_run_create(dataset=colour_dataset, enqueue=False)
+    run = training.training_run_claim(run_id=run.pk, worker="here:1")
+    training.training_run_cancel(run=run)
+    TrainingRun.objects.filter(pk=run.pk).update(status=Status.RUNNING)  # as if it was cancelled mid-way
+
+    def cancel_then_report(run_id):
+        def report(progress):
+            TrainingRun.objects.filter(pk=run_id).update(status=Status.CANCELLED)
+            return False
+
+        return report
+
+    monkeypatch.setattr(training, "_report_progress", cancel_then_report)
+    run = training.training_run_execute(run=run)
+    assert run.status == Status.CANCELLED and not run.model_file
+    colour_dataset.refresh_from_db()
+    assert colour_dataset.current_run is None
+
+
+def test_a_run_left_running_by_a_dead_process_is_marked_failed(colour_dataset):
+    run = training.training_run_create(dataset=colour_dataset, enqueue=False)
+    dead_pid = 2**22 + 12345
+    training.training_run_claim(run_id=run.pk, worker=f"{socket.gethostname()}:{dead_pid}")
+    alive = training.training_run_create(dataset=DataSet.objects.create(name="Alive"), enqueue=False)
+    training.training_run_claim(run_id=alive.pk, worker=f"{socket.gethostname()}:{os.getpid()}")
+    assert training.training_runs_fail_interrupted() == 1
+    run.refresh_from_db()
+    alive.refresh_from_db()
+    assert run.status == Status.FAILED and "interrupted" in run.error
+    assert alive.status == Status.RUNNING
+
+
+def test_training_succeeds_and_its_model_predicts_new_images_correctly(colour_dataset):
+    run = execute(colour_dataset)
+    assert run.status == Status.SUCCEEDED, run.error
+    assert run.progress == 100 and run.epoch == 6 and len(run.history) == 6
+    assert run.metrics["val_accuracy"] >= 0.9
+    assert run.model_file.name == f"models/run_{run.pk}.keras"
+    colour_dataset.refresh_from_db()
+    assert colour_dataset.current_run_id == run.pk
+
+    # Held-out images the model never saw: each must get its own label, not the first one.
+    images = [(label, colour_image(label, seed=999_000 + n)) for label in COLOURS for n in range(3)]
+    predictions = prediction_predict(dataset=colour_dataset, images=images)
+    assert [prediction.label for prediction in predictions] == [label for label, _ in images]
+    assert all(prediction.confidence > 0.5 for prediction in predictions)
+    assert set(predictions[0].probabilities) == set(COLOURS)
+    assert abs(sum(predictions[0].probabilities.values()) - 1) < 1e-3
+
+    # Retraining makes the new run current, and the cache loads its model instead of the old one.
+    loads = model_cache.loads
+    prediction_predict(dataset=colour_dataset, images=images[:1])
+    assert model_cache.loads == loads
+    second = execute(colour_dataset)
+    assert second.status == Status.SUCCEEDED
+    colour_dataset.refresh_from_db()
+    assert colour_dataset.current_run_id == second.pk
+    assert prediction_predict(dataset=colour_dataset, images=images[:1])[0].run_id == second.pk
+    assert model_cache.loads == loads + 1
+    assert run.pk not in model_cache and second.pk in model_cache
