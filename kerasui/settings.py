@@ -138,6 +138,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("KERASUI_STATIC_ROOT") or DATA_DIR / "static")
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -168,6 +169,9 @@ REST_FRAMEWORK = {
 OAUTH2_PROVIDER = {
     "SCOPES": {"read": "Read datasets and runs", "write": "Change datasets and train"},
     "ACCESS_TOKEN_EXPIRE_SECONDS": env_int("KERASUI_TOKEN_SECONDS", 36000),
+    # The password grant (the original KerasUI's flow, for scripts run by a known user) is kept on
+    # purpose, though RFC 9700 discourages it; tokens for services should use client credentials.
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": False,
 }
 
 CORS_ALLOWED_ORIGINS = env_list("DJANGO_CORS_ALLOWED_ORIGINS")

@@ -24,3 +24,49 @@ def colour_dataset(db):
     dataset = DataSet.objects.create(name="Colours", image_size=16, epochs=6, batch_size=8, validation_split=0.2)
     dataset_import_zip(dataset=dataset, file=io.BytesIO(colour_zip(10)))
     return dataset
+
+
+@pytest.fixture(scope="session")
+def colour_model_file(tmp_path_factory):
+    """A model trained once per test session on the colour classes (16 px RGB), saved as .keras."""
+    import numpy as np
+
+    from management.ml.fit import FitOptions, fit
+    from management.ml.images import load_image
+    from management.ml.models import DEFAULT_PROCESS, ModelSpec, build_model
+    from tests.images import COLOURS, colour_image
+
+    labels = sorted(COLOURS)
+    images = np.stack(
+        [load_image(colour_image(label, seed=n), image_size=16, color_mode="rgb") for label in labels for n in range(12)]
+    )
+    targets = np.repeat(np.arange(len(labels)), 12)
+    model = build_model(ModelSpec(code=DEFAULT_PROCESS, image_size=16, channels=3, num_classes=len(labels)))
+    fit(model, images, targets, FitOptions(epochs=8, batch_size=8, validation_split=0, verbose=0), lambda p: True)
+    path = tmp_path_factory.mktemp("model") / "colours.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture
+def trained_dataset(colour_dataset, colour_model_file, settings):
+    """The colour dataset with a succeeded run whose model is current."""
+    import shutil
+    from pathlib import Path
+
+    from django.utils import timezone
+
+    from management.models import TrainingRun
+    from management.services.training import training_run_create
+
+    run = training_run_create(dataset=colour_dataset, enqueue=False)
+    target = Path(settings.MEDIA_ROOT) / "models" / f"run_{run.pk}.keras"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(colour_model_file, target)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingRun.Status.SUCCEEDED, progress=100, model_file=f"models/run_{run.pk}.keras",
+        metrics={"val_accuracy": 1.0}, started_at=timezone.now(), finished_at=timezone.now(),
+    )
+    colour_dataset.current_run_id = run.pk
+    colour_dataset.save()
+    return colour_dataset
