@@ -83,10 +83,7 @@ class DataSetAdmin(admin.ModelAdmin):
 
     @admin.display(description="accuracy")
     def current_accuracy(self, obj):
-        run = obj.current_run
-        if run is None or run.accuracy is None:
-            return "—"
-        return f"{run.accuracy:.1%}"
+        return obj.current_run.accuracy_percent if obj.current_run else "—"
 
     @admin.display(description="images per label")
     def label_counts(self, obj):
@@ -95,7 +92,10 @@ class DataSetAdmin(admin.ModelAdmin):
 
     @admin.display(description="thumbnails")
     def thumbnails(self, obj):
-        items = obj.items.order_by("-id")[:THUMBNAILS_ON_DATASET_PAGE]
+        # A sample of every label, so a glance shows what each label looks like.
+        labels = list(dataset_label_counts(dataset=obj))
+        per_label = max(1, THUMBNAILS_ON_DATASET_PAGE // max(1, len(labels)))
+        items = [item for label in labels for item in obj.items.filter(label=label).order_by("-id")[:per_label]]
         total = obj.items.count()
         list_url = reverse("admin:management_datasetitem_changelist") + f"?dataset__id__exact={obj.pk}"
         return format_html(
@@ -201,7 +201,6 @@ class TrainingRunAdmin(admin.ModelAdmin):
     change_form_template = "management/run_change_form.html"
     list_display = [
         "__str__",
-        "status",
         "progress_display",
         "epoch_display",
         "accuracy_display",
@@ -253,7 +252,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="accuracy")
     def accuracy_display(self, obj):
-        return f"{obj.accuracy:.1%}" if obj.accuracy is not None else "—"
+        return obj.accuracy_percent
 
     @admin.display(description="duration")
     def duration(self, obj):

@@ -180,6 +180,10 @@ class TrainingRun(models.Model):
         return float(value) if value is not None else None
 
     @property
+    def accuracy_percent(self) -> str:
+        return f"{self.accuracy:.1%}" if self.accuracy is not None else "—"
+
+    @property
     def duration_seconds(self) -> float | None:
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()

@@ -69,7 +69,8 @@ def upload_zip(request, model_admin, dataset_id=None):
             if report.skipped:
                 shown = "; ".join(f"{entry['name']}: {entry['reason']}" for entry in report.skipped[:20])
                 more = f" and {len(report.skipped) - 20} more" if len(report.skipped) > 20 else ""
-                messages.warning(request, f"Skipped {len(report.skipped)} entries: {shown}{more}.")
+                entries = "entry" if len(report.skipped) == 1 else "entries"
+                messages.warning(request, f"Skipped {len(report.skipped)} {entries}: {shown}{more}.")
             return redirect("admin:management_dataset_change", dataset.pk)
     context = {
         **admin.site.each_context(request),

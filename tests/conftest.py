@@ -38,7 +38,11 @@ def colour_model_file(tmp_path_factory):
 
     labels = sorted(COLOURS)
     images = np.stack(
-        [load_image(colour_image(label, seed=n), image_size=16, color_mode="rgb") for label in labels for n in range(12)]
+        [
+            load_image(colour_image(label, seed=n), image_size=16, color_mode="rgb")
+            for label in labels
+            for n in range(12)
+        ]
     )
     targets = np.repeat(np.arange(len(labels)), 12)
     model = build_model(ModelSpec(code=DEFAULT_PROCESS, image_size=16, channels=3, num_classes=len(labels)))
@@ -64,8 +68,12 @@ def trained_dataset(colour_dataset, colour_model_file, settings):
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(colour_model_file, target)
     TrainingRun.objects.filter(pk=run.pk).update(
-        status=TrainingRun.Status.SUCCEEDED, progress=100, model_file=f"models/run_{run.pk}.keras",
-        metrics={"val_accuracy": 1.0}, started_at=timezone.now(), finished_at=timezone.now(),
+        status=TrainingRun.Status.SUCCEEDED,
+        progress=100,
+        model_file=f"models/run_{run.pk}.keras",
+        metrics={"val_accuracy": 1.0},
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
     )
     colour_dataset.current_run_id = run.pk
     colour_dataset.save()

@@ -124,10 +124,10 @@ def dataset_import_zip(*, dataset: DataSet, file: BinaryIO, label: str | None = 
                 parts = tuple(part for part in name.split("/") if part not in {"", ".", ".."})
                 if not parts or _is_ignored(parts):
                     continue
-                entry_label, reason = _zip_entry_label(parts, label)
-                if reason is None and info.file_size > settings.KERASUI_MAX_IMAGE_BYTES:
+                reason = None
+                if info.file_size > settings.KERASUI_MAX_IMAGE_BYTES:
                     reason = f"larger than {settings.KERASUI_MAX_IMAGE_BYTES} bytes"
-                if reason is None:
+                else:
                     try:
                         data = archive.read(info)
                         image_check(data, name=info.filename)
@@ -135,6 +135,9 @@ def dataset_import_zip(*, dataset: DataSet, file: BinaryIO, label: str | None = 
                         reason = error.message.removeprefix(f"{info.filename}: ")
                     except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as error:
                         reason = f"cannot be extracted ({error})"
+                entry_label = None
+                if reason is None:
+                    entry_label, reason = _zip_entry_label(parts, label)
                 if reason is not None:
                     report.skipped.append({"name": info.filename, "reason": reason})
                     continue

@@ -72,14 +72,18 @@ def test_train_answers_202_with_the_run_and_refuses_a_second_one(api, colour_dat
 
 def test_predict_with_base64_json_data_uri_and_multipart(api, trained_dataset):
     image = colour_image("red", seed=4242)
-    plain = api.post("/api/test/", {"image": base64.b64encode(image).decode(), "dataset": trained_dataset.pk}, format="json")
+    plain = api.post(
+        "/api/test/", {"image": base64.b64encode(image).decode(), "dataset": trained_dataset.pk}, format="json"
+    )
     assert plain.status_code == 200, plain.content
     assert plain.json()["result"] == "red"
     assert set(plain.json()["probabilities"]) == {"blue", "green", "red"}
     assert plain.json()["confidence"] == max(plain.json()["probabilities"].values())
 
     uri = "data:image/png;base64," + base64.b64encode(colour_image("blue", seed=4243)).decode()
-    assert api.post("/api/test/", {"image": uri, "dataset": trained_dataset.pk}, format="json").json()["result"] == "blue"
+    assert (
+        api.post("/api/test/", {"image": uri, "dataset": trained_dataset.pk}, format="json").json()["result"] == "blue"
+    )
 
     upload = SimpleUploadedFile("g.png", colour_image("green", seed=4244), content_type="image/png")
     multipart = api.post("/api/test/", {"image": upload, "dataset": trained_dataset.pk}, format="multipart")
@@ -134,14 +138,22 @@ def test_oauth2_password_grant_token_predicts(db, trained_dataset):
     User.objects.create_superuser("boss", password="secret-pass-42")
     Application = get_application_model()
     Application.objects.create(
-        name="script", client_id="client-1", client_secret="secret-1",
-        client_type=Application.CLIENT_CONFIDENTIAL, authorization_grant_type=Application.GRANT_PASSWORD,
+        name="script",
+        client_id="client-1",
+        client_secret="secret-1",
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_PASSWORD,
     )
     client = APIClient()
     token = client.post(
         "/o/token/",
-        {"grant_type": "password", "username": "boss", "password": "secret-pass-42",
-         "client_id": "client-1", "client_secret": "secret-1"},
+        {
+            "grant_type": "password",
+            "username": "boss",
+            "password": "secret-pass-42",
+            "client_id": "client-1",
+            "client_secret": "secret-1",
+        },
     )
     assert token.status_code == 200, token.content
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.json()['access_token']}")

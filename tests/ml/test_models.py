@@ -52,8 +52,13 @@ def test_fit_reports_progress_and_a_history_row_per_epoch():
     labels = np.array([0] * 12 + [1] * 12)
     model = build_model(ModelSpec(code="model.add(Flatten())", image_size=8, channels=1, num_classes=2))
     reports = []
-    result = fit(model, images, labels, FitOptions(epochs=3, batch_size=4, validation_split=0.25, verbose=0),
-                 lambda progress: reports.append(progress) or True)
+    result = fit(
+        model,
+        images,
+        labels,
+        FitOptions(epochs=3, batch_size=4, validation_split=0.25, verbose=0),
+        lambda progress: reports.append(progress) or True,
+    )
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"} <= set(result.history[0])
     assert reports[-1].percent == 100.0
@@ -64,7 +69,12 @@ def test_a_reporter_answering_false_stops_training():
     images = np.zeros((16, 8, 8, 1), dtype=np.uint8)
     labels = np.array([0, 1] * 8)
     model = build_model(ModelSpec(code="model.add(Flatten())", image_size=8, channels=1, num_classes=2))
-    result = fit(model, images, labels, FitOptions(epochs=50, batch_size=2, validation_split=0, verbose=0),
-                 lambda progress: False)
+    result = fit(
+        model,
+        images,
+        labels,
+        FitOptions(epochs=50, batch_size=2, validation_split=0, verbose=0),
+        lambda progress: False,
+    )
     assert result.stopped
     assert len(result.history) < 50

@@ -1,0 +1,141 @@
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from management.models import DataSet, DataSetItem, TrainingRun
+from tests.images import colour_image, colour_zip, png, zip_of
+
+
+def test_every_admin_page_renders(admin_client, trained_dataset):
+    run = trained_dataset.current_run
+    item = trained_dataset.items.first()
+    pages = [
+        "/admin/",
+        "/admin/management/dataset/",
+        f"/admin/management/dataset/{trained_dataset.pk}/change/",
+        "/admin/management/dataset/add/",
+        "/admin/management/datasetitem/",
+        f"/admin/management/datasetitem/{item.pk}/change/",
+        "/admin/management/trainingrun/",
+        f"/admin/management/trainingrun/{run.pk}/change/",
+        "/admin/management/dataset/upload/",
+        "/admin/management/dataset/test/",
+        "/",
+    ]
+    for page in pages:
+        assert admin_client.get(page).status_code == 200, page
+
+
+def test_dataset_page_shows_label_counts_thumbnails_and_runs(admin_client, trained_dataset):
+    html = admin_client.get(f"/admin/management/dataset/{trained_dataset.pk}/change/").content.decode()
+    for label in ("blue", "green", "red"):
+        assert f">{label}</a></td><td>10</td>" in html
+    assert html.count('class="kerasui-thumb"') == 30
+    assert f"run {trained_dataset.current_run_id}" in html
+    listing = admin_client.get("/admin/management/dataset/").content.decode()
+    assert "Succeeded" in listing and "100.0%" in listing
+
+
+def test_upload_zip_page_labels_by_folder_or_by_the_typed_label(admin_client, db):
+    dataset = DataSet.objects.create(name="Colours")
+    response = admin_client.post(
+        "/admin/management/dataset/upload/",
+        {"dataset": dataset.pk, "label": "", "file": SimpleUploadedFile("c.zip", colour_zip(2))},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "Imported 6 images" in response.content.decode()
+    admin_client.post(
+        f"/admin/management/dataset/{dataset.pk}/upload/",
+        {
+            "dataset": dataset.pk,
+            "label": "mixed",
+            "file": SimpleUploadedFile("c.zip", zip_of({"a.png": png(), "x.txt": b"x"})),
+        },
+        follow=True,
+    )
+    assert dataset.items.filter(label="mixed").count() == 1
+    refused = admin_client.post(
+        "/admin/management/dataset/upload/",
+        {"dataset": dataset.pk, "file": SimpleUploadedFile("c.zip", b"not a zip")},
+    )
+    assert refused.status_code == 200 and "not a zip archive" in refused.content.decode()
+
+
+def test_single_image_upload_refuses_non_images(admin_client, db):
+    dataset = DataSet.objects.create(name="Colours")
+    ok = admin_client.post(
+        "/admin/management/datasetitem/add/",
+        {"dataset": dataset.pk, "label": "red", "image": SimpleUploadedFile("r.png", png())},
+    )
+    assert ok.status_code == 302 and dataset.items.count() == 1
+    bad = admin_client.post(
+        "/admin/management/datasetitem/add/",
+        {"dataset": dataset.pk, "label": "red", "image": SimpleUploadedFile("r.png", b"not an image")},
+    )
+    assert bad.status_code == 200 and dataset.items.count() == 1
+    assert "errorlist" in bad.content.decode()
+
+
+def test_train_action_and_button_queue_runs_and_refuse_a_second(admin_client, colour_dataset):
+    response = admin_client.post(
+        "/admin/management/dataset/",
+        {"action": "train_selected", "_selected_action": [colour_dataset.pk]},
+        follow=True,
+    )
+    assert "queued" in response.content.decode()
+    assert TrainingRun.objects.filter(dataset=colour_dataset, status="queued").count() == 1
+    again = admin_client.post(f"/admin/management/dataset/{colour_dataset.pk}/train/", follow=True)
+    assert "already being trained" in again.content.decode()
+    assert TrainingRun.objects.filter(dataset=colour_dataset).count() == 1
+
+
+def test_cancel_button_cancels_a_queued_run(admin_client, colour_dataset):
+    admin_client.post(f"/admin/management/dataset/{colour_dataset.pk}/train/")
+    run = TrainingRun.objects.get(dataset=colour_dataset)
+    admin_client.post(f"/admin/management/trainingrun/{run.pk}/cancel/")
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+
+
+def test_test_page_shows_the_predicted_label_and_probabilities(admin_client, trained_dataset):
+    response = admin_client.post(
+        "/admin/management/dataset/test/",
+        {"dataset": trained_dataset.pk, "image": SimpleUploadedFile("b.png", colour_image("blue", seed=31337))},
+    )
+    html = response.content.decode()
+    assert '<strong id="predicted-label">blue</strong>' in html
+    assert html.count('class="kerasui-bar"') == 3
+
+
+@pytest.mark.parametrize("data, message", [(b"garbage", "not an image"), (b"", "empty")])
+def test_test_page_explains_a_bad_image(admin_client, trained_dataset, data, message):
+    response = admin_client.post(
+        "/admin/management/dataset/test/",
+        {"dataset": trained_dataset.pk, "image": SimpleUploadedFile("b.png", data)},
+    )
+    assert response.status_code == 200 and message in response.content.decode()
+
+
+def test_run_page_downloads_the_model_and_shows_the_log(admin_client, trained_dataset, settings):
+    run = trained_dataset.current_run
+    log = settings.MEDIA_ROOT / "logs" / f"run_{run.pk}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("Epoch 1/6\nsomething useful\n")
+    TrainingRun.objects.filter(pk=run.pk).update(log_file=f"logs/run_{run.pk}.log")
+    page = admin_client.get(f"/admin/management/trainingrun/{run.pk}/change/").content.decode()
+    assert "something useful" in page and "Download the model" in page
+    download = admin_client.get(f"/admin/management/trainingrun/{run.pk}/model/")
+    assert download.status_code == 200 and download["Content-Disposition"].startswith("attachment")
+
+
+def test_deleting_items_in_the_admin_deletes_their_files(
+    admin_client, colour_dataset, django_capture_on_commit_callbacks
+):
+    item = DataSetItem.objects.filter(dataset=colour_dataset).first()
+    path = item.image.path
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(f"/admin/management/datasetitem/{item.pk}/delete/", {"post": "yes"})
+    assert not DataSetItem.objects.filter(pk=item.pk).exists()
+    import os
+
+    assert not os.path.exists(path)
