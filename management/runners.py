@@ -76,6 +76,7 @@ class ThreadRunner:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._children: list[_Child] = []
+        self._stopping = threading.Event()
 
     def enqueue(self, run_id: int | None = None) -> None:
         with self._lock:
@@ -86,7 +87,7 @@ class ThreadRunner:
 
     def _loop(self) -> None:
         training.training_runs_fail_interrupted()
-        while True:
+        while not self._stopping.is_set():
             try:
                 self._step()
             except Exception:  # noqa: BLE001 - the runner must outlive any single failure
@@ -95,6 +96,13 @@ class ThreadRunner:
                 close_old_connections()
             self._wake.wait(POLL_SECONDS)
             self._wake.clear()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread (not the training processes it started): for tests and shutdown."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def _step(self) -> None:
         for child in list(self._children):
@@ -136,6 +144,9 @@ class NoRunner:
     """Leaves queued runs queued: for tests and for deployments that run `train --run` themselves."""
 
     def enqueue(self, run_id: int | None = None) -> None:
+        pass
+
+    def stop(self, timeout: float = 0) -> None:
         pass
 
 

@@ -15,6 +15,8 @@ def media_and_runner(settings, tmp_path):
     settings.KERASUI_TRAINING_RUNNER = "none"
     runners._runner = None
     yield
+    if runners._runner is not None:
+        runners._runner.stop()
     runners._runner = None
 
 
