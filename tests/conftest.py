@@ -5,6 +5,7 @@ import pytest
 from management import runners
 from management.models import DataSet
 from management.services.datasets import dataset_import_zip
+from management.services.prediction import model_cache
 from tests.images import colour_zip
 
 
@@ -14,6 +15,8 @@ def media_and_runner(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.KERASUI_TRAINING_RUNNER = "none"
     runners._runner = None
+    # Run ids restart with every test database, so a model cached by an earlier test must go.
+    model_cache.clear()
     yield
     if runners._runner is not None:
         runners._runner.stop()

@@ -61,7 +61,15 @@ class ModelCache:
                     return self._predictors[run.pk][1]
             from management.ml.inference import Predictor
 
-            predictor = Predictor(run.model_file.path)
+            try:
+                predictor = Predictor(run.model_file.path)
+            except Exception as error:  # noqa: BLE001 - a missing or unloadable file is the user's answer
+                with self._lock:
+                    self._loading.pop(run.pk, None)
+                raise Conflict(
+                    f"the model of run {run.pk} cannot be loaded ({type(error).__name__}: {error}); train again",
+                    field="dataset",
+                ) from None
             with self._lock:
                 self.loads += 1
                 # A newer model of the same dataset makes the older one useless here.

@@ -31,3 +31,14 @@ def test_a_non_image_is_refused_naming_the_image(trained_dataset):
     with pytest.raises(ServiceError, match="upload.bin: not an image") as error:
         prediction_predict_one(dataset=trained_dataset, name="upload.bin", data=b"garbage")
     assert error.value.field == "image"
+
+
+def test_a_missing_model_file_is_a_conflict_not_a_crash(trained_dataset):
+    import os
+
+    from management.services.prediction import model_cache
+
+    model_cache.clear()
+    os.remove(trained_dataset.current_run.model_file.path)
+    with pytest.raises(Conflict, match="cannot be loaded"):
+        prediction_predict_one(dataset=trained_dataset, name="x.png", data=png())
