@@ -13,6 +13,9 @@ import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+# TensorFlow's C++ start-up chatter (oneDNN notices, CUDA probing) is not for users' logs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 
 def env_bool(name: str, default: bool = False) -> bool:
     value = os.environ.get(name)

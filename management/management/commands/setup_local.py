@@ -10,6 +10,10 @@ from oauth2_provider.models import get_application_model
 CLIENT_NAME = "kerasui-local"
 
 
+# How to call manage.py with this project's interpreter, for the hints printed below.
+MANAGE = (r".venv\Scripts\python" if os.name == "nt" else ".venv/bin/python") + " manage.py"
+
+
 class Command(BaseCommand):
     help = "Create an administrator and a local OAuth2 client if there are none yet."
 
@@ -33,7 +37,7 @@ class Command(BaseCommand):
         if generated:
             self.stdout.write(
                 f"  username: {username}\n  password: {password}\n"
-                "  (shown once; change it with: python manage.py changepassword " + username + ")"
+                f"  (shown once; change it with: {MANAGE} changepassword {username})"
             )
 
     def _ensure_client(self):
@@ -55,5 +59,5 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"Created the OAuth2 client '{CLIENT_NAME}' (password grant)."))
         self.stdout.write(
             f"  client id:     {client_id}\n  client secret: {client_secret}\n"
-            "  (shown once; the secret is stored hashed. Make more with: python manage.py createapplication)"
+            f"  (shown once; the secret is stored hashed. Make more with: {MANAGE} createapplication)"
         )
