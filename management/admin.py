@@ -12,7 +12,7 @@ from management.forms import DataSetForm, DataSetItemForm
 from management.models import DataSet, DataSetItem, TrainingRun
 from management.services.datasets import dataset_delete, dataset_items_delete, dataset_label_counts
 from management.services.errors import ServiceError
-from management.services.training import training_run_cancel, training_run_create
+from management.services.training import training_run_cancel, training_run_create, training_run_delete
 
 THUMBNAILS_ON_DATASET_PAGE = 60
 LOG_TAIL_LINES = 200
@@ -237,6 +237,20 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        # A queued or running run is cancelled first; deleting it under a training process is refused.
+        return super().has_delete_permission(request, obj) and not (obj is not None and obj.is_active)
+
+    def delete_model(self, request, obj):
+        training_run_delete(run=obj)
+
+    def delete_queryset(self, request, queryset):
+        for run in queryset:
+            if run.is_active:
+                self.message_user(request, f"{run} is {run.status}: cancel it first.", messages.ERROR)
+            else:
+                training_run_delete(run=run)
 
     def has_change_permission(self, request, obj=None):
         # Runs are records: nothing in them is edited by hand. Viewing stays allowed.

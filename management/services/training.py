@@ -248,3 +248,26 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
         training_run_fail(run_id=run.pk, message=f"unexpected error: {type(error).__name__}: {error}")
     run.refresh_from_db()
     return run
+
+
+@transaction.atomic
+def training_run_delete(*, run: TrainingRun) -> None:
+    """Delete an ended run and its files; the newest remaining succeeded run becomes current."""
+    if run.is_active:
+        raise Conflict(f"run {run.pk} is {run.status}: cancel it before deleting it", field="run")
+    files = [(field.storage, field.name) for field in (run.model_file, run.log_file) if field]
+    dataset_id = run.dataset_id
+    run.delete()
+    successor = (
+        TrainingRun.objects.filter(dataset_id=dataset_id, status=Status.SUCCEEDED)
+        .exclude(model_file="")
+        .order_by("-id")
+        .first()
+    )
+    DataSet.objects.filter(pk=dataset_id, current_run__isnull=True).update(current_run=successor)
+
+    def delete_files() -> None:
+        for storage, name in files:
+            storage.delete(name)
+
+    transaction.on_commit(delete_files)

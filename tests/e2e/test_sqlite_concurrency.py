@@ -41,7 +41,11 @@ def test_web_and_training_processes_write_at_once_without_locking_errors():
     }
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(run.pk)],
-        cwd=Path(settings.BASE_DIR), env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=Path(settings.BASE_DIR),
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     written = 0

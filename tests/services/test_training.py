@@ -144,3 +144,30 @@ def test_training_succeeds_and_its_model_predicts_new_images_correctly(colour_da
     assert prediction_predict(dataset=colour_dataset, images=images[:1])[0].run_id == second.pk
     assert model_cache.loads == loads + 1
     assert run.pk not in model_cache and second.pk in model_cache
+
+
+def test_deleting_the_current_run_removes_its_file_and_the_previous_model_takes_over(
+    trained_dataset, django_capture_on_commit_callbacks
+):
+    from django.utils import timezone
+
+    older = trained_dataset.current_run
+    storage = older.model_file.storage
+    newer = training.training_run_create(dataset=trained_dataset, enqueue=False)
+    with older.model_file.open("rb") as file:
+        newer_model = storage.save(f"models/run_{newer.pk}.keras", ContentFile(file.read()))
+    newer_log = storage.save(f"logs/run_{newer.pk}.log", ContentFile(b"log"))
+    TrainingRun.objects.filter(pk=newer.pk).update(
+        status=Status.SUCCEEDED, model_file=newer_model, log_file=newer_log, finished_at=timezone.now()
+    )
+    trained_dataset.current_run_id = newer.pk
+    trained_dataset.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        training.training_run_delete(run=TrainingRun.objects.get(pk=newer.pk))
+    trained_dataset.refresh_from_db()
+    assert trained_dataset.current_run_id == older.pk
+    assert not storage.exists(newer_log) and not storage.exists(newer_model)
+    assert storage.exists(older.model_file.name)
+    active = training.training_run_create(dataset=trained_dataset, enqueue=False)
+    with pytest.raises(Conflict, match="cancel it"):
+        training.training_run_delete(run=active)
