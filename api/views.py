@@ -2,7 +2,6 @@
 
 from django.db.models import Count
 from django.http import FileResponse
-from django.utils.text import slugify
 from rest_framework import permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -72,8 +71,7 @@ class DataSetViewSet(viewsets.ModelViewSet):
         require_perm(request, "management.view_trainingrun")
         dataset = self.get_object()
         run = prediction_run_for(dataset=dataset)
-        name = f"{slugify(dataset.name) or 'model'}-run{run.pk}.keras"
-        return FileResponse(run.model_file.open("rb"), as_attachment=True, filename=name)
+        return FileResponse(run.model_file.open("rb"), as_attachment=True, filename=run.download_name)
 
 
 class TrainingRunViewSet(viewsets.ReadOnlyModelViewSet):

@@ -1,6 +1,7 @@
 """The admin is the UI: datasets, their images, training runs, zip upload, Train and Test."""
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect
 from django.template.loader import render_to_string
@@ -16,6 +17,17 @@ from management.services.training import training_run_cancel, training_run_creat
 
 THUMBNAILS_ON_DATASET_PAGE = 60
 LOG_TAIL_LINES = 200
+
+
+def guarded(model_admin, view, allowed=None):
+    """An admin page: logged-in staff only, and `allowed(request)` when given."""
+
+    def page(request, *args, **kwargs):
+        if allowed is not None and not allowed(request):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return model_admin.admin_site.admin_view(page)
 
 
 def progress_bar(run: TrainingRun | None) -> str:
@@ -141,29 +153,19 @@ class DataSetAdmin(admin.ModelAdmin):
             dataset_delete(dataset=dataset)
 
     def get_urls(self):
-        wrap = self.admin_site.admin_view
+        upload = guarded(self, views.upload_zip, self.has_change_permission)
         return [
-            path("upload/", wrap(self._upload), name="management_dataset_upload"),
-            path("<int:dataset_id>/upload/", wrap(self._upload), name="management_dataset_upload_into"),
-            path("<int:dataset_id>/train/", wrap(self._train_view), name="management_dataset_train"),
-            path("test/", wrap(self._test), name="management_dataset_test"),
+            path("upload/", upload, name="management_dataset_upload"),
+            path("<int:dataset_id>/upload/", upload, name="management_dataset_upload_into"),
+            path("<int:dataset_id>/train/", guarded(self, self._train_view), name="management_dataset_train"),
+            path("test/", guarded(self, views.test_model, self.has_view_permission), name="management_dataset_test"),
             *super().get_urls(),
         ]
-
-    def _upload(self, request, dataset_id=None):
-        if not self.has_change_permission(request):
-            raise views.PermissionDenied
-        return views.upload_zip(request, self, dataset_id)
-
-    def _test(self, request):
-        if not self.has_view_permission(request):
-            raise views.PermissionDenied
-        return views.test_model(request, self)
 
     def _train_view(self, request, dataset_id):
         dataset = get_object_or_404(DataSet, pk=dataset_id)
         if request.method != "POST" or not self.has_change_permission(request, dataset):
-            raise views.PermissionDenied
+            raise PermissionDenied
         run = self._train(request, dataset)
         if run is None:
             return redirect("admin:management_dataset_change", dataset.pk)
@@ -313,28 +315,19 @@ class TrainingRunAdmin(admin.ModelAdmin):
         return actions
 
     def get_urls(self):
-        wrap = self.admin_site.admin_view
+        model = guarded(self, views.download_model, self.has_view_permission)
+        log = guarded(self, views.download_log, self.has_view_permission)
         return [
-            path("<int:run_id>/model/", wrap(self._download_model), name="management_trainingrun_model"),
-            path("<int:run_id>/log/", wrap(self._download_log), name="management_trainingrun_log"),
-            path("<int:run_id>/cancel/", wrap(self._cancel), name="management_trainingrun_cancel"),
+            path("<int:run_id>/model/", model, name="management_trainingrun_model"),
+            path("<int:run_id>/log/", log, name="management_trainingrun_log"),
+            path("<int:run_id>/cancel/", guarded(self, self._cancel), name="management_trainingrun_cancel"),
             *super().get_urls(),
         ]
-
-    def _download_model(self, request, run_id):
-        if not self.has_view_permission(request):
-            raise views.PermissionDenied
-        return views.download_model(request, self, run_id)
-
-    def _download_log(self, request, run_id):
-        if not self.has_view_permission(request):
-            raise views.PermissionDenied
-        return views.download_log(request, self, run_id)
 
     def _cancel(self, request, run_id):
         run = get_object_or_404(TrainingRun, pk=run_id)
         if request.method != "POST" or not request.user.has_perm("management.change_dataset"):
-            raise views.PermissionDenied
+            raise PermissionDenied
         if training_run_cancel(run=run):
             self.message_user(request, f"{run} was cancelled.", messages.SUCCESS)
         return redirect("admin:management_trainingrun_change", run.pk)

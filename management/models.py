@@ -1,12 +1,13 @@
 """Datasets of labelled images, their items, and the training runs that turn them into models."""
 
 import uuid
+from functools import cached_property
 from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.utils.text import get_valid_filename
+from django.utils.text import get_valid_filename, slugify
 
 from management.ml.models import DEFAULT_PROCESS
 
@@ -89,7 +90,7 @@ class DataSet(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
+    @cached_property
     def latest_run(self) -> "TrainingRun | None":
         return self.runs.order_by("-created_at", "-id").first()
 
@@ -178,6 +179,11 @@ class TrainingRun(models.Model):
     def accuracy(self) -> float | None:
         value = self.metrics.get("val_accuracy", self.metrics.get("accuracy"))
         return float(value) if value is not None else None
+
+    @property
+    def download_name(self) -> str:
+        """The file name a downloaded model gets: the dataset's name and the run."""
+        return f"{slugify(self.dataset.name) or 'model'}-run{self.pk}.keras"
 
     @property
     def accuracy_percent(self) -> str:

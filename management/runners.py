@@ -50,10 +50,7 @@ def training_environment() -> dict[str, str]:
 
 def start_training_process(run: TrainingRun) -> subprocess.Popen:
     """Start `manage.py train --run ID` with its output in the run's log file."""
-    log_name = f"logs/run_{run.pk}.log"
-    log_path = Path(settings.MEDIA_ROOT) / log_name
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    TrainingRun.objects.filter(pk=run.pk).update(log_file=log_name)
+    log_path = training.training_run_log_path(run=run)
     manage = Path(settings.BASE_DIR) / "manage.py"
     with log_path.open("ab") as log:
         process = subprocess.Popen(

@@ -7,13 +7,12 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, SuspiciousFileOperation
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils._os import safe_join
 from django.utils.html import format_html
-from django.utils.text import slugify
 
 from management.forms import TestForm, ZipUploadForm
 from management.models import DataSet, TrainingRun
@@ -30,19 +29,19 @@ MEDIA_PERMISSIONS = {
 
 
 def home(request):
-    return render(request, "home.html", {"datasets": DataSet.objects.count()})
+    return render(request, "home.html")
 
 
 @login_required
 def protected_media(request, path: str):
     """Serve a media file to a user allowed to see what it belongs to; nothing else."""
-    folder = Path(path).parts[0] if Path(path).parts else ""
-    permission = MEDIA_PERMISSIONS.get(folder)
+    parts = Path(path).parts
+    permission = MEDIA_PERMISSIONS.get(parts[0] if parts else "")
     if permission is None or not request.user.has_perm(permission):
         raise PermissionDenied
     try:
         full_path = Path(safe_join(settings.MEDIA_ROOT, path))
-    except Exception:  # noqa: BLE001 - SuspiciousFileOperation for ../ and absolute names
+    except SuspiciousFileOperation:  # ../ and absolute names
         raise Http404 from None
     if not full_path.is_file():
         raise Http404
@@ -50,7 +49,7 @@ def protected_media(request, path: str):
     return FileResponse(full_path.open("rb"), content_type=content_type or "application/octet-stream")
 
 
-def upload_zip(request, model_admin, dataset_id=None):
+def upload_zip(request, dataset_id=None):
     """The 'Upload a zip' page: into a chosen dataset, one label for all or one per folder."""
     initial = {"dataset": dataset_id} if dataset_id else {}
     form = ZipUploadForm(request.POST or None, request.FILES or None, initial=initial)
@@ -81,7 +80,7 @@ def upload_zip(request, model_admin, dataset_id=None):
     return render(request, "management/upload_zip.html", context)
 
 
-def test_model(request, model_admin):
+def test_model(request):
     """The Test page: upload an image, choose a dataset, see the predicted label."""
     form = TestForm(request.POST or None, request.FILES or None, initial={"dataset": request.GET.get("dataset")})
     result = preview = None
@@ -111,15 +110,14 @@ def test_model(request, model_admin):
     return render(request, "management/test_model.html", context)
 
 
-def download_model(request, model_admin, run_id):
+def download_model(request, run_id):
     run = get_object_or_404(TrainingRun, pk=run_id)
     if not run.model_file:
         raise Http404("this run has no model")
-    name = f"{slugify(run.dataset.name) or 'model'}-run{run.pk}.keras"
-    return FileResponse(run.model_file.open("rb"), as_attachment=True, filename=name)
+    return FileResponse(run.model_file.open("rb"), as_attachment=True, filename=run.download_name)
 
 
-def download_log(request, model_admin, run_id):
+def download_log(request, run_id):
     run = get_object_or_404(TrainingRun, pk=run_id)
     if not run.log_file:
         raise Http404("this run has no log")

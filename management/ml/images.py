@@ -7,13 +7,12 @@ same way: EXIF orientation applied, any mode turned into grayscale or RGB, resiz
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 GRAYSCALE = "grayscale"
 RGB = "rgb"
@@ -38,23 +37,26 @@ def channels_for(color_mode: str) -> int:
 
 
 def _open(source: ImageSource, max_pixels: int | None) -> Image.Image:
+    """Open (read only the header of) an image, refusing it before decoding when it is too large.
+
+    The limit is checked here rather than through Pillow's process-wide MAX_IMAGE_PIXELS, so
+    callers with different limits (web requests, the training process) never change each other's.
+    Pillow's own decompression-bomb error still applies above its limit.
+    """
     if isinstance(source, bytes):
         source = io.BytesIO(source)
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    # A truncated file must be refused, never padded with grey.
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(source)
+        image = Image.open(source)
     except Image.DecompressionBombError as error:
         raise ValueError(f"image is too large to decode ({error})") from None
-    except Image.DecompressionBombWarning:
-        raise ValueError("image has too many pixels to decode") from None
     except UnidentifiedImageError:
         raise ValueError("not an image (Pillow cannot identify this file)") from None
     except OSError as error:
         raise ValueError(f"cannot read the image: {error}") from None
+    if max_pixels is not None and image.width * image.height > max_pixels:
+        image.close()
+        raise ValueError(f"image has too many pixels ({image.width}x{image.height}; at most {max_pixels} accepted)")
+    return image
 
 
 def verify_image(source: ImageSource, *, max_pixels: int | None = None) -> ImageInfo:

@@ -44,14 +44,19 @@ def clean_label(label: str, *, field_name: str = "label") -> str:
     return label
 
 
-def image_check(data: bytes, *, name: str, field_name: str = "image") -> None:
-    """Refuse anything that is not a whole, decodable image of acceptable size."""
+def image_size_check(data: bytes, *, name: str, field_name: str = "image") -> None:
+    """Refuse an empty or oversize file before any decoding."""
     if not data:
         raise ServiceError(f"{name}: the file is empty", field=field_name)
     if len(data) > settings.KERASUI_MAX_IMAGE_BYTES:
         raise ServiceError(
             f"{name}: the file is larger than {settings.KERASUI_MAX_IMAGE_BYTES} bytes", field=field_name
         )
+
+
+def image_check(data: bytes, *, name: str, field_name: str = "image") -> None:
+    """Refuse anything that is not a whole, decodable image of acceptable size."""
+    image_size_check(data, name=name, field_name=field_name)
     try:
         verify_image(data, max_pixels=settings.KERASUI_MAX_IMAGE_PIXELS)
     except ValueError as error:
@@ -166,7 +171,9 @@ def dataset_labels(*, dataset: DataSet) -> list[str]:
     return list(dataset.items.order_by("label").values_list("label", flat=True).distinct())
 
 
-def _delete_files_on_commit(names: list[tuple[object, str]]) -> None:
+def delete_files_on_commit(names: list[tuple[object, str]]) -> None:
+    """Delete (storage, name) files once the current transaction commits; empty names are skipped."""
+
     def delete() -> None:
         for storage, name in names:
             if name:
@@ -181,7 +188,7 @@ def dataset_items_delete(*, items) -> int:
     items = list(items)
     files = [(item.image.storage, item.image.name) for item in items]
     DataSetItem.objects.filter(pk__in=[item.pk for item in items]).delete()
-    _delete_files_on_commit(files)
+    delete_files_on_commit(files)
     return len(items)
 
 
@@ -192,4 +199,4 @@ def dataset_delete(*, dataset: DataSet) -> None:
     for run in dataset.runs.all():
         files += [(run.model_file.storage, run.model_file.name), (run.log_file.storage, run.log_file.name)]
     dataset.delete()
-    _delete_files_on_commit(files)
+    delete_files_on_commit(files)

@@ -16,7 +16,7 @@ from django.conf import settings
 
 from management.ml.images import load_image
 from management.models import DataSet, TrainingRun
-from management.services.datasets import image_check
+from management.services.datasets import image_size_check
 from management.services.errors import Conflict, ServiceError
 
 
@@ -105,7 +105,8 @@ def prediction_predict(*, dataset: DataSet, images: list[tuple[str, bytes]]) -> 
     run = prediction_run_for(dataset=dataset)
     arrays = []
     for name, data in images:
-        image_check(data, name=name)
+        # load_image decodes the whole image and says why it cannot; no separate verification pass.
+        image_size_check(data, name=name)
         try:
             arrays.append(
                 load_image(

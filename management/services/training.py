@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+from django.conf import settings
 from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -21,7 +22,7 @@ from django.utils import timezone
 
 from management.ml.images import channels_for, load_image
 from management.models import DataSet, DataSetItem, TrainingRun
-from management.services.datasets import dataset_labels
+from management.services.datasets import dataset_labels, delete_files_on_commit
 from management.services.errors import Conflict
 
 Status = TrainingRun.Status
@@ -103,6 +104,16 @@ def training_run_fail(*, run_id: int, message: str) -> bool:
             status=Status.FAILED, error=message, finished_at=timezone.now()
         )
     )
+
+
+def training_run_log_path(*, run: TrainingRun) -> Path:
+    """Give the run its log file under media and return where to write it."""
+    name = f"logs/run_{run.pk}.log"
+    path = Path(settings.MEDIA_ROOT) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    TrainingRun.objects.filter(pk=run.pk).update(log_file=name)
+    run.log_file.name = name
+    return path
 
 
 def _pid_alive(pid: int) -> bool:
@@ -255,7 +266,7 @@ def training_run_delete(*, run: TrainingRun) -> None:
     """Delete an ended run and its files; the newest remaining succeeded run becomes current."""
     if run.is_active:
         raise Conflict(f"run {run.pk} is {run.status}: cancel it before deleting it", field="run")
-    files = [(field.storage, field.name) for field in (run.model_file, run.log_file) if field]
+    files = [(field.storage, field.name) for field in (run.model_file, run.log_file)]
     dataset_id = run.dataset_id
     run.delete()
     successor = (
@@ -265,9 +276,4 @@ def training_run_delete(*, run: TrainingRun) -> None:
         .first()
     )
     DataSet.objects.filter(pk=dataset_id, current_run__isnull=True).update(current_run=successor)
-
-    def delete_files() -> None:
-        for storage, name in files:
-            storage.delete(name)
-
-    transaction.on_commit(delete_files)
+    delete_files_on_commit(files)

@@ -1,9 +1,7 @@
 """Train a dataset in the foreground, or execute a queued run (what the runners start)."""
 
 import sys
-from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from management.models import DataSet, TrainingRun
@@ -81,11 +79,7 @@ class Command(BaseCommand):
         return run
 
     def _execute_with_log(self, run: TrainingRun) -> TrainingRun:
-        log_name = f"logs/run_{run.pk}.log"
-        log_path = Path(settings.MEDIA_ROOT) / log_name
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        TrainingRun.objects.filter(pk=run.pk).update(log_file=log_name)
-        run.log_file.name = log_name
+        log_path = training.training_run_log_path(run=run)
         stdout, stderr = sys.stdout, sys.stderr
         with log_path.open("a", encoding="utf-8") as log:
             sys.stdout, sys.stderr = _Tee(stdout, log), _Tee(stderr, log)
