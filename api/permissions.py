@@ -1,6 +1,33 @@
-"""Who may do what through the API."""
+"""Who may do what through the API: token scopes first, then Django's model permissions."""
 
+from oauth2_provider.contrib.rest_framework import TokenHasScope
 from rest_framework import permissions
+
+READ, WRITE, PREDICT = "read", "write", "predict"
+
+
+class TokenScopes(TokenHasScope):
+    """An OAuth2 token acts only within its scopes; session and Basic authentication have no scopes.
+
+    `read` lets a token GET, `write` lets it create, change, upload, train and cancel, and
+    `predict` lets it use /api/test/ (a view sets `required_scope` to ask for another scope).
+    """
+
+    def get_scopes(self, request, view):
+        required = getattr(view, "required_scope", None)
+        if required is None:
+            required = READ if request.method in permissions.SAFE_METHODS else WRITE
+        return [required]
+
+    def has_permission(self, request, view):
+        token = request.auth
+        if not hasattr(token, "scope"):
+            return True  # not an OAuth2 token: session or Basic authentication
+        required = self.get_scopes(request, view)
+        if token.allow_scopes(required):
+            return True
+        self.message = f"this token lacks the '{required[0]}' scope (it has: {token.scope or 'none'})"
+        return False
 
 
 class ModelPermissions(permissions.DjangoModelPermissions):
@@ -20,3 +47,12 @@ class CanPredict(permissions.BasePermission):
 
     def has_permission(self, request, view):
         return bool(request.user and request.user.has_perm("management.view_dataset"))
+
+
+class IsSuperuser(permissions.BasePermission):
+    """Accounts are managed by administrators (superusers) only."""
+
+    message = "only administrators (superusers) may manage users"
+
+    def has_permission(self, request, view):
+        return bool(request.user and request.user.is_superuser)

@@ -4,10 +4,20 @@ import base64
 import binascii
 import re
 
-from django.core.files.uploadedfile import UploadedFile
+from django.conf import settings
+from django.contrib.auth import get_user_model, password_validation
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile, UploadedFile
+from drf_extra_fields.fields import Base64ImageField
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.plumbing import build_basic_type
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from management.models import DataSet, TrainingRun
+from management.models import DataSet, DataSetItem, TrainingRun
+from management.services.datasets import MAX_LABEL_LENGTH
 
 DATA_URI_PREFIX = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
 
@@ -39,21 +49,95 @@ class DataSetSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["current_run", "created_at", "updated_at"]
+        extra_kwargs = {
+            "process": {
+                "help_text": (
+                    "Python that adds layers to `model` (a keras.Sequential); runs on the server, so setting "
+                    "it needs the permission management.change_model_code. Others get the default code."
+                )
+            }
+        }
 
-    def get_status(self, obj):
+    def get_status(self, obj) -> str | None:
         run = obj.latest_run
         return run.status if run else None
 
-    def get_progress(self, obj):
+    def get_progress(self, obj) -> float:
         run = obj.latest_run
         return run.progress if run else 0
 
-    def get_model_labels(self, obj):
+    def get_model_labels(self, obj) -> list[str]:
         return obj.current_run.labels if obj.current_run else []
 
 
+class ItemImageField(Base64ImageField):
+    """An image as base64 text (a data: URI prefix allowed) in JSON, or as a multipart file.
+
+    drf-extra-fields recognises the type and gives the decoded file a name; the dataset service
+    then verifies the image once (size, pixel limit, a full decode) before anything is saved.
+    Read back, it is the URL of the (private) image.
+    """
+
+    ALLOWED_TYPES = ("jpeg", "jpg", "png", "gif", "webp", "bmp", "tif", "tiff")
+    INVALID_FILE_MESSAGE = "not valid base64: send the image's bytes encoded as base64, or upload a file"
+    INVALID_TYPE_MESSAGE = "not an image of a known type (JPEG, PNG, GIF, WebP, BMP or TIFF)"
+
+    def to_internal_value(self, data):
+        if isinstance(data, UploadedFile):
+            return data
+        if not isinstance(data, str):
+            raise serializers.ValidationError("expected base64 text or an uploaded file")
+        text = "".join(DATA_URI_PREFIX.sub("", data.strip(), count=1).split())
+        if not text:
+            raise serializers.ValidationError("the image is empty")
+        try:
+            decoded = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise serializers.ValidationError(self.INVALID_FILE_MESSAGE) from None
+        name = self.get_file_name(decoded)
+        try:
+            extension = self.get_file_extension(name, decoded)
+        except DjangoValidationError:
+            extension = None
+        if extension not in self.ALLOWED_TYPES:
+            raise serializers.ValidationError(self.INVALID_TYPE_MESSAGE)
+        return SimpleUploadedFile(f"{name}.{extension}", decoded)
+
+
+class ItemImageFieldSchema(OpenApiSerializerFieldExtension):
+    """In the schema: base64 text going in (a file in the multipart form), a URL coming out."""
+
+    target_class = ItemImageField
+
+    def map_serializer_field(self, auto_schema, direction):
+        if direction == "request":
+            return build_basic_type(OpenApiTypes.BYTE)
+        return build_basic_type(OpenApiTypes.URI)
+
+
+class DataSetItemSerializer(serializers.ModelSerializer):
+    dataset = serializers.PrimaryKeyRelatedField(queryset=DataSet.objects.all())
+    label = serializers.CharField(max_length=MAX_LABEL_LENGTH)
+    image = ItemImageField(
+        help_text="The image: base64 text in JSON (a data: URI is fine) or a file in multipart; read back as its URL."
+    )
+
+    class Meta:
+        model = DataSetItem
+        fields = ["id", "dataset", "label", "image", "created_at"]
+        read_only_fields = ["created_at"]
+
+
+class DataSetItemMultipartSerializer(serializers.Serializer):
+    """The multipart form of /api/datasetitem/ (documentation of the upload)."""
+
+    dataset = serializers.IntegerField()
+    label = serializers.CharField(max_length=MAX_LABEL_LENGTH)
+    image = serializers.ImageField(help_text="The image file.")
+
+
 class TrainingRunSerializer(serializers.ModelSerializer):
-    accuracy = serializers.FloatField(read_only=True)
+    accuracy = serializers.FloatField(read_only=True, allow_null=True)
 
     class Meta:
         model = TrainingRun
@@ -87,13 +171,26 @@ class ZipUploadSerializer(serializers.Serializer):
     label = serializers.CharField(
         required=False,
         allow_blank=True,
-        max_length=100,
+        max_length=MAX_LABEL_LENGTH,
         help_text="Label for every image; empty to label each image by its top-level folder.",
     )
 
 
+class ImportReportSerializer(serializers.Serializer):
+    added = serializers.IntegerField()
+    counts = serializers.DictField(child=serializers.IntegerField(), help_text="Images added per label.")
+    skipped = serializers.ListField(
+        child=serializers.DictField(child=serializers.CharField()),
+        help_text="Entries not imported: {name, reason}.",
+    )
+
+
+@extend_schema_field(OpenApiTypes.BYTE)
 class ImageField(serializers.Field):
-    """An image as a multipart file or as base64 text (a data: URI prefix allowed); gives (name, bytes)."""
+    """An image as a multipart file or as base64 text (a data: URI prefix allowed); gives (name, bytes).
+
+    Prediction keeps the bytes in memory and decodes them once, in the shared preprocessing.
+    """
 
     default_error_messages = {
         "invalid_base64": "not valid base64: send the image's bytes encoded as base64, or upload a file",
@@ -120,5 +217,98 @@ class ImageField(serializers.Field):
 
 
 class PredictSerializer(serializers.Serializer):
+    """One image (`image`) or a batch (`images`), and the dataset whose model answers."""
+
     dataset = serializers.PrimaryKeyRelatedField(queryset=DataSet.objects.select_related("current_run"))
-    image = ImageField()
+    image = ImageField(required=False, help_text="One image: base64 in JSON, or a file in multipart.")
+    images = serializers.ListField(
+        child=ImageField(),
+        required=False,
+        min_length=1,
+        help_text="A batch of images, answered as {results: [...]} in the same order.",
+    )
+
+    def validate_images(self, images):
+        limit = settings.KERASUI_MAX_BATCH_IMAGES
+        if len(images) > limit:
+            raise serializers.ValidationError(f"{len(images)} images sent; at most {limit} per request")
+        return images
+
+    def validate(self, attrs):
+        if ("image" in attrs) == ("images" in attrs):
+            raise serializers.ValidationError({"image": ["send either 'image' (one image) or 'images' (a list)"]})
+        return attrs
+
+
+class PredictMultipartSerializer(serializers.Serializer):
+    """The multipart form of /api/test/ (documentation of the upload; parsed by PredictSerializer)."""
+
+    dataset = serializers.IntegerField()
+    image = serializers.FileField(required=False, help_text="One image file.")
+    images = serializers.ListField(
+        child=serializers.FileField(), required=False, help_text="Several image files: the field repeated."
+    )
+
+
+class PredictionSerializer(serializers.Serializer):
+    result = serializers.CharField(help_text="The most probable label.")
+    confidence = serializers.FloatField(help_text="Its probability, 0 to 1.")
+    probabilities = serializers.DictField(child=serializers.FloatField(), help_text="Every label's probability.")
+    run = serializers.IntegerField(help_text="The training run whose model answered.")
+
+
+class BatchPredictionItemSerializer(PredictionSerializer):
+    name = serializers.CharField(help_text="The file name, or images[i] for base64.")
+
+
+class BatchPredictionSerializer(serializers.Serializer):
+    results = BatchPredictionItemSerializer(many=True)
+
+
+class UserSerializer(serializers.ModelSerializer):
+    password = serializers.CharField(
+        write_only=True, required=False, style={"input_type": "password"}, help_text="Set a new password."
+    )
+    groups = serializers.SlugRelatedField(slug_field="name", many=True, queryset=Group.objects.all(), required=False)
+
+    class Meta:
+        model = get_user_model()
+        fields = [
+            "id",
+            "username",
+            "email",
+            "first_name",
+            "last_name",
+            "is_active",
+            "is_staff",
+            "is_superuser",
+            "groups",
+            "password",
+            "last_login",
+            "date_joined",
+        ]
+        read_only_fields = ["last_login", "date_joined"]
+
+    def validate_password(self, value):
+        password_validation.validate_password(value, self.instance)
+        return value
+
+    def create(self, validated_data):
+        password = validated_data.pop("password", None)
+        groups = validated_data.pop("groups", [])
+        user = get_user_model()(**validated_data)
+        if password:
+            user.set_password(password)
+        else:
+            user.set_unusable_password()
+        user.save()
+        user.groups.set(groups)
+        return user
+
+    def update(self, instance, validated_data):
+        password = validated_data.pop("password", None)
+        user = super().update(instance, validated_data)
+        if password:
+            user.set_password(password)
+            user.save(update_fields=["password"])
+        return user

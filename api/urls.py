@@ -1,13 +1,19 @@
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from api import views
 
 router = DefaultRouter()
+router.register("users", views.UserViewSet, basename="user")
 router.register("dataset", views.DataSetViewSet, basename="dataset")
+router.register("datasetitem", views.DataSetItemViewSet, basename="datasetitem")
 router.register("trainingrun", views.TrainingRunViewSet, basename="trainingrun")
 
 urlpatterns = [
     path("test/", views.PredictView.as_view(), name="predict"),
+    path("health/", views.HealthView.as_view(), name="health"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     *router.urls,
 ]

@@ -1,27 +1,55 @@
 """API views: validate input, call one service, present the result."""
 
+from django.contrib.auth import get_user_model
+from django.db import DatabaseError, connection
 from django.db.models import Count
-from django.http import FileResponse
-from rest_framework import permissions, status, viewsets
+from django.http import FileResponse, JsonResponse
+from django.views import defaults
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    OpenApiTypes,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from api.permissions import CanPredict
+from api.permissions import PREDICT, CanPredict, IsSuperuser, TokenScopes
 from api.serializers import (
+    BatchPredictionSerializer,
+    DataSetItemMultipartSerializer,
+    DataSetItemSerializer,
     DataSetSerializer,
+    ImportReportSerializer,
+    PredictionSerializer,
+    PredictMultipartSerializer,
     PredictSerializer,
     TrainingRunSerializer,
+    UserSerializer,
     ZipUploadSerializer,
 )
-from management.models import DataSet, TrainingRun
-from management.services.datasets import dataset_delete, dataset_import_zip
-from management.services.errors import ServiceError
-from management.services.prediction import prediction_predict_one, prediction_run_for
-from management.services.training import training_run_create
+from management.ml.models import DEFAULT_PROCESS
+from management.models import MODEL_CODE_PERMISSION, DataSet, DataSetItem, TrainingRun
+from management.services.datasets import (
+    dataset_delete,
+    dataset_import_zip,
+    dataset_item_create,
+    dataset_item_update,
+    dataset_items_delete,
+)
+from management.services.errors import Conflict, NotFound, ServiceError
+from management.services.prediction import prediction_predict, prediction_run_for
+from management.services.training import training_run_cancel, training_run_create, training_run_delete
+
+API_PREFIXES = ("/api/", "/o/")
+FILE_RESPONSE = OpenApiResponse(OpenApiTypes.BINARY, description="The file, as an attachment.")
 
 
 def exception_handler(error, context):
@@ -31,22 +59,98 @@ def exception_handler(error, context):
     return drf_exception_handler(error, context)
 
 
+def _is_api(request) -> bool:
+    return request.path.startswith(API_PREFIXES)
+
+
+# Django's own error pages, as JSON under /api/ and /o/ (unknown routes, oversize bodies, crashes).
+def bad_request(request, exception):
+    if _is_api(request):
+        return JsonResponse({"detail": f"bad request: {exception or 'the request cannot be read'}"}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request, exception):
+    if _is_api(request):
+        return JsonResponse({"detail": str(exception) or "permission denied"}, status=403)
+    return defaults.permission_denied(request, exception)
+
+
+def not_found(request, exception):
+    if _is_api(request):
+        return JsonResponse({"detail": f"not found: no route or object at {request.path}"}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    if _is_api(request):
+        return JsonResponse({"detail": "server error: the failure is logged for the operator"}, status=500)
+    return defaults.server_error(request)
+
+
 def require_perm(request, permission: str) -> None:
     if not request.user.has_perm(permission):
         raise PermissionDenied(f"you need the permission '{permission}'")
 
 
+def check_model_code(request, serializer, instance=None) -> None:
+    """Setting model code is running code on the server: it needs its own permission."""
+    code = serializer.validated_data.get("process")
+    current = instance.process if instance is not None else DEFAULT_PROCESS
+    if code is None or code.replace("\r\n", "\n") == current.replace("\r\n", "\n"):
+        return
+    if not request.user.has_perm(MODEL_CODE_PERMISSION):
+        raise PermissionDenied(
+            {
+                "process": [
+                    f"setting the model code needs the permission '{MODEL_CODE_PERMISSION}': "
+                    "the code runs on the server; leave 'process' out to keep the current code"
+                ]
+            }
+        )
+
+
+def file_download(field, filename: str | None = None, content_type: str | None = None) -> FileResponse:
+    if not field:
+        raise NotFound("there is no such file", field="file")
+    try:
+        handle = field.open("rb")
+    except FileNotFoundError:
+        raise NotFound("the file is missing from storage", field="file") from None
+    if content_type:
+        return FileResponse(handle, content_type=content_type)
+    return FileResponse(handle, as_attachment=True, filename=filename)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List datasets"),
+    create=extend_schema(summary="Create a dataset"),
+)
 class DataSetViewSet(viewsets.ModelViewSet):
     """Datasets; `upload` imports a zip, `train` queues a run, `model` downloads the current model."""
 
     serializer_class = DataSetSerializer
+    filterset_fields = {"name": ["exact", "icontains"]}
 
     def get_queryset(self):
         return DataSet.objects.annotate(item_count=Count("items")).select_related("current_run").order_by("id")
 
+    def perform_create(self, serializer):
+        check_model_code(self.request, serializer)
+        serializer.save()
+
+    def perform_update(self, serializer):
+        check_model_code(self.request, serializer, serializer.instance)
+        serializer.save()
+
     def perform_destroy(self, instance):
         dataset_delete(dataset=instance)
 
+    @extend_schema(
+        summary="Import a zip of images",
+        request={"multipart/form-data": ZipUploadSerializer},
+        responses={201: ImportReportSerializer},
+    )
     @action(detail=True, methods=["post"], parser_classes=[MultiPartParser, FormParser])
     def upload(self, request, pk=None):
         require_perm(request, "management.add_datasetitem")
@@ -60,44 +164,192 @@ class DataSetViewSet(viewsets.ModelViewSet):
         )
         return Response(report.as_dict(), status=status.HTTP_201_CREATED)
 
+    @extend_schema(summary="Queue a training run", request=None, responses={202: TrainingRunSerializer})
     @action(detail=True, methods=["post"], parser_classes=[JSONParser, MultiPartParser, FormParser])
     def train(self, request, pk=None):
         require_perm(request, "management.change_dataset")
         run = training_run_create(dataset=self.get_object(), user=request.user)
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(summary="Download the current model (.keras)", responses={200: FILE_RESPONSE})
     @action(detail=True, methods=["get"])
     def model(self, request, pk=None):
         require_perm(request, "management.view_trainingrun")
-        dataset = self.get_object()
-        run = prediction_run_for(dataset=dataset)
-        return FileResponse(run.model_file.open("rb"), as_attachment=True, filename=run.download_name)
+        run = prediction_run_for(dataset=self.get_object())
+        return file_download(run.model_file, run.download_name)
 
 
-class TrainingRunViewSet(viewsets.ReadOnlyModelViewSet):
-    """Training runs with their progress, history and metrics; filter with ?dataset=<id>."""
+@extend_schema_view(
+    create=extend_schema(
+        summary="Add an image",
+        request={"application/json": DataSetItemSerializer, "multipart/form-data": DataSetItemMultipartSerializer},
+    ),
+    update=extend_schema(
+        request={"application/json": DataSetItemSerializer, "multipart/form-data": DataSetItemMultipartSerializer}
+    ),
+    partial_update=extend_schema(
+        request={"application/json": DataSetItemSerializer, "multipart/form-data": DataSetItemMultipartSerializer}
+    ),
+)
+class DataSetItemViewSet(viewsets.ModelViewSet):
+    """Labelled images; filter with ?dataset=<id> and ?label=<label>."""
 
-    serializer_class = TrainingRunSerializer
+    serializer_class = DataSetItemSerializer
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    filterset_fields = ["dataset", "label"]
 
     def get_queryset(self):
-        runs = TrainingRun.objects.order_by("-id")
-        dataset = self.request.query_params.get("dataset")
-        if dataset is not None:
-            if not dataset.isdigit():
-                raise ValidationError({"dataset": ["must be a dataset id (a whole number)"]})
-            runs = runs.filter(dataset_id=int(dataset))
-        return runs
+        return DataSetItem.objects.order_by("id")
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        image = data["image"]
+        serializer.instance = dataset_item_create(
+            dataset=data["dataset"], label=data["label"], file=image, name=getattr(image, "name", "")
+        )
+
+    def perform_update(self, serializer):
+        data = serializer.validated_data
+        serializer.instance = dataset_item_update(
+            item=serializer.instance, label=data.get("label"), dataset=data.get("dataset"), file=data.get("image")
+        )
+
+    def perform_destroy(self, instance):
+        dataset_items_delete(items=[instance])
 
 
+class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Training runs with their progress, history and metrics; filter with ?dataset=<id> and ?status=."""
+
+    serializer_class = TrainingRunSerializer
+    filterset_fields = ["dataset", "status"]
+
+    def get_queryset(self):
+        return TrainingRun.objects.select_related("dataset").order_by("-id")
+
+    def perform_destroy(self, instance):
+        training_run_delete(run=instance)
+
+    @extend_schema(summary="Cancel a queued or running run", request=None, responses={200: TrainingRunSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[TokenScopes, permissions.IsAuthenticated])
+    def cancel(self, request, pk=None):
+        # Cancelling changes what happens to a dataset, as the admin's Cancel button does.
+        require_perm(request, "management.view_trainingrun")
+        require_perm(request, "management.change_dataset")
+        run = self.get_object()
+        if not training_run_cancel(run=run):
+            raise Conflict(f"run {run.pk} has already ended ({run.status})", field="run")
+        return Response(TrainingRunSerializer(run).data)
+
+    @extend_schema(summary="Download this run's model (.keras)", responses={200: FILE_RESPONSE})
+    @action(detail=True, methods=["get"], url_path="model")
+    def model_file(self, request, pk=None):
+        run = self.get_object()
+        return file_download(run.model_file, run.download_name)
+
+    @extend_schema(summary="This run's training log (text)", responses={200: OpenApiResponse(OpenApiTypes.STR)})
+    @action(detail=True, methods=["get"])
+    def log(self, request, pk=None):
+        run = self.get_object()
+        return file_download(run.log_file, content_type="text/plain; charset=utf-8")
+
+
+class UserViewSet(viewsets.ModelViewSet):
+    """Accounts, for administrators (superusers) only."""
+
+    serializer_class = UserSerializer
+    permission_classes = [TokenScopes, permissions.IsAuthenticated, IsSuperuser]
+    filterset_fields = ["username", "is_active", "is_staff", "is_superuser"]
+
+    def get_queryset(self):
+        return get_user_model().objects.prefetch_related("groups").order_by("id")
+
+    def perform_update(self, serializer):
+        if serializer.instance == self.request.user:
+            data = serializer.validated_data
+            if data.get("is_superuser") is False or data.get("is_active") is False:
+                raise Conflict("you cannot remove your own administrator rights or deactivate yourself", field="user")
+        serializer.save()
+
+    def perform_destroy(self, instance):
+        if instance == self.request.user:
+            raise Conflict("you cannot delete your own account", field="user")
+        instance.delete()
+
+
+def _predict_payload(request) -> tuple[dict, bool]:
+    """The request's fields for PredictSerializer, and whether it asks for a batch."""
+    data = request.data
+    if not hasattr(data, "getlist"):
+        return data, isinstance(data, dict) and "images" in data
+    payload = {key: data.get(key) for key in ("dataset",) if key in data}
+    images = data.getlist("images")
+    single = data.getlist("image")
+    if len(single) > 1:
+        images = single + images
+    elif single:
+        payload["image"] = single[0]
+    if images:
+        payload["images"] = images
+    return payload, bool(images)
+
+
+@extend_schema(
+    summary="Predict the label of one image or a batch",
+    request={"application/json": PredictSerializer, "multipart/form-data": PredictMultipartSerializer},
+    responses={
+        200: PolymorphicProxySerializer(
+            component_name="PredictResult",
+            serializers=[PredictionSerializer, BatchPredictionSerializer],
+            resource_type_field_name=None,
+        )
+    },
+)
 class PredictView(APIView):
-    """POST an image (base64 in JSON, or a multipart file) and a dataset id; get the label."""
+    """POST an image (base64 in JSON, or a multipart file) or a batch of them, and a dataset id.
 
-    permission_classes = [permissions.IsAuthenticated, CanPredict]
+    One `image` is answered with its prediction; `images` (a JSON list, or several multipart
+    files) with `{"results": [...]}` in the order sent. Needs the `predict` scope with a token.
+    """
+
+    permission_classes = [permissions.IsAuthenticated, TokenScopes, CanPredict]
     parser_classes = [JSONParser, MultiPartParser, FormParser]
+    required_scope = PREDICT
 
     def post(self, request):
-        serializer = PredictSerializer(data=request.data)
+        payload, batch = _predict_payload(request)
+        serializer = PredictSerializer(data=payload)
         serializer.is_valid(raise_exception=True)
-        name, data = serializer.validated_data["image"]
-        prediction = prediction_predict_one(dataset=serializer.validated_data["dataset"], name=name, data=data)
-        return Response(prediction.as_dict())
+        dataset = serializer.validated_data["dataset"]
+        if not batch:
+            name, data = serializer.validated_data["image"]
+            return Response(prediction_predict(dataset=dataset, images=[(name, data)])[0].as_dict())
+        images = [
+            (f"images[{index}]" if name == "image" else name, data)
+            for index, (name, data) in enumerate(serializer.validated_data["images"])
+        ]
+        predictions = prediction_predict(dataset=dataset, images=images, field_name="images")
+        results = [{"name": name, **p.as_dict()} for (name, _), p in zip(images, predictions, strict=True)]
+        return Response({"results": results})
+
+
+@extend_schema(
+    summary="Liveness and readiness",
+    responses={
+        200: inline_serializer("Health", {"status": serializers.CharField(), "database": serializers.CharField()}),
+        503: OpenApiResponse(description="The database cannot be reached."),
+    },
+)
+class HealthView(APIView):
+    """Unauthenticated: 200 when the app runs and its database answers, else 503."""
+
+    authentication_classes = []
+    permission_classes = [permissions.AllowAny]
+
+    def get(self, request):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except DatabaseError:
+            return Response({"status": "unavailable", "database": "unreachable"}, status=503)
+        return Response({"status": "ok", "database": "ok"})

@@ -68,6 +68,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "corsheaders",
     "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "oauth2_provider",
     "management",
     "api",
@@ -159,25 +162,58 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "oauth2_provider.contrib.rest_framework.OAuth2Authentication",
+        "api.authentication.OAuth2Authentication",
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.ModelPermissions"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    # A token acts only within its scopes; then Django's model permissions decide.
+    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.TokenScopes", "api.permissions.ModelPermissions"],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.Pagination",
     "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "api.views.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
 OAUTH2_PROVIDER = {
-    "SCOPES": {"read": "Read datasets and runs", "write": "Change datasets and train"},
+    "SCOPES": {
+        "read": "See datasets, items, runs and models",
+        "write": "Create and change datasets and items, upload, train and cancel",
+        "predict": "Predict labels with /api/test/",
+    },
+    # A token request that names no scope gets all three; the user's permissions still apply.
+    "DEFAULT_SCOPES": ["read", "write", "predict"],
     "ACCESS_TOKEN_EXPIRE_SECONDS": env_int("KERASUI_TOKEN_SECONDS", 36000),
     # The password grant (the original KerasUI's flow, for scripts run by a known user) is kept on
     # purpose, though RFC 9700 discourages it; tokens for services should use client credentials.
     "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": False,
 }
 
-CORS_ALLOWED_ORIGINS = env_list("DJANGO_CORS_ALLOWED_ORIGINS")
+SPECTACULAR_SETTINGS = {
+    "TITLE": "KerasUI API",
+    "DESCRIPTION": (
+        "Datasets of labelled images, training runs and predictions. Authenticate with an OAuth2 "
+        "token from /o/token/ (scopes read, write, predict), or with a session or Basic authentication."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    # Request bodies get their own components, so multipart file fields show as binary uploads.
+    "COMPONENT_SPLIT_REQUEST": True,
+    # The docs page's JavaScript is served by the app itself, never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "OAUTH2_FLOWS": ["password", "clientCredentials"],
+    "OAUTH2_TOKEN_URL": "/o/token/",
+    "OAUTH2_SCOPES": None,
+}
+
+# Cross-origin browser clients: none by default; list origins, or explicitly allow all.
+CORS_ALLOWED_ORIGINS = env_list("KERASUI_CORS_ALLOWED_ORIGINS") or env_list("DJANGO_CORS_ALLOWED_ORIGINS")
+CORS_ALLOW_ALL_ORIGINS = env_bool("KERASUI_CORS_ALLOW_ALL", False)
 CORS_URLS_REGEX = r"^/(api|o)/.*$"
 
 LOGIN_URL = "admin:login"
@@ -191,6 +227,8 @@ KERASUI_MODEL_CACHE_SIZE = env_int("KERASUI_MODEL_CACHE_SIZE", 4)
 # Largest single image accepted (bytes) and largest image (pixels) decoded.
 KERASUI_MAX_IMAGE_BYTES = env_int("KERASUI_MAX_IMAGE_BYTES", 20 * 1024 * 1024)
 KERASUI_MAX_IMAGE_PIXELS = env_int("KERASUI_MAX_IMAGE_PIXELS", 40_000_000)
+# Most images one /api/test/ request may predict at once.
+KERASUI_MAX_BATCH_IMAGES = env_int("KERASUI_MAX_BATCH_IMAGES", 64)
 # Zips: largest total uncompressed size and number of entries accepted.
 KERASUI_MAX_ZIP_BYTES = env_int("KERASUI_MAX_ZIP_BYTES", 2 * 1024 * 1024 * 1024)
 KERASUI_MAX_ZIP_ENTRIES = env_int("KERASUI_MAX_ZIP_ENTRIES", 100_000)

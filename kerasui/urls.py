@@ -16,3 +16,9 @@ urlpatterns = [
     path("o/", include("oauth2_provider.urls", namespace="oauth2_provider")),
     path("media/<path:path>", views.protected_media, name="media"),
 ]
+
+# Under /api/ and /o/ Django's own error pages become JSON; elsewhere they stay HTML.
+handler400 = "api.views.bad_request"
+handler403 = "api.views.permission_denied"
+handler404 = "api.views.not_found"
+handler500 = "api.views.server_error"

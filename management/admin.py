@@ -10,7 +10,7 @@ from django.utils.html import format_html
 
 from management import views
 from management.forms import DataSetForm, DataSetItemForm
-from management.models import DataSet, DataSetItem, TrainingRun
+from management.models import MODEL_CODE_PERMISSION, DataSet, DataSetItem, TrainingRun
 from management.services.datasets import dataset_delete, dataset_items_delete, dataset_label_counts
 from management.services.errors import ServiceError
 from management.services.training import training_run_cancel, training_run_create, training_run_delete
@@ -74,6 +74,13 @@ class DataSetAdmin(admin.ModelAdmin):
         # The list refreshes itself while something trains, so progress moves without a click.
         active = TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE).exists()
         return super().changelist_view(request, {**(extra_context or {}), "has_active_runs": active})
+
+    def get_readonly_fields(self, request, obj=None):
+        # The model code runs on the server: only holders of the model-code permission may edit it.
+        fields = list(super().get_readonly_fields(request, obj))
+        if not request.user.has_perm(MODEL_CODE_PERMISSION):
+            fields.append("process")
+        return fields
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:

@@ -11,6 +11,8 @@ from django.utils.text import get_valid_filename, slugify
 
 from management.ml.models import DEFAULT_PROCESS
 
+MODEL_CODE_PERMISSION = "management.change_model_code"
+
 
 class ColorMode(models.TextChoices):
     GRAYSCALE = "grayscale", "Grayscale"
@@ -86,6 +88,10 @@ class DataSet(models.Model):
     class Meta:
         ordering = ["name"]
         verbose_name = "dataset"
+        permissions = [
+            # The model code is Python the server executes: give this only to people you would give a shell.
+            ("change_model_code", "Can change a dataset's model code (it runs on the server)"),
+        ]
 
     def __str__(self) -> str:
         return self.name

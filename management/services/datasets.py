@@ -78,6 +78,33 @@ def dataset_item_create(*, dataset: DataSet, label: str, file: BinaryIO, name: s
     return item
 
 
+def dataset_item_update(
+    *, item: DataSetItem, label: str | None = None, dataset: DataSet | None = None, file: BinaryIO | None = None
+) -> DataSetItem:
+    """Change an item's label, move it to another dataset, or replace its image (verified first)."""
+    if label is not None:
+        item.label = clean_label(label)
+    if dataset is not None:
+        item.dataset = dataset
+    old_name = None
+    if file is not None:
+        name = getattr(file, "name", "") or "image"
+        data = file.read()
+        image_check(data, name=name)
+        old_name = item.image.name
+        item.image.save(PurePosixPath(name).name, ContentFile(data), save=False)
+    try:
+        with transaction.atomic():
+            item.save()
+            if old_name:
+                delete_files_on_commit([(item.image.storage, old_name)])
+    except BaseException:
+        if old_name:
+            item.image.storage.delete(item.image.name)
+        raise
+    return item
+
+
 def _zip_entry_label(parts: tuple[str, ...], label: str | None) -> tuple[str | None, str | None]:
     """The label for an entry and, when it has none, the reason it is skipped."""
     if label:

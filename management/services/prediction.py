@@ -100,13 +100,15 @@ def prediction_run_for(*, dataset: DataSet) -> TrainingRun:
     return run
 
 
-def prediction_predict(*, dataset: DataSet, images: list[tuple[str, bytes]]) -> list[Prediction]:
+def prediction_predict(
+    *, dataset: DataSet, images: list[tuple[str, bytes]], field_name: str = "image"
+) -> list[Prediction]:
     """Predict each (name, bytes) image with the dataset's current model, in the given order."""
     run = prediction_run_for(dataset=dataset)
     arrays = []
     for name, data in images:
         # load_image decodes the whole image and says why it cannot; no separate verification pass.
-        image_size_check(data, name=name)
+        image_size_check(data, name=name, field_name=field_name)
         try:
             arrays.append(
                 load_image(
@@ -117,7 +119,7 @@ def prediction_predict(*, dataset: DataSet, images: list[tuple[str, bytes]]) -> 
                 )
             )
         except ValueError as error:
-            raise ServiceError(f"{name}: {error}", field="image") from None
+            raise ServiceError(f"{name}: {error}", field=field_name) from None
     predictor = model_cache.get(run)
     probabilities = predictor.predict(np.stack(arrays))
     predictions = []

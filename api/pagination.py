@@ -1,0 +1,8 @@
+"""Every list is paginated: ?page=N, and ?page_size= up to a bound."""
+
+from rest_framework.pagination import PageNumberPagination
+
+
+class Pagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 500
