@@ -51,6 +51,7 @@ class DataSetSerializer(serializers.ModelSerializer):
         read_only_fields = ["current_run", "created_at", "updated_at"]
         extra_kwargs = {
             "process": {
+                "trim_whitespace": False,
                 "help_text": (
                     "Python that adds layers to `model` (a keras.Sequential); runs on the server, so setting "
                     "it needs the permission management.change_model_code. Others get the default code."

@@ -97,7 +97,7 @@ def check_model_code(request, serializer, instance=None) -> None:
     """Setting model code is running code on the server: it needs its own permission."""
     code = serializer.validated_data.get("process")
     current = instance.process if instance is not None else DEFAULT_PROCESS
-    if code is None or code.replace("\r\n", "\n") == current.replace("\r\n", "\n"):
+    if code is None or code.replace("\r\n", "\n").strip() == current.replace("\r\n", "\n").strip():
         return
     if not request.user.has_perm(MODEL_CODE_PERMISSION):
         raise PermissionDenied(

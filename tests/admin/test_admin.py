@@ -139,3 +139,33 @@ def test_deleting_items_in_the_admin_deletes_their_files(
     import os
 
     assert not os.path.exists(path)
+
+
+def test_model_code_is_read_only_without_the_model_code_permission(client, colour_dataset):
+    from django.contrib.auth.models import Permission, User
+
+    editor = User.objects.create_user("editor", password="a-long-pass-phrase-9", is_staff=True)
+    editor.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_dataset", "change_dataset", "add_dataset"])
+    )
+    client.force_login(editor)
+    url = f"/admin/management/dataset/{colour_dataset.pk}/change/"
+    page = client.get(url).content.decode()
+    assert 'name="process"' not in page and "model.add(" in page
+    form = {
+        "name": "Renamed",
+        "process": "import os\nos.system('true')\n",
+        "epochs": 3,
+        "batch_size": 8,
+        "image_size": 16,
+        "color_mode": "rgb",
+        "validation_split": 0.2,
+        "verbose": 2,
+    }
+    assert client.post(url, form).status_code == 302
+    colour_dataset.refresh_from_db()
+    assert colour_dataset.name == "Renamed" and "os.system" not in colour_dataset.process
+
+    editor.user_permissions.add(Permission.objects.get(codename="change_model_code"))
+    client.force_login(User.objects.get(pk=editor.pk))
+    assert 'name="process"' in client.get(url).content.decode()
