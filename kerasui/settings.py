@@ -212,7 +212,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Cross-origin browser clients: none by default; list origins, or explicitly allow all.
-CORS_ALLOWED_ORIGINS = env_list("KERASUI_CORS_ALLOWED_ORIGINS") or env_list("DJANGO_CORS_ALLOWED_ORIGINS")
+CORS_ALLOWED_ORIGINS = env_list("DJANGO_CORS_ALLOWED_ORIGINS")
 CORS_ALLOW_ALL_ORIGINS = env_bool("KERASUI_CORS_ALLOW_ALL", False)
 CORS_URLS_REGEX = r"^/(api|o)/.*$"
 
