@@ -55,7 +55,7 @@ class DataSetSerializer(serializers.ModelSerializer):
                 "help_text": (
                     "Python that adds layers to `model` (a keras.Sequential); runs on the server, so setting "
                     "it needs the permission management.change_model_code. Others get the default code."
-                )
+                ),
             }
         }
 
@@ -175,6 +175,20 @@ class ZipUploadSerializer(serializers.Serializer):
         max_length=MAX_LABEL_LENGTH,
         help_text="Label for every image; empty to label each image by its top-level folder.",
     )
+
+
+class ModelMetadataSerializer(serializers.Serializer):
+    dataset = serializers.IntegerField()
+    run = serializers.IntegerField(help_text="The training run that made the model.")
+    labels = serializers.ListField(child=serializers.CharField(), help_text="Labels in the model's output order.")
+    image_size = serializers.IntegerField(help_text="Images are resized to this many pixels square.")
+    color_mode = serializers.CharField(help_text="grayscale or rgb.")
+    input_shape = serializers.ListField(child=serializers.IntegerField(), help_text="height, width, channels")
+    input_dtype = serializers.CharField()
+    metrics = serializers.DictField(help_text="The run's final metrics.")
+    accuracy = serializers.FloatField(allow_null=True)
+    trained_at = serializers.DateTimeField(allow_null=True)
+    engine = serializers.CharField(help_text="The inference path serving it in this process: tf.function or keras.")
 
 
 class ImportReportSerializer(serializers.Serializer):

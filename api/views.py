@@ -28,6 +28,7 @@ from api.serializers import (
     DataSetItemSerializer,
     DataSetSerializer,
     ImportReportSerializer,
+    ModelMetadataSerializer,
     PredictionSerializer,
     PredictMultipartSerializer,
     PredictSerializer,
@@ -45,7 +46,7 @@ from management.services.datasets import (
     dataset_items_delete,
 )
 from management.services.errors import Conflict, NotFound, ServiceError
-from management.services.prediction import prediction_predict, prediction_run_for
+from management.services.prediction import prediction_metadata, prediction_predict, prediction_run_for
 from management.services.training import training_run_cancel, training_run_create, training_run_delete
 
 API_PREFIXES = ("/api/", "/o/")
@@ -177,6 +178,12 @@ class DataSetViewSet(viewsets.ModelViewSet):
         require_perm(request, "management.view_trainingrun")
         run = prediction_run_for(dataset=self.get_object())
         return file_download(run.model_file, run.download_name)
+
+    @extend_schema(summary="What the current model takes and answers", responses={200: ModelMetadataSerializer})
+    @action(detail=True, methods=["get"], url_path="model/metadata")
+    def model_metadata(self, request, pk=None):
+        require_perm(request, "management.view_trainingrun")
+        return Response(prediction_metadata(dataset=self.get_object()).as_dict())
 
 
 @extend_schema_view(

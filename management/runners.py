@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from management.models import TrainingRun
-from management.services import training
+from management.services import prediction, training
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +128,12 @@ class ThreadRunner:
                 else "the training process ended without finishing the run"
             )
             training.training_run_fail(run_id=child.run_id, message=message)
+            if code == 0:
+                # Load the new model now, so this process's first prediction with it is not slow.
+                try:
+                    prediction.prediction_warm(run_id=child.run_id)
+                except Exception:  # noqa: BLE001 - a model that cannot load says so when used
+                    logger.warning("the model of run %s was not preloaded", child.run_id, exc_info=True)
             return
         status = TrainingRun.objects.filter(pk=child.run_id).values_list("status", flat=True).first()
         if status == TrainingRun.Status.CANCELLED:

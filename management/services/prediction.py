@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 
-from management.ml.images import load_image
+from management.ml.images import channels_for, load_image
 from management.models import DataSet, TrainingRun
 from management.services.datasets import image_size_check
 from management.services.errors import Conflict, ServiceError
@@ -98,6 +98,45 @@ def prediction_run_for(*, dataset: DataSet) -> TrainingRun:
     if run is None or run.status != TrainingRun.Status.SUCCEEDED or not run.model_file:
         raise Conflict(f"dataset '{dataset.name}' has no trained model yet: train it first", field="dataset")
     return run
+
+
+def prediction_warm(*, run_id: int) -> bool:
+    """Load a run's model into this process's cache if it is its dataset's current model."""
+    run = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.SUCCEEDED).select_related("dataset").first()
+    if run is None or run.dataset.current_run_id != run.pk or not run.model_file:
+        return False
+    model_cache.get(run)
+    return True
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a client needs to know to use a dataset's current model."""
+
+    run: TrainingRun
+    engine: str
+
+    def as_dict(self) -> dict:
+        run = self.run
+        return {
+            "dataset": run.dataset_id,
+            "run": run.pk,
+            "labels": run.labels,
+            "image_size": run.image_size,
+            "color_mode": run.color_mode,
+            "input_shape": [run.image_size, run.image_size, channels_for(run.color_mode)],
+            "input_dtype": "uint8 (0..255; the model scales to 0..1 itself)",
+            "metrics": run.metrics,
+            "accuracy": run.accuracy,
+            "trained_at": run.finished_at.isoformat() if run.finished_at else None,
+            "engine": self.engine,
+        }
+
+
+def prediction_metadata(*, dataset: DataSet) -> ModelMetadata:
+    """The current model's labels, input, metrics and the inference engine that serves it here."""
+    run = prediction_run_for(dataset=dataset)
+    return ModelMetadata(run=run, engine=model_cache.get(run).engine)
 
 
 def prediction_predict(

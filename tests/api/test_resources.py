@@ -236,3 +236,12 @@ def test_errors_under_api_are_json(api, db, settings):
     assert too_big.status_code in {400, 413} and too_big["Content-Type"] == "application/json", too_big.content
     # Outside the API, Django's pages stay HTML.
     assert "text/html" in api.get("/no-such-page/")["Content-Type"]
+
+
+def test_model_metadata_names_labels_input_metrics_and_engine(api, trained_dataset):
+    body = api.get(f"/api/dataset/{trained_dataset.pk}/model/metadata/").json()
+    assert body["labels"] == ["blue", "green", "red"] and body["run"] == trained_dataset.current_run_id
+    assert body["image_size"] == 16 and body["color_mode"] == "rgb" and body["input_shape"] == [16, 16, 3]
+    assert body["metrics"] == {"val_accuracy": 1.0} and body["engine"] == "tf.function"
+    untrained = DataSet.objects.create(name="Untrained")
+    assert api.get(f"/api/dataset/{untrained.pk}/model/metadata/").status_code == 409

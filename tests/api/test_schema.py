@@ -14,6 +14,7 @@ ROUTES = {
     "/api/dataset/{id}/upload/": {"post"},
     "/api/dataset/{id}/train/": {"post"},
     "/api/dataset/{id}/model/": {"get"},
+    "/api/dataset/{id}/model/metadata/": {"get"},
     "/api/datasetitem/": {"get", "post"},
     "/api/datasetitem/{id}/": {"get", "put", "patch", "delete"},
     "/api/trainingrun/": {"get"},

@@ -42,3 +42,62 @@ def test_a_missing_model_file_is_a_conflict_not_a_crash(trained_dataset):
     os.remove(trained_dataset.current_run.model_file.path)
     with pytest.raises(Conflict, match="cannot be loaded"):
         prediction_predict_one(dataset=trained_dataset, name="x.png", data=png())
+
+
+def test_a_succeeded_current_run_is_warmed_into_the_cache(trained_dataset):
+    from management.services.prediction import model_cache, prediction_warm
+
+    run = trained_dataset.current_run
+    assert run.pk not in model_cache
+    assert prediction_warm(run_id=run.pk) is True
+    assert run.pk in model_cache
+    assert prediction_warm(run_id=424242) is False
+
+
+def test_the_cache_serves_a_new_run_and_evicts_beyond_its_bound(trained_dataset, colour_model_file, settings):
+    import shutil
+    from pathlib import Path
+
+    from management.models import DataSet, TrainingRun
+    from management.services.prediction import model_cache, prediction_predict_one
+    from tests.images import colour_image
+
+    settings.KERASUI_MODEL_CACHE_SIZE = 2
+    image = colour_image("red", seed=5)
+    first = prediction_predict_one(dataset=trained_dataset, name="a.png", data=image)
+    # Retraining: a newer succeeded run becomes current and answers from then on.
+    newer = TrainingRun.objects.get(pk=trained_dataset.current_run_id)
+    newer.pk = None
+    newer.status = TrainingRun.Status.SUCCEEDED
+    newer.save()
+    target = Path(settings.MEDIA_ROOT) / "models" / f"run_{newer.pk}.keras"
+    shutil.copy(colour_model_file, target)
+    TrainingRun.objects.filter(pk=newer.pk).update(model_file=f"models/run_{newer.pk}.keras")
+    DataSet.objects.filter(pk=trained_dataset.pk).update(current_run=newer)
+    trained_dataset = DataSet.objects.select_related("current_run").get(pk=trained_dataset.pk)
+    second = prediction_predict_one(dataset=trained_dataset, name="a.png", data=image)
+    assert second.run_id == newer.pk != first.run_id and second.label == first.label == "red"
+    assert first.run_id not in model_cache  # the older model of the same dataset was dropped
+
+    runs = []
+    for n in range(3):
+        other = DataSet.objects.create(name=f"Other {n}", image_size=16)
+        run = TrainingRun.objects.create(
+            dataset=other,
+            process="",
+            epochs=1,
+            batch_size=1,
+            image_size=16,
+            color_mode="rgb",
+            validation_split=0,
+            verbose=0,
+            labels=["blue", "green", "red"],
+            status=TrainingRun.Status.SUCCEEDED,
+        )
+        shutil.copy(colour_model_file, Path(settings.MEDIA_ROOT) / "models" / f"run_{run.pk}.keras")
+        TrainingRun.objects.filter(pk=run.pk).update(model_file=f"models/run_{run.pk}.keras")
+        DataSet.objects.filter(pk=other.pk).update(current_run=run)
+        other = DataSet.objects.select_related("current_run").get(pk=other.pk)
+        prediction_predict_one(dataset=other, name="a.png", data=image)
+        runs.append(run.pk)
+    assert [run_id in model_cache for run_id in [newer.pk, *runs]] == [False, False, True, True]
