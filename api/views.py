@@ -139,6 +139,7 @@ class DataSetViewSet(viewsets.ModelViewSet):
     def perform_create(self, serializer):
         check_model_code(self.request, serializer)
         serializer.save()
+        serializer.instance.item_count = 0
 
     def perform_update(self, serializer):
         check_model_code(self.request, serializer, serializer.instance)

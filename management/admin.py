@@ -152,12 +152,21 @@ class DataSetAdmin(admin.ModelAdmin):
         )
         return run
 
+    def has_delete_permission(self, request, obj=None):
+        # A dataset being trained keeps its delete button hidden until its run is cancelled or ends.
+        if obj is not None and obj.runs.filter(status__in=TrainingRun.ACTIVE).exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
     def delete_model(self, request, obj):
         dataset_delete(dataset=obj)
 
     def delete_queryset(self, request, queryset):
         for dataset in queryset:
-            dataset_delete(dataset=dataset)
+            try:
+                dataset_delete(dataset=dataset)
+            except ServiceError as error:
+                self.message_user(request, error.message, messages.ERROR)
 
     def get_urls(self):
         upload = guarded(self, views.upload_zip, self.has_change_permission)

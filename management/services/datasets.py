@@ -14,8 +14,8 @@ from django.db import transaction
 from django.db.models import Count
 
 from management.ml.images import verify_image
-from management.models import DataSet, DataSetItem
-from management.services.errors import ServiceError
+from management.models import DataSet, DataSetItem, TrainingRun
+from management.services.errors import Conflict, ServiceError
 
 MAX_LABEL_LENGTH = DataSetItem._meta.get_field("label").max_length
 
@@ -221,7 +221,13 @@ def dataset_items_delete(*, items) -> int:
 
 @transaction.atomic
 def dataset_delete(*, dataset: DataSet) -> None:
-    """Delete a dataset with its items and runs, then their files."""
+    """Delete a dataset with its items and runs, then their files; refused while it is being trained."""
+    active = dataset.runs.filter(status__in=TrainingRun.ACTIVE).first()
+    if active is not None:
+        raise Conflict(
+            f"dataset '{dataset.name}' is being trained (run {active.pk} is {active.status}): cancel the run first",
+            field="dataset",
+        )
     files = [(item.image.storage, item.image.name) for item in dataset.items.all()]
     for run in dataset.runs.all():
         files += [(run.model_file.storage, run.model_file.name), (run.log_file.storage, run.log_file.name)]

@@ -245,3 +245,14 @@ def test_model_metadata_names_labels_input_metrics_and_engine(api, trained_datas
     assert body["metrics"] == {"val_accuracy": 1.0} and body["engine"] == "tf.function"
     untrained = DataSet.objects.create(name="Untrained")
     assert api.get(f"/api/dataset/{untrained.pk}/model/metadata/").status_code == 409
+
+
+def test_a_dataset_being_trained_cannot_be_deleted(api, colour_dataset):
+    created = api.post("/api/dataset/", {"name": "Fresh"}, format="json").json()
+    assert created["item_count"] == 0
+    run = training_run_create(dataset=colour_dataset, enqueue=False)
+    refused = api.delete(f"/api/dataset/{colour_dataset.pk}/")
+    assert refused.status_code == 409 and "cancel the run first" in refused.json()["dataset"][0]
+    assert DataSet.objects.filter(pk=colour_dataset.pk).exists()
+    api.post(f"/api/trainingrun/{run.pk}/cancel/")
+    assert api.delete(f"/api/dataset/{colour_dataset.pk}/").status_code == 204
