@@ -189,6 +189,12 @@ def test_a_token_does_not_widen_its_users_permissions(trained_dataset):
     assert client.get("/api/dataset/").status_code == 200
     assert client.post("/api/dataset/", {"name": "x"}, format="json").status_code == 403
     assert client.get("/api/users/").status_code == 403
+    editor = token_client(user_with("editor", *EDITOR), "read write predict")
+    url = f"/api/dataset/{trained_dataset.pk}/"
+    assert editor.patch(url, {"process": CUSTOM_CODE}, format="json").status_code == 403
+    assert editor.post("/api/dataset/", {"name": "y", "process": CUSTOM_CODE}, format="json").status_code == 403
+    assert editor.get("/api/users/").status_code == 403
+    assert DataSet.objects.get(pk=trained_dataset.pk).process == DEFAULT_PROCESS
 
 
 def test_a_client_credentials_token_acts_as_its_applications_user(trained_dataset):
