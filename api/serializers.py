@@ -234,7 +234,7 @@ class ImageField(serializers.Field):
 class PredictSerializer(serializers.Serializer):
     """One image (`image`) or a batch (`images`), and the dataset whose model answers."""
 
-    dataset = serializers.PrimaryKeyRelatedField(queryset=DataSet.objects.select_related("current_run"))
+    dataset = serializers.IntegerField(min_value=1, help_text="The dataset whose current model answers.")
     image = ImageField(required=False, help_text="One image: base64 in JSON, or a file in multipart.")
     images = serializers.ListField(
         child=ImageField(),

@@ -46,7 +46,12 @@ from management.services.datasets import (
     dataset_items_delete,
 )
 from management.services.errors import Conflict, NotFound, ServiceError
-from management.services.prediction import prediction_metadata, prediction_predict, prediction_run_for
+from management.services.prediction import (
+    prediction_current_run,
+    prediction_metadata,
+    prediction_predict,
+    prediction_run_for,
+)
 from management.services.training import training_run_cancel, training_run_create, training_run_delete
 
 API_PREFIXES = ("/api/", "/o/")
@@ -328,15 +333,15 @@ class PredictView(APIView):
         payload, batch = _predict_payload(request)
         serializer = PredictSerializer(data=payload)
         serializer.is_valid(raise_exception=True)
-        dataset = serializer.validated_data["dataset"]
+        run = prediction_current_run(dataset_id=serializer.validated_data["dataset"])
         if not batch:
             name, data = serializer.validated_data["image"]
-            return Response(prediction_predict(dataset=dataset, images=[(name, data)])[0].as_dict())
+            return Response(prediction_predict(run=run, images=[(name, data)])[0].as_dict())
         images = [
             (f"images[{index}]" if name == "image" else name, data)
             for index, (name, data) in enumerate(serializer.validated_data["images"])
         ]
-        predictions = prediction_predict(dataset=dataset, images=images, field_name="images")
+        predictions = prediction_predict(run=run, images=images, field_name="images")
         results = [{"name": name, **p.as_dict()} for (name, _), p in zip(images, predictions, strict=True)]
         return Response({"results": results})
 

@@ -44,8 +44,8 @@ class ModelCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loading: dict[int, threading.Lock] = {}
-        # run id -> (dataset id, predictor)
-        self._predictors: OrderedDict[int, tuple[int, object]] = OrderedDict()
+        # run id -> (dataset id, predictor, run)
+        self._predictors: OrderedDict[int, tuple[int, object, TrainingRun]] = OrderedDict()
         self.loads = 0
 
     def get(self, run: TrainingRun):
@@ -73,13 +73,19 @@ class ModelCache:
             with self._lock:
                 self.loads += 1
                 # A newer model of the same dataset makes the older one useless here.
-                for stale in [key for key, (dataset_id, _) in self._predictors.items() if dataset_id == run.dataset_id]:
+                for stale in [key for key, entry in self._predictors.items() if entry[0] == run.dataset_id]:
                     del self._predictors[stale]
-                self._predictors[run.pk] = (run.dataset_id, predictor)
+                self._predictors[run.pk] = (run.dataset_id, predictor, run)
                 while len(self._predictors) > max(1, settings.KERASUI_MODEL_CACHE_SIZE):
                     self._predictors.popitem(last=False)
                 self._loading.pop(run.pk, None)
             return predictor
+
+    def run(self, run_id: int) -> TrainingRun | None:
+        """The run of a loaded model (a succeeded run's snapshot never changes), or None."""
+        with self._lock:
+            entry = self._predictors.get(run_id)
+            return entry[2] if entry else None
 
     def clear(self) -> None:
         with self._lock:
@@ -97,6 +103,27 @@ def prediction_run_for(*, dataset: DataSet) -> TrainingRun:
     run = dataset.current_run
     if run is None or run.status != TrainingRun.Status.SUCCEEDED or not run.model_file:
         raise Conflict(f"dataset '{dataset.name}' has no trained model yet: train it first", field="dataset")
+    return run
+
+
+RUN_FIELDS_FOR_PREDICTION = ("id", "dataset_id", "status", "labels", "image_size", "color_mode", "model_file")
+
+
+def prediction_current_run(*, dataset_id: int) -> TrainingRun:
+    """The run answering for a dataset id, with as little database work as the hot path allows.
+
+    One small query for the dataset's current run id; the run itself comes from the model cache
+    when its model is loaded (a succeeded run's snapshot never changes), else one query.
+    """
+    row = DataSet.objects.filter(pk=dataset_id).values_list("name", "current_run_id").first()
+    if row is None:
+        raise ServiceError(f"there is no dataset with id {dataset_id}", field="dataset")
+    name, run_id = row
+    run = model_cache.run(run_id) if run_id else None
+    if run is None and run_id:
+        run = TrainingRun.objects.only(*RUN_FIELDS_FOR_PREDICTION).filter(pk=run_id).first()
+    if run is None or run.status != TrainingRun.Status.SUCCEEDED or not run.model_file:
+        raise Conflict(f"dataset '{name}' has no trained model yet: train it first", field="dataset")
     return run
 
 
@@ -140,10 +167,15 @@ def prediction_metadata(*, dataset: DataSet) -> ModelMetadata:
 
 
 def prediction_predict(
-    *, dataset: DataSet, images: list[tuple[str, bytes]], field_name: str = "image"
+    *,
+    images: list[tuple[str, bytes]],
+    dataset: DataSet | None = None,
+    run: TrainingRun | None = None,
+    field_name: str = "image",
 ) -> list[Prediction]:
-    """Predict each (name, bytes) image with the dataset's current model, in the given order."""
-    run = prediction_run_for(dataset=dataset)
+    """Predict each (name, bytes) image with a run's model (the dataset's current one by default), in order."""
+    if run is None:
+        run = prediction_run_for(dataset=dataset)
     arrays = []
     for name, data in images:
         # load_image decodes the whole image and says why it cannot; no separate verification pass.
