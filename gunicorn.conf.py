@@ -10,7 +10,7 @@ import os
 
 bind = os.environ.get("KERASUI_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("KERASUI_WORKERS", min(2, multiprocessing.cpu_count())))
-threads = int(os.environ.get("KERASUI_THREADS", 4))
+threads = int(os.environ.get("KERASUI_THREADS", 2))
 worker_class = "gthread"
 # A zip upload or a model download can take a while on a slow link.
 timeout = int(os.environ.get("KERASUI_TIMEOUT", 120))

@@ -224,6 +224,9 @@ KERASUI_TRAINING_RUNNER = os.environ.get("KERASUI_TRAINING_RUNNER", "thread")
 KERASUI_MAX_CONCURRENT_RUNS = env_int("KERASUI_MAX_CONCURRENT_RUNS", 1)
 # Loaded models kept per process for prediction (least recently used evicted).
 KERASUI_MODEL_CACHE_SIZE = env_int("KERASUI_MODEL_CACHE_SIZE", 4)
+# TensorFlow threads per web process for prediction (0: TensorFlow's default, all cores). One is
+# fastest for single requests; gunicorn's worker processes use the other cores.
+KERASUI_INFERENCE_THREADS = env_int("KERASUI_INFERENCE_THREADS", 1)
 # Largest single image accepted (bytes) and largest image (pixels) decoded.
 KERASUI_MAX_IMAGE_BYTES = env_int("KERASUI_MAX_IMAGE_BYTES", 20 * 1024 * 1024)
 KERASUI_MAX_IMAGE_PIXELS = env_int("KERASUI_MAX_IMAGE_PIXELS", 40_000_000)

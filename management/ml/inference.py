@@ -18,11 +18,35 @@ log = logging.getLogger(__name__)
 COMPILED = "tf.function"
 EAGER = "keras"
 
+_threads_configured = False
+
+
+def configure_threads(threads: int | None) -> None:
+    """Give TensorFlow's CPU thread pools `threads` threads, once, before TensorFlow starts.
+
+    A web process serves one small batch at a time: with one thread the model runs in the request's
+    own thread instead of waking a pool (measured: about 2 ms less per prediction on 2 cores), and
+    the server's worker processes, not TensorFlow, spread the load over the cores. None leaves
+    TensorFlow's default (all cores). Too late once TensorFlow has run an operation: then ignored.
+    """
+    global _threads_configured
+    if _threads_configured or not threads:
+        return
+    _threads_configured = True
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        log.info("TensorFlow already started: its thread pools keep their size")
+
 
 class Predictor:
     """A loaded model ready to classify batches of preprocessed uint8 images."""
 
-    def __init__(self, model_path: str | Path):
+    def __init__(self, model_path: str | Path, *, threads: int | None = None):
+        configure_threads(threads)
         import keras
 
         # safe_mode refuses serialized Python code (Lambda layers): the web process never runs

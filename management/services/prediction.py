@@ -62,7 +62,7 @@ class ModelCache:
             from management.ml.inference import Predictor
 
             try:
-                predictor = Predictor(run.model_file.path)
+                predictor = Predictor(run.model_file.path, threads=settings.KERASUI_INFERENCE_THREADS)
             except Exception as error:  # noqa: BLE001 - a missing or unloadable file is the user's answer
                 with self._lock:
                     self._loading.pop(run.pk, None)
