@@ -101,3 +101,35 @@ def test_the_cache_serves_a_new_run_and_evicts_beyond_its_bound(trained_dataset,
         prediction_predict_one(dataset=other, name="a.png", data=image)
         runs.append(run.pk)
     assert [run_id in model_cache for run_id in [newer.pk, *runs]] == [False, False, True, True]
+
+
+def test_threads_asking_the_cache_at_once_share_one_load_and_get_right_answers(trained_dataset):
+    import threading
+
+    import numpy as np
+
+    from management.ml.images import load_image
+    from management.services.prediction import model_cache
+    from tests.images import colour_image
+
+    run = trained_dataset.current_run
+    labels = ["red", "green", "blue"] * 4
+    arrays = [
+        load_image(colour_image(label, seed=700 + n), image_size=16, color_mode="rgb") for n, label in enumerate(labels)
+    ]
+    loads_before = model_cache.loads
+    answers: dict[int, str] = {}
+    start = threading.Barrier(len(labels))
+
+    def ask(n: int) -> None:
+        start.wait()
+        predictor = model_cache.get(run)
+        answers[n] = run.labels[int(np.argmax(predictor.predict(arrays[n][None])[0]))]
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(labels))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert model_cache.loads - loads_before == 1
+    assert [answers[n] for n in range(len(labels))] == labels
