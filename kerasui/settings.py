@@ -59,6 +59,21 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
+# Served behind TLS (a proxy that sets X-Forwarded-Proto): one switch turns on HTTPS redirects,
+# secure cookies and HSTS. Off by default, since the local start serves plain http on loopback.
+KERASUI_HTTPS = env_bool("KERASUI_HTTPS", False)
+if KERASUI_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # Load balancers probe health over plain http.
+    SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("KERASUI_HSTS_SECONDS", 31_536_000)
+    # Strict by default; set these to false when other subdomains still serve plain http.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("KERASUI_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("KERASUI_HSTS_PRELOAD", True)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -188,7 +203,18 @@ OAUTH2_PROVIDER = {
     # The password grant (the original KerasUI's flow, for scripts run by a known user) is kept on
     # purpose, though RFC 9700 discourages it; tokens for services should use client credentials.
     "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": False,
+    # The rest of RFC 9700 (OAuth 2.0 Security BCP): tokens only in the Authorization header,
+    # hashed at rest, refresh-token replay revokes the family, S256 PKCE only, https redirects only.
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
 }
+# Kept on purpose and documented (see above): the password grant.
+SILENCED_SYSTEM_CHECKS = ["oauth2_provider.W002"]
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "KerasUI API",
