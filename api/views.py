@@ -3,7 +3,7 @@
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection
 from django.db.models import Count
-from django.http import FileResponse, JsonResponse
+from django.http import Http404, JsonResponse
 from django.views import defaults
 from drf_spectacular.utils import (
     OpenApiResponse,
@@ -36,6 +36,7 @@ from api.serializers import (
     UserSerializer,
     ZipUploadSerializer,
 )
+from management.files import media_response
 from management.ml.models import DEFAULT_PROCESS
 from management.models import MODEL_CODE_PERMISSION, DataSet, DataSetItem, TrainingRun
 from management.services.datasets import (
@@ -116,16 +117,13 @@ def check_model_code(request, serializer, instance=None) -> None:
         )
 
 
-def file_download(field, filename: str | None = None, content_type: str | None = None) -> FileResponse:
+def file_download(field, filename: str | None = None, content_type: str | None = None):
     if not field:
         raise NotFound("there is no such file", field="file")
     try:
-        handle = field.open("rb")
-    except FileNotFoundError:
+        return media_response(field.name, filename=filename, content_type=content_type)
+    except Http404:
         raise NotFound("the file is missing from storage", field="file") from None
-    if content_type:
-        return FileResponse(handle, content_type=content_type)
-    return FileResponse(handle, as_attachment=True, filename=filename)
 
 
 @extend_schema_view(

@@ -170,6 +170,10 @@ WHITENOISE_USE_FINDERS = True
 # Media (dataset images, models, logs) is private: served only through an authenticated view.
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("KERASUI_MEDIA_ROOT") or DATA_DIR / "media")
+# Who sends media bytes once Django has checked access: "" (Django itself), "nginx"
+# (X-Accel-Redirect to KERASUI_MEDIA_ACCEL_PREFIX, an internal location) or "apache" (X-Sendfile).
+KERASUI_MEDIA_SERVER = os.environ.get("KERASUI_MEDIA_SERVER", "").strip().lower()
+KERASUI_MEDIA_ACCEL_PREFIX = os.environ.get("KERASUI_MEDIA_ACCEL_PREFIX", "/protected-media/")
 
 # Uploads: zips of images can be large; Django streams big files to disk.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("KERASUI_MAX_REQUEST_BYTES", 50 * 1024 * 1024)

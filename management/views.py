@@ -2,18 +2,20 @@
 
 import base64
 import mimetypes
+import os
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, SuspiciousFileOperation
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils._os import safe_join
 from django.utils.html import format_html
 
+from management.files import media_response
 from management.forms import TestForm, ZipUploadForm
 from management.models import DataSet, TrainingRun
 from management.services.datasets import dataset_import_zip
@@ -45,8 +47,7 @@ def protected_media(request, path: str):
         raise Http404 from None
     if not full_path.is_file():
         raise Http404
-    content_type, _ = mimetypes.guess_type(full_path.name)
-    return FileResponse(full_path.open("rb"), content_type=content_type or "application/octet-stream")
+    return media_response(Path(os.path.relpath(full_path, os.path.abspath(settings.MEDIA_ROOT))).as_posix())
 
 
 def upload_zip(request, dataset_id=None):
@@ -114,14 +115,14 @@ def download_model(request, run_id):
     run = get_object_or_404(TrainingRun, pk=run_id)
     if not run.model_file:
         raise Http404("this run has no model")
-    return FileResponse(run.model_file.open("rb"), as_attachment=True, filename=run.download_name)
+    return media_response(run.model_file.name, filename=run.download_name)
 
 
 def download_log(request, run_id):
     run = get_object_or_404(TrainingRun, pk=run_id)
     if not run.log_file:
         raise Http404("this run has no log")
-    return FileResponse(run.log_file.open("rb"), content_type="text/plain; charset=utf-8")
+    return media_response(run.log_file.name, content_type="text/plain; charset=utf-8")
 
 
 def run_link(run: TrainingRun | None) -> str:

@@ -194,3 +194,24 @@ def test_upload_zip_via_api_with_many_images(api, db):
     response = api.post(f"/api/dataset/{dataset.pk}/upload/", {"file": SimpleUploadedFile("c.zip", colour_zip(5))})
     assert response.json()["added"] == 15
     assert api.get(f"/api/dataset/{dataset.pk}/").json()["item_count"] == 15
+
+
+@pytest.mark.parametrize(
+    "server, header, expected",
+    [("nginx", "X-Accel-Redirect", "/protected-media/models/"), ("apache", "X-Sendfile", "/models/run_")],
+)
+def test_media_can_be_handed_to_the_web_server_after_the_check(
+    client, admin_client, trained_dataset, settings, server, header, expected
+):
+    settings.KERASUI_MEDIA_SERVER = server
+    run = trained_dataset.current_run
+    item_url = trained_dataset.items.first().image.url
+    assert client.get(item_url).status_code == 302  # still checked first
+    image = admin_client.get(item_url)
+    assert image.status_code == 200 and image[header] and not image.content
+    model = admin_client.get(f"/admin/management/trainingrun/{run.pk}/model/")
+    assert expected in model[header] and "attachment" in model["Content-Disposition"]
+    api = APIClient()
+    api.force_authenticate(User.objects.get(username="admin"))
+    download = api.get(f"/api/dataset/{trained_dataset.pk}/model/")
+    assert download.status_code == 200 and expected in download[header]
