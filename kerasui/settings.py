@@ -265,6 +265,8 @@ KERASUI_MAX_BATCH_IMAGES = env_int("KERASUI_MAX_BATCH_IMAGES", 64)
 # Zips: largest total uncompressed size and number of entries accepted.
 KERASUI_MAX_ZIP_BYTES = env_int("KERASUI_MAX_ZIP_BYTES", 2 * 1024 * 1024 * 1024)
 KERASUI_MAX_ZIP_ENTRIES = env_int("KERASUI_MAX_ZIP_ENTRIES", 100_000)
+# Largest compression ratio (uncompressed / compressed size) of a zip over 1 MiB: zip bombs.
+KERASUI_MAX_ZIP_RATIO = env_int("KERASUI_MAX_ZIP_RATIO", 250)
 
 LOGGING = {
     "version": 1,

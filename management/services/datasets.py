@@ -146,6 +146,15 @@ def dataset_import_zip(*, dataset: DataSet, file: BinaryIO, label: str | None = 
                 f"the zip holds {total} bytes uncompressed; at most {settings.KERASUI_MAX_ZIP_BYTES} are accepted",
                 field="file",
             )
+        # Images barely compress; a zip that inflates hundreds of times is a zip bomb.
+        compressed = sum(info.compress_size for info in entries)
+        ratio = total / max(compressed, 1)
+        if total > 1024 * 1024 and ratio > settings.KERASUI_MAX_ZIP_RATIO:
+            raise ServiceError(
+                f"the zip inflates {ratio:.0f} times ({compressed} bytes to {total}); at most "
+                f"{settings.KERASUI_MAX_ZIP_RATIO} times is accepted (a zip bomb?)",
+                field="file",
+            )
 
         report = ImportReport()
         items: list[DataSetItem] = []

@@ -6,7 +6,7 @@ import pytest
 from management.models import DataSet, DataSetItem
 from management.services.datasets import dataset_delete, dataset_import_zip, dataset_item_create
 from management.services.errors import ServiceError
-from tests.images import png, zip_of
+from tests.images import colour_zip, png, zip_of
 
 
 @pytest.fixture
@@ -96,3 +96,26 @@ def test_deleting_a_dataset_deletes_its_files(dataset, settings, django_capture_
     with django_capture_on_commit_callbacks(execute=True):
         dataset_delete(dataset=dataset)
     assert media_files(settings) == []
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_extracted(dataset, settings, tmp_path):
+    import zipfile
+
+    bomb = tmp_path / "bomb.zip"
+    chunk = bytes(16 * 1024 * 1024)
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        archive.writestr("red/ok.png", png())
+        with archive.open("red/zeros.png", "w", force_zip64=True) as entry:
+            for _ in range(64):  # 1 GiB of zeros
+                entry.write(chunk)
+    assert bomb.stat().st_size < 5 * 1024 * 1024
+    with bomb.open("rb") as file, pytest.raises(ServiceError, match="inflates .* times"):
+        dataset_import_zip(dataset=dataset, file=file)
+    assert dataset.items.count() == 0
+    media = Path(settings.MEDIA_ROOT)
+    assert not media.exists() or not any(path.is_file() for path in media.rglob("*"))
+
+
+def test_ordinary_image_zips_are_far_below_the_ratio_limit(dataset):
+    report = dataset_import_zip(dataset=dataset, file=io.BytesIO(colour_zip(40)))
+    assert report.added == 120
