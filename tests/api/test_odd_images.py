@@ -1,0 +1,96 @@
+"""Odd but valid images go in as items and get predictions through the API; broken ones get a 4xx naming them."""
+
+import base64
+import io
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+from rest_framework.test import APIClient
+
+from management.models import DataSetItem
+
+
+def encoded(image: Image.Image, format: str, **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **save)
+    return buffer.getvalue()
+
+
+def exif_rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90°
+    return encoded(Image.new("RGB", (20, 10), (220, 40, 40)), "JPEG", exif=exif)
+
+
+ODD = {
+    "cmyk.jpg": lambda: encoded(Image.new("CMYK", (16, 16), (0, 200, 200, 20)), "JPEG"),
+    "grey16.png": lambda: encoded(Image.new("I;16", (16, 16), 50000), "PNG"),
+    "palette.png": lambda: encoded(Image.new("P", (16, 16), 3), "PNG"),
+    "transparent.png": lambda: encoded(Image.new("RGBA", (16, 16), (220, 40, 40, 0)), "PNG"),
+    "transparent.gif": lambda: encoded(Image.new("P", (16, 16), 1), "GIF", transparency=1),
+    "la.png": lambda: encoded(Image.new("LA", (16, 16), (90, 200)), "PNG"),
+    "rotated.jpg": exif_rotated_jpeg,
+    "image.webp": lambda: encoded(Image.new("RGB", (16, 16), (40, 200, 50)), "WEBP"),
+    "image.bmp": lambda: encoded(Image.new("RGB", (16, 16), (30, 60, 220)), "BMP"),
+    "image.tiff": lambda: encoded(Image.new("RGB", (16, 16), (30, 60, 220)), "TIFF"),
+    "one-pixel-high.png": lambda: encoded(Image.new("RGB", (300, 1), (220, 40, 40)), "PNG"),
+}
+
+BROKEN = {
+    "truncated.jpg": lambda: encoded(Image.new("RGB", (64, 64), (1, 2, 3)), "JPEG")[:200],
+    "text.jpg": lambda: b"this is text renamed to .jpg",
+    "empty.png": lambda: b"",
+}
+
+
+@pytest.fixture
+def api(admin_user):
+    client = APIClient()
+    client.force_authenticate(admin_user)
+    return client
+
+
+@pytest.mark.parametrize("name", sorted(ODD))
+def test_odd_images_are_accepted_as_items_and_predicted(api, trained_dataset, name):
+    data = ODD[name]()
+    upload = SimpleUploadedFile(name, data)
+    item = api.post("/api/datasetitem/", {"dataset": trained_dataset.pk, "label": "odd", "image": upload})
+    assert item.status_code == 201, item.content
+    b64 = api.post(
+        "/api/datasetitem/",
+        {"dataset": trained_dataset.pk, "label": "odd", "image": base64.b64encode(data).decode()},
+        format="json",
+    )
+    assert b64.status_code == 201, b64.content
+    prediction = api.post("/api/test/", {"dataset": trained_dataset.pk, "image": SimpleUploadedFile(name, data)})
+    assert prediction.status_code == 200, prediction.content
+    assert prediction.json()["result"] in {"blue", "green", "red"}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_broken_images_are_refused_naming_the_file(api, trained_dataset, name):
+    data = BROKEN[name]()
+    before = DataSetItem.objects.count()
+    item = api.post(
+        "/api/datasetitem/", {"dataset": trained_dataset.pk, "label": "x", "image": SimpleUploadedFile(name, data)}
+    )
+    assert item.status_code == 400 and "image" in item.json(), item.content
+    prediction = api.post("/api/test/", {"dataset": trained_dataset.pk, "image": SimpleUploadedFile(name, data)})
+    assert prediction.status_code == 400 and "image" in prediction.json(), prediction.content
+    if data:
+        assert name in prediction.json()["image"][0]
+    assert DataSetItem.objects.count() == before
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(api, trained_dataset, settings):
+    settings.KERASUI_MAX_IMAGE_PIXELS = 1_000_000
+    bomb = encoded(Image.new("L", (3000, 3000), 0), "PNG")  # 9 megapixels in a few kilobytes
+    assert len(bomb) < 100_000
+    response = api.post("/api/test/", {"dataset": trained_dataset.pk, "image": SimpleUploadedFile("bomb.png", bomb)})
+    assert response.status_code == 400 and "too many pixels" in response.json()["image"][0]
+    item = api.post(
+        "/api/datasetitem/",
+        {"dataset": trained_dataset.pk, "label": "x", "image": SimpleUploadedFile("bomb.png", bomb)},
+    )
+    assert item.status_code == 400 and "too many pixels" in item.json()["image"][0]
