@@ -20,6 +20,18 @@ from management.models import DataSet, DataSetItem, TrainingRun
 from management.services.datasets import MAX_LABEL_LENGTH
 
 DATA_URI_PREFIX = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
+NOT_BASE64 = "not valid base64: send the image's bytes encoded as base64, or upload a file"
+
+
+def decode_base64_image(text: str) -> bytes:
+    """Base64 text (a data: URI prefix, whitespace and missing padding allowed) to bytes, or a 400."""
+    text = "".join(DATA_URI_PREFIX.sub("", text.strip(), count=1).split())
+    if not text:
+        raise serializers.ValidationError("the image is empty")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise serializers.ValidationError(NOT_BASE64) from None
 
 
 class DataSetSerializer(serializers.ModelSerializer):
@@ -80,7 +92,7 @@ class ItemImageField(Base64ImageField):
     """
 
     ALLOWED_TYPES = ("jpeg", "jpg", "png", "gif", "webp", "bmp", "tif", "tiff")
-    INVALID_FILE_MESSAGE = "not valid base64: send the image's bytes encoded as base64, or upload a file"
+    INVALID_FILE_MESSAGE = NOT_BASE64
     INVALID_TYPE_MESSAGE = "not an image of a known type (JPEG, PNG, GIF, WebP, BMP or TIFF)"
 
     def to_internal_value(self, data):
@@ -88,13 +100,7 @@ class ItemImageField(Base64ImageField):
             return data
         if not isinstance(data, str):
             raise serializers.ValidationError("expected base64 text or an uploaded file")
-        text = "".join(DATA_URI_PREFIX.sub("", data.strip(), count=1).split())
-        if not text:
-            raise serializers.ValidationError("the image is empty")
-        try:
-            decoded = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            raise serializers.ValidationError(self.INVALID_FILE_MESSAGE) from None
+        decoded = decode_base64_image(data)
         name = self.get_file_name(decoded)
         try:
             extension = self.get_file_extension(name, decoded)
@@ -207,25 +213,14 @@ class ImageField(serializers.Field):
     Prediction keeps the bytes in memory and decodes them once, in the shared preprocessing.
     """
 
-    default_error_messages = {
-        "invalid_base64": "not valid base64: send the image's bytes encoded as base64, or upload a file",
-        "invalid_type": "expected a base64 string or an uploaded file",
-        "empty": "the image is empty",
-    }
+    default_error_messages = {"invalid_type": "expected a base64 string or an uploaded file"}
 
     def to_internal_value(self, data):
         if isinstance(data, UploadedFile):
             return data.name or "image", data.read()
         if not isinstance(data, str):
             self.fail("invalid_type")
-        text = DATA_URI_PREFIX.sub("", data.strip(), count=1)
-        text = "".join(text.split())
-        if not text:
-            self.fail("empty")
-        try:
-            return "image", base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            self.fail("invalid_base64")
+        return "image", decode_base64_image(data)
 
     def to_representation(self, value):
         return None

@@ -110,6 +110,7 @@ def setup(data_dir: Path) -> tuple[str, int, Path, bytes]:
 
     from management.ml.models import DEFAULT_PROCESS, ModelSpec, build_model
     from management.models import DataSet, TrainingRun
+    from management.services.training import training_run_create
 
     admin = User.objects.create_superuser("bench", password=secrets.token_urlsafe(16))
     Application = get_application_model()
@@ -127,23 +128,16 @@ def setup(data_dir: Path) -> tuple[str, int, Path, bytes]:
         scope="read write predict",
     )
     dataset = DataSet.objects.create(name="Bench", image_size=64)
-    run = TrainingRun.objects.create(
-        dataset=dataset,
-        process=DEFAULT_PROCESS,
-        epochs=1,
-        batch_size=32,
-        image_size=64,
-        color_mode="rgb",
-        validation_split=0,
-        verbose=0,
-        labels=["circle", "square", "triangle"],
-        status=TrainingRun.Status.SUCCEEDED,
-        progress=100,
-    )
+    run = training_run_create(dataset=dataset, enqueue=False)
     model_path = data_dir / "media" / "models" / f"run_{run.pk}.keras"
     model_path.parent.mkdir(parents=True, exist_ok=True)
     build_model(ModelSpec(code=DEFAULT_PROCESS, image_size=64, channels=3, num_classes=3)).save(model_path)
-    TrainingRun.objects.filter(pk=run.pk).update(model_file=f"models/run_{run.pk}.keras")
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingRun.Status.SUCCEEDED,
+        progress=100,
+        labels=["circle", "square", "triangle"],
+        model_file=f"models/run_{run.pk}.keras",
+    )
     DataSet.objects.filter(pk=dataset.pk).update(current_run=run)
     buffer = io.BytesIO()
     Image.effect_noise((64, 64), 60).convert("RGB").save(buffer, "PNG")

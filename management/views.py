@@ -45,8 +45,6 @@ def protected_media(request, path: str):
         full_path = Path(safe_join(settings.MEDIA_ROOT, path))
     except SuspiciousFileOperation:  # ../ and absolute names
         raise Http404 from None
-    if not full_path.is_file():
-        raise Http404
     return media_response(Path(os.path.relpath(full_path, os.path.abspath(settings.MEDIA_ROOT))).as_posix())
 
 

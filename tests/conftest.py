@@ -60,26 +60,7 @@ def colour_model_file(tmp_path_factory):
 @pytest.fixture
 def trained_dataset(colour_dataset, colour_model_file, settings):
     """The colour dataset with a succeeded run whose model is current."""
-    import shutil
-    from pathlib import Path
+    from tests.runs import install_model
 
-    from django.utils import timezone
-
-    from management.models import TrainingRun
-    from management.services.training import training_run_create
-
-    run = training_run_create(dataset=colour_dataset, enqueue=False)
-    target = Path(settings.MEDIA_ROOT) / "models" / f"run_{run.pk}.keras"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(colour_model_file, target)
-    TrainingRun.objects.filter(pk=run.pk).update(
-        status=TrainingRun.Status.SUCCEEDED,
-        progress=100,
-        model_file=f"models/run_{run.pk}.keras",
-        metrics={"val_accuracy": 1.0},
-        started_at=timezone.now(),
-        finished_at=timezone.now(),
-    )
-    colour_dataset.current_run_id = run.pk
-    colour_dataset.save()
+    install_model(colour_dataset, colour_model_file)
     return colour_dataset

@@ -98,12 +98,19 @@ class ModelCache:
 model_cache = ModelCache()
 
 
+def _has_model(run: TrainingRun | None) -> bool:
+    return run is not None and run.status == TrainingRun.Status.SUCCEEDED and bool(run.model_file)
+
+
+def _no_model(dataset_name: str) -> Conflict:
+    return Conflict(f"dataset '{dataset_name}' has no trained model yet: train it first", field="dataset")
+
+
 def prediction_run_for(*, dataset: DataSet) -> TrainingRun:
     """The run whose model answers for this dataset, or a Conflict saying why there is none."""
-    run = dataset.current_run
-    if run is None or run.status != TrainingRun.Status.SUCCEEDED or not run.model_file:
-        raise Conflict(f"dataset '{dataset.name}' has no trained model yet: train it first", field="dataset")
-    return run
+    if not _has_model(dataset.current_run):
+        raise _no_model(dataset.name)
+    return dataset.current_run
 
 
 RUN_FIELDS_FOR_PREDICTION = ("id", "dataset_id", "status", "labels", "image_size", "color_mode", "model_file")
@@ -122,15 +129,15 @@ def prediction_current_run(*, dataset_id: int) -> TrainingRun:
     run = model_cache.run(run_id) if run_id else None
     if run is None and run_id:
         run = TrainingRun.objects.only(*RUN_FIELDS_FOR_PREDICTION).filter(pk=run_id).first()
-    if run is None or run.status != TrainingRun.Status.SUCCEEDED or not run.model_file:
-        raise Conflict(f"dataset '{name}' has no trained model yet: train it first", field="dataset")
+    if not _has_model(run):
+        raise _no_model(name)
     return run
 
 
 def prediction_warm(*, run_id: int) -> bool:
     """Load a run's model into this process's cache if it is its dataset's current model."""
-    run = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.SUCCEEDED).select_related("dataset").first()
-    if run is None or run.dataset.current_run_id != run.pk or not run.model_file:
+    run = TrainingRun.objects.filter(pk=run_id).select_related("dataset").first()
+    if not _has_model(run) or run.dataset.current_run_id != run.pk:
         return False
     model_cache.get(run)
     return True

@@ -55,26 +55,16 @@ def test_a_succeeded_current_run_is_warmed_into_the_cache(trained_dataset):
 
 
 def test_the_cache_serves_a_new_run_and_evicts_beyond_its_bound(trained_dataset, colour_model_file, settings):
-    import shutil
-    from pathlib import Path
-
-    from management.models import DataSet, TrainingRun
+    from management.models import DataSet
     from management.services.prediction import model_cache, prediction_predict_one
     from tests.images import colour_image
+    from tests.runs import install_model
 
     settings.KERASUI_MODEL_CACHE_SIZE = 2
     image = colour_image("red", seed=5)
     first = prediction_predict_one(dataset=trained_dataset, name="a.png", data=image)
     # Retraining: a newer succeeded run becomes current and answers from then on.
-    newer = TrainingRun.objects.get(pk=trained_dataset.current_run_id)
-    newer.pk = None
-    newer.status = TrainingRun.Status.SUCCEEDED
-    newer.save()
-    target = Path(settings.MEDIA_ROOT) / "models" / f"run_{newer.pk}.keras"
-    shutil.copy(colour_model_file, target)
-    TrainingRun.objects.filter(pk=newer.pk).update(model_file=f"models/run_{newer.pk}.keras")
-    DataSet.objects.filter(pk=trained_dataset.pk).update(current_run=newer)
-    trained_dataset = DataSet.objects.select_related("current_run").get(pk=trained_dataset.pk)
+    newer = install_model(trained_dataset, colour_model_file)
     second = prediction_predict_one(dataset=trained_dataset, name="a.png", data=image)
     assert second.run_id == newer.pk != first.run_id and second.label == first.label == "red"
     assert first.run_id not in model_cache  # the older model of the same dataset was dropped
@@ -82,22 +72,7 @@ def test_the_cache_serves_a_new_run_and_evicts_beyond_its_bound(trained_dataset,
     runs = []
     for n in range(3):
         other = DataSet.objects.create(name=f"Other {n}", image_size=16)
-        run = TrainingRun.objects.create(
-            dataset=other,
-            process="",
-            epochs=1,
-            batch_size=1,
-            image_size=16,
-            color_mode="rgb",
-            validation_split=0,
-            verbose=0,
-            labels=["blue", "green", "red"],
-            status=TrainingRun.Status.SUCCEEDED,
-        )
-        shutil.copy(colour_model_file, Path(settings.MEDIA_ROOT) / "models" / f"run_{run.pk}.keras")
-        TrainingRun.objects.filter(pk=run.pk).update(model_file=f"models/run_{run.pk}.keras")
-        DataSet.objects.filter(pk=other.pk).update(current_run=run)
-        other = DataSet.objects.select_related("current_run").get(pk=other.pk)
+        run = install_model(other, colour_model_file, labels=["blue", "green", "red"])
         prediction_predict_one(dataset=other, name="a.png", data=image)
         runs.append(run.pk)
     assert [run_id in model_cache for run_id in [newer.pk, *runs]] == [False, False, True, True]
