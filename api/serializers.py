@@ -16,7 +16,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from management.models import DataSet, DataSetItem, TrainingRun
+from management.models import Architecture, ColorMode, DataSet, DataSetItem, TrainingRun
 from management.services.datasets import MAX_LABEL_LENGTH
 
 DATA_URI_PREFIX = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
@@ -51,7 +51,18 @@ class DataSetSerializer(serializers.ModelSerializer):
             "image_size",
             "color_mode",
             "validation_split",
+            "test_split",
             "verbose",
+            "architecture",
+            "learning_rate",
+            "early_stopping_patience",
+            "reduce_lr_on_plateau",
+            "balance_classes",
+            "augment_flip",
+            "augment_rotation",
+            "augment_zoom",
+            "augment_contrast",
+            "seed",
             "item_count",
             "status",
             "progress",
@@ -70,6 +81,16 @@ class DataSetSerializer(serializers.ModelSerializer):
                 ),
             }
         }
+
+    def validate(self, attrs):
+        instance = self.instance
+        validation = attrs.get("validation_split", instance.validation_split if instance else 0.2)
+        test = attrs.get("test_split", instance.test_split if instance else 0.0)
+        if validation + test > 0.9:
+            raise serializers.ValidationError(
+                {"test_split": ["validation_split and test_split together may hold out at most 0.9 of the images"]}
+            )
+        return attrs
 
     def get_status(self, obj) -> str | None:
         run = obj.latest_run
@@ -145,6 +166,8 @@ class DataSetItemMultipartSerializer(serializers.Serializer):
 
 class TrainingRunSerializer(serializers.ModelSerializer):
     accuracy = serializers.FloatField(read_only=True, allow_null=True)
+    resumable = serializers.BooleanField(read_only=True, help_text="Cancelled or interrupted: POST …/resume/.")
+    split_counts = serializers.SerializerMethodField(help_text="Images in each split.")
 
     class Meta:
         model = TrainingRun
@@ -152,6 +175,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "id",
             "dataset",
             "status",
+            "phase",
             "progress",
             "epoch",
             "epochs",
@@ -159,18 +183,60 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "image_size",
             "color_mode",
             "validation_split",
+            "test_split",
+            "architecture",
+            "learning_rate",
+            "early_stopping_patience",
+            "reduce_lr_on_plateau",
+            "balance_classes",
+            "augmentation",
             "labels",
             "seed",
+            "split_counts",
             "history",
             "metrics",
+            "evaluation",
             "accuracy",
             "error",
+            "interrupted",
+            "resumable",
             "worker",
             "created_at",
             "started_at",
             "finished_at",
         ]
         read_only_fields = fields
+
+    def get_split_counts(self, obj) -> dict[str, int]:
+        return {name: len(ids) for name, ids in obj.splits.items()}
+
+
+class TrainingRunDetailSerializer(TrainingRunSerializer):
+    """A run with the item ids of each of its splits."""
+
+    class Meta(TrainingRunSerializer.Meta):
+        fields = [*TrainingRunSerializer.Meta.fields, "splits"]
+        read_only_fields = fields
+
+
+class ValidateModelSerializer(serializers.Serializer):
+    """Options to validate instead of the saved ones; leave out to validate the dataset as saved."""
+
+    process = serializers.CharField(required=False, trim_whitespace=False, allow_blank=True)
+    architecture = serializers.ChoiceField(choices=Architecture.choices, required=False)
+    image_size = serializers.IntegerField(required=False, min_value=8, max_value=1024)
+    color_mode = serializers.ChoiceField(choices=ColorMode.choices, required=False)
+
+
+class ValidationReportSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    summary = serializers.CharField(help_text="Keras' model summary.")
+    layers = serializers.ListField(child=serializers.DictField(), help_text="name, type, output_shape, params")
+    total_params = serializers.IntegerField()
+    trainable_params = serializers.IntegerField()
+    error = serializers.CharField(help_text="Why the model could not be built, empty when ok.")
+    line = serializers.IntegerField(allow_null=True, help_text="The model code line that caused the error.")
+    seconds = serializers.FloatField()
 
 
 class ZipUploadSerializer(serializers.Serializer):

@@ -32,8 +32,11 @@ from api.serializers import (
     PredictionSerializer,
     PredictMultipartSerializer,
     PredictSerializer,
+    TrainingRunDetailSerializer,
     TrainingRunSerializer,
     UserSerializer,
+    ValidateModelSerializer,
+    ValidationReportSerializer,
     ZipUploadSerializer,
 )
 from management.files import media_response
@@ -53,7 +56,13 @@ from management.services.prediction import (
     prediction_predict,
     prediction_run_for,
 )
-from management.services.training import training_run_cancel, training_run_create, training_run_delete
+from management.services.training import (
+    dataset_model_validate,
+    training_run_cancel,
+    training_run_create,
+    training_run_delete,
+    training_run_resume,
+)
 
 API_PREFIXES = ("/api/", "/o/")
 FILE_RESPONSE = OpenApiResponse(OpenApiTypes.BINARY, description="The file, as an attachment.")
@@ -176,6 +185,21 @@ class DataSetViewSet(viewsets.ModelViewSet):
         run = training_run_create(dataset=self.get_object(), user=request.user)
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(
+        summary="Build the model without training it: its layers, or the error and its line",
+        request=ValidateModelSerializer,
+        responses={200: ValidationReportSerializer},
+    )
+    @action(detail=True, methods=["post"], parser_classes=[JSONParser, MultiPartParser, FormParser])
+    def validate(self, request, pk=None):
+        require_perm(request, "management.change_dataset")
+        dataset = self.get_object()
+        serializer = ValidateModelSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        check_model_code(request, serializer, dataset)
+        report = dataset_model_validate(dataset=dataset, **serializer.validated_data)
+        return Response(report.as_dict())
+
     @extend_schema(summary="Download the current model (.keras)", responses={200: FILE_RESPONSE})
     @action(detail=True, methods=["get"])
     def model(self, request, pk=None):
@@ -238,6 +262,9 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
     def get_queryset(self):
         return TrainingRun.objects.select_related("dataset").order_by("-id")
 
+    def get_serializer_class(self):
+        return TrainingRunDetailSerializer if self.action == "retrieve" else TrainingRunSerializer
+
     def perform_destroy(self, instance):
         training_run_delete(run=instance)
 
@@ -251,6 +278,18 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
         if not training_run_cancel(run=run):
             raise Conflict(f"run {run.pk} has already ended ({run.status})", field="run")
         return Response(TrainingRunSerializer(run).data)
+
+    @extend_schema(
+        summary="Resume a cancelled or interrupted run from its last completed epoch",
+        request=None,
+        responses={202: TrainingRunSerializer},
+    )
+    @action(detail=True, methods=["post"], permission_classes=[TokenScopes, permissions.IsAuthenticated])
+    def resume(self, request, pk=None):
+        require_perm(request, "management.view_trainingrun")
+        require_perm(request, "management.change_dataset")
+        run = training_run_resume(run=self.get_object())
+        return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary="Download this run's model (.keras)", responses={200: FILE_RESPONSE})
     @action(detail=True, methods=["get"], url_path="model")

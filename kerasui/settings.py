@@ -252,6 +252,13 @@ LOGIN_URL = "admin:login"
 # daemon thread of the web process; at most KERASUI_MAX_CONCURRENT_RUNS at once, the rest wait.
 KERASUI_TRAINING_RUNNER = os.environ.get("KERASUI_TRAINING_RUNNER", "thread")
 KERASUI_MAX_CONCURRENT_RUNS = env_int("KERASUI_MAX_CONCURRENT_RUNS", 1)
+# Training decodes each dataset version once per size and colour mode into a uint8 file here,
+# with this many processes, and reads it memory-mapped; least recently used files go first.
+KERASUI_CACHE_DIR = Path(os.environ.get("KERASUI_CACHE_DIR") or DATA_DIR / "cache")
+KERASUI_CACHE_MAX_BYTES = env_int("KERASUI_CACHE_MAX_BYTES", 4 * 1024**3)
+KERASUI_PREPROCESS_WORKERS = env_int("KERASUI_PREPROCESS_WORKERS", os.cpu_count() or 1)
+# Building a model to validate its code (in a child process) is stopped after this many seconds.
+KERASUI_VALIDATE_TIMEOUT = env_int("KERASUI_VALIDATE_TIMEOUT", 60)
 # Loaded models kept per process for prediction (least recently used evicted).
 KERASUI_MODEL_CACHE_SIZE = env_int("KERASUI_MODEL_CACHE_SIZE", 4)
 # TensorFlow threads per web process for prediction (0: TensorFlow's default, all cores). One is

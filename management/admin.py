@@ -7,13 +7,19 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from management import views
 from management.forms import DataSetForm, DataSetItemForm
 from management.models import MODEL_CODE_PERMISSION, DataSet, DataSetItem, TrainingRun
 from management.services.datasets import dataset_delete, dataset_items_delete, dataset_label_counts
 from management.services.errors import ServiceError
-from management.services.training import training_run_cancel, training_run_create, training_run_delete
+from management.services.training import (
+    training_run_cancel,
+    training_run_create,
+    training_run_delete,
+    training_run_resume,
+)
 
 THUMBNAILS_ON_DATASET_PAGE = 60
 LOG_TAIL_LINES = 200
@@ -59,10 +65,29 @@ class DataSetAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name"]}),
         ("Images", {"fields": ["label_counts", "thumbnails"]}),
-        ("Model", {"fields": ["process"]}),
+        ("Model", {"fields": ["architecture", "process"]}),
         (
             "Training options",
-            {"fields": ["epochs", "batch_size", "image_size", "color_mode", "validation_split", "verbose"]},
+            {
+                "fields": [
+                    "epochs",
+                    "batch_size",
+                    "image_size",
+                    "color_mode",
+                    "learning_rate",
+                    "validation_split",
+                    "test_split",
+                    "seed",
+                    "early_stopping_patience",
+                    "reduce_lr_on_plateau",
+                    "balance_classes",
+                    "verbose",
+                ]
+            },
+        ),
+        (
+            "Augmentation (only while training)",
+            {"fields": ["augment_flip", "augment_rotation", "augment_zoom", "augment_contrast"]},
         ),
         ("Training runs", {"fields": ["current_run_link", "runs"]}),
     ]
@@ -174,6 +199,11 @@ class DataSetAdmin(admin.ModelAdmin):
             path("upload/", upload, name="management_dataset_upload"),
             path("<int:dataset_id>/upload/", upload, name="management_dataset_upload_into"),
             path("<int:dataset_id>/train/", guarded(self, self._train_view), name="management_dataset_train"),
+            path(
+                "<int:dataset_id>/validate/",
+                guarded(self, views.validate_model, self.has_change_permission),
+                name="management_dataset_validate",
+            ),
             path("test/", guarded(self, views.test_model, self.has_view_permission), name="management_dataset_test"),
             *super().get_urls(),
         ]
@@ -228,8 +258,9 @@ class TrainingRunAdmin(admin.ModelAdmin):
     list_filter = ["status", "dataset"]
     actions = ["cancel_selected"]
     fieldsets = [
-        (None, {"fields": ["dataset", "status", "progress_display", "epoch_display", "error"]}),
+        (None, {"fields": ["dataset", "status", "phase", "progress_display", "epoch_display", "error"]}),
         ("Results", {"fields": ["metrics_display", "history_display", "downloads"]}),
+        ("Evaluation", {"fields": ["evaluation_display"]}),
         ("Log", {"fields": ["log_tail"]}),
         (
             "Snapshot taken when the run was created",
@@ -242,7 +273,15 @@ class TrainingRunAdmin(admin.ModelAdmin):
                     "image_size",
                     "color_mode",
                     "validation_split",
+                    "test_split",
+                    "split_counts",
                     "seed",
+                    "architecture",
+                    "learning_rate",
+                    "early_stopping_patience",
+                    "reduce_lr_on_plateau",
+                    "balance_classes",
+                    "augmentation",
                     "process",
                 ],
             },
@@ -303,6 +342,38 @@ class TrainingRunAdmin(admin.ModelAdmin):
         rows = [[row.get(column, "") for column in columns] for row in obj.history]
         return format_html("{}", render_to_string("management/history.html", {"columns": columns, "rows": rows}))
 
+    @admin.display(description="images per split")
+    def split_counts(self, obj):
+        return ", ".join(f"{name} {len(ids)}" for name, ids in obj.splits.items()) or "—"
+
+    @admin.display(description="on the held-out images")
+    def evaluation_display(self, obj):
+        if not obj.evaluation:
+            return "—"
+        titles = {
+            "validation": "Validation images",
+            "test": "Test images (never used for training or choosing the epoch)",
+            "training": "Training images (nothing was held out)",
+        }
+        parts = []
+        for name, report in obj.evaluation.items():
+            if not report.get("count"):
+                continue
+            rows = list(zip(report["labels"], report["confusion_matrix"], strict=True))
+            wrong_ids = [entry["item"] for entry in report["misclassified"]]
+            items = {item.pk: item for item in DataSetItem.objects.filter(pk__in=wrong_ids)}
+            mistakes = [
+                (entry, items.get(entry["item"]), thumbnail(items[entry["item"]], 64) if entry["item"] in items else "")
+                for entry in report["misclassified"]
+            ]
+            parts.append(
+                render_to_string(
+                    "management/evaluation.html",
+                    {"title": titles.get(name, name), "report": report, "rows": rows, "mistakes": mistakes},
+                )
+            )
+        return format_html("{}", mark_safe("".join(parts)))  # noqa: S308 - rendered by templates with escaping
+
     @admin.display(description="downloads")
     def downloads(self, obj):
         return format_html("{}", render_to_string("management/run_downloads.html", {"run": obj}))
@@ -337,6 +408,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
             path("<int:run_id>/model/", model, name="management_trainingrun_model"),
             path("<int:run_id>/log/", log, name="management_trainingrun_log"),
             path("<int:run_id>/cancel/", guarded(self, self._cancel), name="management_trainingrun_cancel"),
+            path("<int:run_id>/resume/", guarded(self, self._resume), name="management_trainingrun_resume"),
             *super().get_urls(),
         ]
 
@@ -346,4 +418,16 @@ class TrainingRunAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if training_run_cancel(run=run):
             self.message_user(request, f"{run} was cancelled.", messages.SUCCESS)
+        return redirect("admin:management_trainingrun_change", run.pk)
+
+    def _resume(self, request, run_id):
+        run = get_object_or_404(TrainingRun, pk=run_id)
+        if request.method != "POST" or not request.user.has_perm("management.change_dataset"):
+            raise PermissionDenied
+        try:
+            training_run_resume(run=run)
+        except ServiceError as error:
+            self.message_user(request, error.message, messages.ERROR)
+        else:
+            self.message_user(request, f"{run} was queued again; it continues after epoch {len(run.history)}.")
         return redirect("admin:management_trainingrun_change", run.pk)

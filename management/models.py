@@ -5,6 +5,7 @@ from functools import cached_property
 from pathlib import PurePosixPath
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.text import get_valid_filename, slugify
@@ -17,6 +18,20 @@ MODEL_CODE_PERMISSION = "management.change_model_code"
 class ColorMode(models.TextChoices):
     GRAYSCALE = "grayscale", "Grayscale"
     RGB = "rgb", "RGB"
+
+
+class Architecture(models.TextChoices):
+    CODE = "code", "Model code (the default code is a small CNN)"
+    DEEP_CNN = "deep_cnn", "Deeper CNN with batch normalisation"
+    MOBILENET_V3_SMALL = "mobilenet_v3_small", "MobileNetV3-Small, from scratch"
+    EFFICIENTNET_B0 = "efficientnet_b0", "EfficientNet-B0, from scratch"
+
+
+class Flip(models.TextChoices):
+    NONE = "none", "No flipping"
+    HORIZONTAL = "horizontal", "Left-right"
+    VERTICAL = "vertical", "Up-down"
+    BOTH = "horizontal_and_vertical", "Left-right and up-down"
 
 
 class Verbosity(models.IntegerChoices):
@@ -74,6 +89,71 @@ class DataSet(models.Model):
         default=Verbosity.ONE_LINE_PER_EPOCH,
         help_text="How much Keras writes to the run's log.",
     )
+    architecture = models.CharField(
+        "starting point",
+        max_length=30,
+        choices=Architecture.choices,
+        default=Architecture.CODE,
+        help_text="The model code above, or a built-in network trained from scratch (the code is then unused).",
+    )
+    learning_rate = models.FloatField(
+        default=0.001,
+        validators=[MinValueValidator(1e-6), MaxValueValidator(1.0)],
+        help_text="Adam's step size. Lower it (0.0001) if the loss jumps around or becomes NaN.",
+    )
+    test_split = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="Fraction of each label's images held out from training and validation, "
+        "evaluated once at the end (0 for none).",
+    )
+    early_stopping_patience = models.PositiveSmallIntegerField(
+        default=5,
+        validators=[MaxValueValidator(1000)],
+        help_text="Stop when the validation loss has not improved for this many epochs (0: never stop early). "
+        "The best epoch's weights are kept either way.",
+    )
+    reduce_lr_on_plateau = models.BooleanField(
+        "reduce learning rate on plateau",
+        default=False,
+        help_text="Halve the learning rate when the validation loss stalls for a few epochs.",
+    )
+    balance_classes = models.BooleanField(
+        default=False,
+        help_text="Weight each label inversely to its number of images, so rare labels count as much.",
+    )
+    augment_flip = models.CharField(
+        "random flip",
+        max_length=30,
+        choices=Flip.choices,
+        default=Flip.NONE,
+        help_text="Augmentation, applied only while training: flip images at random.",
+    )
+    augment_rotation = models.FloatField(
+        "random rotation",
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="Rotate by up to this fraction of a full turn (0.05 = 18 degrees; 0 = off).",
+    )
+    augment_zoom = models.FloatField(
+        "random zoom",
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.9)],
+        help_text="Zoom in or out by up to this fraction (0 = off).",
+    )
+    augment_contrast = models.FloatField(
+        "random contrast",
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Change contrast by up to this fraction (0 = off).",
+    )
+    seed = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(2**31 - 1)],
+        help_text="Seed of the split and of training; blank for a new one each run. "
+        "The same images and seed give the same split.",
+    )
     current_run = models.ForeignKey(
         "TrainingRun",
         null=True,
@@ -96,6 +176,22 @@ class DataSet(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        if self.validation_split is not None and self.test_split is not None:
+            if self.validation_split + self.test_split > 0.9:
+                raise ValidationError(
+                    {"test_split": "validation and test together may hold out at most 0.9 of the images"}
+                )
+
+    @property
+    def augmentation(self) -> dict:
+        return {
+            "flip": self.augment_flip,
+            "rotation": self.augment_rotation,
+            "zoom": self.augment_zoom,
+            "contrast": self.augment_contrast,
+        }
+
     @cached_property
     def latest_run(self) -> "TrainingRun | None":
         return self.runs.order_by("-created_at", "-id").first()
@@ -116,6 +212,14 @@ class DataSetItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} #{self.pk}"
+
+
+class Phase(models.TextChoices):
+    PREPARING = "preparing", "Preparing images"
+    BUILDING = "building", "Building the model"
+    TRAINING = "training", "Training"
+    EVALUATING = "evaluating", "Evaluating"
+    SAVING = "saving", "Saving the model"
 
 
 class TrainingRun(models.Model):
@@ -145,6 +249,23 @@ class TrainingRun(models.Model):
     verbose = models.PositiveSmallIntegerField(choices=Verbosity.choices)
     labels = models.JSONField(default=list, help_text="The labels in model output order.")
     seed = models.PositiveIntegerField(default=0)
+    architecture = models.CharField(max_length=30, choices=Architecture.choices, default=Architecture.CODE)
+    learning_rate = models.FloatField(default=0.001)
+    test_split = models.FloatField(default=0.0)
+    early_stopping_patience = models.PositiveSmallIntegerField(default=0)
+    reduce_lr_on_plateau = models.BooleanField(default=False)
+    balance_classes = models.BooleanField(default=False)
+    augmentation = models.JSONField(default=dict, blank=True)
+    splits = models.JSONField(
+        default=dict, blank=True, help_text="The item ids of each split: train, validation, test."
+    )
+
+    phase = models.CharField(max_length=10, choices=Phase.choices, blank=True)
+    evaluation = models.JSONField(default=dict, blank=True)
+    checkpoint = models.CharField(
+        max_length=255, blank=True, help_text="The last completed epoch's model and optimizer, for resuming."
+    )
+    interrupted = models.BooleanField(default=False, help_text="Its process stopped before the run finished.")
 
     history = models.JSONField(default=list, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
@@ -190,6 +311,12 @@ class TrainingRun(models.Model):
     def download_name(self) -> str:
         """The file name a downloaded model gets: the dataset's name and the run."""
         return f"{slugify(self.dataset.name) or 'model'}-run{self.pk}.keras"
+
+    @property
+    def resumable(self) -> bool:
+        """Cancelled or interrupted with a checkpoint of an epoch before the last."""
+        ended = self.status == self.Status.CANCELLED or (self.status == self.Status.FAILED and self.interrupted)
+        return ended and bool(self.checkpoint) and len(self.history) < self.epochs
 
     @property
     def accuracy_percent(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -30,6 +31,13 @@ POLL_SECONDS = 1.0
 CANCEL_GRACE_SECONDS = 15.0
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
 @dataclass
 class _Child:
     run_id: int
@@ -42,6 +50,7 @@ def training_environment() -> dict[str, str]:
     environment = dict(os.environ)
     environment["KERASUI_DATABASE_NAME"] = str(connection.settings_dict["NAME"])
     environment["KERASUI_MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
+    environment["KERASUI_CACHE_DIR"] = str(settings.KERASUI_CACHE_DIR)
     environment["DJANGO_SETTINGS_MODULE"] = os.environ.get("DJANGO_SETTINGS_MODULE", "kerasui.settings")
     environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     environment["PYTHONUNBUFFERED"] = "1"
@@ -121,13 +130,16 @@ class ThreadRunner:
         code = child.process.poll()
         if code is not None:
             self._children.remove(child)
-            # A process that exited 0 has recorded its own end; any run still active is failed.
-            message = (
-                f"the training process exited with code {code}; see the run's log"
-                if code != 0
-                else "the training process ended without finishing the run"
+            # A process that exited 0 has recorded its own end; a run still active lost its process.
+            if code < 0:
+                cause = f"was killed by signal {_signal_name(-code)}"
+            else:
+                cause = f"exited with code {code}" if code else "ended without finishing the run"
+            training.training_run_fail(
+                run_id=child.run_id,
+                message=f"interrupted: the training process {cause}; see the run's log. {training.INTERRUPTED_HINT}",
+                interrupted=True,
             )
-            training.training_run_fail(run_id=child.run_id, message=message)
             if code == 0:
                 # Load the new model now, so this process's first prediction with it is not slow.
                 try:

@@ -21,6 +21,7 @@ from management.models import DataSet, TrainingRun
 from management.services.datasets import dataset_import_zip
 from management.services.errors import ServiceError
 from management.services.prediction import prediction_predict_one
+from management.services.training import dataset_model_validate
 
 # Which permission a media folder needs: images belong to items, models and logs to runs.
 MEDIA_PERMISSIONS = {
@@ -77,6 +78,21 @@ def upload_zip(request, dataset_id=None):
         "form": form,
     }
     return render(request, "management/upload_zip.html", context)
+
+
+def validate_model(request, dataset_id):
+    """The 'Validate the model' page: the saved model built (not trained) in a separate process."""
+    dataset = get_object_or_404(DataSet, pk=dataset_id)
+    report = dataset_model_validate(dataset=dataset)
+    context = {
+        **admin.site.each_context(request),
+        "opts": DataSet._meta,
+        "title": f"Validate the model of '{dataset}'",
+        "dataset": dataset,
+        "report": report,
+        "code_lines": list(enumerate(dataset.process.splitlines(), start=1)),
+    }
+    return render(request, "management/validate_model.html", context)
 
 
 def test_model(request):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from django.conf import settings
@@ -218,6 +219,17 @@ def delete_files_on_commit(names: list[tuple[object, str]]) -> None:
     transaction.on_commit(delete)
 
 
+def delete_folders_on_commit(names: list[str]) -> None:
+    """Delete folders under media (checkpoints) once the current transaction commits."""
+
+    def delete() -> None:
+        for name in names:
+            if name:
+                shutil.rmtree(Path(settings.MEDIA_ROOT) / name, ignore_errors=True)
+
+    transaction.on_commit(delete)
+
+
 @transaction.atomic
 def dataset_items_delete(*, items) -> int:
     """Delete items and, once that is committed, their image files."""
@@ -240,5 +252,7 @@ def dataset_delete(*, dataset: DataSet) -> None:
     files = [(item.image.storage, item.image.name) for item in dataset.items.all()]
     for run in dataset.runs.all():
         files += [(run.model_file.storage, run.model_file.name), (run.log_file.storage, run.log_file.name)]
+    folders = list(dataset.runs.exclude(checkpoint="").values_list("checkpoint", flat=True))
     dataset.delete()
     delete_files_on_commit(files)
+    delete_folders_on_commit(folders)

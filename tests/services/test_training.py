@@ -171,3 +171,106 @@ def test_deleting_the_current_run_removes_its_file_and_the_previous_model_takes_
     active = training.training_run_create(dataset=trained_dataset, enqueue=False)
     with pytest.raises(Conflict, match="cancel it"):
         training.training_run_delete(run=active)
+
+
+def test_a_run_records_its_splits_and_evaluates_the_held_out_images(colour_dataset):
+    colour_dataset.test_split = 0.2
+    colour_dataset.seed = 1234
+    colour_dataset.save()
+    run = execute(colour_dataset)
+    assert run.status == Status.SUCCEEDED, run.error
+    ids = set(colour_dataset.items.values_list("id", flat=True))
+    train, validation, test = (set(run.splits[name]) for name in ("train", "validation", "test"))
+    assert train | validation | test == ids and not (train & validation or train & test or validation & test)
+    assert (len(train), len(validation), len(test)) == (18, 6, 6)
+    assert run.seed == 1234
+
+    for name, count in (("validation", 6), ("test", 6)):
+        report = run.evaluation[name]
+        assert report["count"] == count and report["labels"] == sorted(COLOURS)
+        assert sum(map(sum, report["confusion_matrix"])) == count
+        assert [row["support"] for row in report["per_class"]] == [2, 2, 2]
+        assert len(report["misclassified"]) == report["misclassified_count"]
+    assert run.metrics["test_accuracy"] == run.evaluation["test"]["accuracy"]
+    assert run.metrics["val_accuracy"] == run.evaluation["validation"]["accuracy"] >= 0.8
+
+    # The same images and seed give the same split.
+    again = execute(colour_dataset)
+    assert again.splits == run.splits
+
+
+def test_misclassified_items_are_listed_with_their_true_and_predicted_labels(colour_dataset):
+    # Relabel two red images as green: a model that learned colours must get them "wrong".
+    colour_dataset.validation_split = 0
+    colour_dataset.save()
+    wrong = list(colour_dataset.items.filter(label="red")[:2])
+    DataSetItem.objects.filter(pk__in=[item.pk for item in wrong]).update(label="green")
+    run = execute(colour_dataset)
+    assert run.status == Status.SUCCEEDED, run.error
+    report = run.evaluation["training"]  # nothing held out: the training images are reported
+    listed = {entry["item"]: entry for entry in report["misclassified"]}
+    for item in wrong:
+        assert listed[item.pk]["true"] == "green" and listed[item.pk]["predicted"] == "red"
+
+
+def test_a_cancelled_run_resumes_from_its_last_completed_epoch_and_the_old_model_stays_current_meanwhile(
+    trained_dataset, monkeypatch, django_capture_on_commit_callbacks, capsys
+):
+    previous = trained_dataset.current_run_id
+    trained_dataset.epochs = 4
+    trained_dataset.early_stopping_patience = 0
+    trained_dataset.save()
+    run = training.training_run_create(dataset=trained_dataset, enqueue=False)
+    run = training.training_run_claim(run_id=run.pk, worker="here:1")
+    report = training._report_progress
+
+    def cancel_after_two_epochs(run_id):
+        write = report(run_id)
+
+        def progress(snapshot):
+            if len(snapshot.history) >= 2:
+                TrainingRun.objects.filter(pk=run_id).update(status=Status.CANCELLED)
+            return write(snapshot)
+
+        return progress
+
+    monkeypatch.setattr(training, "_report_progress", cancel_after_two_epochs)
+    run = training.training_run_execute(run=run)
+    assert run.status == Status.CANCELLED and run.resumable and len(run.history) == 2
+    trained_dataset.refresh_from_db()
+    assert trained_dataset.current_run_id == previous
+
+    monkeypatch.setattr(training, "_report_progress", report)
+    with django_capture_on_commit_callbacks(execute=False):
+        run = training.training_run_resume(run=run)
+    assert run.status == Status.QUEUED
+    run = training.training_run_claim(run_id=run.pk, worker="here:1")
+    capsys.readouterr()
+    run = training.training_run_execute(run=run)
+    assert run.status == Status.SUCCEEDED, run.error
+    output = capsys.readouterr().out
+    assert "Resuming from the checkpoint of epoch 2" in output and "Epoch 3/4" in output and "Epoch 1/4" not in output
+    assert [row["epoch"] for row in run.history] == [1, 2, 3, 4]
+    trained_dataset.refresh_from_db()
+    assert trained_dataset.current_run_id == run.pk
+    with pytest.raises(Conflict, match="cannot be resumed: it succeeded"):
+        training.training_run_resume(run=run)
+
+
+def test_a_failed_run_that_was_not_interrupted_cannot_be_resumed(colour_dataset):
+    colour_dataset.process = "model.add(Dense('oops'))"
+    colour_dataset.save()
+    run = execute(colour_dataset)
+    with pytest.raises(Conflict, match="failed by itself"):
+        training.training_run_resume(run=run)
+
+
+def test_a_run_killed_mid_way_is_interrupted_and_resumable(colour_dataset):
+    run = training.training_run_create(dataset=colour_dataset, enqueue=False)
+    dead_pid = 2**22 + 54321
+    training.training_run_claim(run_id=run.pk, worker=f"{socket.gethostname()}:{dead_pid}")
+    TrainingRun.objects.filter(pk=run.pk).update(checkpoint=f"checkpoints/run_{run.pk}", history=[{"epoch": 1}])
+    training.training_runs_fail_interrupted()
+    run.refresh_from_db()
+    assert run.status == Status.FAILED and run.interrupted and run.resumable
+    assert "Resume the run" in run.error
