@@ -190,8 +190,15 @@ class DataSetViewSet(viewsets.ModelViewSet):
         request=ValidateModelSerializer,
         responses={200: ValidationReportSerializer},
     )
-    @action(detail=True, methods=["post"], parser_classes=[JSONParser, MultiPartParser, FormParser])
+    @action(
+        detail=True,
+        methods=["post"],
+        parser_classes=[JSONParser, MultiPartParser, FormParser],
+        permission_classes=[TokenScopes, permissions.IsAuthenticated],
+    )
     def validate(self, request, pk=None):
+        # Validating is a step of editing a dataset, not of creating one.
+        require_perm(request, "management.view_dataset")
         require_perm(request, "management.change_dataset")
         dataset = self.get_object()
         serializer = ValidateModelSerializer(data=request.data)

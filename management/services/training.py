@@ -341,7 +341,7 @@ def _model_spec(run: TrainingRun):
         num_classes=len(run.labels),
         learning_rate=run.learning_rate,
         architecture=run.architecture,
-        augmentation=Augmentation(**run.augmentation),
+        augmentation=Augmentation(**run.augmentation, seed=run.seed),
     )
 
 

@@ -161,6 +161,14 @@ def test_model_code_is_read_only_without_the_model_code_permission(client, colou
         "color_mode": "rgb",
         "validation_split": 0.2,
         "verbose": 2,
+        "architecture": "code",
+        "learning_rate": 0.001,
+        "test_split": 0,
+        "early_stopping_patience": 5,
+        "augment_flip": "none",
+        "augment_rotation": 0,
+        "augment_zoom": 0,
+        "augment_contrast": 0,
     }
     assert client.post(url, form).status_code == 302
     colour_dataset.refresh_from_db()
@@ -169,3 +177,71 @@ def test_model_code_is_read_only_without_the_model_code_permission(client, colou
     editor.user_permissions.add(Permission.objects.get(codename="change_model_code"))
     client.force_login(User.objects.get(pk=editor.pk))
     assert 'name="process"' in client.get(url).content.decode()
+
+
+def test_run_page_shows_the_evaluation_with_its_misclassified_images_and_a_resume_button(admin_client, colour_dataset):
+    from management.services import training
+
+    run = training.training_run_create(dataset=colour_dataset, enqueue=False)
+    red = colour_dataset.items.filter(label="red").first()
+    evaluation = {
+        "count": 2,
+        "loss": 0.5,
+        "accuracy": 0.5,
+        "macro_f1": 0.33,
+        "labels": ["blue", "green", "red"],
+        "per_class": [
+            {"label": name, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 1}
+            for name in ("blue", "green", "red")
+        ],
+        "confusion_matrix": [[1, 0, 0], [0, 0, 0], [0, 7, 0]],
+        "misclassified_count": 1,
+        "misclassified": [{"item": red.pk, "true": "red", "predicted": "green", "confidence": 0.9}],
+    }
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status="cancelled",
+        evaluation={"test": evaluation},
+        checkpoint=f"checkpoints/run_{run.pk}",
+        history=[{"epoch": 1, "loss": 1.0}],
+    )
+    html = admin_client.get(f"/admin/management/trainingrun/{run.pk}/change/").content.decode()
+    assert "Test images" in html and "true \\ predicted" in html and "<td>7</td>" in html
+    assert f"/admin/management/datasetitem/{red.pk}/change/" in html and red.image.url in html
+    assert "Resume from epoch 1" in html
+    response = admin_client.post(f"/admin/management/trainingrun/{run.pk}/resume/")
+    assert response.status_code == 302
+    assert TrainingRun.objects.get(pk=run.pk).status == "queued"
+
+
+def test_validate_page_shows_the_layers_or_marks_the_line_that_failed(admin_client, colour_dataset):
+    html = admin_client.get(f"/admin/management/dataset/{colour_dataset.pk}/validate/").content.decode()
+    assert "The model builds" in html and "predictions" in html
+    colour_dataset.process = "model.add(Flatten())\nmodel.add(Dense(units))"
+    colour_dataset.save()
+    html = admin_client.get(f"/admin/management/dataset/{colour_dataset.pk}/validate/").content.decode()
+    assert "does not build" in html and "NameError" in html and "<strong" in html
+
+
+def test_the_dataset_form_refuses_holding_out_too_much(admin_client, colour_dataset):
+    url = f"/admin/management/dataset/{colour_dataset.pk}/change/"
+    form = {
+        "name": "Colours",
+        "process": colour_dataset.process,
+        "epochs": 3,
+        "batch_size": 8,
+        "image_size": 16,
+        "color_mode": "rgb",
+        "validation_split": 0.5,
+        "test_split": 0.45,
+        "verbose": 2,
+        "architecture": "code",
+        "learning_rate": 0.001,
+        "early_stopping_patience": 5,
+        "augment_flip": "none",
+        "augment_rotation": 0,
+        "augment_zoom": 0,
+        "augment_contrast": 0,
+    }
+    response = admin_client.post(url, form)
+    assert response.status_code == 200
+    assert "at most 0.9 of the images" in response.content.decode()
