@@ -26,6 +26,7 @@ def manage(*args: str) -> subprocess.CompletedProcess:
         **os.environ,
         "KERASUI_DATABASE_NAME": str(connection.settings_dict["NAME"]),
         "KERASUI_MEDIA_ROOT": str(django_settings.MEDIA_ROOT),
+        "KERASUI_CACHE_DIR": str(django_settings.KERASUI_CACHE_DIR),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     return subprocess.run(
@@ -145,3 +146,39 @@ def test_cancelling_a_running_run_stops_its_process(admin_user, settings):
         time.sleep(0.5)
         log = Path(run.log_file.path).read_text()
     assert "was cancelled" in log
+
+
+def test_a_killed_training_process_leaves_the_run_interrupted_and_it_resumes_where_it_stopped(admin_user, settings):
+    import signal
+
+    settings.KERASUI_TRAINING_RUNNER = "thread"
+    dataset = colour_dataset()
+    dataset.epochs = 40
+    dataset.early_stopping_patience = 0
+    dataset.save()
+    client = APIClient()
+    client.force_authenticate(admin_user)
+    run_id = client.post(f"/api/dataset/{dataset.pk}/train/").json()["id"]
+    deadline = time.monotonic() + 120
+    while len(TrainingRun.objects.get(pk=run_id).history) < 2:
+        assert time.monotonic() < deadline, "training never got to epoch 2"
+        time.sleep(0.1)
+    pid = int(TrainingRun.objects.get(pk=run_id).worker.rsplit(":", 1)[1])
+    os.kill(pid, signal.SIGKILL)
+
+    run = wait_for(run_id, timeout=30)
+    assert run.status == "failed" and run.interrupted and run.resumable
+    assert run.error.startswith("interrupted: the training process was killed by signal SIGKILL")
+    completed = len(run.history)
+    assert 2 <= completed < 40
+
+    dataset.epochs = 3  # the run keeps its own snapshot: editing the dataset changes nothing
+    dataset.save()
+    resumed = client.post(f"/api/trainingrun/{run_id}/resume/")
+    assert resumed.status_code == 202, resumed.content
+    run = wait_for(run_id, timeout=300)
+    assert run.status == "succeeded", run.error
+    assert [row["epoch"] for row in run.history] == list(range(1, 41))
+    log = Path(run.log_file.path).read_text()
+    assert "Resuming from the checkpoint of epoch" in log
+    assert not (Path(django_settings.MEDIA_ROOT) / f"checkpoints/run_{run_id}").exists()
