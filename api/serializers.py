@@ -54,6 +54,7 @@ class DataSetSerializer(serializers.ModelSerializer):
             "test_split",
             "verbose",
             "architecture",
+            "weights_file",
             "learning_rate",
             "early_stopping_patience",
             "reduce_lr_on_plateau",
@@ -86,6 +87,12 @@ class DataSetSerializer(serializers.ModelSerializer):
         instance = self.instance
         validation = attrs.get("validation_split", instance.validation_split if instance else 0.2)
         test = attrs.get("test_split", instance.test_split if instance else 0.0)
+        architecture = attrs.get("architecture", instance.architecture if instance else "code")
+        weights = attrs.get("weights_file", instance.weights_file if instance else None)
+        if weights and architecture not in {"mobilenet_v3_small", "efficientnet_b0"}:
+            raise serializers.ValidationError(
+                {"weights_file": ["starting weights are for mobilenet_v3_small and efficientnet_b0 only"]}
+            )
         if validation + test > 0.9:
             raise serializers.ValidationError(
                 {"test_split": ["validation_split and test_split together may hold out at most 0.9 of the images"]}
@@ -185,6 +192,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "validation_split",
             "test_split",
             "architecture",
+            "weights_file",
             "learning_rate",
             "early_stopping_patience",
             "reduce_lr_on_plateau",

@@ -65,7 +65,7 @@ class DataSetAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name"]}),
         ("Images", {"fields": ["label_counts", "thumbnails"]}),
-        ("Model", {"fields": ["architecture", "process"]}),
+        ("Model", {"fields": ["architecture", "weights_file", "process"]}),
         (
             "Training options",
             {
@@ -278,6 +278,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
                     "seed",
                     "architecture",
                     "learning_rate",
+                    "weights_file",
                     "early_stopping_patience",
                     "reduce_lr_on_plateau",
                     "balance_classes",

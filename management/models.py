@@ -6,7 +6,7 @@ from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import FileExtensionValidator, MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.text import get_valid_filename, slugify
 
@@ -43,6 +43,11 @@ class Verbosity(models.IntegerChoices):
 def item_image_path(instance: "DataSetItem", filename: str) -> str:
     name = get_valid_filename(PurePosixPath(filename).name)[-80:] or "image"
     return f"datasets/{instance.dataset_id}/{uuid.uuid4().hex[:12]}-{name}"
+
+
+def weights_file_path(instance: "DataSet", filename: str) -> str:
+    name = get_valid_filename(PurePosixPath(filename).name)[-80:] or "weights.h5"
+    return f"weights/{uuid.uuid4().hex[:12]}-{name}"
 
 
 class DataSet(models.Model):
@@ -95,6 +100,16 @@ class DataSet(models.Model):
         choices=Architecture.choices,
         default=Architecture.CODE,
         help_text="The model code above, or a built-in network trained from scratch (the code is then unused).",
+    )
+    weights_file = models.FileField(
+        "starting weights",
+        upload_to=weights_file_path,
+        max_length=255,
+        blank=True,
+        validators=[FileExtensionValidator(["h5", "hdf5", "keras"])],
+        help_text="Optional, for MobileNetV3-Small and EfficientNet-B0: a Keras weights file of the network "
+        "without its top (e.g. saved with backbone.save_weights('x.weights.h5')) to start from instead of "
+        "random weights. Nothing is ever downloaded.",
     )
     learning_rate = models.FloatField(
         default=0.001,
@@ -177,6 +192,13 @@ class DataSet(models.Model):
         return self.name
 
     def clean(self) -> None:
+        if self.weights_file and self.architecture not in {
+            Architecture.MOBILENET_V3_SMALL,
+            Architecture.EFFICIENTNET_B0,
+        }:
+            raise ValidationError(
+                {"weights_file": "starting weights are for MobileNetV3-Small and EfficientNet-B0 only"}
+            )
         if self.validation_split is not None and self.test_split is not None:
             if self.validation_split + self.test_split > 0.9:
                 raise ValidationError(
@@ -251,6 +273,7 @@ class TrainingRun(models.Model):
     seed = models.PositiveIntegerField(default=0)
     architecture = models.CharField(max_length=30, choices=Architecture.choices, default=Architecture.CODE)
     learning_rate = models.FloatField(default=0.001)
+    weights_file = models.CharField(max_length=255, blank=True, help_text="The starting weights, under media.")
     test_split = models.FloatField(default=0.0)
     early_stopping_patience = models.PositiveSmallIntegerField(default=0)
     reduce_lr_on_plateau = models.BooleanField(default=False)

@@ -253,6 +253,9 @@ def dataset_delete(*, dataset: DataSet) -> None:
     for run in dataset.runs.all():
         files += [(run.model_file.storage, run.model_file.name), (run.log_file.storage, run.log_file.name)]
     folders = list(dataset.runs.exclude(checkpoint="").values_list("checkpoint", flat=True))
+    storage = dataset.weights_file.storage
+    weights = {dataset.weights_file.name, *dataset.runs.values_list("weights_file", flat=True)}
+    files += [(storage, name) for name in weights if name]
     dataset.delete()
     delete_files_on_commit(files)
     delete_folders_on_commit(folders)

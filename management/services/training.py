@@ -61,6 +61,7 @@ def training_run_create(*, dataset: DataSet, user=None, enqueue: bool = True) ->
                 seed=dataset.seed if dataset.seed is not None else random.randrange(2**31),
                 architecture=dataset.architecture,
                 learning_rate=dataset.learning_rate,
+                weights_file=dataset.weights_file.name or "",
                 test_split=dataset.test_split,
                 early_stopping_patience=dataset.early_stopping_patience,
                 reduce_lr_on_plateau=dataset.reduce_lr_on_plateau,
@@ -342,6 +343,7 @@ def _model_spec(run: TrainingRun):
         learning_rate=run.learning_rate,
         architecture=run.architecture,
         augmentation=Augmentation(**run.augmentation, seed=run.seed),
+        weights_path=str(Path(settings.MEDIA_ROOT) / run.weights_file) if run.weights_file else None,
     )
 
 
@@ -366,6 +368,7 @@ def dataset_model_validate(
         learning_rate=dataset.learning_rate,
         architecture=architecture or dataset.architecture,
         augmentation=Augmentation(**dataset.augmentation),
+        weights_path=dataset.weights_file.path if dataset.weights_file else None,
     )
     return validate_model(spec, timeout=settings.KERASUI_VALIDATE_TIMEOUT)
 

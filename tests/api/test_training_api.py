@@ -110,3 +110,46 @@ def test_validate_reports_the_layers_or_the_error_line_without_training(api, db,
     refused = client.post(f"/api/dataset/{dataset.pk}/validate/", {"process": "import os"}, format="json")
     assert refused.status_code == 403 and "process" in refused.json()
     assert client.post(f"/api/dataset/{dataset.pk}/validate/").json()["ok"] is True
+
+
+def test_a_weights_file_uploaded_for_mobilenet_starts_its_runs(api, colour_dataset, tmp_path):
+    import keras
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    backbone = keras.applications.MobileNetV3Small(
+        weights=None, include_top=False, input_shape=(32, 32, 3), pooling="avg"
+    )
+    path = tmp_path / "mobilenet.weights.h5"
+    backbone.save_weights(path)
+
+    refused = api.patch(
+        f"/api/dataset/{colour_dataset.pk}/",
+        {"weights_file": SimpleUploadedFile("mobilenet.weights.h5", path.read_bytes())},
+        format="multipart",
+    )
+    assert refused.status_code == 400 and "weights_file" in refused.json()  # the model code cannot use it
+    wrong_type = api.patch(
+        f"/api/dataset/{colour_dataset.pk}/",
+        {"architecture": "mobilenet_v3_small", "weights_file": SimpleUploadedFile("weights.txt", b"x")},
+        format="multipart",
+    )
+    assert wrong_type.status_code == 400 and "weights_file" in wrong_type.json()
+
+    accepted = api.patch(
+        f"/api/dataset/{colour_dataset.pk}/",
+        {
+            "architecture": "mobilenet_v3_small",
+            "image_size": "32",
+            "epochs": "1",
+            "weights_file": SimpleUploadedFile("mobilenet.weights.h5", path.read_bytes()),
+        },
+        format="multipart",
+    )
+    assert accepted.status_code == 200, accepted.content
+    colour_dataset.refresh_from_db()
+    run = training.training_run_create(dataset=colour_dataset, enqueue=False)
+    assert run.weights_file == colour_dataset.weights_file.name
+    assert training._model_spec(run).weights_path == colour_dataset.weights_file.path
+    run = training.training_run_claim(run_id=run.pk, worker="here:1")
+    run = training.training_run_execute(run=run)
+    assert run.status == Status.SUCCEEDED, run.error
