@@ -122,7 +122,7 @@ def training_run_fail(*, run_id: int, message: str, interrupted: bool = False) -
 INTERRUPTED_HINT = "Resume the run to continue from its last completed epoch, or train again."
 
 
-def training_run_resume(*, run: TrainingRun) -> TrainingRun:
+def training_run_resume(*, run: TrainingRun, enqueue: bool = True) -> TrainingRun:
     """Queue a cancelled or interrupted run again; it continues from its last completed epoch."""
     if not run.resumable:
         if run.status in TrainingRun.ACTIVE:
@@ -151,9 +151,10 @@ def training_run_resume(*, run: TrainingRun) -> TrainingRun:
         raise Conflict(f"dataset '{run.dataset.name}' is already being trained", field="dataset") from None
     if not resumed:
         raise Conflict(f"run {run.pk} changed meanwhile; reload it", field="run")
-    from management import runners
+    if enqueue:
+        from management import runners
 
-    transaction.on_commit(lambda: runners.enqueue(run.pk))
+        transaction.on_commit(lambda: runners.enqueue(run.pk))
     run.refresh_from_db()
     return run
 

@@ -73,6 +73,12 @@ def test_train_command_failure_exits_non_zero_with_one_line():
     assert "Traceback" not in completed.stderr
     missing = manage("train", "424242")
     assert missing.returncode == 1 and missing.stderr.strip() == "CommandError: dataset 424242 does not exist"
+    not_resumable = manage("train", "--resume", str(run.pk))
+    assert not_resumable.returncode == 1
+    assert not_resumable.stderr.strip() == (
+        f"CommandError: run {run.pk} cannot be resumed: it failed by itself (see its error); train again instead"
+    )
+    assert manage("train", "--resume", "424242").stderr.strip() == "CommandError: training run 424242 does not exist"
 
 
 def wait_for(run_id: int, timeout: float = 300) -> TrainingRun:
@@ -182,3 +188,18 @@ def test_a_killed_training_process_leaves_the_run_interrupted_and_it_resumes_whe
     log = Path(run.log_file.path).read_text()
     assert "Resuming from the checkpoint of epoch" in log
     assert not (Path(django_settings.MEDIA_ROOT) / f"checkpoints/run_{run_id}").exists()
+
+
+def test_train_command_resumes_a_cancelled_run_in_the_foreground():
+    from management.services import training
+
+    dataset = colour_dataset()
+    dataset.epochs = 2
+    dataset.save()
+    run = training.training_run_create(dataset=dataset, enqueue=False)
+    TrainingRun.objects.filter(pk=run.pk).update(status="cancelled", checkpoint=f"checkpoints/run_{run.pk}")
+    completed = manage("train", "--resume", str(run.pk))
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert f"run {run.pk} succeeded" in completed.stdout
+    run.refresh_from_db()
+    assert run.status == "succeeded" and len(run.history) == 2

@@ -3,6 +3,7 @@
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from management.models import DataSet, TrainingRun
 from management.services import training
@@ -33,32 +34,30 @@ class _Tee:
 
 
 class Command(BaseCommand):
-    help = "Train DATASET_ID in the foreground, printing progress; or execute queued run --run ID."
+    help = (
+        "Train DATASET_ID in the foreground, printing progress; resume a cancelled or interrupted run "
+        "with --resume ID; or execute queued run --run ID."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("dataset_id", nargs="?", type=int, help="the dataset to train now")
         parser.add_argument("--run", type=int, dest="run_id", help="execute this queued training run")
+        parser.add_argument(
+            "--resume",
+            type=int,
+            dest="resume_id",
+            help="continue this cancelled or interrupted run from its last epoch",
+        )
 
-    def handle(self, *args, dataset_id=None, run_id=None, **options):
-        if (dataset_id is None) == (run_id is None):
-            raise CommandError("give either a dataset id or --run RUN_ID")
+    def handle(self, *args, dataset_id=None, run_id=None, resume_id=None, **options):
+        if sum(value is not None for value in (dataset_id, run_id, resume_id)) != 1:
+            raise CommandError("give either a dataset id, --run RUN_ID or --resume RUN_ID")
         if run_id is not None:
             run = self._claimed_run(run_id)
+            # Started by a runner, standard output already is the run's log file.
+            run = training.training_run_execute(run=run) if run.log_file else self._execute_with_log(run)
         else:
-            try:
-                dataset = DataSet.objects.get(pk=dataset_id)
-            except DataSet.DoesNotExist:
-                raise CommandError(f"dataset {dataset_id} does not exist") from None
-            try:
-                run = training.training_run_create(dataset=dataset, enqueue=False)
-            except ServiceError as error:
-                raise CommandError(error.message) from None
-            run = training.training_run_claim(run_id=run.pk, worker=training.this_worker())
-
-        if run.log_file:
-            # Started by a runner: standard output already is the run's log file.
-            run = training.training_run_execute(run=run)
-        else:
+            run = self._resumed_run(resume_id) if resume_id is not None else self._new_run(dataset_id)
             run = self._execute_with_log(run)
 
         if run.status == TrainingRun.Status.SUCCEEDED:
@@ -67,6 +66,31 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"run {run.pk} succeeded{shown}: {run.model_file.name}"))
             return
         raise CommandError(f"run {run.pk} {run.status}: {run.error or 'no error recorded'}")
+
+    def _new_run(self, dataset_id: int) -> TrainingRun:
+        try:
+            dataset = DataSet.objects.get(pk=dataset_id)
+        except DataSet.DoesNotExist:
+            raise CommandError(f"dataset {dataset_id} does not exist") from None
+        try:
+            run = training.training_run_create(dataset=dataset, enqueue=False)
+        except ServiceError as error:
+            raise CommandError(error.message) from None
+        return training.training_run_claim(run_id=run.pk, worker=training.this_worker())
+
+    def _resumed_run(self, run_id: int) -> TrainingRun:
+        run = TrainingRun.objects.filter(pk=run_id).first()
+        if run is None:
+            raise CommandError(f"training run {run_id} does not exist")
+        try:
+            with transaction.atomic():
+                training.training_run_resume(run=run, enqueue=False)
+        except ServiceError as error:
+            raise CommandError(error.message) from None
+        claimed = training.training_run_claim(run_id=run.pk, worker=training.this_worker())
+        if claimed is None:
+            raise CommandError(f"training run {run_id} was taken by another process")
+        return claimed
 
     def _claimed_run(self, run_id: int) -> TrainingRun:
         run = TrainingRun.objects.filter(pk=run_id).first()
