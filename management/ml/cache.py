@@ -300,7 +300,9 @@ def _decode_in_workers(
     workers: int,
     progress: _Progress,
 ) -> None:
-    # Spawn, not fork: the parent may already hold TensorFlow's threads and locks.
+    # Spawn, not fork: the parent may already hold TensorFlow's threads and locks. Spawned workers
+    # re-import the parent's __main__ module (manage.py: cheap), so a script calling this should
+    # not import TensorFlow at its top level, or every worker pays for it.
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     paths = [os.fspath(source) for source in sources]
