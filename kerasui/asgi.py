@@ -9,5 +9,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kerasui.settings")
 application = get_asgi_application()
 
 from management import runners  # noqa: E402 - needs the app registry loaded above
+from management.services.journal import media_journals_recover  # noqa: E402
 
+try:
+    media_journals_recover()
+except Exception:  # noqa: BLE001 - e.g. the database is not migrated yet; serving comes first
+    import logging
+
+    logging.getLogger(__name__).warning("uploads interrupted by a crash were not cleaned up", exc_info=True)
 runners.start()

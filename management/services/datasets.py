@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
 import zipfile
 from collections import Counter
@@ -16,7 +17,8 @@ from django.db.models import Count
 
 from management.ml.images import verify_image
 from management.models import DataSet, DataSetItem, TrainingRun
-from management.services.errors import Conflict, ServiceError
+from management.services.errors import Conflict, InsufficientStorage, ServiceError
+from management.services.journal import MediaJournal, media_journal
 
 MAX_LABEL_LENGTH = DataSetItem._meta.get_field("label").max_length
 
@@ -70,12 +72,13 @@ def dataset_item_create(*, dataset: DataSet, label: str, file: BinaryIO, name: s
     data = file.read()
     image_check(data, name=name)
     item = DataSetItem(dataset=dataset, label=clean_label(label))
-    item.image.save(PurePosixPath(name).name, ContentFile(data), save=False)
-    try:
-        item.save()
-    except BaseException:
-        item.image.storage.delete(item.image.name)
-        raise
+    with media_journal() as journal:
+        journal.save(item.image, PurePosixPath(name).name, ContentFile(data))
+        try:
+            item.save()
+        except BaseException:
+            item.image.storage.delete(item.image.name)
+            raise
     return item
 
 
@@ -93,16 +96,18 @@ def dataset_item_update(
         data = file.read()
         image_check(data, name=name)
         old_name = item.image.name
-        item.image.save(PurePosixPath(name).name, ContentFile(data), save=False)
-    try:
-        with transaction.atomic():
-            item.save()
+    with media_journal() as journal:
+        if file is not None:
+            journal.save(item.image, PurePosixPath(name).name, ContentFile(data))
+        try:
+            with transaction.atomic():
+                item.save()
+                if old_name:
+                    delete_files_on_commit([(item.image.storage, old_name)])
+        except BaseException:
             if old_name:
-                delete_files_on_commit([(item.image.storage, old_name)])
-    except BaseException:
-        if old_name:
-            item.image.storage.delete(item.image.name)
-        raise
+                item.image.storage.delete(item.image.name)
+            raise
     return item
 
 
@@ -159,42 +164,69 @@ def dataset_import_zip(*, dataset: DataSet, file: BinaryIO, label: str | None = 
 
         report = ImportReport()
         items: list[DataSetItem] = []
-        try:
-            for info in entries:
-                # "..", "." and leading slashes mean nothing inside a dataset: drop them.
-                name = info.filename.replace("\\", "/")
-                parts = tuple(part for part in name.split("/") if part not in {"", ".", ".."})
-                if not parts or _is_ignored(parts):
-                    continue
-                reason = None
-                if info.file_size > settings.KERASUI_MAX_IMAGE_BYTES:
-                    reason = f"larger than {settings.KERASUI_MAX_IMAGE_BYTES} bytes"
-                else:
-                    try:
-                        data = archive.read(info)
-                        image_check(data, name=info.filename)
-                    except ServiceError as error:
-                        reason = error.message.removeprefix(f"{info.filename}: ")
-                    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as error:
-                        reason = f"cannot be extracted ({error})"
-                entry_label = None
-                if reason is None:
-                    entry_label, reason = _zip_entry_label(parts, label)
-                if reason is not None:
-                    report.skipped.append({"name": info.filename, "reason": reason})
-                    continue
-                item = DataSetItem(dataset=dataset, label=entry_label)
-                # Only the storage chooses the path; the entry's name is reduced to its base name.
-                item.image.save(parts[-1], ContentFile(data), save=False)
-                items.append(item)
-            with transaction.atomic():
-                DataSetItem.objects.bulk_create(items, batch_size=500)
-        except BaseException:
-            for item in items:
-                item.image.storage.delete(item.image.name)
-            raise
+        with media_journal() as journal:
+            _import_entries(archive, entries, dataset, label, report, items, journal)
     report.counts = dict(sorted(Counter(item.label for item in items).items()))
     return report
+
+
+def _import_entries(
+    archive: zipfile.ZipFile,
+    entries: list[zipfile.ZipInfo],
+    dataset: DataSet,
+    label: str | None,
+    report: ImportReport,
+    items: list[DataSetItem],
+    journal: MediaJournal,
+) -> None:
+    """Save every usable entry's file, then all their rows in one transaction; on any error delete
+    the files again (and a killed process's files are deleted by `media_journals_recover`)."""
+    try:
+        for info in entries:
+            # "..", "." and leading slashes mean nothing inside a dataset: drop them.
+            name = info.filename.replace("\\", "/")
+            parts = tuple(part for part in name.split("/") if part not in {"", ".", ".."})
+            if not parts or _is_ignored(parts):
+                continue
+            reason = None
+            if info.file_size > settings.KERASUI_MAX_IMAGE_BYTES:
+                reason = f"larger than {settings.KERASUI_MAX_IMAGE_BYTES} bytes"
+            else:
+                try:
+                    data = archive.read(info)
+                    image_check(data, name=info.filename)
+                except ServiceError as error:
+                    reason = error.message.removeprefix(f"{info.filename}: ")
+                except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as error:
+                    reason = f"cannot be extracted ({error})"
+            entry_label = None
+            if reason is None:
+                entry_label, reason = _zip_entry_label(parts, label)
+            if reason is not None:
+                report.skipped.append({"name": info.filename, "reason": reason})
+                continue
+            item = DataSetItem(dataset=dataset, label=entry_label)
+            # Only the storage chooses the path; the entry's name is reduced to its base name.
+            journal.save(item.image, parts[-1], ContentFile(data))
+            items.append(item)
+        with transaction.atomic():
+            DataSetItem.objects.bulk_create(items, batch_size=500)
+    except OSError as error:
+        _delete_images(items)
+        if error.errno == errno.ENOSPC:
+            raise InsufficientStorage(
+                "the server's disk is full: nothing of this zip was imported", field="file"
+            ) from None
+        raise
+    except BaseException:
+        _delete_images(items)
+        raise
+
+
+def _delete_images(items: list[DataSetItem]) -> None:
+    for item in items:
+        if item.image.name:
+            item.image.storage.delete(item.image.name)
 
 
 def dataset_label_counts(*, dataset: DataSet) -> dict[str, int]:

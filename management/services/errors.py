@@ -25,3 +25,9 @@ class NotFound(ServiceError):
     """The thing the request names does not exist."""
 
     status = 404
+
+
+class InsufficientStorage(ServiceError):
+    """The server has no room left for what the request would write."""
+
+    status = 507

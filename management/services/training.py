@@ -6,6 +6,7 @@ runner); the web process only creates, claims and cancels runs and reads their p
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
@@ -26,6 +27,7 @@ from management.ml.images import channels_for
 from management.models import DataSet, DataSetItem, Phase, TrainingRun
 from management.services.datasets import dataset_labels, delete_files_on_commit, delete_folders_on_commit
 from management.services.errors import Conflict
+from management.services.journal import MediaJournal, media_journal
 
 Status = TrainingRun.Status
 
@@ -325,12 +327,20 @@ def _report_progress(run_id: int):
     return report
 
 
-def _save_model(run: TrainingRun, model) -> str:
+def _save_model(run: TrainingRun, model, journal: MediaJournal) -> str:
+    """Save the model under media through a temporary file; a failed write leaves no partial file."""
+    storage = run.model_file.storage
+    name = storage.get_available_name(f"models/run_{run.pk}.keras")
+    journal.add(name)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"run_{run.pk}.keras"
         model.save(path)
-        with path.open("rb") as file:
-            return run.model_file.storage.save(f"models/run_{run.pk}.keras", File(file))
+        try:
+            with path.open("rb") as file:
+                return storage.save(name, File(file))
+        except BaseException:
+            storage.delete(name)
+            raise
 
 
 def _model_spec(run: TrainingRun):
@@ -488,34 +498,49 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
                 metrics[f"{prefix}_loss"] = evaluation[name]["loss"]
                 metrics[f"{prefix}_accuracy"] = evaluation[name]["accuracy"]
         _set_phase(run.pk, Phase.SAVING, 100)
-        model_name = _save_model(run, model)
-        with transaction.atomic():
-            finished = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(
-                status=Status.SUCCEEDED,
-                progress=100,
-                phase="",
-                epoch=len(result.history),
-                history=result.history,
-                metrics=metrics,
-                evaluation=evaluation,
-                model_file=model_name,
-                checkpoint="",
-                finished_at=timezone.now(),
-            )
-            if finished:
-                # The newest succeeded run is current; an older run finishing late does not win.
-                DataSet.objects.filter(pk=run.dataset_id).filter(
-                    Q(current_run__isnull=True) | Q(current_run__lt=run.pk)
-                ).update(current_run=run.pk)
-                transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
-            else:
+        with media_journal() as journal:
+            model_name = _save_model(run, model, journal)
+            try:
+                with transaction.atomic():
+                    finished = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(
+                        status=Status.SUCCEEDED,
+                        progress=100,
+                        phase="",
+                        epoch=len(result.history),
+                        history=result.history,
+                        metrics=metrics,
+                        evaluation=evaluation,
+                        model_file=model_name,
+                        checkpoint="",
+                        finished_at=timezone.now(),
+                    )
+                    if finished:
+                        # The newest succeeded run is current; an older run finishing late does not win.
+                        DataSet.objects.filter(pk=run.dataset_id).filter(
+                            Q(current_run__isnull=True) | Q(current_run__lt=run.pk)
+                        ).update(current_run=run.pk)
+                        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+                    else:
+                        run.model_file.storage.delete(model_name)
+            except BaseException:
                 run.model_file.storage.delete(model_name)
+                raise
         print(f"Run {run.pk} finished: {metrics}", flush=True)
     except Cancelled:
         print(f"Run {run.pk} was cancelled.", flush=True)
     except TrainingFailed as error:
         print(f"Run {run.pk} failed: {error}", flush=True)
         training_run_fail(run_id=run.pk, message=str(error))
+    except OSError as error:
+        traceback.print_exc()
+        reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+        where = f" ({error.filename})" if error.filename else ""
+        training_run_fail(
+            run_id=run.pk,
+            message=f"a file could not be written{where}: {reason}. Nothing of this run became current; "
+            "free some space and resume the run or train again.",
+            interrupted=True,
+        )
     except Exception as error:  # noqa: BLE001 - whatever happens, the run must not stay "running"
         traceback.print_exc()
         training_run_fail(run_id=run.pk, message=f"unexpected error: {type(error).__name__}: {error}")
