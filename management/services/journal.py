@@ -20,6 +20,7 @@ from django.conf import settings
 from django.core.files.base import File
 
 from management.models import DataSet, DataSetItem, TrainingRun
+from management.processes import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -78,16 +79,6 @@ def _referenced(name: str) -> bool:
     )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def media_journals_recover() -> list[str]:
     """Delete the unreferenced files listed by journals of dead processes of this host; return them."""
     folder = Path(settings.MEDIA_ROOT) / FOLDER
@@ -95,7 +86,7 @@ def media_journals_recover() -> list[str]:
     deleted: list[str] = []
     for journal in sorted(folder.glob(f"{host}-*.txt")) if folder.is_dir() else []:
         pid = journal.name[len(host) + 1 :].split("-", 1)[0]
-        if not pid.isdigit() or _pid_alive(int(pid)):
+        if not pid.isdigit() or pid_alive(int(pid)):
             continue
         names = {line.strip() for line in journal.read_text(encoding="utf-8").splitlines() if line.strip()}
         media = Path(settings.MEDIA_ROOT).resolve()

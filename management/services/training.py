@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from management.ml.images import channels_for
 from management.models import DataSet, DataSetItem, Phase, TrainingRun
+from management.processes import pid_alive
 from management.services.datasets import dataset_labels, delete_files_on_commit, delete_folders_on_commit
 from management.services.errors import Conflict
 from management.services.journal import MediaJournal, media_journal
@@ -171,25 +172,13 @@ def training_run_log_path(*, run: TrainingRun) -> Path:
     return path
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
 def training_runs_fail_interrupted() -> int:
     """Mark runs left 'running' by a training process of this host that no longer exists."""
     host = socket.gethostname()
     failed = 0
     for run in TrainingRun.objects.filter(status=Status.RUNNING, worker__startswith=f"{host}:"):
         pid = run.worker.rsplit(":", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             failed += training_run_fail(
                 run_id=run.pk,
                 message="interrupted: the training process stopped before the run finished "
