@@ -92,6 +92,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "kerasui.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -177,6 +178,8 @@ KERASUI_MEDIA_ACCEL_PREFIX = os.environ.get("KERASUI_MEDIA_ACCEL_PREFIX", "/prot
 
 # Uploads: zips of images can be large; Django streams big files to disk.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("KERASUI_MAX_REQUEST_BYTES", 50 * 1024 * 1024)
+# The largest request body of any kind (a zip upload included), refused before it is read.
+KERASUI_MAX_UPLOAD_BYTES = env_int("KERASUI_MAX_UPLOAD_BYTES", 2 * 1024**3 + 64 * 1024**2)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 REST_FRAMEWORK = {

@@ -40,3 +40,24 @@ def test_broken_input_is_a_4xx_json_answer(admin_user, colour_dataset, method, u
         response = getattr(client, method)(url, data, format=fmt)
     assert 400 <= response.status_code < 500, (response.status_code, response.content[:300])
     assert response["Content-Type"].startswith("application/json"), response.content[:200]
+
+
+def test_a_request_over_the_upload_limit_is_refused_before_it_is_read(admin_user, db, settings, client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from management.models import DataSet
+
+    settings.KERASUI_MAX_UPLOAD_BYTES = 10_000
+    dataset = DataSet.objects.create(name="Limits")
+    api = APIClient()
+    api.force_authenticate(admin_user)
+    big = SimpleUploadedFile("big.zip", b"0" * 20_000)
+    response = api.post(f"/api/dataset/{dataset.pk}/upload/", {"file": big})
+    assert response.status_code == 413
+    assert "at most 10000 are accepted (KERASUI_MAX_UPLOAD_BYTES)" in response.json()["detail"]
+    client.force_login(admin_user)
+    big = SimpleUploadedFile("big.zip", b"0" * 20_000)
+    page = client.post("/admin/management/dataset/upload/", {"dataset": dataset.pk, "file": big})
+    assert page.status_code == 413 and b"KERASUI_MAX_UPLOAD_BYTES" in page.content
+    small = api.post(f"/api/dataset/{dataset.pk}/upload/", {"file": SimpleUploadedFile("small.zip", b"0" * 100)})
+    assert small.status_code == 400  # under the limit it is read, and refused for what it is

@@ -23,8 +23,19 @@ def exif_rotated_jpeg() -> bytes:
     return encoded(Image.new("RGB", (20, 10), (220, 40, 40)), "JPEG", exif=exif)
 
 
+def ycck_jpeg() -> bytes:
+    """A CMYK JPEG whose Adobe marker says its components are YCCK (transform 2): decoders then take
+    the YCCK path, as they do for Photoshop's CMYK exports."""
+    data = bytearray(encoded(Image.new("CMYK", (16, 16), (0, 200, 200, 20)), "JPEG"))
+    marker = data.find(b"Adobe")
+    data[marker + 11] = 2
+    assert Image.open(io.BytesIO(bytes(data))).info["adobe_transform"] == 2
+    return bytes(data)
+
+
 ODD = {
     "cmyk.jpg": lambda: encoded(Image.new("CMYK", (16, 16), (0, 200, 200, 20)), "JPEG"),
+    "ycck.jpg": ycck_jpeg,
     "grey16.png": lambda: encoded(Image.new("I;16", (16, 16), 50000), "PNG"),
     "palette.png": lambda: encoded(Image.new("P", (16, 16), 3), "PNG"),
     "transparent.png": lambda: encoded(Image.new("RGBA", (16, 16), (220, 40, 40, 0)), "PNG"),

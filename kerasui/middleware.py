@@ -1,0 +1,25 @@
+"""Refuse a request whose body is over KERASUI_MAX_UPLOAD_BYTES before anything reads it."""
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+
+
+class RequestSizeLimitMiddleware:
+    """413 for a declared body above the limit: uploads are streamed to disk, so without this a
+    client could fill the server's temporary folder with one request."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        limit = settings.KERASUI_MAX_UPLOAD_BYTES
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > limit:
+            message = f"the request body is {length} bytes; at most {limit} are accepted (KERASUI_MAX_UPLOAD_BYTES)"
+            if request.path.startswith(("/api/", "/o/")):
+                return JsonResponse({"detail": message}, status=413)
+            return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
+        return self.get_response(request)
