@@ -7,6 +7,7 @@ same way: EXIF orientation applied, any mode turned into grayscale or RGB, resiz
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -48,7 +49,10 @@ def _open(source: ImageSource, max_pixels: int | None) -> Image.Image:
     try:
         image = Image.open(source)
     except Image.DecompressionBombError as error:
-        raise ValueError(f"image is too large to decode ({error})") from None
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        count = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+        limit = f"; at most {max_pixels:,} accepted" if max_pixels is not None else ""
+        raise ValueError(f"image has too many pixels ({count}{limit})") from None
     except UnidentifiedImageError:
         raise ValueError("not an image (Pillow cannot identify this file)") from None
     except OSError as error:

@@ -105,3 +105,27 @@ def test_a_decompression_bomb_is_refused_before_decoding(api, trained_dataset, s
         {"dataset": trained_dataset.pk, "label": "x", "image": SimpleUploadedFile("bomb.png", bomb)},
     )
     assert item.status_code == 400 and "too many pixels" in item.json()["image"][0]
+
+
+def huge_png(side: int = 30_000) -> bytes:
+    """A real side×side grayscale PNG of zeros, compressed row by row (900 megapixels in about 1 MB)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (side + 1)  # filter byte, then the row's pixels
+    compressed = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", compressed) + chunk(b"IEND", b"")
+
+
+def test_a_30000_by_30000_png_is_refused_with_the_default_limit_without_decoding_it(api, trained_dataset):
+    bomb = huge_png()
+    assert len(bomb) < 2_000_000
+    assert bomb[12:16] == b"IHDR" and bomb[16:24] == (30_000).to_bytes(4, "big") * 2
+    response = api.post("/api/test/", {"dataset": trained_dataset.pk, "image": SimpleUploadedFile("huge.png", bomb)})
+    assert response.status_code == 400
+    assert response.json()["image"][0].startswith("huge.png: image has too many pixels (900,000,000 pixels; at most")

@@ -63,6 +63,23 @@ def test_zip_entry_names_never_choose_where_files_go(dataset, settings):
         assert path.resolve().is_relative_to(root / "datasets" / str(dataset.pk))
 
 
+def test_a_symbolic_link_in_a_zip_is_skipped_never_followed(dataset, settings):
+    import stat
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        link = zipfile.ZipInfo("cat/link.png")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, "../../../../etc/passwd")
+        archive.writestr("cat/real.png", png())
+    report = dataset_import_zip(dataset=dataset, file=io.BytesIO(buffer.getvalue()))
+    assert report.added == 1
+    assert [entry["name"] for entry in report.skipped] == ["cat/link.png"]
+    assert "not an image" in report.skipped[0]["reason"]
+    assert not any(path.is_symlink() for path in Path(settings.MEDIA_ROOT).rglob("*"))
+
+
 def test_a_file_that_is_not_a_zip_is_refused_and_leaves_nothing(dataset, settings):
     with pytest.raises(ServiceError) as error:
         dataset_import_zip(dataset=dataset, file=io.BytesIO(b"PK not really"))
