@@ -74,13 +74,15 @@ class DataSetSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["current_run", "created_at", "updated_at"]
         extra_kwargs = {
+            # A dataset read back and sent whole (GET, edit, PUT) carries null when it has no weights.
+            "weights_file": {"allow_null": True},
             "process": {
                 "trim_whitespace": False,
                 "help_text": (
                     "Python that adds layers to `model` (a keras.Sequential); runs on the server, so setting "
                     "it needs the permission management.change_model_code. Others get the default code."
                 ),
-            }
+            },
         }
 
     def validate(self, attrs):
@@ -209,6 +211,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "interrupted",
             "resumable",
             "worker",
+            "heartbeat_at",
             "created_at",
             "started_at",
             "finished_at",

@@ -168,7 +168,7 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="kerasui-bench-"))
     token, dataset_id, model_path, image = setup(data_dir)
     env = {**os.environ, "KERASUI_DATA_DIR": str(data_dir), "KERASUI_BIND": f"127.0.0.1:{args.port}"}
-    env["KERASUI_TRAINING_RUNNER"] = "none"
+    env["KERASUI_TRAINING_BACKEND"] = "none"
     env["KERASUI_LOG_LEVEL"] = "warning"
     if args.workers:
         env["KERASUI_WORKERS"] = str(args.workers)

@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -251,10 +252,49 @@ CORS_URLS_REGEX = r"^/(api|o)/.*$"
 
 LOGIN_URL = "admin:login"
 
-# Training: "thread" runs each queued run as a `manage.py train --run ID` subprocess started by a
-# daemon thread of the web process; at most KERASUI_MAX_CONCURRENT_RUNS at once, the rest wait.
-KERASUI_TRAINING_RUNNER = os.environ.get("KERASUI_TRAINING_RUNNER", "thread")
+# Training: how a queued run gets executed. "thread": a daemon thread of the web process starts each
+# as a `manage.py train --run ID` subprocess, at most KERASUI_MAX_CONCURRENT_RUNS at once, the rest
+# wait. "celery": the run's id goes to the `training` queue and a Celery worker (on any machine
+# sharing the database and media) executes it. "none": runs stay queued (tests; `train --run` by hand).
+# KERASUI_TRAINING_RUNNER is the deprecated name: "thread" or anything else (= "none").
+_legacy_runner = os.environ.get("KERASUI_TRAINING_RUNNER", "").strip().lower()
+KERASUI_TRAINING_BACKEND = os.environ.get("KERASUI_TRAINING_BACKEND", "").strip().lower() or (
+    {"": "thread", "thread": "thread"}.get(_legacy_runner, "none")
+)
+if KERASUI_TRAINING_BACKEND not in {"thread", "celery", "none"}:
+    raise ImproperlyConfigured(
+        f"KERASUI_TRAINING_BACKEND is {KERASUI_TRAINING_BACKEND!r}: use 'thread', 'celery' or 'none'"
+    )
 KERASUI_MAX_CONCURRENT_RUNS = env_int("KERASUI_MAX_CONCURRENT_RUNS", 1)
+# A running run's training process writes a heartbeat to it about once a second; a run whose
+# heartbeat is older than this many seconds lost its process or machine and is marked interrupted.
+KERASUI_HEARTBEAT_TIMEOUT = env_int("KERASUI_HEARTBEAT_TIMEOUT", 60)
+# The longest a training may take (seconds; Celery's time limit): a run still going after it is stopped
+# and marked interrupted (it can be resumed).
+KERASUI_TRAINING_TIME_LIMIT = env_int("KERASUI_TRAINING_TIME_LIMIT", 2 * 24 * 3600)
+
+# Celery (KERASUI_TRAINING_BACKEND=celery); `celery -A kerasui worker -Q training -c 1` on each machine.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+# Results and states live on the run in the database: no result backend.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ROUTES = {"management.tasks.train_run": {"queue": "training"}}
+# A task is acknowledged when it ends, so a worker that dies before claiming its run leaves the
+# message to another worker; one message at a time per process, so a long run blocks nobody else.
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# No automatic retry of a training: when a worker process is lost mid-run, its message is
+# acknowledged, not sent again; the run is marked interrupted (by the heartbeat watchdog) and a
+# person resumes it. A message delivered again anyway (the broker's visibility timeout, a worker
+# that lost its connection) finds its run no longer queued and does nothing.
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+CELERY_TASK_TIME_LIMIT = KERASUI_TRAINING_TIME_LIMIT + 120
+CELERY_TASK_SOFT_TIME_LIMIT = KERASUI_TRAINING_TIME_LIMIT
+# Redis gives an unacknowledged message to another worker after this long: above the time limit.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
 # Training decodes each dataset version once per size and colour mode into a uint8 file here,
 # with this many processes, and reads it memory-mapped; least recently used files go first.
 KERASUI_CACHE_DIR = Path(os.environ.get("KERASUI_CACHE_DIR") or DATA_DIR / "cache")

@@ -252,6 +252,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
         "progress_display",
         "epoch_display",
         "accuracy_display",
+        "worker",
         "created_at",
         "duration",
     ]
@@ -287,7 +288,20 @@ class TrainingRunAdmin(admin.ModelAdmin):
                 ],
             },
         ),
-        ("Times", {"fields": ["worker", "created_by", "created_at", "started_at", "finished_at", "duration"]}),
+        (
+            "Times",
+            {
+                "fields": [
+                    "worker",
+                    "heartbeat_at",
+                    "created_by",
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "duration",
+                ]
+            },
+        ),
     ]
 
     def get_readonly_fields(self, request, obj=None):

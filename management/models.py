@@ -295,7 +295,14 @@ class TrainingRun(models.Model):
     model_file = models.FileField(upload_to="models", max_length=255, blank=True)
     log_file = models.FileField(upload_to="logs", max_length=255, blank=True)
     error = models.TextField(blank=True)
-    worker = models.CharField(max_length=200, blank=True, help_text="Host and process that trained it.")
+    worker = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Who trained it: host and process id (thread runner), or Celery node and process id.",
+    )
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="The last sign of life of its training process (about every second)."
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -14,7 +14,7 @@ def media_and_runner(settings, tmp_path):
     """Every test gets its own media folder; queued runs stay queued unless a test starts a runner."""
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.KERASUI_CACHE_DIR = tmp_path / "cache"
-    settings.KERASUI_TRAINING_RUNNER = "none"
+    settings.KERASUI_TRAINING_BACKEND = "none"
     runners._runner = None
     # Run ids restart with every test database, so a model cached by an earlier test must go.
     model_cache.clear()

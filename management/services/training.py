@@ -12,15 +12,18 @@ import random
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import traceback
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 from django.core.files import File
-from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import DateTimeField, ExpressionWrapper, Q
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 from management.ml.images import channels_for
@@ -85,7 +88,7 @@ def training_run_create(*, dataset: DataSet, user=None, enqueue: bool = True) ->
 def training_run_claim(*, run_id: int, worker: str) -> TrainingRun | None:
     """Move a queued run to running for `worker`; None when it was not queued any more."""
     claimed = TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
-        status=Status.RUNNING, started_at=timezone.now(), worker=worker, progress=0, phase=""
+        status=Status.RUNNING, started_at=timezone.now(), heartbeat_at=Now(), worker=worker, progress=0, phase=""
     )
     return TrainingRun.objects.get(pk=run_id) if claimed else None
 
@@ -110,16 +113,16 @@ def training_run_cancel(*, run: TrainingRun) -> bool:
     return bool(cancelled)
 
 
-def training_run_fail(*, run_id: int, message: str, interrupted: bool = False) -> bool:
+def training_run_fail(*, run_id: int, message: str, interrupted: bool = False, only_if_stale_before=None) -> bool:
     """End an active run as failed with a readable message; False if it had already ended.
 
     An interrupted run (its process died) keeps its checkpoint and can be resumed.
+    `only_if_stale_before` (a time expression) leaves the run alone if it beat since.
     """
-    return bool(
-        TrainingRun.objects.filter(pk=run_id, status__in=TrainingRun.ACTIVE).update(
-            status=Status.FAILED, error=message, finished_at=timezone.now(), interrupted=interrupted
-        )
-    )
+    runs = TrainingRun.objects.filter(pk=run_id, status__in=TrainingRun.ACTIVE)
+    if only_if_stale_before is not None:
+        runs = runs.alias(last_sign=Coalesce("heartbeat_at", "started_at")).filter(last_sign__lt=only_if_stale_before)
+    return bool(runs.update(status=Status.FAILED, error=message, finished_at=timezone.now(), interrupted=interrupted))
 
 
 INTERRUPTED_HINT = "Resume the run to continue from its last completed epoch, or train again."
@@ -172,13 +175,84 @@ def training_run_log_path(*, run: TrainingRun) -> Path:
     return path
 
 
+def training_run_heartbeat(*, run_id: int) -> bool:
+    """Record that the run's training process is alive (the database's clock); False once it ended."""
+    return bool(TrainingRun.objects.filter(pk=run_id, status=Status.RUNNING).update(heartbeat_at=Now()))
+
+
+class Heartbeat:
+    """A daemon thread beating for a run about once a second while the training process works.
+
+    A thread, not the progress callback, so that long steps without callbacks (the first epoch's
+    compilation, evaluation, saving a large model) still show the process alive.
+    """
+
+    def __init__(self, run_id: int, interval: float = 1.0) -> None:
+        self.run_id = run_id
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-run-{run_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    if not training_run_heartbeat(run_id=self.run_id):
+                        return
+                except Exception:  # noqa: BLE001 - a missed beat is retried; the training goes on
+                    time.sleep(self.interval)
+        finally:
+            connection.close()
+
+
+def training_runs_fail_stale(*, timeout: int | None = None) -> int:
+    """Mark running runs whose heartbeat is older than `timeout` seconds failed and interrupted.
+
+    Their process or machine stopped without ending them (killed, crashed, powered off, cut off).
+    The comparison uses the database's clock, which every machine shares.
+    """
+    timeout = settings.KERASUI_HEARTBEAT_TIMEOUT if timeout is None else timeout
+    limit = ExpressionWrapper(Now() - timedelta(seconds=timeout), output_field=DateTimeField())
+    stale = (
+        TrainingRun.objects.filter(status=Status.RUNNING)
+        .alias(last_sign=Coalesce("heartbeat_at", "started_at"))
+        .filter(last_sign__lt=limit)
+    )
+    failed = 0
+    for run in stale.only("pk", "worker"):
+        failed += training_run_fail(
+            run_id=run.pk,
+            message=(
+                f"interrupted: no sign of life from its training process ({run.worker or 'unknown worker'}) "
+                f"for more than {timeout} s: the process, its worker or its machine stopped. {INTERRUPTED_HINT}"
+            ),
+            interrupted=True,
+            only_if_stale_before=limit,
+        )
+    return failed
+
+
 def training_runs_fail_interrupted() -> int:
-    """Mark runs left 'running' by a training process of this host that no longer exists."""
+    """Mark runs left 'running' by a training process of this host that no longer exists.
+
+    `worker` is `host:pid` (thread runner, `train`) or `node@host:pid` (a Celery worker's).
+    """
     host = socket.gethostname()
     failed = 0
-    for run in TrainingRun.objects.filter(status=Status.RUNNING, worker__startswith=f"{host}:"):
-        pid = run.worker.rsplit(":", 1)[-1]
-        if pid.isdigit() and not pid_alive(int(pid)):
+    candidates = TrainingRun.objects.filter(status=Status.RUNNING).filter(
+        Q(worker__startswith=f"{host}:") | Q(worker__contains=f"@{host}:")
+    )
+    for run in candidates:
+        where, _, pid = run.worker.rpartition(":")
+        if where.rpartition("@")[2] == host and pid.isdigit() and not pid_alive(int(pid)):
             failed += training_run_fail(
                 run_id=run.pk,
                 message="interrupted: the training process stopped before the run finished "

@@ -153,3 +153,12 @@ def test_a_weights_file_uploaded_for_mobilenet_starts_its_runs(api, colour_datas
     run = training.training_run_claim(run_id=run.pk, worker="here:1")
     run = training.training_run_execute(run=run)
     assert run.status == Status.SUCCEEDED, run.error
+
+
+def test_a_run_shows_which_worker_trains_it_and_its_last_heartbeat(api, admin_client, db):
+    run = training.training_run_create(dataset=DataSet.objects.create(name="Remote"), enqueue=False)
+    training.training_run_claim(run_id=run.pk, worker="w2@gpu-box:4242")
+    detail = api.get(f"/api/trainingrun/{run.pk}/").json()
+    assert detail["worker"] == "w2@gpu-box:4242" and detail["heartbeat_at"]
+    assert "w2@gpu-box:4242" in admin_client.get("/admin/management/trainingrun/").content.decode()
+    assert "w2@gpu-box:4242" in admin_client.get(f"/admin/management/trainingrun/{run.pk}/change/").content.decode()

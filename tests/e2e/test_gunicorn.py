@@ -36,7 +36,7 @@ def test_gunicorn_serves_the_api_docs_and_static_files(tmp_path):
         "KERASUI_DATA_DIR": str(tmp_path),
         "KERASUI_BIND": f"127.0.0.1:{port}",
         "KERASUI_WORKERS": "1",
-        "KERASUI_TRAINING_RUNNER": "none",
+        "KERASUI_TRAINING_BACKEND": "none",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=environment, check=True)

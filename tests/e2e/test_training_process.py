@@ -92,7 +92,7 @@ def wait_for(run_id: int, timeout: float = 300) -> TrainingRun:
 
 
 def test_train_through_the_api_runs_in_a_background_process_one_at_a_time(admin_user, settings):
-    settings.KERASUI_TRAINING_RUNNER = "thread"
+    settings.KERASUI_TRAINING_BACKEND = "thread"
     first, second = colour_dataset("First"), colour_dataset("Second")
     second.process = "model.add(Flatten())\nmodel.add(Dense('oops'))"
     second.save()
@@ -129,7 +129,7 @@ def test_train_through_the_api_runs_in_a_background_process_one_at_a_time(admin_
 
 
 def test_cancelling_a_running_run_stops_its_process(admin_user, settings):
-    settings.KERASUI_TRAINING_RUNNER = "thread"
+    settings.KERASUI_TRAINING_BACKEND = "thread"
     dataset = colour_dataset()
     dataset.epochs = 500
     dataset.save()
@@ -157,7 +157,7 @@ def test_cancelling_a_running_run_stops_its_process(admin_user, settings):
 def test_a_killed_training_process_leaves_the_run_interrupted_and_it_resumes_where_it_stopped(admin_user, settings):
     import signal
 
-    settings.KERASUI_TRAINING_RUNNER = "thread"
+    settings.KERASUI_TRAINING_BACKEND = "thread"
     dataset = colour_dataset()
     dataset.epochs = 40
     dataset.early_stopping_patience = 0

@@ -55,10 +55,12 @@ class Command(BaseCommand):
         if run_id is not None:
             run = self._claimed_run(run_id)
             # Started by a runner, standard output already is the run's log file.
-            run = training.training_run_execute(run=run) if run.log_file else self._execute_with_log(run)
+            with training.Heartbeat(run.pk):
+                run = training.training_run_execute(run=run) if run.log_file else self._execute_with_log(run)
         else:
             run = self._resumed_run(resume_id) if resume_id is not None else self._new_run(dataset_id)
-            run = self._execute_with_log(run)
+            with training.Heartbeat(run.pk):
+                run = self._execute_with_log(run)
 
         if run.status == TrainingRun.Status.SUCCEEDED:
             accuracy = run.accuracy
