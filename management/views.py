@@ -28,6 +28,7 @@ MEDIA_PERMISSIONS = {
     "datasets": "management.view_datasetitem",
     "models": "management.view_trainingrun",
     "logs": "management.view_trainingrun",
+    "exports": "management.view_trainingrun",
     "weights": "management.view_dataset",
 }
 
