@@ -175,6 +175,9 @@ class DataSetItemMultipartSerializer(serializers.Serializer):
 
 class TrainingRunSerializer(serializers.ModelSerializer):
     accuracy = serializers.FloatField(read_only=True, allow_null=True)
+    is_current = serializers.BooleanField(
+        read_only=True, help_text="This version is the one its dataset predicts with (POST …/promote/ to change)."
+    )
     resumable = serializers.BooleanField(read_only=True, help_text="Cancelled or interrupted: POST …/resume/.")
     split_counts = serializers.SerializerMethodField(help_text="Images in each split.")
 
@@ -207,6 +210,9 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "metrics",
             "evaluation",
             "accuracy",
+            "is_current",
+            "imported",
+            "exports",
             "error",
             "interrupted",
             "resumable",
@@ -228,6 +234,15 @@ class TrainingRunDetailSerializer(TrainingRunSerializer):
     class Meta(TrainingRunSerializer.Meta):
         fields = [*TrainingRunSerializer.Meta.fields, "splits"]
         read_only_fields = fields
+
+
+class ModelImportSerializer(serializers.Serializer):
+    """A trained .keras model and its labels, as a new version of a dataset."""
+
+    file = serializers.FileField(help_text="The model, saved with model.save('name.keras'); loaded in safe mode.")
+    labels = serializers.CharField(
+        help_text='The labels in the model\'s output order: a JSON list (["cat", "dog"]) or "cat,dog".'
+    )
 
 
 class ValidateModelSerializer(serializers.Serializer):
@@ -306,7 +321,12 @@ class ImageField(serializers.Field):
 class PredictSerializer(serializers.Serializer):
     """One image (`image`) or a batch (`images`), and the dataset whose model answers."""
 
-    dataset = serializers.IntegerField(min_value=1, help_text="The dataset whose current model answers.")
+    dataset = serializers.IntegerField(
+        min_value=1, required=False, help_text="The dataset whose current model answers (or give `run`)."
+    )
+    run = serializers.IntegerField(
+        min_value=1, required=False, help_text="Predict with this version (a succeeded run) instead of the current."
+    )
     image = ImageField(required=False, help_text="One image: base64 in JSON, or a file in multipart.")
     images = serializers.ListField(
         child=ImageField(),
@@ -322,6 +342,8 @@ class PredictSerializer(serializers.Serializer):
         return images
 
     def validate(self, attrs):
+        if "dataset" not in attrs and "run" not in attrs:
+            raise serializers.ValidationError({"dataset": ["give the dataset (its current model answers) or a run"]})
         if ("image" in attrs) == ("images" in attrs):
             raise serializers.ValidationError({"image": ["send either 'image' (one image) or 'images' (a list)"]})
         return attrs
@@ -330,7 +352,8 @@ class PredictSerializer(serializers.Serializer):
 class PredictMultipartSerializer(serializers.Serializer):
     """The multipart form of /api/test/ (documentation of the upload; parsed by PredictSerializer)."""
 
-    dataset = serializers.IntegerField()
+    dataset = serializers.IntegerField(required=False)
+    run = serializers.IntegerField(required=False, help_text="Predict with this version instead of the current.")
     image = serializers.FileField(required=False, help_text="One image file.")
     images = serializers.ListField(
         child=serializers.FileField(), required=False, help_text="Several image files: the field repeated."

@@ -6,6 +6,7 @@ from django.db.models import Count
 from django.http import Http404, JsonResponse
 from django.views import defaults
 from drf_spectacular.utils import (
+    OpenApiParameter,
     OpenApiResponse,
     OpenApiTypes,
     PolymorphicProxySerializer,
@@ -16,8 +17,10 @@ from drf_spectacular.utils import (
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
+from rest_framework.settings import APISettings
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -28,6 +31,7 @@ from api.serializers import (
     DataSetItemSerializer,
     DataSetSerializer,
     ImportReportSerializer,
+    ModelImportSerializer,
     ModelMetadataSerializer,
     PredictionSerializer,
     PredictMultipartSerializer,
@@ -50,11 +54,13 @@ from management.services.datasets import (
     dataset_items_delete,
 )
 from management.services.errors import Conflict, NotFound, ServiceError
+from management.services.exports import training_run_export, training_run_export_bundle
 from management.services.prediction import (
     prediction_current_run,
     prediction_metadata,
     prediction_predict,
     prediction_run_for,
+    prediction_version_run,
 )
 from management.services.training import (
     dataset_model_validate,
@@ -63,9 +69,29 @@ from management.services.training import (
     training_run_delete,
     training_run_resume,
 )
+from management.services.versions import training_run_import, training_run_promote
 
 API_PREFIXES = ("/api/", "/o/")
 FILE_RESPONSE = OpenApiResponse(OpenApiTypes.BINARY, description="The file, as an attachment.")
+EXPORT_PARAMETERS = [
+    OpenApiParameter(
+        "format",
+        str,
+        enum=["keras", "h5", "savedmodel", "tflite", "onnx"],
+        description="keras (default), h5, savedmodel (a zip), tflite or onnx. Made and checked against the Keras "
+        "model on the first request (this can take a minute), then kept; 422 when the check refused it.",
+    ),
+    OpenApiParameter("precision", str, enum=["float32", "float16"], description="float16 for tflite only."),
+    OpenApiParameter(
+        "bundle", bool, description="1: a zip of the model, labels.json and README.txt with a usage example."
+    ),
+]
+EXPORT_RESPONSES = {
+    200: FILE_RESPONSE,
+    409: OpenApiResponse(description="The run has no model."),
+    422: OpenApiResponse(description="The export failed its check against the Keras model; it is never served."),
+}
+MODEL_CODE_AND_CHANGE = "management.change_dataset and management.change_model_code"
 
 
 def exception_handler(error, context):
@@ -131,6 +157,24 @@ def file_download(field, filename: str | None = None, content_type: str | None =
         raise NotFound("there is no such file", field="file")
     try:
         return media_response(field.name, filename=filename, content_type=content_type)
+    except Http404:
+        raise NotFound("the file is missing from storage", field="file") from None
+
+
+class ModelFileNegotiation(DefaultContentNegotiation):
+    """On model downloads `?format=` names the model's file format, not DRF's response renderer."""
+
+    settings = APISettings({"URL_FORMAT_OVERRIDE": None})
+
+
+def model_download(request, run):
+    """The run's model in the format the query asks for (?format=, ?precision=, ?bundle=1)."""
+    params = request.query_params
+    options = {"format": params.get("format") or "keras", "precision": params.get("precision") or "float32"}
+    bundle = params.get("bundle", "").lower() in {"1", "true", "yes"}
+    export = training_run_export_bundle(run=run, **options) if bundle else training_run_export(run=run, **options)
+    try:
+        return media_response(export.name, filename=export.filename)
     except Http404:
         raise NotFound("the file is missing from storage", field="file") from None
 
@@ -207,12 +251,40 @@ class DataSetViewSet(viewsets.ModelViewSet):
         report = dataset_model_validate(dataset=dataset, **serializer.validated_data)
         return Response(report.as_dict())
 
-    @extend_schema(summary="Download the current model (.keras)", responses={200: FILE_RESPONSE})
-    @action(detail=True, methods=["get"])
+    @extend_schema(
+        summary="Download the current model (.keras, or ?format=h5|savedmodel|tflite|onnx)",
+        parameters=EXPORT_PARAMETERS,
+        responses=EXPORT_RESPONSES,
+    )
+    @action(detail=True, methods=["get"], content_negotiation_class=ModelFileNegotiation)
     def model(self, request, pk=None):
         require_perm(request, "management.view_trainingrun")
-        run = prediction_run_for(dataset=self.get_object())
-        return file_download(run.model_file, run.download_name)
+        return model_download(request, prediction_run_for(dataset=self.get_object()))
+
+    @extend_schema(
+        summary="Import a trained .keras model and its labels as a new, current version",
+        description=f"Needs {MODEL_CODE_AND_CHANGE}: a model file is close to code. Loaded with Keras' safe mode "
+        "(Lambda layers refused) in a separate process; it must take the dataset's image size and colour mode "
+        "and give one output per label.",
+        request={"multipart/form-data": ModelImportSerializer},
+        responses={201: TrainingRunSerializer},
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="import_model",
+        parser_classes=[MultiPartParser, FormParser],
+        permission_classes=[TokenScopes, permissions.IsAuthenticated],
+    )
+    def import_model(self, request, pk=None):
+        require_perm(request, "management.view_dataset")
+        require_perm(request, "management.change_dataset")
+        require_perm(request, MODEL_CODE_PERMISSION)
+        dataset = self.get_object()
+        serializer = ModelImportSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = training_run_import(dataset=dataset, user=request.user, **serializer.validated_data)
+        return Response(TrainingRunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(summary="What the current model takes and answers", responses={200: ModelMetadataSerializer})
     @action(detail=True, methods=["get"], url_path="model/metadata")
@@ -298,11 +370,26 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
         run = training_run_resume(run=self.get_object())
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(summary="Download this run's model (.keras)", responses={200: FILE_RESPONSE})
-    @action(detail=True, methods=["get"], url_path="model")
+    @extend_schema(
+        summary="Make this version its dataset's current model (a rollback when it is older)",
+        request=None,
+        responses={200: TrainingRunSerializer},
+    )
+    @action(detail=True, methods=["post"], permission_classes=[TokenScopes, permissions.IsAuthenticated])
+    def promote(self, request, pk=None):
+        require_perm(request, "management.view_trainingrun")
+        require_perm(request, "management.change_dataset")
+        run = training_run_promote(run=self.get_object())
+        return Response(TrainingRunSerializer(run).data)
+
+    @extend_schema(
+        summary="Download this version's model (.keras, or ?format=h5|savedmodel|tflite|onnx)",
+        parameters=EXPORT_PARAMETERS,
+        responses=EXPORT_RESPONSES,
+    )
+    @action(detail=True, methods=["get"], url_path="model", content_negotiation_class=ModelFileNegotiation)
     def model_file(self, request, pk=None):
-        run = self.get_object()
-        return file_download(run.model_file, run.download_name)
+        return model_download(request, self.get_object())
 
     @extend_schema(summary="This run's training log (text)", responses={200: OpenApiResponse(OpenApiTypes.STR)})
     @action(detail=True, methods=["get"])
@@ -339,7 +426,7 @@ def _predict_payload(request) -> tuple[dict, bool]:
     data = request.data
     if not hasattr(data, "getlist"):
         return data, isinstance(data, dict) and "images" in data
-    payload = {key: data.get(key) for key in ("dataset",) if key in data}
+    payload = {key: data.get(key) for key in ("dataset", "run") if key in data}
     images = data.getlist("images")
     single = data.getlist("image")
     if len(single) > 1:
@@ -365,6 +452,9 @@ def _predict_payload(request) -> tuple[dict, bool]:
 class PredictView(APIView):
     """POST an image (base64 in JSON, or a multipart file) or a batch of them, and a dataset id.
 
+    `run` (a version of the dataset, see /api/trainingrun/?dataset=) predicts with that version
+    instead of the dataset's current one.
+
     One `image` is answered with its prediction; `images` (a JSON list, or several multipart
     files) with `{"results": [...]}` in the order sent. Needs the `predict` scope with a token.
     """
@@ -377,7 +467,11 @@ class PredictView(APIView):
         payload, batch = _predict_payload(request)
         serializer = PredictSerializer(data=payload)
         serializer.is_valid(raise_exception=True)
-        run = prediction_current_run(dataset_id=serializer.validated_data["dataset"])
+        data = serializer.validated_data
+        if "run" in data:
+            run = prediction_version_run(run_id=data["run"], dataset_id=data.get("dataset"))
+        else:
+            run = prediction_current_run(dataset_id=data["dataset"])
         if not batch:
             name, data = serializer.validated_data["image"]
             return Response(prediction_predict(run=run, images=[(name, data)])[0].as_dict())

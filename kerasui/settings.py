@@ -302,6 +302,12 @@ KERASUI_CACHE_MAX_BYTES = env_int("KERASUI_CACHE_MAX_BYTES", 4 * 1024**3)
 KERASUI_PREPROCESS_WORKERS = env_int("KERASUI_PREPROCESS_WORKERS", os.cpu_count() or 1)
 # Building a model to validate its code (in a child process) is stopped after this many seconds.
 KERASUI_VALIDATE_TIMEOUT = env_int("KERASUI_VALIDATE_TIMEOUT", 60)
+# Model exports (h5, SavedModel, TFLite, ONNX) are made in a child process stopped after this many
+# seconds, and checked against the Keras model on up to this many of the run's own images.
+KERASUI_EXPORT_TIMEOUT = env_int("KERASUI_EXPORT_TIMEOUT", 600)
+KERASUI_EXPORT_SAMPLES = env_int("KERASUI_EXPORT_SAMPLES", 16)
+# Largest .keras file accepted by model import.
+KERASUI_MAX_MODEL_BYTES = env_int("KERASUI_MAX_MODEL_BYTES", 500 * 1024 * 1024)
 # Loaded models kept per process for prediction (least recently used evicted).
 KERASUI_MODEL_CACHE_SIZE = env_int("KERASUI_MODEL_CACHE_SIZE", 4)
 # TensorFlow threads per web process for prediction (0: TensorFlow's default, all cores). One is

@@ -11,6 +11,7 @@ from django.utils.safestring import mark_safe
 
 from management import views
 from management.forms import DataSetForm, DataSetItemForm
+from management.ml.export import FORMATS, RUNTIMES
 from management.models import MODEL_CODE_PERMISSION, DataSet, DataSetItem, TrainingRun
 from management.services.datasets import dataset_delete, dataset_items_delete, dataset_label_counts
 from management.services.errors import ServiceError
@@ -153,7 +154,8 @@ class DataSetAdmin(admin.ModelAdmin):
     @admin.display(description="runs")
     def runs(self, obj):
         runs = obj.runs.all()[:20]
-        return format_html("{}", render_to_string("management/run_table.html", {"runs": runs}))
+        context = {"runs": runs, "current_run_id": obj.current_run_id}
+        return format_html("{}", render_to_string("management/run_table.html", context))
 
     @admin.display(description="current model")
     def current_run_link(self, obj):
@@ -204,9 +206,18 @@ class DataSetAdmin(admin.ModelAdmin):
                 guarded(self, views.validate_model, self.has_change_permission),
                 name="management_dataset_validate",
             ),
+            path(
+                "<int:dataset_id>/import_model/",
+                guarded(self, views.import_model, self._may_import),
+                name="management_dataset_import_model",
+            ),
             path("test/", guarded(self, views.test_model, self.has_view_permission), name="management_dataset_test"),
             *super().get_urls(),
         ]
+
+    def _may_import(self, request) -> bool:
+        # A model file is close to code (it answers predictions): import needs the model-code permission too.
+        return self.has_change_permission(request) and request.user.has_perm(MODEL_CODE_PERMISSION)
 
     def _train_view(self, request, dataset_id):
         dataset = get_object_or_404(DataSet, pk=dataset_id)
@@ -391,7 +402,15 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="downloads")
     def downloads(self, obj):
-        return format_html("{}", render_to_string("management/run_downloads.html", {"run": obj}))
+        rows = [
+            {"format": format, "precision": "float32", "title": format, "runtime": RUNTIMES[format]}
+            for format in FORMATS
+        ]
+        rows.append({"format": "tflite", "precision": "float16", "title": "tflite float16", "runtime": "TFLite"})
+        for row in rows:
+            key = row["format"] if row["precision"] == "float32" else f"{row['format']}_{row['precision']}"
+            row["record"] = obj.exports.get(key)
+        return format_html("{}", render_to_string("management/run_downloads.html", {"run": obj, "exports": rows}))
 
     @admin.display(description="last lines of the log")
     def log_tail(self, obj):
@@ -422,6 +441,16 @@ class TrainingRunAdmin(admin.ModelAdmin):
         return [
             path("<int:run_id>/model/", model, name="management_trainingrun_model"),
             path("<int:run_id>/log/", log, name="management_trainingrun_log"),
+            path(
+                "<int:run_id>/export/<str:format>/",
+                guarded(self, views.download_export, self.has_view_permission),
+                name="management_trainingrun_export",
+            ),
+            path(
+                "<int:run_id>/promote/",
+                guarded(self, views.promote_run, lambda request: request.user.has_perm("management.change_dataset")),
+                name="management_trainingrun_promote",
+            ),
             path("<int:run_id>/cancel/", guarded(self, self._cancel), name="management_trainingrun_cancel"),
             path("<int:run_id>/resume/", guarded(self, self._resume), name="management_trainingrun_resume"),
             *super().get_urls(),

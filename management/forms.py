@@ -23,6 +23,15 @@ class ZipUploadForm(forms.Form):
     )
 
 
+class ModelImportForm(forms.Form):
+    """A trained .keras model and its labels, as a new version of a dataset."""
+
+    file = forms.FileField(label="Model file", help_text="A Keras model saved with model.save('name.keras').")
+    labels = forms.CharField(
+        help_text="The labels in the model's output order, separated by commas (cat,dog) or as a JSON list."
+    )
+
+
 class TestForm(forms.Form):
     """An image to classify with a dataset's current model."""
 

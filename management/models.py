@@ -294,6 +294,13 @@ class TrainingRun(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     model_file = models.FileField(upload_to="models", max_length=255, blank=True)
     log_file = models.FileField(upload_to="logs", max_length=255, blank=True)
+    imported = models.BooleanField(default=False, help_text="Its model was uploaded, not trained here.")
+    exports = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Each export made of the model, by format: its file, size, time and largest difference "
+        "from the Keras model, or why it was refused.",
+    )
     error = models.TextField(blank=True)
     worker = models.CharField(
         max_length=200,
@@ -341,6 +348,15 @@ class TrainingRun(models.Model):
     def download_name(self) -> str:
         """The file name a downloaded model gets: the dataset's name and the run."""
         return f"{slugify(self.dataset.name) or 'model'}-run{self.pk}.keras"
+
+    @property
+    def is_version(self) -> bool:
+        """A succeeded run with a model: a version of its dataset's model."""
+        return self.status == self.Status.SUCCEEDED and bool(self.model_file)
+
+    @property
+    def is_current(self) -> bool:
+        return self.dataset.current_run_id == self.pk
 
     @property
     def resumable(self) -> bool:

@@ -16,18 +16,21 @@ from django.utils._os import safe_join
 from django.utils.html import format_html
 
 from management.files import media_response
-from management.forms import TestForm, ZipUploadForm
+from management.forms import ModelImportForm, TestForm, ZipUploadForm
 from management.models import DataSet, TrainingRun
 from management.services.datasets import dataset_import_zip
 from management.services.errors import ServiceError
+from management.services.exports import training_run_export, training_run_export_bundle
 from management.services.prediction import prediction_predict_one
 from management.services.training import dataset_model_validate
+from management.services.versions import training_run_import, training_run_promote
 
 # Which permission a media folder needs: images belong to items, models and logs to runs.
 MEDIA_PERMISSIONS = {
     "datasets": "management.view_datasetitem",
     "models": "management.view_trainingrun",
     "logs": "management.view_trainingrun",
+    "exports": "management.view_trainingrun",
     "weights": "management.view_dataset",
 }
 
@@ -131,6 +134,57 @@ def download_model(request, run_id):
     if not run.model_file:
         raise Http404("this run has no model")
     return media_response(run.model_file.name, filename=run.download_name)
+
+
+def download_export(request, run_id, format):
+    """A version's model in a format (?precision=, ?bundle=1); a refused export says why on the run's page."""
+    run = get_object_or_404(TrainingRun.objects.select_related("dataset"), pk=run_id)
+    options = {"format": format, "precision": request.GET.get("precision") or "float32"}
+    make = training_run_export_bundle if request.GET.get("bundle") == "1" else training_run_export
+    try:
+        export = make(run=run, **options)
+    except ServiceError as error:
+        messages.error(request, f"{format}: {error.message}")
+        return redirect("admin:management_trainingrun_change", run.pk)
+    return media_response(export.name, filename=export.filename)
+
+
+def promote_run(request, run_id):
+    """The Promote button of a dataset's versions: make this one current."""
+    run = get_object_or_404(TrainingRun.objects.select_related("dataset"), pk=run_id)
+    if request.method != "POST":
+        raise PermissionDenied
+    try:
+        training_run_promote(run=run)
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Run {run.pk} is now the current model of '{run.dataset}'.")
+    return redirect("admin:management_dataset_change", run.dataset_id)
+
+
+def import_model(request, dataset_id):
+    """The 'Import a model' page: a trained .keras file and its labels as a new version."""
+    dataset = get_object_or_404(DataSet, pk=dataset_id)
+    form = ModelImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            run = training_run_import(
+                dataset=dataset, file=form.cleaned_data["file"], labels=form.cleaned_data["labels"], user=request.user
+            )
+        except ServiceError as error:
+            form.add_error("labels" if error.field == "labels" else "file", error.message)
+        else:
+            messages.success(request, f"Imported as run {run.pk}, now the current model of '{dataset}'.")
+            return redirect("admin:management_trainingrun_change", run.pk)
+    context = {
+        **admin.site.each_context(request),
+        "opts": DataSet._meta,
+        "title": f"Import a model into '{dataset}'",
+        "dataset": dataset,
+        "form": form,
+    }
+    return render(request, "management/import_model.html", context)
 
 
 def download_log(request, run_id):

@@ -134,6 +134,20 @@ def prediction_current_run(*, dataset_id: int) -> TrainingRun:
     return run
 
 
+def prediction_version_run(*, run_id: int, dataset_id: int | None = None) -> TrainingRun:
+    """A given version (run) to predict with; when a dataset is named too, the run must be one of its."""
+    run = model_cache.run(run_id) or TrainingRun.objects.only(*RUN_FIELDS_FOR_PREDICTION).filter(pk=run_id).first()
+    if run is None:
+        raise ServiceError(f"there is no training run with id {run_id}", field="run")
+    if dataset_id is not None and run.dataset_id != dataset_id:
+        raise ServiceError(
+            f"run {run_id} is a version of dataset {run.dataset_id}, not of dataset {dataset_id}", field="run"
+        )
+    if not _has_model(run):
+        raise Conflict(f"run {run_id} is {run.status} and has no model: choose a succeeded run", field="run")
+    return run
+
+
 def prediction_warm(*, run_id: int) -> bool:
     """Load a run's model into this process's cache if it is its dataset's current model."""
     run = TrainingRun.objects.filter(pk=run_id).select_related("dataset").first()

@@ -44,6 +44,30 @@ def this_worker(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{pid or os.getpid()}"
 
 
+def run_snapshot(*, dataset: DataSet) -> dict:
+    """The fields a run copies from its dataset when it is created: what it trains with."""
+    return dict(
+        dataset=dataset,
+        process=dataset.process,
+        epochs=dataset.epochs,
+        batch_size=dataset.batch_size,
+        image_size=dataset.image_size,
+        color_mode=dataset.color_mode,
+        validation_split=dataset.validation_split,
+        verbose=dataset.verbose,
+        labels=dataset_labels(dataset=dataset),
+        seed=dataset.seed if dataset.seed is not None else random.randrange(2**31),
+        architecture=dataset.architecture,
+        learning_rate=dataset.learning_rate,
+        weights_file=dataset.weights_file.name or "",
+        test_split=dataset.test_split,
+        early_stopping_patience=dataset.early_stopping_patience,
+        reduce_lr_on_plateau=dataset.reduce_lr_on_plateau,
+        balance_classes=dataset.balance_classes,
+        augmentation=dataset.augmentation,
+    )
+
+
 def training_run_create(*, dataset: DataSet, user=None, enqueue: bool = True) -> TrainingRun:
     """Snapshot the dataset into a queued run; refuse while another run of it is queued or running."""
     active = dataset.runs.filter(status__in=TrainingRun.ACTIVE).first()
@@ -55,24 +79,7 @@ def training_run_create(*, dataset: DataSet, user=None, enqueue: bool = True) ->
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(
-                dataset=dataset,
-                process=dataset.process,
-                epochs=dataset.epochs,
-                batch_size=dataset.batch_size,
-                image_size=dataset.image_size,
-                color_mode=dataset.color_mode,
-                validation_split=dataset.validation_split,
-                verbose=dataset.verbose,
-                labels=dataset_labels(dataset=dataset),
-                seed=dataset.seed if dataset.seed is not None else random.randrange(2**31),
-                architecture=dataset.architecture,
-                learning_rate=dataset.learning_rate,
-                weights_file=dataset.weights_file.name or "",
-                test_split=dataset.test_split,
-                early_stopping_patience=dataset.early_stopping_patience,
-                reduce_lr_on_plateau=dataset.reduce_lr_on_plateau,
-                balance_classes=dataset.balance_classes,
-                augmentation=dataset.augmentation,
+                **run_snapshot(dataset=dataset),
                 created_by=user if user is not None and user.is_authenticated else None,
             )
     except IntegrityError:
@@ -618,7 +625,7 @@ def training_run_delete(*, run: TrainingRun) -> None:
         raise Conflict(f"run {run.pk} is {run.status}: cancel it before deleting it", field="run")
     files = [(field.storage, field.name) for field in (run.model_file, run.log_file)]
     dataset_id = run.dataset_id
-    folder = run.checkpoint
+    folders = [run.checkpoint, f"exports/run_{run.pk}"]
     run.delete()
     successor = (
         TrainingRun.objects.filter(dataset_id=dataset_id, status=Status.SUCCEEDED)
@@ -628,4 +635,4 @@ def training_run_delete(*, run: TrainingRun) -> None:
     )
     DataSet.objects.filter(pk=dataset_id, current_run__isnull=True).update(current_run=successor)
     delete_files_on_commit(files)
-    delete_folders_on_commit([folder])
+    delete_folders_on_commit(folders)
