@@ -468,18 +468,20 @@ class PredictView(APIView):
         serializer = PredictSerializer(data=payload)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        if "run" in data:
+        # A version asked for by id is loaded beside the current model, not instead of it.
+        current = "run" not in data
+        if not current:
             run = prediction_version_run(run_id=data["run"], dataset_id=data.get("dataset"))
         else:
             run = prediction_current_run(dataset_id=data["dataset"])
         if not batch:
             name, data = serializer.validated_data["image"]
-            return Response(prediction_predict(run=run, images=[(name, data)])[0].as_dict())
+            return Response(prediction_predict(run=run, images=[(name, data)], current=current)[0].as_dict())
         images = [
             (f"images[{index}]" if name == "image" else name, data)
             for index, (name, data) in enumerate(serializer.validated_data["images"])
         ]
-        predictions = prediction_predict(run=run, images=images, field_name="images")
+        predictions = prediction_predict(run=run, images=images, field_name="images", current=current)
         results = [{"name": name, **p.as_dict()} for (name, _), p in zip(images, predictions, strict=True)]
         return Response({"results": results})
 

@@ -48,7 +48,9 @@ class ModelCache:
         self._predictors: OrderedDict[int, tuple[int, object, TrainingRun]] = OrderedDict()
         self.loads = 0
 
-    def get(self, run: TrainingRun):
+    def get(self, run: TrainingRun, *, current: bool = True):
+        """The run's predictor, loaded once. Loading a dataset's current model drops its other
+        models (superseded); loading a version asked for by id keeps them (LRU still applies)."""
         with self._lock:
             if run.pk in self._predictors:
                 self._predictors.move_to_end(run.pk)
@@ -72,9 +74,9 @@ class ModelCache:
                 ) from None
             with self._lock:
                 self.loads += 1
-                # A newer model of the same dataset makes the older one useless here.
-                for stale in [key for key, entry in self._predictors.items() if entry[0] == run.dataset_id]:
-                    del self._predictors[stale]
+                if current:
+                    for stale in [key for key, entry in self._predictors.items() if entry[0] == run.dataset_id]:
+                        del self._predictors[stale]
                 self._predictors[run.pk] = (run.dataset_id, predictor, run)
                 while len(self._predictors) > max(1, settings.KERASUI_MODEL_CACHE_SIZE):
                     self._predictors.popitem(last=False)
@@ -193,8 +195,13 @@ def prediction_predict(
     dataset: DataSet | None = None,
     run: TrainingRun | None = None,
     field_name: str = "image",
+    current: bool | None = None,
 ) -> list[Prediction]:
-    """Predict each (name, bytes) image with a run's model (the dataset's current one by default), in order."""
+    """Predict each (name, bytes) image with a run's model (the dataset's current one by default), in order.
+
+    `current` says whether `run` is its dataset's current model (by default: when no run is given).
+    """
+    current = run is None if current is None else current
     if run is None:
         run = prediction_run_for(dataset=dataset)
     arrays = []
@@ -212,7 +219,7 @@ def prediction_predict(
             )
         except ValueError as error:
             raise ServiceError(f"{name}: {error}", field=field_name) from None
-    predictor = model_cache.get(run)
+    predictor = model_cache.get(run, current=current)
     probabilities = predictor.predict(np.stack(arrays))
     predictions = []
     for row in probabilities:

@@ -246,3 +246,24 @@ def test_import_and_promote_need_their_permissions(colour_dataset, colour_model_
     viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_dataset", "view_trainingrun"]))
     client.force_authenticate(User.objects.get(pk=viewer.pk))
     assert client.post(f"/api/trainingrun/{trained_dataset.current_run_id}/promote/").status_code == 403
+
+
+def test_predicting_with_a_version_keeps_the_current_model_loaded(client, trained_dataset, two_versions):
+    from management.services.prediction import model_cache
+
+    older, newer = two_versions
+    api = client
+    image = base64.b64encode(colour_image("red", seed=5)).decode()
+    for body in (
+        {"dataset": trained_dataset.pk},
+        {"run": older.pk},
+        {"dataset": trained_dataset.pk},
+        {"run": older.pk},
+    ):
+        response = api.post("/api/test/", {**body, "image": image}, format="json")
+        assert response.status_code == 200, response.content
+    assert older.pk in model_cache and newer.pk in model_cache
+    loads = model_cache.loads
+    api.post("/api/test/", {"run": older.pk, "image": image}, format="json")
+    api.post("/api/test/", {"dataset": trained_dataset.pk, "image": image}, format="json")
+    assert model_cache.loads == loads  # alternating reloads nothing
