@@ -374,7 +374,7 @@
                                                   " (" + (data.confidence * 100).toFixed(1) + "%)"]),
           el("ul", { class: "kerasui-probs" }, top.map(function ([label, value]) {
             return el("li", {}, [el("span", { text: label }),
-                                 el("span", { class: "track" }, [el("span", { class: "fill", style: "width:" + (value * 100).toFixed(1) + "%" })]),
+                                 el("span", { class: "track" }, [el("span", { class: "kerasui-bar", style: "width:" + (value * 100).toFixed(1) + "%" })]),
                                  el("span", { class: "value", text: (value * 100).toFixed(1) + "%" })]);
           })),
           el("p", { class: "help" }, ["Model: ", el("a", { href: "/admin/management/trainingrun/" + data.run + "/change/", text: "run " + data.run })]));
@@ -467,7 +467,7 @@
     const up = document.getElementById("kerasui-upload");
     if (up) uploader(up);
     const pictures = document.getElementById("kerasui-gallery");
-    if (pictures) gallery(pictures);
+    if (pictures && pictures.querySelector("select[data-filter]")) gallery(pictures);
     const test = document.getElementById("kerasui-test");
     if (test) testPage(test);
     const code = document.querySelector("textarea[name=process]");
