@@ -133,14 +133,15 @@ def test_a_user_trains_reviews_fixes_and_tests_a_model_in_the_browser(
     page.click("#train-button")
     page.wait_for_selector("#kerasui-run")
     run = TrainingRun.objects.get(dataset=dataset)
-    seen = []
+    seen, shot = [], False
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         status = page.get_attribute("#kerasui-run", "data-status")
         points = int(page.get_attribute("#kerasui-run [data-chart=loss] svg", "data-points") or 0)
         seen.append((status, points))
-        if status == "running" and points and len(seen) % 20 == 0:
+        if status == "running" and points >= 4 and not shot:
             shoot(page, screenshots, "04-run-training")
+            shot = True
         if status not in {"queued", "running"}:
             break
         page.wait_for_timeout(250)
