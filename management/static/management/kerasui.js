@@ -205,6 +205,8 @@
       epoch.textContent = "epoch " + run.epoch + " of " + run.epochs;
       setField("progress_display", progressMarkup(run));
       setField("epoch_display", [document.createTextNode(run.epoch + " / " + run.epochs)]);
+      setField("status", [document.createTextNode(run.status.charAt(0).toUpperCase() + run.status.slice(1))]);
+      setField("phase", [document.createTextNode(run.phase || "-")]);
       const active = run.status === "queued" || run.status === "running";
       root.dataset.status = run.status;
       if (active || wasActive) await refreshLog();
