@@ -118,8 +118,17 @@ def test_a_user_trains_reviews_fixes_and_tests_a_model_in_the_browser(
     assert dataset.items.count() == 34
     rows = page.locator("#kerasui-label-chart tbody tr")
     assert rows.count() == 3 and "14" in rows.nth(0).inner_text()
+    # The gallery's first page: 24 of the 34 images, each with its label to change.
+    page.wait_for_function("document.querySelectorAll('#kerasui-gallery .kerasui-card img').length === 24")
+
+    # Many single images at once, with the label typed beside the drop zone.
+    page.fill("[data-upload-label]", "red")
+    red_images = [(f"r{n}.png", "image/png", colour_image("red", seed=n)) for n in (7, 8)]
+    with page.expect_navigation(timeout=60_000):  # the page reloads when the upload is done
+        drop_files(page, "#kerasui-upload .kerasui-drop", red_images)
     page.wait_for_selector("#kerasui-gallery .kerasui-card img")
-    assert page.locator("#kerasui-gallery .kerasui-card").count() == 24  # the first page of the gallery
+    assert dataset.items.filter(label="red").count() == 12
+    assert "12" in page.locator("#kerasui-label-chart tbody tr").nth(2).inner_text()
     page.select_option("#kerasui-gallery select[data-filter]", "green")
     page.wait_for_function("document.querySelectorAll('#kerasui-gallery .kerasui-card').length === 10")
     shoot(page, screenshots, "03-dataset")
@@ -183,6 +192,13 @@ def test_a_user_trains_reviews_fixes_and_tests_a_model_in_the_browser(
     shoot(page, screenshots, "09-home")
     page.goto(f"{url}/admin/management/trainingrun/")
     shoot(page, screenshots, "10-run-list")
+    page.emulate_media(color_scheme="dark")
+    page.goto(f"{url}/admin/management/trainingrun/{run.pk}/change/")
+    page.wait_for_selector("#kerasui-run [data-chart=loss] svg")
+    shoot(page, screenshots, "11-run-dark")
+    page.goto(f"{url}/admin/management/dataset/{dataset.pk}/change/")
+    page.wait_for_selector(".CodeMirror")
+    shoot(page, screenshots, "12-dataset-dark")
 
     assert not errors, errors
 
