@@ -1,5 +1,7 @@
 """The admin is the UI: datasets, their images, training runs, zip upload, Train and Test."""
 
+import json
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
@@ -133,7 +135,12 @@ class DataSetAdmin(admin.ModelAdmin):
     @admin.display(description="images per label")
     def label_counts(self, obj):
         counts = dataset_label_counts(dataset=obj)
-        return format_html("{}", render_to_string("management/label_counts.html", {"counts": counts, "dataset": obj}))
+        total, most = sum(counts.values()), max(counts.values(), default=0)
+        bars = [
+            (label, count, round(100 * count / total, 1), round(100 * count / most)) for label, count in counts.items()
+        ]
+        context = {"counts": counts, "bars": bars, "dataset": obj}
+        return format_html("{}", render_to_string("management/label_counts.html", context))
 
     @admin.display(description="thumbnails")
     def thumbnails(self, obj):
@@ -147,7 +154,13 @@ class DataSetAdmin(admin.ModelAdmin):
             "{}",
             render_to_string(
                 "management/thumbnails.html",
-                {"items": [(item, thumbnail(item, 64)) for item in items], "total": total, "list_url": list_url},
+                {
+                    "items": [(item, thumbnail(item, 64)) for item in items],
+                    "total": total,
+                    "list_url": list_url,
+                    "dataset": obj,
+                    "labels_json": json.dumps(labels),
+                },
             ),
         )
 
@@ -212,6 +225,7 @@ class DataSetAdmin(admin.ModelAdmin):
                 name="management_dataset_import_model",
             ),
             path("test/", guarded(self, views.test_model, self.has_view_permission), name="management_dataset_test"),
+            path("demo/", guarded(self, views.load_demo, self.has_add_permission), name="management_dataset_demo"),
             *super().get_urls(),
         ]
 

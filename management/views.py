@@ -1,6 +1,7 @@
 """The admin's extra pages (zip upload, test, downloads), private media, and the home page."""
 
 import base64
+import io
 import mimetypes
 import os
 from pathlib import Path
@@ -9,6 +10,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, SuspiciousFileOperation
+from django.core.management import call_command
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -17,6 +19,7 @@ from django.utils.html import format_html
 
 from management.files import media_response
 from management.forms import ModelImportForm, TestForm, ZipUploadForm
+from management.management.commands.demo import DEMO_NAME
 from management.models import DataSet, TrainingRun
 from management.services.datasets import dataset_import_zip
 from management.services.errors import ServiceError
@@ -82,6 +85,16 @@ def upload_zip(request, dataset_id=None):
         "form": form,
     }
     return render(request, "management/upload_zip.html", context)
+
+
+def load_demo(request):
+    """The dashboard's 'Load the demo dataset' button: the `demo` command, then the new dataset's page."""
+    if request.method != "POST":
+        raise PermissionDenied
+    call_command("demo", stdout=io.StringIO())
+    dataset = DataSet.objects.get(name=DEMO_NAME)
+    messages.success(request, f"The demo dataset '{dataset}' is ready: press Train to train a model on it.")
+    return redirect("admin:management_dataset_change", dataset.pk)
 
 
 def validate_model(request, dataset_id):

@@ -1,0 +1,480 @@
+/* KerasUI's pages inside the Django admin: plain JavaScript, no framework, no CDN.
+   Each part starts only when its element is on the page. The admin session authenticates the API. */
+(function () {
+  "use strict";
+
+  function cookie(name) {
+    const match = document.cookie.match(new RegExp("(?:^|; )" + name + "=([^;]*)"));
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+  function csrfToken() {
+    const input = document.querySelector("input[name=csrfmiddlewaretoken]");
+    return cookie("csrftoken") || (input ? input.value : "");
+  }
+
+  async function api(url, options) {
+    options = options || {};
+    const headers = Object.assign({ Accept: "application/json" }, options.headers || {});
+    if (options.method && options.method !== "GET") headers["X-CSRFToken"] = csrfToken();
+    let body = options.body;
+    if (body && !(body instanceof FormData) && typeof body !== "string") {
+      body = JSON.stringify(body);
+      headers["Content-Type"] = "application/json";
+    }
+    const response = await fetch(url, { method: options.method || "GET", headers: headers, body: body,
+                                         credentials: "same-origin" });
+    let data = null;
+    try { data = await response.json(); } catch (error) { data = null; }
+    if (!response.ok) throw new Error(errorText(data) || response.status + " " + response.statusText);
+    return data;
+  }
+
+  function errorText(data) {
+    if (!data) return "";
+    if (typeof data === "string") return data;
+    if (data.detail) return data.detail;
+    return Object.keys(data).map(function (key) {
+      const value = data[key];
+      return key + ": " + (Array.isArray(value) ? value.join(" ") : typeof value === "object" ? errorText(value) : value);
+    }).join("; ");
+  }
+
+  function el(tag, attributes, children) {
+    const node = document.createElement(tag);
+    Object.entries(attributes || {}).forEach(function ([key, value]) {
+      if (value === undefined || value === null || value === false) return;
+      if (key === "text") node.textContent = value;
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else node.setAttribute(key, value === true ? "" : value);
+    });
+    (children || []).forEach(function (child) {
+      if (child !== null && child !== undefined) node.append(child);
+    });
+    return node;
+  }
+
+  function svg(tag, attributes, text) {
+    const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    Object.entries(attributes || {}).forEach(function ([key, value]) { node.setAttribute(key, value); });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  /* A line chart of one metric per epoch: training and validation, drawn again with every new point. */
+  function lineChart(target, rows, keys, options) {
+    const width = 600, height = 260, left = 48, right = 14, top = 12, bottom = 30;
+    const chart = svg("svg", { viewBox: "0 0 " + width + " " + height, role: "img",
+                               "aria-label": options.title, "data-points": "0" });
+    const series = keys.map(function (key, index) {
+      return { key: key, css: index === 0 ? "train" : "validation",
+               points: rows.filter(function (row) { return typeof row[key] === "number" && isFinite(row[key]); })
+                           .map(function (row) { return [row.epoch, row[key]]; }) };
+    }).filter(function (line) { return line.points.length; });
+    const values = series.flatMap(function (line) { return line.points.map(function (p) { return p[1]; }); });
+    if (!values.length) {
+      chart.append(svg("text", { x: width / 2, y: height / 2, "text-anchor": "middle", class: "empty" },
+                       "No epoch finished yet"));
+      target.replaceChildren(chart);
+      return;
+    }
+    const lastEpoch = Math.max(options.epochs || 1, ...rows.map(function (row) { return row.epoch; }));
+    let low = options.fromZero ? 0 : Math.min(...values), high = Math.max(...values);
+    if (options.unit) { low = 0; high = Math.max(1, high); }
+    if (high - low < 1e-9) { high += 0.5; low = Math.max(0, low - 0.5); }
+    const x = function (epoch) { return left + (lastEpoch <= 1 ? 0.5 : (epoch - 1) / (lastEpoch - 1)) * (width - left - right); };
+    const y = function (value) { return top + (1 - (value - low) / (high - low)) * (height - top - bottom); };
+    for (let step = 0; step <= 4; step++) {
+      const value = low + (high - low) * step / 4;
+      chart.append(svg("line", { x1: left, x2: width - right, y1: y(value), y2: y(value), class: "grid" }));
+      chart.append(svg("text", { x: left - 6, y: y(value) + 4, "text-anchor": "end" },
+                       options.unit ? Math.round(value * 100) + "%" : value.toPrecision(2)));
+    }
+    const ticks = Math.min(lastEpoch, 10);
+    for (let tick = 0; tick < ticks; tick++) {
+      const epoch = Math.round(1 + (lastEpoch - 1) * (ticks === 1 ? 0 : tick / (ticks - 1)));
+      chart.append(svg("text", { x: x(epoch), y: height - 10, "text-anchor": "middle" }, String(epoch)));
+    }
+    series.forEach(function (line) {
+      chart.append(svg("polyline", { class: line.css, points: line.points.map(function (p) {
+        return x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1); }).join(" ") }));
+      line.points.forEach(function (p) {
+        const dot = svg("circle", { cx: x(p[0]), cy: y(p[1]), r: 3.2, class: line.css + " point" });
+        dot.append(svg("title", {}, line.key + " epoch " + p[0] + ": " + p[1].toFixed(4)));
+        chart.append(dot);
+      });
+    });
+    chart.setAttribute("data-points", String(series.reduce(function (sum, line) { return sum + line.points.length; }, 0)));
+    target.replaceChildren(chart);
+  }
+
+  /* Colour every cell of a confusion matrix by its share of the row (true label). */
+  function heatmap(table) {
+    table.querySelectorAll("tbody tr").forEach(function (row) {
+      const cells = Array.from(row.querySelectorAll("td"));
+      const total = cells.reduce(function (sum, cell) { return sum + (parseFloat(cell.textContent) || 0); }, 0);
+      cells.forEach(function (cell) {
+        const share = total ? (parseFloat(cell.textContent) || 0) / total : 0;
+        const diagonal = cell.classList.contains("kerasui-diagonal");
+        const colour = diagonal ? "65, 118, 144" : "186, 33, 33";
+        cell.style.background = share ? "rgba(" + colour + ", " + (0.12 + 0.88 * share).toFixed(2) + ")" : "";
+        cell.classList.toggle("hot", share > 0.5);
+        cell.title = Math.round(share * 100) + "% of the images labelled " + row.querySelector("th").textContent;
+      });
+    });
+  }
+
+  /* "Label is <predicted>" buttons and label pickers of the misclassified gallery. */
+  function relabelCards(root) {
+    root.querySelectorAll("[data-relabel-item]").forEach(function (card) {
+      if (card.dataset.ready) return;
+      card.dataset.ready = "1";
+      const item = card.dataset.relabelItem;
+      const status = card.querySelector(".kerasui-card-status");
+      async function relabel(label) {
+        status.textContent = "saving…";
+        try {
+          const saved = await api("/api/datasetitem/" + item + "/", { method: "PATCH", body: { label: label } });
+          card.classList.add("saved", "fixed");
+          card.querySelector(".kerasui-card-true").textContent = saved.label;
+          status.textContent = "✓ relabelled " + saved.label;
+        } catch (error) {
+          status.textContent = "✗ " + error.message;
+        }
+      }
+      const button = card.querySelector("button.kerasui-fix");
+      if (button) button.addEventListener("click", function () { relabel(button.dataset.label); });
+      const select = card.querySelector("select");
+      if (select) select.addEventListener("change", function () { if (select.value) relabel(select.value); });
+    });
+  }
+
+  function progressMarkup(run) {
+    const percent = Math.round(run.progress || 0);
+    const active = run.status === "queued" || run.status === "running";
+    const phase = run.phase ? ": " + run.phase : "";
+    const bar = el("span", { class: "kerasui-progress wide " + run.status, title: run.status + " " + percent + "%" },
+                   [el("span", { style: "width: " + percent + "%" })]);
+    const text = run.status.charAt(0).toUpperCase() + run.status.slice(1) + (active ? phase + " " + percent + "%" : "");
+    return [bar, el("span", { class: "kerasui-status", text: text })];
+  }
+
+  /* The training run page: polls the API every second while the run is queued or running. */
+  function runPage(root) {
+    const url = root.dataset.api, logUrl = root.dataset.log;
+    const loss = root.querySelector("[data-chart=loss]"), accuracy = root.querySelector("[data-chart=accuracy]");
+    const progress = root.querySelector(".kerasui-live-progress"), epoch = root.querySelector(".kerasui-live-epoch");
+    let wasActive = root.dataset.active === "1", lastLog = "";
+
+    function setField(name, nodes) {
+      const field = document.querySelector(".field-" + name + " .readonly");
+      if (field) field.replaceChildren(...nodes);
+    }
+
+    async function refreshLog() {
+      if (!logUrl) return;
+      try {
+        const response = await fetch(logUrl, { credentials: "same-origin" });
+        if (!response.ok) return;
+        const text = (await response.text()).split("\n").slice(-200).join("\n");
+        if (text === lastLog) return;
+        lastLog = text;
+        const pre = el("pre", { class: "kerasui-log", text: text });
+        setField("log_tail", [pre]);
+        pre.scrollTop = pre.scrollHeight;
+      } catch (error) { /* the log appears once the training process starts */ }
+    }
+
+    async function swapInFinishedPage() {
+      // The evaluation, metrics and buttons are rendered by the server: take them from a fresh copy.
+      const response = await fetch(location.href, { credentials: "same-origin" });
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      ["#content-main fieldset", ".object-tools"].forEach(function (selector) {
+        const old = document.querySelectorAll(selector), now = fresh.querySelectorAll(selector);
+        if (old.length === now.length) old.forEach(function (node, index) { node.replaceWith(document.importNode(now[index], true)); });
+      });
+      enhance(document);
+    }
+
+    async function tick() {
+      let run;
+      try { run = await api(url); } catch (error) { setTimeout(tick, 3000); return; }
+      const history = run.history || [];
+      lineChart(loss, history, ["loss", "val_loss"], { title: "loss", epochs: run.epochs, fromZero: true });
+      lineChart(accuracy, history, ["accuracy", "val_accuracy"], { title: "accuracy", epochs: run.epochs, unit: true });
+      progress.replaceChildren(...progressMarkup(run));
+      epoch.textContent = "epoch " + run.epoch + " of " + run.epochs;
+      setField("progress_display", progressMarkup(run));
+      setField("epoch_display", [document.createTextNode(run.epoch + " / " + run.epochs)]);
+      setField("status", [document.createTextNode(run.status.charAt(0).toUpperCase() + run.status.slice(1))]);
+      setField("phase", [document.createTextNode(run.phase || "-")]);
+      const active = run.status === "queued" || run.status === "running";
+      root.dataset.status = run.status;
+      if (active || wasActive) await refreshLog();
+      if (wasActive && !active) await swapInFinishedPage();
+      wasActive = active;
+      if (active) setTimeout(tick, 1000);
+    }
+    tick();
+  }
+
+  /* A drop zone (also click to choose, and paste): calls `onFiles` with the files. */
+  function dropZone(zone, input, onFiles) {
+    zone.addEventListener("click", function (event) { if (event.target !== input) input.click(); });
+    zone.addEventListener("keydown", function (event) { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); input.click(); } });
+    input.addEventListener("change", function () { if (input.files.length) onFiles(Array.from(input.files)); });
+    ["dragenter", "dragover"].forEach(function (name) {
+      zone.addEventListener(name, function (event) { event.preventDefault(); zone.classList.add("over"); });
+    });
+    ["dragleave", "drop"].forEach(function (name) {
+      zone.addEventListener(name, function (event) { event.preventDefault(); zone.classList.remove("over"); });
+    });
+    zone.addEventListener("drop", function (event) {
+      const files = Array.from(event.dataTransfer.files || []);
+      if (files.length) onFiles(files);
+    });
+  }
+
+  function upload(url, form, onProgress) {
+    return new Promise(function (resolve, reject) {
+      const request = new XMLHttpRequest();
+      request.open("POST", url);
+      request.setRequestHeader("X-CSRFToken", csrfToken());
+      request.setRequestHeader("Accept", "application/json");
+      request.upload.addEventListener("progress", function (event) { if (event.lengthComputable) onProgress(event.loaded); });
+      request.addEventListener("load", function () {
+        let data = null;
+        try { data = JSON.parse(request.responseText); } catch (error) { data = null; }
+        if (request.status >= 200 && request.status < 300) resolve(data);
+        else reject(new Error(errorText(data) || String(request.status)));
+      });
+      request.addEventListener("error", function () { reject(new Error("the connection failed")); });
+      request.send(form);
+    });
+  }
+
+  /* The dataset page: upload by drag and drop, and the paginated gallery with a label on each image. */
+  function uploader(root) {
+    const zone = root.querySelector(".kerasui-drop"), input = zone.querySelector("input[type=file]");
+    const labelInput = root.querySelector("[data-upload-label]"), bar = root.querySelector(".kerasui-upload-progress");
+    const fill = bar.querySelector(".kerasui-progress > span"), text = bar.querySelector(".kerasui-status");
+    const dataset = root.dataset.dataset;
+    dropZone(zone, input, async function (files) {
+      const label = labelInput.value.trim();
+      const images = files.filter(function (file) { return !/\.zip$/i.test(file.name); });
+      if (images.length && !label) {
+        text.textContent = "Type the label of these images first (a zip can label by folder).";
+        bar.hidden = false;
+        labelInput.focus();
+        return;
+      }
+      const total = files.reduce(function (sum, file) { return sum + file.size; }, 0) || 1;
+      let done = 0, added = 0;
+      const problems = [];
+      bar.hidden = false;
+      const show = function (loaded) {
+        const percent = Math.min(100, Math.round((done + loaded) / total * 100));
+        fill.style.width = percent + "%";
+        text.textContent = "Uploading " + files.length + " file(s): " + percent + "%";
+      };
+      for (const file of files) {
+        const form = new FormData();
+        let url;
+        if (/\.zip$/i.test(file.name)) {
+          url = "/api/dataset/" + dataset + "/upload/";
+          form.append("file", file);
+          if (label) form.append("label", label);
+        } else {
+          url = "/api/datasetitem/";
+          form.append("dataset", dataset);
+          form.append("label", label);
+          form.append("image", file);
+        }
+        try {
+          const result = await upload(url, form, show);
+          added += result && typeof result.added === "number" ? result.added : 1;
+          (result && result.skipped || []).forEach(function (entry) { problems.push(entry.name + ": " + entry.reason); });
+        } catch (error) {
+          problems.push(file.name + ": " + error.message);
+        }
+        done += file.size;
+        show(0);
+      }
+      fill.style.width = "100%";
+      text.textContent = "Added " + added + " image(s)." + (problems.length ? " Skipped " + problems.length + ": " +
+        problems.slice(0, 5).join("; ") : "") + " Refreshing…";
+      root.dataset.uploaded = String(added);
+      setTimeout(function () { location.reload(); }, problems.length ? 2500 : 600);
+    });
+  }
+
+  function gallery(root) {
+    const dataset = root.dataset.dataset, pageSize = 24;
+    const labels = JSON.parse(root.dataset.labels || "[]");
+    const filter = root.querySelector("select[data-filter]"), cards = root.querySelector(".kerasui-cards");
+    const pager = root.querySelector(".kerasui-pager"), list = root.querySelector("datalist");
+    let page = 1;
+    async function show() {
+      const params = new URLSearchParams({ dataset: dataset, page: page, page_size: pageSize });
+      if (filter.value) params.set("label", filter.value);
+      let data;
+      try { data = await api("/api/datasetitem/?" + params); } catch (error) {
+        cards.replaceChildren(el("p", { class: "kerasui-error", text: error.message }));
+        return;
+      }
+      cards.replaceChildren(...data.results.map(function (item) {
+        const input = el("input", { type: "text", value: item.label, list: list.id, "aria-label": "label of image " + item.id });
+        const status = el("span", { class: "kerasui-muted", text: "#" + item.id });
+        input.addEventListener("change", async function () {
+          const label = input.value.trim();
+          if (!label) { input.value = item.label; return; }
+          status.textContent = "saving…";
+          try {
+            const saved = await api("/api/datasetitem/" + item.id + "/", { method: "PATCH", body: { label: label } });
+            item.label = saved.label;
+            card.classList.add("saved");
+            status.textContent = "✓ #" + item.id;
+          } catch (error) { status.textContent = "✗ " + error.message; input.value = item.label; }
+        });
+        const card = el("div", { class: "kerasui-card", "data-item": item.id }, [
+          el("a", { href: "/admin/management/datasetitem/" + item.id + "/change/" },
+             [el("img", { src: item.image, alt: item.label, loading: "lazy" })]),
+          input, status]);
+        return card;
+      }));
+      const pages = Math.max(1, Math.ceil(data.count / pageSize));
+      pager.replaceChildren(
+        el("button", { type: "button", class: "button", disabled: page <= 1, text: "‹ Previous",
+                       onclick: function () { page -= 1; show(); } }),
+        el("span", { text: " page " + page + " of " + pages + " · " + data.count + " image(s) " }),
+        el("button", { type: "button", class: "button", disabled: page >= pages, text: "Next ›",
+                       onclick: function () { page += 1; show(); } }));
+    }
+    filter.replaceChildren(el("option", { value: "", text: "All labels" }),
+                           ...labels.map(function (label) { return el("option", { value: label, text: label }); }));
+    list.replaceChildren(...labels.map(function (label) { return el("option", { value: label }); }));
+    filter.addEventListener("change", function () { page = 1; show(); });
+    show();
+  }
+
+  /* The Test page: drop, paste or choose an image; the prediction shows as top-5 probability bars. */
+  function testPage(root) {
+    const form = root.querySelector("form"), input = form.querySelector("input[type=file]");
+    const zone = root.querySelector(".kerasui-drop"), select = form.querySelector("select[name=dataset]");
+    const preview = root.querySelector(".kerasui-preview"), result = root.querySelector(".kerasui-result");
+    let current = null;
+    async function predict() {
+      if (!current) { result.replaceChildren(el("p", { text: "Drop, paste or choose an image first." })); return; }
+      const body = new FormData();
+      body.append("dataset", select.value);
+      body.append("image", current);
+      result.replaceChildren(el("p", { class: "kerasui-muted", text: "Predicting…" }));
+      try {
+        const data = await api("/api/test/", { method: "POST", body: body });
+        const top = Object.entries(data.probabilities).sort(function (a, b) { return b[1] - a[1]; }).slice(0, 5);
+        result.replaceChildren(
+          el("p", { class: "kerasui-predicted" }, ["Predicted label: ", el("strong", { id: "predicted-label", text: data.result }),
+                                                  " (" + (data.confidence * 100).toFixed(1) + "%)"]),
+          el("ul", { class: "kerasui-probs" }, top.map(function ([label, value]) {
+            return el("li", {}, [el("span", { text: label }),
+                                 el("span", { class: "track" }, [el("span", { class: "kerasui-bar", style: "width:" + (value * 100).toFixed(1) + "%" })]),
+                                 el("span", { class: "value", text: (value * 100).toFixed(1) + "%" })]);
+          })),
+          el("p", { class: "help" }, ["Model: ", el("a", { href: "/admin/management/trainingrun/" + data.run + "/change/", text: "run " + data.run })]));
+      } catch (error) {
+        result.replaceChildren(el("p", { class: "kerasui-error", text: error.message }));
+      }
+    }
+    function choose(files) {
+      const file = files.find(function (candidate) { return candidate.type.startsWith("image/") || /\.(png|jpe?g|gif|bmp|tiff?|webp)$/i.test(candidate.name); }) || files[0];
+      if (!file) return;
+      current = file;
+      preview.src = URL.createObjectURL(file);
+      preview.hidden = false;
+      predict();
+    }
+    dropZone(zone, input, choose);
+    document.addEventListener("paste", function (event) {
+      const files = Array.from(event.clipboardData.files || []);
+      if (files.length) { event.preventDefault(); choose(files); }
+    });
+    select.addEventListener("change", predict);
+    form.addEventListener("submit", function (event) { event.preventDefault(); predict(); });
+  }
+
+  /* The model code as a code editor, its contract beside it and the Validate result under it. */
+  function codeEditor(textarea) {
+    if (!window.CodeMirror || textarea.dataset.editor) return;
+    textarea.dataset.editor = "1";
+    const contract = document.getElementById("kerasui-contract-template");
+    const box = el("div", { class: "kerasui-editor" });
+    textarea.parentNode.insertBefore(box, textarea);
+    const main = el("div", {});
+    box.append(main);
+    main.append(textarea);
+    if (contract) box.append(contract.content.cloneNode(true));
+    const editor = window.CodeMirror.fromTextArea(textarea, {
+      mode: "python", lineNumbers: true, indentUnit: 4, tabSize: 4, indentWithTabs: false, viewportMargin: Infinity,
+      extraKeys: { Tab: function (cm) { cm.replaceSelection("    "); } },
+    });
+    window.kerasuiEditor = editor;
+    const dataset = textarea.closest("form").dataset.dataset || (document.getElementById("kerasui-dataset-id") || {}).value;
+    if (!dataset) return;
+    const output = el("div", { class: "kerasui-validation" });
+    const button = el("button", { type: "button", class: "button", text: "Validate the model code" });
+    const status = el("span", { class: "kerasui-muted" });
+    box.append(el("div", { class: "kerasui-validation" }, [el("div", { class: "kerasui-row" }, [button, status]), output]));
+    let marked = null;
+    button.addEventListener("click", async function () {
+      status.textContent = "Building the model in a separate process…";
+      output.replaceChildren();
+      if (marked !== null) { editor.removeLineClass(marked, "background", "kerasui-error-line"); marked = null; }
+      const architecture = document.querySelector("select[name=architecture]");
+      const size = document.querySelector("input[name=image_size]"), colour = document.querySelector("select[name=color_mode]");
+      const body = { process: editor.getValue() };
+      if (architecture) body.architecture = architecture.value;
+      if (size && size.value) body.image_size = parseInt(size.value, 10);
+      if (colour) body.color_mode = colour.value;
+      try {
+        const report = await api("/api/dataset/" + dataset + "/validate/", { method: "POST", body: body });
+        status.textContent = "";
+        if (report.ok) {
+          output.replaceChildren(
+            el("ul", { class: "messagelist" }, [el("li", { class: "success", text: "The model builds: " + report.total_params.toLocaleString() + " parameters (" + report.trainable_params.toLocaleString() + " trainable)." })]),
+            el("pre", { text: report.summary || report.layers.map(function (layer) { return layer.name + "  " + layer.output_shape + "  " + layer.params; }).join("\n") }));
+        } else {
+          output.replaceChildren(el("ul", { class: "messagelist" }, [el("li", { class: "error", text: "The model does not build" + (report.line ? " (line " + report.line + ")" : "") + ": " + report.error })]));
+          if (report.line) {
+            marked = report.line - 1;
+            editor.addLineClass(marked, "background", "kerasui-error-line");
+            editor.scrollIntoView({ line: marked, ch: 0 }, 60);
+          }
+        }
+      } catch (error) {
+        status.textContent = "";
+        output.replaceChildren(el("ul", { class: "messagelist" }, [el("li", { class: "error", text: error.message })]));
+      }
+    });
+  }
+
+  function enhance(root) {
+    root.querySelectorAll("table.kerasui-confusion").forEach(heatmap);
+    relabelCards(root);
+    root.querySelectorAll(".kerasui-log").forEach(function (log) { log.scrollTop = log.scrollHeight; });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    enhance(document);
+    const run = document.getElementById("kerasui-run");
+    if (run) runPage(run);
+    const up = document.getElementById("kerasui-upload");
+    if (up) uploader(up);
+    const pictures = document.getElementById("kerasui-gallery");
+    if (pictures && pictures.querySelector("select[data-filter]")) gallery(pictures);
+    const test = document.getElementById("kerasui-test");
+    if (test) testPage(test);
+    const code = document.querySelector("textarea[name=process]");
+    if (code) codeEditor(code);
+  });
+
+  window.kerasui = { api: api, lineChart: lineChart, heatmap: heatmap };
+})();

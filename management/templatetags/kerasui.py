@@ -1,0 +1,21 @@
+"""The home dashboard: every dataset with its size, label balance, current accuracy and training state."""
+
+from django import template
+from django.db.models import Count
+
+from management.models import DataSet, TrainingRun
+from management.services.datasets import dataset_label_counts
+
+register = template.Library()
+
+
+@register.inclusion_tag("management/dashboard.html", takes_context=True)
+def kerasui_dashboard(context):
+    datasets = []
+    for dataset in DataSet.objects.annotate(item_count=Count("items")).select_related("current_run"):
+        counts = dataset_label_counts(dataset=dataset)
+        most = max(counts.values(), default=0)
+        balance = [(label, count, round(100 * count / most)) for label, count in counts.items()]
+        datasets.append({"dataset": dataset, "balance": balance, "latest": dataset.latest_run})
+    active = TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE).select_related("dataset")
+    return {"datasets": datasets, "active_runs": list(active), "perms": context.get("perms")}
