@@ -183,7 +183,20 @@ def test_a_user_trains_reviews_fixes_and_tests_a_model_in_the_browser(
     page.wait_for_selector("#predicted-label")
     assert page.inner_text("#predicted-label") == "blue"
     assert page.locator(".kerasui-probs li").count() == 3
+    assert not page.is_visible("#kerasui-version-row")  # one version: nothing to pick
     shoot(page, screenshots, "08-test-result")
+
+    # With a second version, the test page offers both and predicts with the one picked.
+    from tests.runs import install_model
+
+    newer = install_model(dataset, Path(run.model_file.path))
+    page.goto(f"{url}/admin/management/dataset/test/?dataset={dataset.pk}")
+    page.wait_for_selector("#kerasui-version-row:not([hidden])")
+    assert page.locator("#kerasui-version option").count() == 3  # the current one, run N, run N+1
+    page.select_option("#kerasui-version", str(run.pk))
+    drop_files(page, "#kerasui-test .kerasui-drop", [("blue.png", "image/png", colour_image("blue", seed=4242))])
+    page.wait_for_selector(f"#kerasui-test .help a[href$='/trainingrun/{run.pk}/change/']")
+    assert page.inner_text("#predicted-label") == "blue" and newer.pk != run.pk
 
     # The home page now shows the dataset, its balance and its accuracy.
     page.goto(f"{url}/admin/")

@@ -3,6 +3,12 @@
 (function () {
   "use strict";
 
+  /* The run's phases as the admin names them (TrainingRun.Phase). */
+  const PHASES = {
+    preparing: "preparing images", building: "building the model", training: "training",
+    evaluating: "evaluating", saving: "saving the model",
+  };
+
   function cookie(name) {
     const match = document.cookie.match(new RegExp("(?:^|; )" + name + "=([^;]*)"));
     return match ? decodeURIComponent(match[1]) : "";
@@ -151,7 +157,7 @@
   function progressMarkup(run) {
     const percent = Math.round(run.progress || 0);
     const active = run.status === "queued" || run.status === "running";
-    const phase = run.phase ? ": " + run.phase : "";
+    const phase = run.phase ? ": " + (PHASES[run.phase] || run.phase) : "";
     const bar = el("span", { class: "kerasui-progress wide " + run.status, title: run.status + " " + percent + "%" },
                    [el("span", { style: "width: " + percent + "%" })]);
     const text = run.status.charAt(0).toUpperCase() + run.status.slice(1) + (active ? phase + " " + percent + "%" : "");
@@ -206,7 +212,7 @@
       setField("progress_display", progressMarkup(run));
       setField("epoch_display", [document.createTextNode(run.epoch + " / " + run.epochs)]);
       setField("status", [document.createTextNode(run.status.charAt(0).toUpperCase() + run.status.slice(1))]);
-      setField("phase", [document.createTextNode(run.phase || "-")]);
+      setField("phase", [document.createTextNode(PHASES[run.phase] || run.phase || "-")]);
       const active = run.status === "queued" || run.status === "running";
       root.dataset.status = run.status;
       if (active || wasActive) await refreshLog();
@@ -361,11 +367,30 @@
     const form = root.querySelector("form"), input = form.querySelector("input[type=file]");
     const zone = root.querySelector(".kerasui-drop"), select = form.querySelector("select[name=dataset]");
     const preview = root.querySelector(".kerasui-preview"), result = root.querySelector(".kerasui-result");
+    const versionRow = document.getElementById("kerasui-version-row"), version = document.getElementById("kerasui-version");
     let current = null;
+    /* The dataset's versions (succeeded runs); the picker shows only when there is a choice. */
+    async function versions() {
+      version.replaceChildren(el("option", { value: "", text: "the current one" }));
+      versionRow.hidden = true;
+      try {
+        const data = await api("/api/trainingrun/?status=succeeded&page_size=100&dataset=" + encodeURIComponent(select.value));
+        const runs = data.results;
+        if (runs.length < 2) return;
+        runs.forEach(function (run) {
+          const accuracy = run.accuracy === null ? "" : ", accuracy " + (run.accuracy * 100).toFixed(1) + "%";
+          version.append(el("option", { value: String(run.id), text: "run " + run.id + accuracy + (run.is_current ? " (current)" : "") }));
+        });
+        versionRow.hidden = false;
+      } catch (error) {
+        versionRow.hidden = true;
+      }
+    }
     async function predict() {
       if (!current) { result.replaceChildren(el("p", { text: "Drop, paste or choose an image first." })); return; }
       const body = new FormData();
       body.append("dataset", select.value);
+      if (version.value) body.append("run", version.value);
       body.append("image", current);
       result.replaceChildren(el("p", { class: "kerasui-muted", text: "Predicting…" }));
       try {
@@ -397,7 +422,9 @@
       const files = Array.from(event.clipboardData.files || []);
       if (files.length) { event.preventDefault(); choose(files); }
     });
-    select.addEventListener("change", predict);
+    select.addEventListener("change", async function () { await versions(); predict(); });
+    version.addEventListener("change", predict);
+    versions();
     form.addEventListener("submit", function (event) { event.preventDefault(); predict(); });
   }
 
