@@ -182,7 +182,7 @@ class ProgressCallback(keras.callbacks.Callback):
                 row[name] = round(float(value), 6)
         rate = _learning_rate(self.model)
         if rate is not None:
-            row["learning_rate"] = rate
+            row["learning_rate"] = float(f"{rate:.6g}")  # float32 noise off: 0.001, not 0.0010000000474974513
         row["seconds"] = round(time.monotonic() - self._epoch_started, 3)
         self.history.append(row)
         self._send(100.0 * (epoch + 1) / self.epochs, force=True)
