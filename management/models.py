@@ -99,7 +99,7 @@ class DataSet(models.Model):
         max_length=30,
         choices=Architecture.choices,
         default=Architecture.CODE,
-        help_text="The model code above, or a built-in network trained from scratch (the code is then unused).",
+        help_text="Your model code (below), or a built-in network trained from scratch (the code is then unused).",
     )
     weights_file = models.FileField(
         "starting weights",
