@@ -10,8 +10,6 @@ the Keras model on sample images: the largest absolute difference of a probabili
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from management.ml.validate import PROJECT_ROOT, _child_environment, _last_line, _last_message
+from management.ml.child import ChildFailed, ChildTimedOut, run_module, serve
 
 FORMATS = ("keras", "h5", "savedmodel", "tflite", "onnx")
 PRECISIONS = ("float32", "float16")
@@ -297,37 +295,6 @@ def inspect_model(path: str | Path) -> ModelInfo:
     return ModelInfo(ok=True, input_shape=list(inputs), output_shape=list(outputs))
 
 
-def _run_child(request: dict, timeout: float) -> dict:
-    """Run this module as a child process with `request`; its report, or {"ok": False, "error": ...}."""
-    try:
-        completed = subprocess.run(
-            [sys.executable, "-m", "management.ml.export"],
-            input=json.dumps(request),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=PROJECT_ROOT,
-            env=_child_environment(),
-            check=False,
-        )
-    except OSError as error:
-        return {"ok": False, "error": f"the child process could not start: {error}"}
-    except subprocess.TimeoutExpired:
-        return {"ok": False, "error": f"it took longer than the limit of {timeout:g} s and was stopped"}
-    try:
-        report = json.loads(_last_line(completed.stdout) or "null")
-        if not isinstance(report, dict) or "ok" not in report:
-            raise ValueError
-    except ValueError:
-        stderr = _last_message(completed.stderr)
-        detail = f": {stderr}" if stderr else ""
-        return {
-            "ok": False,
-            "error": f"the child process ended without a report (exit code {completed.returncode}){detail}",
-        }
-    return report
-
-
 def export_in_child(
     model_path: str | Path,
     *,
@@ -349,7 +316,10 @@ def export_in_child(
         "precision": precision,
         "metadata": metadata or {},
     }
-    data = _run_child(request, timeout)
+    try:
+        data = run_module("management.ml.export", request, timeout=timeout)
+    except ChildFailed as error:
+        data = {"ok": False, "error": f"exporting {error}"}
     if "runtime" not in data:
         data["error"] = f"the {format} export failed: {data.get('error')}"
     known = {name for name in ExportReport.__dataclass_fields__}
@@ -360,35 +330,32 @@ def export_in_child(
 
 def inspect_in_child(path: str | Path, *, timeout: float = 120.0) -> ModelInfo:
     """`inspect_model` in a child process with a time limit."""
-    data = _run_child({"task": "inspect", "model": str(path)}, timeout)
-    if "input_shape" not in data and data.get("error", "").startswith("it took"):
-        data["error"] = f"loading the model {data['error']}"
+    try:
+        data = run_module("management.ml.export", {"task": "inspect", "model": str(path)}, timeout=timeout)
+    except ChildTimedOut as error:
+        data = {"ok": False, "error": f"loading the model {error}"}
+    except ChildFailed as error:
+        data = {"ok": False, "error": f"the model check {error}"}
     known = {name for name in ModelInfo.__dataclass_fields__}
     return ModelInfo(**{key: value for key, value in data.items() if key in known})
 
 
+def _handle(request: dict) -> dict:
+    if request.get("task") == "inspect":
+        return inspect_model(request["model"]).as_dict()
+    return export_model(
+        request["model"],
+        format=request["format"],
+        target=request["target"],
+        images=np.load(request["samples"]),
+        precision=request.get("precision", "float32"),
+        metadata=request.get("metadata"),
+    ).as_dict()
+
+
 def main() -> int:
     """Read a request as JSON on stdin, write one report line as JSON on stdout."""
-    report_stream = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    sys.stdout.flush()
-    # TensorFlow, tf2onnx and Keras print to stdout; only the report may.
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    request = json.loads(sys.stdin.read())
-    if request.get("task") == "inspect":
-        report = inspect_model(request["model"]).as_dict()
-    else:
-        report = export_model(
-            request["model"],
-            format=request["format"],
-            target=request["target"],
-            images=np.load(request["samples"]),
-            precision=request.get("precision", "float32"),
-            metadata=request.get("metadata"),
-        ).as_dict()
-    sys.stdout.flush()
-    report_stream.write(json.dumps(report) + "\n")
-    report_stream.flush()
-    return 0
+    return serve(_handle)
 
 
 if __name__ == "__main__":
