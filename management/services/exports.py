@@ -254,7 +254,7 @@ def training_run_export_bundle(*, run: TrainingRun, format: str = "keras", preci
             else:
                 bundle.write(source, model_name)
             bundle.writestr("labels.json", json.dumps(export_metadata(run), indent=2))
-            bundle.writestr("README.txt", usage_note(run, format, model_name))
+            bundle.writestr("README.txt", usage_note(run, format, model_name, precision))
         os.replace(temporary, folder / name)
     return ExportFile(relative, filename)
 
@@ -278,11 +278,11 @@ probabilities = session.run(["probabilities"], {{"image": images}})[0]""",
 }
 
 
-def usage_note(run: TrainingRun, format: str, model_name: str) -> str:
+def usage_note(run: TrainingRun, format: str, model_name: str, precision: str = "float32") -> str:
     """README.txt of a bundle: what the model takes and a ten-line example in its runtime."""
     mode = "L" if run.color_mode == "grayscale" else "RGB"
     shape = "[:, :, :, None]" if run.color_mode == "grayscale" else ""
-    check = run.exports.get(format, {})
+    check = run.exports.get(export_key(format, precision), {})  # a float16 bundle states float16's proof
     proof = (
         f"Checked against the Keras model on {check.get('samples')} images of the run's own data: "
         f"largest difference of a probability {check.get('max_difference'):.2g}.\n"

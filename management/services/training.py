@@ -68,14 +68,20 @@ def run_snapshot(*, dataset: DataSet) -> dict:
     )
 
 
-def training_run_create(*, dataset: DataSet, user=None, enqueue: bool = True) -> TrainingRun:
-    """Snapshot the dataset into a queued run; refuse while another run of it is queued or running."""
-    active = dataset.runs.filter(status__in=TrainingRun.ACTIVE).first()
+def _refuse_while_training(dataset: DataSet, *, other_than: TrainingRun | None = None) -> None:
+    """Conflict when another run of the dataset is queued or running (the database's constraint
+    settles a race past this check)."""
+    active = dataset.runs.filter(status__in=TrainingRun.ACTIVE).exclude(pk=getattr(other_than, "pk", None)).first()
     if active is not None:
         raise Conflict(
             f"dataset '{dataset.name}' is already being trained (run {active.pk} is {active.status})",
             field="dataset",
         )
+
+
+def training_run_create(*, dataset: DataSet, user=None, enqueue: bool = True) -> TrainingRun:
+    """Snapshot the dataset into a queued run; refuse while another run of it is queued or running."""
+    _refuse_while_training(dataset)
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(
@@ -149,12 +155,7 @@ def training_run_resume(*, run: TrainingRun, enqueue: bool = True) -> TrainingRu
         else:
             reason = "it has no checkpoint"
         raise Conflict(f"run {run.pk} cannot be resumed: {reason}", field="run")
-    active = run.dataset.runs.filter(status__in=TrainingRun.ACTIVE).exclude(pk=run.pk).first()
-    if active is not None:
-        raise Conflict(
-            f"dataset '{run.dataset.name}' is already being trained (run {active.pk} is {active.status})",
-            field="dataset",
-        )
+    _refuse_while_training(run.dataset, other_than=run)
     try:
         with transaction.atomic():
             resumed = TrainingRun.objects.filter(pk=run.pk, status=run.status).update(
