@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The project instead of this folder, whose queue.py would hide the standard library's queue module.
 sys.path[:] = [str(ROOT)] + [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "bench"]
 
-from bench.serving import percentile  # noqa: E402
+from bench.common import database_with_token, percentile, wait_for, write_results  # noqa: E402
 
 
 def colour_png(rgb: tuple[int, int, int], seed: int) -> bytes:
@@ -152,35 +152,10 @@ def load_test(
 
 def setup(data_dir: Path) -> tuple[str, int]:
     """A migrated database, a bearer token, and a dataset with a model trained by the train command."""
-    os.environ["KERASUI_DATA_DIR"] = str(data_dir)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kerasui.settings")
-    import secrets
-    from datetime import timedelta
-
-    import django
-
-    django.setup()
-    from django.contrib.auth.models import User
-    from django.core.management import call_command
-    from django.utils import timezone
-    from oauth2_provider.models import get_access_token_model, get_application_model
-
+    token = database_with_token(data_dir, "load")
     from management.models import DataSet
     from management.services.datasets import dataset_import_zip
 
-    call_command("migrate", verbosity=0)
-    admin = User.objects.create_superuser("load", password=secrets.token_urlsafe(16))
-    Application = get_application_model()
-    application = Application.objects.create(
-        name="load", user=admin, client_type="confidential", authorization_grant_type="client-credentials"
-    )
-    token = get_access_token_model().objects.create(
-        user=admin,
-        application=application,
-        token=secrets.token_urlsafe(24),
-        expires=timezone.now() + timedelta(hours=2),
-        scope="read write predict",
-    )
     dataset = DataSet.objects.create(name="Load", image_size=16, epochs=2, batch_size=8)
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as writer:
@@ -191,7 +166,7 @@ def setup(data_dir: Path) -> tuple[str, int]:
     dataset_import_zip(dataset=dataset, file=archive)
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     subprocess.run([sys.executable, "manage.py", "train", str(dataset.pk)], cwd=ROOT, env=environment, check=True)
-    return token.token, dataset.pk
+    return token, dataset.pk
 
 
 def main() -> None:
@@ -220,8 +195,6 @@ def main() -> None:
         start_new_session=True,
     )
     try:
-        from bench.serving import wait_for
-
         wait_for(args.port)
         result = load_test(
             port=args.port,
@@ -257,9 +230,7 @@ def main() -> None:
     )
     for error in result["errors"][:10]:
         print("  ", error)
-    out = ROOT / "bench" / "results" / "load.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_results("load", result)
     if result["errors"] or result["database_locked"] or result["tracebacks"]:
         raise SystemExit(1)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import random
 import signal
@@ -33,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, this file's folder comes first on the path, and its name hides the standard
 # library's `queue` from everything imported later (asgiref, kombu): keep only the project's root.
 sys.path[:] = [str(ROOT)] + [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "bench"]
+
+from bench.common import write_results  # noqa: E402
 
 # Each training process uses one core: the workers, not TensorFlow, share out the machine.
 ONE_CORE = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -197,9 +198,7 @@ def main() -> None:
         runners.get_runner().stop()
         workers.stop()
 
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "queue.json").write_text(json.dumps(results, indent=2))
+    out = write_results("queue", results)
 
     def ms(values: list[float]) -> str:
         ordered = sorted(values)
@@ -212,7 +211,7 @@ def main() -> None:
     print(f"{f'{args.runs} runs x {args.epochs} epochs, 1 Celery worker':<48} {f'{one:.1f} s':>40}")
     print(f"{f'{args.runs} runs x {args.epochs} epochs, 2 Celery workers':<48} {f'{two:.1f} s':>40}")
     print(f"{'speed-up, 2 workers over 1':<48} {f'{one / two:.2f}x':>40}")
-    print(f"\nwrote {out / 'queue.json'} (data folder {data_dir})")
+    print(f"\nwrote {out} (data folder {data_dir})")
 
 
 if __name__ == "__main__":

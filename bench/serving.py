@@ -19,25 +19,19 @@ import http.client
 import io
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # The project instead of this folder, whose queue.py would hide the standard library's queue module.
 sys.path[:] = [str(ROOT)] + [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "bench"]
 
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[index]
+from bench.common import database_with_token, percentile, wait_for, write_results  # noqa: E402
 
 
 def summary(latencies: list[float], seconds: float) -> dict:
@@ -96,38 +90,13 @@ def in_process(function, repeat: int) -> dict:
 
 def setup(data_dir: Path) -> tuple[str, int, Path, bytes]:
     """A migrated database with an admin, a bearer token and a dataset whose current model is 64×64 RGB."""
-    os.environ["KERASUI_DATA_DIR"] = str(data_dir)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kerasui.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    from django.contrib.auth.models import User
-    from django.utils import timezone
-    from oauth2_provider.models import get_access_token_model, get_application_model
+    token = database_with_token(data_dir, "bench")
     from PIL import Image
 
     from management.ml.models import DEFAULT_PROCESS, ModelSpec, build_model
     from management.models import DataSet, TrainingRun
     from management.services.training import training_run_create
 
-    admin = User.objects.create_superuser("bench", password=secrets.token_urlsafe(16))
-    Application = get_application_model()
-    application = Application.objects.create(
-        name="bench",
-        user=admin,
-        client_type=Application.CLIENT_CONFIDENTIAL,
-        authorization_grant_type=Application.GRANT_PASSWORD,
-    )
-    token = get_access_token_model().objects.create(
-        user=admin,
-        application=application,
-        token=secrets.token_urlsafe(24),
-        expires=timezone.now() + timedelta(hours=2),
-        scope="read write predict",
-    )
     dataset = DataSet.objects.create(name="Bench", image_size=64)
     run = training_run_create(dataset=dataset, enqueue=False)
     model_path = data_dir / "media" / "models" / f"run_{run.pk}.keras"
@@ -142,20 +111,7 @@ def setup(data_dir: Path) -> tuple[str, int, Path, bytes]:
     DataSet.objects.filter(pk=dataset.pk).update(current_run=run)
     buffer = io.BytesIO()
     Image.effect_noise((64, 64), 60).convert("RGB").save(buffer, "PNG")
-    return token.token, dataset.pk, model_path, buffer.getvalue()
-
-
-def wait_for(port: int, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/api/health/")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit("gunicorn did not answer /api/health/ in time")
+    return token, dataset.pk, model_path, buffer.getvalue()
 
 
 def main() -> None:
@@ -258,10 +214,7 @@ def main() -> None:
     print()
     for label, value in goals.items():
         print(f"{label:52} {value:8.2f}")
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "serving.json").write_text(json.dumps(results, indent=2))
-    print(f"\nwritten: {out / 'serving.json'}")
+    print(f"\nwritten: {write_results('serving', results)}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # The project instead of this folder, whose queue.py would hide the standard library's queue module.
 sys.path[:] = [str(ROOT)] + [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "bench"]
 
+from bench.common import write_results  # noqa: E402
+
 SHAPES = ["circle", "square", "triangle", "hbar", "vbar", "cross", "plus", "disc", "diagonal", "dots"]
 SEED = 1234
 VALIDATION_SPLIT = 0.2
@@ -654,10 +656,7 @@ def main() -> None:
     results["machine"].update(tensorflow=first["tensorflow"], keras=first["keras"])
     report(results)
     print(f"\nwhole benchmark: {results['total_s']:.0f} s on {results['machine']}")
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "training.json").write_text(json.dumps(results, indent=2))
-    print(f"written: {out / 'training.json'}")
+    print(f"written: {write_results('training', results)}")
 
 
 if __name__ == "__main__":
