@@ -4,7 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from management.models import DataSet, TrainingRun
-from management.services import training
+from management.services import runs, trainer, training
 
 Status = TrainingRun.Status
 
@@ -48,8 +48,8 @@ def test_a_trained_runs_detail_has_its_splits_and_evaluation_and_the_list_only_c
     colour_dataset.test_split = 0.2
     colour_dataset.save()
     run = training.training_run_create(dataset=colour_dataset, enqueue=False)
-    run = training.training_run_claim(run_id=run.pk, worker="here:1")
-    run = training.training_run_execute(run=run)
+    run = runs.run_claim(run_id=run.pk, worker="here:1")
+    run = trainer.training_run_execute(run=run)
     assert run.status == Status.SUCCEEDED, run.error
 
     detail = api.get(f"/api/trainingrun/{run.pk}/").json()
@@ -149,15 +149,15 @@ def test_a_weights_file_uploaded_for_mobilenet_starts_its_runs(api, colour_datas
     colour_dataset.refresh_from_db()
     run = training.training_run_create(dataset=colour_dataset, enqueue=False)
     assert run.weights_file == colour_dataset.weights_file.name
-    assert training._model_spec(run).weights_path == colour_dataset.weights_file.path
-    run = training.training_run_claim(run_id=run.pk, worker="here:1")
-    run = training.training_run_execute(run=run)
+    assert trainer.run_model_spec(run).weights_path == colour_dataset.weights_file.path
+    run = runs.run_claim(run_id=run.pk, worker="here:1")
+    run = trainer.training_run_execute(run=run)
     assert run.status == Status.SUCCEEDED, run.error
 
 
 def test_a_run_shows_which_worker_trains_it_and_its_last_heartbeat(api, admin_client, db):
     run = training.training_run_create(dataset=DataSet.objects.create(name="Remote"), enqueue=False)
-    training.training_run_claim(run_id=run.pk, worker="w2@gpu-box:4242")
+    runs.run_claim(run_id=run.pk, worker="w2@gpu-box:4242")
     detail = api.get(f"/api/trainingrun/{run.pk}/").json()
     assert detail["worker"] == "w2@gpu-box:4242" and detail["heartbeat_at"]
     assert "w2@gpu-box:4242" in admin_client.get("/admin/management/trainingrun/").content.decode()
