@@ -16,7 +16,6 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -24,7 +23,7 @@ from rest_framework.settings import APISettings
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from api.permissions import PREDICT, CanPredict, IsSuperuser, TokenScopes
+from api.permissions import PREDICT, CanPredict, CanSetModelCode, IsSuperuser, TokenScopes, UseCasePermissions
 from api.serializers import (
     BatchPredictionSerializer,
     DataSetItemMultipartSerializer,
@@ -43,9 +42,9 @@ from api.serializers import (
     ValidationReportSerializer,
     ZipUploadSerializer,
 )
+from management import permissions as rules
 from management.files import media_response
-from management.ml.models import DEFAULT_PROCESS
-from management.models import MODEL_CODE_PERMISSION, DataSet, DataSetItem, TrainingRun
+from management.models import DataSet, DataSetItem, TrainingRun
 from management.services.datasets import (
     dataset_delete,
     dataset_import_zip,
@@ -130,28 +129,6 @@ def server_error(request):
     return defaults.server_error(request)
 
 
-def require_perm(request, permission: str) -> None:
-    if not request.user.has_perm(permission):
-        raise PermissionDenied(f"you need the permission '{permission}'")
-
-
-def check_model_code(request, serializer, instance=None) -> None:
-    """Setting model code is running code on the server: it needs its own permission."""
-    code = serializer.validated_data.get("process")
-    current = instance.process if instance is not None else DEFAULT_PROCESS
-    if code is None or code.replace("\r\n", "\n").strip() == current.replace("\r\n", "\n").strip():
-        return
-    if not request.user.has_perm(MODEL_CODE_PERMISSION):
-        raise PermissionDenied(
-            {
-                "process": [
-                    f"setting the model code needs the permission '{MODEL_CODE_PERMISSION}': "
-                    "the code runs on the server; leave 'process' out to keep the current code"
-                ]
-            }
-        )
-
-
 def file_download(field, filename: str | None = None, content_type: str | None = None):
     if not field:
         raise NotFound("there is no such file", field="file")
@@ -188,18 +165,24 @@ class DataSetViewSet(viewsets.ModelViewSet):
 
     serializer_class = DataSetSerializer
     filterset_fields = {"name": ["exact", "icontains"]}
+    permission_classes = [TokenScopes, UseCasePermissions, CanSetModelCode]
+    # The use cases of the actions beyond create, read, update and delete (management/permissions.py).
+    use_cases = {
+        "upload": [rules.ADD_IMAGES],
+        "train": [rules.TRAIN],
+        "validate": [rules.EDIT_DATASET],
+        "import_model": [rules.IMPORT],
+        "model": [rules.VIEW_DATASETS, rules.EXPORT],
+        "model_metadata": [rules.VIEW_DATASETS, rules.EXPORT],
+    }
+    sends_model_code = {"create", "update", "partial_update", "validate"}
 
     def get_queryset(self):
         return DataSet.objects.annotate(item_count=Count("items")).select_related("current_run").order_by("id")
 
     def perform_create(self, serializer):
-        check_model_code(self.request, serializer)
         serializer.save()
         serializer.instance.item_count = 0
-
-    def perform_update(self, serializer):
-        check_model_code(self.request, serializer, serializer.instance)
-        serializer.save()
 
     def perform_destroy(self, instance):
         dataset_delete(dataset=instance)
@@ -211,7 +194,6 @@ class DataSetViewSet(viewsets.ModelViewSet):
     )
     @action(detail=True, methods=["post"], parser_classes=[MultiPartParser, FormParser])
     def upload(self, request, pk=None):
-        require_perm(request, "management.add_datasetitem")
         dataset = self.get_object()
         serializer = ZipUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -225,7 +207,6 @@ class DataSetViewSet(viewsets.ModelViewSet):
     @extend_schema(summary="Queue a training run", request=None, responses={202: TrainingRunSerializer})
     @action(detail=True, methods=["post"], parser_classes=[JSONParser, MultiPartParser, FormParser])
     def train(self, request, pk=None):
-        require_perm(request, "management.change_dataset")
         run = training_run_create(dataset=self.get_object(), user=request.user)
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
@@ -234,20 +215,11 @@ class DataSetViewSet(viewsets.ModelViewSet):
         request=ValidateModelSerializer,
         responses={200: ValidationReportSerializer},
     )
-    @action(
-        detail=True,
-        methods=["post"],
-        parser_classes=[JSONParser, MultiPartParser, FormParser],
-        permission_classes=[TokenScopes, permissions.IsAuthenticated],
-    )
+    @action(detail=True, methods=["post"], parser_classes=[JSONParser, MultiPartParser, FormParser])
     def validate(self, request, pk=None):
-        # Validating is a step of editing a dataset, not of creating one.
-        require_perm(request, "management.view_dataset")
-        require_perm(request, "management.change_dataset")
         dataset = self.get_object()
         serializer = ValidateModelSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        check_model_code(request, serializer, dataset)
         report = dataset_model_validate(dataset=dataset, **serializer.validated_data)
         return Response(report.as_dict())
 
@@ -258,7 +230,6 @@ class DataSetViewSet(viewsets.ModelViewSet):
     )
     @action(detail=True, methods=["get"], content_negotiation_class=ModelFileNegotiation)
     def model(self, request, pk=None):
-        require_perm(request, "management.view_trainingrun")
         return model_download(request, prediction_run_for(dataset=self.get_object()))
 
     @extend_schema(
@@ -269,17 +240,8 @@ class DataSetViewSet(viewsets.ModelViewSet):
         request={"multipart/form-data": ModelImportSerializer},
         responses={201: TrainingRunSerializer},
     )
-    @action(
-        detail=True,
-        methods=["post"],
-        url_path="import_model",
-        parser_classes=[MultiPartParser, FormParser],
-        permission_classes=[TokenScopes, permissions.IsAuthenticated],
-    )
+    @action(detail=True, methods=["post"], url_path="import_model", parser_classes=[MultiPartParser, FormParser])
     def import_model(self, request, pk=None):
-        require_perm(request, "management.view_dataset")
-        require_perm(request, "management.change_dataset")
-        require_perm(request, MODEL_CODE_PERMISSION)
         dataset = self.get_object()
         serializer = ModelImportSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -289,7 +251,6 @@ class DataSetViewSet(viewsets.ModelViewSet):
     @extend_schema(summary="What the current model takes and answers", responses={200: ModelMetadataSerializer})
     @action(detail=True, methods=["get"], url_path="model/metadata")
     def model_metadata(self, request, pk=None):
-        require_perm(request, "management.view_trainingrun")
         return Response(prediction_metadata(dataset=self.get_object()).as_dict())
 
 
@@ -337,6 +298,7 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
 
     serializer_class = TrainingRunSerializer
     filterset_fields = ["dataset", "status"]
+    use_cases = {"cancel": [rules.TRAIN], "resume": [rules.TRAIN], "promote": [rules.PROMOTE]}
 
     def get_queryset(self):
         return TrainingRun.objects.select_related("dataset").order_by("-id")
@@ -348,11 +310,8 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
         training_run_delete(run=instance)
 
     @extend_schema(summary="Cancel a queued or running run", request=None, responses={200: TrainingRunSerializer})
-    @action(detail=True, methods=["post"], permission_classes=[TokenScopes, permissions.IsAuthenticated])
+    @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        # Cancelling changes what happens to a dataset, as the admin's Cancel button does.
-        require_perm(request, "management.view_trainingrun")
-        require_perm(request, "management.change_dataset")
         run = self.get_object()
         if not training_run_cancel(run=run):
             raise Conflict(f"run {run.pk} has already ended ({run.status})", field="run")
@@ -363,10 +322,8 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
         request=None,
         responses={202: TrainingRunSerializer},
     )
-    @action(detail=True, methods=["post"], permission_classes=[TokenScopes, permissions.IsAuthenticated])
+    @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
-        require_perm(request, "management.view_trainingrun")
-        require_perm(request, "management.change_dataset")
         run = training_run_resume(run=self.get_object())
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
@@ -375,10 +332,8 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
         request=None,
         responses={200: TrainingRunSerializer},
     )
-    @action(detail=True, methods=["post"], permission_classes=[TokenScopes, permissions.IsAuthenticated])
+    @action(detail=True, methods=["post"])
     def promote(self, request, pk=None):
-        require_perm(request, "management.view_trainingrun")
-        require_perm(request, "management.change_dataset")
         run = training_run_promote(run=self.get_object())
         return Response(TrainingRunSerializer(run).data)
 

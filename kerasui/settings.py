@@ -190,7 +190,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.BasicAuthentication",
     ],
     # A token acts only within its scopes; then Django's model permissions decide.
-    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.TokenScopes", "api.permissions.ModelPermissions"],
+    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.TokenScopes", "api.permissions.UseCasePermissions"],
     "DEFAULT_PAGINATION_CLASS": "api.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],

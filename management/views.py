@@ -16,6 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils._os import safe_join
 from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 from management.files import media_response
 from management.forms import ModelImportForm, TestForm, ZipUploadForm
@@ -87,10 +88,9 @@ def upload_zip(request, dataset_id=None):
     return render(request, "management/upload_zip.html", context)
 
 
+@require_POST
 def load_demo(request):
     """The dashboard's 'Load the demo dataset' button: the `demo` command, then the new dataset's page."""
-    if request.method != "POST":
-        raise PermissionDenied
     call_command("demo", stdout=io.StringIO())
     dataset = DataSet.objects.get(name=DEMO_NAME)
     messages.success(request, f"The demo dataset '{dataset}' is ready: press Train to train a model on it.")
@@ -162,11 +162,10 @@ def download_export(request, run_id, format):
     return media_response(export.name, filename=export.filename)
 
 
+@require_POST
 def promote_run(request, run_id):
     """The Promote button of a dataset's versions: make this one current."""
     run = get_object_or_404(TrainingRun.objects.select_related("dataset"), pk=run_id)
-    if request.method != "POST":
-        raise PermissionDenied
     try:
         training_run_promote(run=run)
     except ServiceError as error:
