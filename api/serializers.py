@@ -16,6 +16,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from management import options
 from management.models import Architecture, ColorMode, DataSet, DataSetItem, TrainingRun
 from management.services.datasets import MAX_LABEL_LENGTH
 
@@ -45,25 +46,7 @@ class DataSetSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "name",
-            "process",
-            "epochs",
-            "batch_size",
-            "image_size",
-            "color_mode",
-            "validation_split",
-            "test_split",
-            "verbose",
-            "architecture",
-            "weights_file",
-            "learning_rate",
-            "early_stopping_patience",
-            "reduce_lr_on_plateau",
-            "balance_classes",
-            "augment_flip",
-            "augment_rotation",
-            "augment_zoom",
-            "augment_contrast",
-            "seed",
+            *options.DATASET_FIELDS,
             "item_count",
             "status",
             "progress",
@@ -190,21 +173,9 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "phase",
             "progress",
             "epoch",
-            "epochs",
-            "batch_size",
-            "image_size",
-            "color_mode",
-            "validation_split",
-            "test_split",
-            "architecture",
-            "weights_file",
-            "learning_rate",
-            "early_stopping_patience",
-            "reduce_lr_on_plateau",
-            "balance_classes",
+            *options.RUN_FIELDS,
             "augmentation",
             "labels",
-            "seed",
             "split_counts",
             "history",
             "metrics",

@@ -12,8 +12,8 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
+from management import options, views
 from management import permissions as rules
-from management import views
 from management.forms import DataSetForm, DataSetItemForm
 from management.ml.export import FORMATS, RUNTIMES
 from management.models import DataSet, DataSetItem, TrainingRun
@@ -70,30 +70,7 @@ class DataSetAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name"]}),
         ("Images", {"fields": ["label_counts", "thumbnails"]}),
-        ("Model", {"fields": ["architecture", "weights_file", "process"]}),
-        (
-            "Training options",
-            {
-                "fields": [
-                    "epochs",
-                    "batch_size",
-                    "image_size",
-                    "color_mode",
-                    "learning_rate",
-                    "validation_split",
-                    "test_split",
-                    "seed",
-                    "early_stopping_patience",
-                    "reduce_lr_on_plateau",
-                    "balance_classes",
-                    "verbose",
-                ]
-            },
-        ),
-        (
-            "Augmentation (only while training)",
-            {"fields": ["augment_flip", "augment_rotation", "augment_zoom", "augment_contrast"]},
-        ),
+        *options.fieldsets(options.MODEL, options.TRAINING, options.AUGMENTATION),
         ("Training runs", {"fields": ["current_run_link", "runs"]}),
     ]
 
@@ -300,25 +277,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
             "Snapshot taken when the run was created",
             {
                 "classes": ["collapse"],
-                "fields": [
-                    "labels",
-                    "epochs",
-                    "batch_size",
-                    "image_size",
-                    "color_mode",
-                    "validation_split",
-                    "test_split",
-                    "split_counts",
-                    "seed",
-                    "architecture",
-                    "learning_rate",
-                    "weights_file",
-                    "early_stopping_patience",
-                    "reduce_lr_on_plateau",
-                    "balance_classes",
-                    "augmentation",
-                    "process",
-                ],
+                "fields": ["labels", *options.RUN_SNAPSHOT_FIELDS, "split_counts"],
             },
         ),
         (

@@ -25,6 +25,7 @@ from management.ml.evaluate import evaluate
 from management.ml.images import channels_for
 from management.ml.models import Augmentation, ModelCodeError, ModelSpec, build_model, model_summary
 from management.models import DataSetItem, Phase, TrainingRun
+from management.options import fit_arguments
 from management.services import runs
 from management.services.journal import MediaJournal, media_journal
 from management.services.training import training_run_problem
@@ -246,17 +247,7 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
         folder = _checkpoint_folder(run)
         model, history = _build_or_resume(run, folder)
         _set_phase(run.pk, Phase.TRAINING, 100.0 * len(history) / run.epochs)
-        options = ml_fit.FitOptions(
-            epochs=run.epochs,
-            batch_size=run.batch_size,
-            validation_split=run.validation_split,
-            test_split=run.test_split,
-            verbose=run.verbose,
-            seed=run.seed,
-            patience=run.early_stopping_patience,
-            reduce_lr_on_plateau=run.reduce_lr_on_plateau,
-            balance_classes=run.balance_classes,
-        )
+        options = ml_fit.FitOptions(**fit_arguments(run))
         try:
             result = ml_fit.fit(
                 model,

@@ -6,8 +6,6 @@ process does with a run is the trainer's (trainer.py); how a queued run gets exe
 
 from __future__ import annotations
 
-import random
-
 from django.conf import settings
 from django.db import transaction
 
@@ -16,6 +14,7 @@ from management.ml.images import channels_for
 from management.ml.models import Augmentation, ModelSpec
 from management.ml.validate import ValidationReport, validate_model
 from management.models import DataSet, TrainingRun
+from management.options import snapshot_of
 from management.services import runs
 from management.services.datasets import dataset_labels, delete_files_on_commit, delete_folders_on_commit
 from management.services.errors import Conflict
@@ -23,26 +22,7 @@ from management.services.errors import Conflict
 
 def run_snapshot(*, dataset: DataSet) -> dict:
     """The fields a run copies from its dataset when it is created: what it trains with."""
-    return dict(
-        dataset=dataset,
-        process=dataset.process,
-        epochs=dataset.epochs,
-        batch_size=dataset.batch_size,
-        image_size=dataset.image_size,
-        color_mode=dataset.color_mode,
-        validation_split=dataset.validation_split,
-        verbose=dataset.verbose,
-        labels=dataset_labels(dataset=dataset),
-        seed=dataset.seed if dataset.seed is not None else random.randrange(2**31),
-        architecture=dataset.architecture,
-        learning_rate=dataset.learning_rate,
-        weights_file=dataset.weights_file.name or "",
-        test_split=dataset.test_split,
-        early_stopping_patience=dataset.early_stopping_patience,
-        reduce_lr_on_plateau=dataset.reduce_lr_on_plateau,
-        balance_classes=dataset.balance_classes,
-        augmentation=dataset.augmentation,
-    )
+    return {"dataset": dataset, "labels": dataset_labels(dataset=dataset), **snapshot_of(dataset)}
 
 
 def training_run_problem(*, run: TrainingRun) -> str | None:
