@@ -12,6 +12,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from kerasui import logs
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # TensorFlow's C++ start-up chatter (oneDNN notices, CUDA probing) is not for users' logs.
@@ -327,7 +329,15 @@ KERASUI_MAX_ZIP_RATIO = env_int("KERASUI_MAX_ZIP_RATIO", 250)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"standard": {"format": logs.FORMAT, "style": "{"}},
+    "handlers": {
+        "console": {"class": "kerasui.logs.ConsoleHandler", "formatter": "standard"},
+        # A training process's account of its run goes to standard output: the run's log, with Keras' progress.
+        "run_log": {"class": "kerasui.logs.ConsoleHandler", "stream_name": "stdout", "formatter": "standard"},
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("KERASUI_LOG_LEVEL", "INFO").upper()},
-    "loggers": {"django.server": {"level": "INFO"}},
+    "loggers": {
+        "django.server": {"level": "INFO"},
+        logs.RUN_LOGGER: {"handlers": ["run_log"], "level": "INFO", "propagate": False},
+    },
 }

@@ -7,10 +7,10 @@ process never imports it. Every change of the run's status goes through the life
 from __future__ import annotations
 
 import errno
+import logging
 import shutil
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 import keras
@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.files import File
 from django.db import transaction
 
+from kerasui.logs import RUN_LOGGER
 from management.ml import fit as ml_fit
 from management.ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache
 from management.ml.evaluate import evaluate
@@ -29,6 +30,9 @@ from management.options import fit_arguments
 from management.services import runs
 from management.services.journal import MediaJournal, media_journal
 from management.services.training import training_run_problem
+
+# The run's log (settings.LOGGING): standard output, beside Keras' progress.
+log = logging.getLogger(RUN_LOGGER)
 
 
 class TrainingFailed(Exception):
@@ -191,13 +195,13 @@ def _build_or_resume(run: TrainingRun, folder: Path) -> tuple[keras.Model, list[
         epoch, path = checkpoint
         model = keras.saving.load_model(path)
         history = [row for row in run.history if row["epoch"] <= epoch]
-        print(f"Resuming from the checkpoint of epoch {epoch}", flush=True)
+        log.info("Resuming from the checkpoint of epoch %s", epoch)
         return model, history
     try:
         model = build_model(run_model_spec(run))
     except (ModelCodeError, ValueError) as error:
         raise TrainingFailed(f"model code: {error}" if run.architecture == "code" else str(error)) from None
-    print(model_summary(model), flush=True)
+    log.info("The model:\n%s", model_summary(model))
     return model, []
 
 
@@ -224,23 +228,28 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     """
     try:
         _check_labels(run)
-        print(f"Run {run.pk} of dataset '{run.dataset.name}': labels {run.labels}", flush=True)
+        log.info("Run %s of dataset '%s': labels %s", run.pk, run.dataset.name, run.labels)
         items = _run_items(run)
         _set_phase(run.pk, Phase.PREPARING)
         started = time.monotonic()
         images = _prepare_images(run, items)
         index_of = {label: index for index, label in enumerate(run.labels)}
         labels = np.array([index_of[item.label] for item in items], dtype=np.int32)
-        print(
-            f"Prepared {len(images)} images of {run.image_size}x{run.image_size} ({run.color_mode}) "
-            f"in {time.monotonic() - started:.1f} s",
-            flush=True,
+        log.info(
+            "Prepared %s images of %sx%s (%s) in %.1f s",
+            len(images),
+            run.image_size,
+            run.image_size,
+            run.color_mode,
+            time.monotonic() - started,
         )
         splits = _splits(run, items, labels)
-        print(
-            f"Split (seed {run.seed}): {len(splits.train)} training, {len(splits.validation)} validation, "
-            f"{len(splits.test)} test images",
-            flush=True,
+        log.info(
+            "Split (seed %s): %s training, %s validation, %s test images",
+            run.seed,
+            len(splits.train),
+            len(splits.validation),
+            len(splits.test),
         )
 
         _set_phase(run.pk, Phase.BUILDING)
@@ -266,7 +275,7 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
             runs.run_keep_epochs(run_id=run.pk, history=result.history)
             raise Cancelled
         if result.stopped_early:
-            print(f"Stopped early: no improvement since epoch {result.best_epoch}", flush=True)
+            log.info("Stopped early: no improvement since epoch %s", result.best_epoch)
 
         _set_phase(run.pk, Phase.EVALUATING, 100)
         evaluation = _evaluation(model, images, labels, splits, run, items)
@@ -296,14 +305,14 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
             except BaseException:
                 run.model_file.storage.delete(model_name)
                 raise
-        print(f"Run {run.pk} finished: {metrics}", flush=True)
+        log.info("Run %s finished: %s", run.pk, metrics)
     except Cancelled:
-        print(f"Run {run.pk} was cancelled.", flush=True)
+        log.info("Run %s was cancelled.", run.pk)
     except TrainingFailed as error:
-        print(f"Run {run.pk} failed: {error}", flush=True)
+        log.info("Run %s failed: %s", run.pk, error)
         runs.run_fail(run_id=run.pk, message=str(error))
     except OSError as error:
-        traceback.print_exc()
+        log.exception("Run %s could not write a file", run.pk)
         reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
         where = f" ({error.filename})" if error.filename else ""
         runs.run_fail(
@@ -313,7 +322,7 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
             interrupted=True,
         )
     except Exception as error:  # noqa: BLE001 - whatever happens, the run must not stay "running"
-        traceback.print_exc()
+        log.exception("Run %s failed unexpectedly", run.pk)
         runs.run_fail(run_id=run.pk, message=f"unexpected error: {type(error).__name__}: {error}")
     run.refresh_from_db()
     return run

@@ -1,10 +1,12 @@
 """Train a dataset in the foreground, or execute a queued run (what the runners start)."""
 
+import logging
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from kerasui.logs import RUN_LOGGER
 from management.models import DataSet, TrainingRun
 from management.services import runs, training
 from management.services.errors import ServiceError
@@ -119,7 +121,7 @@ class Command(BaseCommand):
         (no images, one label) fails in one line, without TensorFlow's start-up messages."""
         problem = training.training_run_problem(run=run)
         if problem is not None:
-            print(f"Run {run.pk} failed: {problem}", flush=True)
+            logging.getLogger(RUN_LOGGER).info("Run %s failed: %s", run.pk, problem)
             runs.run_fail(run_id=run.pk, message=problem)
             run.refresh_from_db()
             return run
