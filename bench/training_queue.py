@@ -139,9 +139,8 @@ def main() -> None:
         return made
 
     def use(backend: str) -> None:
-        runners.get_runner().stop()
+        runners.reset()
         settings.KERASUI_TRAINING_BACKEND = backend
-        runners._runner = None
 
     def enqueue_to_start(backend: str) -> list[float]:
         use(backend)

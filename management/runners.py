@@ -141,6 +141,14 @@ def get_runner() -> ThreadRunner | CeleryRunner | NoRunner:
     return _runner
 
 
+def reset() -> None:
+    """Stop and forget this process's runner: the next run queued finds one from the settings (tests)."""
+    global _runner
+    if _runner is not None:
+        _runner.stop()
+    _runner = None
+
+
 def enqueue(run_id: int | None = None) -> None:
     """Hand a queued run to the runner (called after the run's transaction commits)."""
     get_runner().enqueue(run_id)

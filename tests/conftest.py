@@ -15,13 +15,11 @@ def media_and_runner(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.KERASUI_CACHE_DIR = tmp_path / "cache"
     settings.KERASUI_TRAINING_BACKEND = "none"
-    runners._runner = None
+    runners.reset()
     # Run ids restart with every test database, so a model cached by an earlier test must go.
     model_cache.clear()
     yield
-    if runners._runner is not None:
-        runners._runner.stop()
-    runners._runner = None
+    runners.reset()
 
 
 @pytest.fixture

@@ -10,13 +10,6 @@ from management.models import DataSet, TrainingRun
 from tests.images import colour_image, colour_zip, png, zip_of
 
 
-@pytest.fixture
-def api(admin_user):
-    client = APIClient()
-    client.force_authenticate(admin_user)
-    return client
-
-
 def test_datasets_can_be_created_listed_and_changed(api):
     created = api.post("/api/dataset/", {"name": "Birds", "image_size": 32, "color_mode": "grayscale"}, format="json")
     assert created.status_code == 201, created.content

@@ -15,13 +15,6 @@ from management.services.training import training_run_create
 from tests.images import colour_image, png
 
 
-@pytest.fixture
-def api(admin_user):
-    client = APIClient()
-    client.force_authenticate(admin_user)
-    return client
-
-
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

@@ -1,19 +1,10 @@
 """Training options, evaluation, resume and validate through the API."""
 
-import pytest
-from rest_framework.test import APIClient
 
 from management.models import DataSet, TrainingRun
 from management.services import runs, trainer, training
 
 Status = TrainingRun.Status
-
-
-@pytest.fixture
-def api(admin_user):
-    client = APIClient()
-    client.force_authenticate(admin_user)
-    return client
 
 
 def test_training_options_round_trip_and_an_impossible_split_names_the_field(api, db):
@@ -74,19 +65,16 @@ def test_resume_queues_a_cancelled_run_again_and_refuses_one_that_cannot(api, co
     assert again.status_code == 409 and "cannot be resumed: it is queued" in str(again.json())
 
 
-def test_resume_and_validate_need_the_change_permission(colour_dataset, django_user_model):
+def test_resume_and_validate_need_the_change_permission(colour_dataset, api_as):
     from django.contrib.auth.models import Permission
 
-    viewer = django_user_model.objects.create_user("viewer", password="x")
-    viewer.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
-    client = APIClient()
-    client.force_authenticate(viewer)
+    client = api_as(*Permission.objects.filter(codename__startswith="view_").values_list("codename", flat=True))
     run = training.training_run_create(dataset=colour_dataset, enqueue=False)
     assert client.post(f"/api/trainingrun/{run.pk}/resume/").status_code == 403
     assert client.post(f"/api/dataset/{colour_dataset.pk}/validate/").status_code == 403
 
 
-def test_validate_reports_the_layers_or_the_error_line_without_training(api, db, django_user_model):
+def test_validate_reports_the_layers_or_the_error_line_without_training(api, api_as):
     dataset = DataSet.objects.create(name="Check", image_size=16)
     good = api.post(f"/api/dataset/{dataset.pk}/validate/").json()
     assert good["ok"] is True and good["total_params"] > 0
@@ -101,12 +89,7 @@ def test_validate_reports_the_layers_or_the_error_line_without_training(api, db,
     assert bad["ok"] is False and bad["line"] == 2 and "NameError" in bad["error"]
 
     # Validating code that is not saved is running code: it needs the model-code permission too.
-    from django.contrib.auth.models import Permission
-
-    editor = django_user_model.objects.create_user("editor", password="x")
-    editor.user_permissions.set(Permission.objects.filter(codename__in=["view_dataset", "change_dataset"]))
-    client = APIClient()
-    client.force_authenticate(editor)
+    client = api_as("view_dataset", "change_dataset")
     refused = client.post(f"/api/dataset/{dataset.pk}/validate/", {"process": "import os"}, format="json")
     assert refused.status_code == 403 and "process" in refused.json()
     assert client.post(f"/api/dataset/{dataset.pk}/validate/").json()["ok"] is True

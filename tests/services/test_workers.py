@@ -92,7 +92,7 @@ def test_the_celery_backend_sends_only_the_run_id_after_commit(
     sent = []
     monkeypatch.setattr(train_run, "apply_async", lambda args: sent.append(args))
     settings.KERASUI_TRAINING_BACKEND = "celery"
-    runners._runner = None
+    runners.reset()
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         with pytest.raises(RuntimeError), transaction.atomic():
             training.training_run_create(dataset=colour_dataset)
@@ -114,7 +114,7 @@ def test_an_unreachable_broker_fails_the_run_with_a_readable_message(
 
     monkeypatch.setattr(train_run, "apply_async", refuse)
     settings.KERASUI_TRAINING_BACKEND = "celery"
-    runners._runner = None
+    runners.reset()
     with django_capture_on_commit_callbacks(execute=True):
         run = training.training_run_create(dataset=colour_dataset)
     run.refresh_from_db()
