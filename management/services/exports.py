@@ -8,7 +8,6 @@ largest difference; one that fails its check is recorded with the reason and ref
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import tempfile
@@ -22,6 +21,7 @@ import numpy as np
 from django.conf import settings
 from django.utils import timezone
 from django.utils.text import slugify
+from filelock import FileLock
 
 from management.ml.export import FORMATS, PRECISIONS, export_in_child, file_name
 from management.ml.images import channels_for, load_image
@@ -98,12 +98,9 @@ def _run_lock(run: TrainingRun):
     """One export of a run at a time, across processes: no two make the same file or record at once."""
     folder = Path(settings.MEDIA_ROOT) / export_folder(run)
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield folder
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    # filelock: flock on POSIX, msvcrt locking on Windows.
+    with FileLock(folder / ".lock"):
+        yield folder
 
 
 def _record(run: TrainingRun, key: str, entry: dict | None) -> None:
