@@ -1,7 +1,10 @@
-"""OAuth2 bearer tokens, with client-credentials tokens acting as their application's user."""
+"""OAuth2 bearer tokens, from the Authorization header only, with client-credentials tokens acting as
+their application's user."""
 
 from drf_spectacular.contrib.django_oauth_toolkit import DjangoOAuthToolkitScheme
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication as BaseOAuth2Authentication
+from oauth2_provider.oauth2_backends import get_oauthlib_core
+from rest_framework.authentication import get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 
 
@@ -14,7 +17,7 @@ class OAuth2Authentication(BaseOAuth2Authentication):
     """
 
     def authenticate(self, request):
-        result = super().authenticate(request)
+        result = self._bearer(request)
         if result is None:
             return None
         user, token = result
@@ -26,6 +29,25 @@ class OAuth2Authentication(BaseOAuth2Authentication):
                 "(the account whose permissions the service gets)"
             )
         return user, token
+
+    def _bearer(self, request):
+        """(user, token) for a valid `Authorization: Bearer` token; None for a request without one.
+
+        oauthlib also takes a token from the query string or a form body (`access_token=`): it is
+        given neither, so a token elsewhere than in the header (where it ends up in logs and
+        caches) authenticates nothing, and an anonymous request's body is not read here at all.
+        """
+        scheme = get_authorization_header(request).split(maxsplit=1)
+        if not scheme or scheme[0].lower() != b"bearer":
+            return None
+        core = get_oauthlib_core()
+        valid, oauth_request = core.server.verify_request(
+            request.build_absolute_uri(request.path), request.method, "", core.extract_headers(request), scopes=[]
+        )
+        if valid:
+            return oauth_request.user, oauth_request.access_token
+        request.oauth2_error = getattr(oauth_request, "oauth2_error", {})
+        return None
 
 
 class OAuth2Scheme(DjangoOAuthToolkitScheme):
