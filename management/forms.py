@@ -4,7 +4,7 @@ from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
 from management.models import DataSet, DataSetItem
-from management.services.datasets import image_check
+from management.services.datasets import clean_label, image_check
 from management.services.errors import ServiceError
 
 
@@ -56,10 +56,10 @@ class DataSetItemForm(forms.ModelForm):
         fields = ["dataset", "label", "image"]
 
     def clean_label(self):
-        label = " ".join(self.cleaned_data["label"].split())
-        if not label:
-            raise forms.ValidationError("A label cannot be empty.")
-        return label
+        try:
+            return clean_label(self.cleaned_data["label"])
+        except ServiceError as error:
+            raise forms.ValidationError(error.message) from None
 
     def clean_image(self):
         image = self.cleaned_data["image"]

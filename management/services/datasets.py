@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+import unicodedata
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,10 +39,31 @@ class ImportReport:
         return {"added": self.added, "counts": self.counts, "skipped": self.skipped}
 
 
+# Unicode categories refused in a label: controls (Cc), format characters (Cf: the bidirectional
+# overrides, isolates and marks U+202A-202E, U+2066-2069, U+200E/F, U+061C; the zero-width U+200B-200D,
+# U+2060, U+FEFF; soft hyphens...) and lone surrogates (Cs). Each makes two labels that look alike
+# differ, or makes a label display as another text.
+REFUSED_CATEGORIES = {"Cc": "a control character", "Cf": "an invisible or direction-changing character"}
+
+
 def clean_label(label: str, *, field_name: str = "label") -> str:
-    label = " ".join((label or "").split())
+    """The one check of a label, wherever it comes in: API, admin, zip label and folder names, model import.
+
+    NFC-normalised (a label typed as 'é' or as 'e' + combining accent is one label), whitespace runs
+    made one space; control, invisible and direction-changing characters are refused, naming the field.
+    """
+    label = " ".join(unicodedata.normalize("NFC", label or "").split())
     if not label:
         raise ServiceError("a label cannot be empty", field=field_name)
+    for character in label:
+        category = unicodedata.category(character)
+        if category in REFUSED_CATEGORIES or category == "Cs":
+            kind = REFUSED_CATEGORIES.get(category, "a lone surrogate")
+            name = unicodedata.name(character, "")
+            raise ServiceError(
+                f"a label cannot contain {kind}: U+{ord(character):04X}{f' {name}' if name else ''}",
+                field=field_name,
+            )
     if len(label) > MAX_LABEL_LENGTH:
         raise ServiceError(f"a label has at most {MAX_LABEL_LENGTH} characters", field=field_name)
     return label
@@ -120,7 +142,7 @@ def _zip_entry_label(parts: tuple[str, ...], label: str | None) -> tuple[str | N
     try:
         return clean_label(parts[0]), None
     except ServiceError as error:
-        return None, error.message
+        return None, f"the folder name is not a usable label: {error.message}"
 
 
 def _is_ignored(parts: tuple[str, ...]) -> bool:
