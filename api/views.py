@@ -98,7 +98,9 @@ MODEL_CODE_AND_CHANGE = "management.change_dataset and management.change_model_c
 def exception_handler(error, context):
     """DRF's handler, plus services' errors as 4xx JSON naming the field at fault."""
     if isinstance(error, ServiceError):
-        return Response(error.as_dict(), status=error.status)
+        retry_after = getattr(error, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return Response(error.as_dict(), status=error.status, headers=headers)
     return drf_exception_handler(error, context)
 
 

@@ -312,6 +312,11 @@ KERASUI_VALIDATE_TIMEOUT = env_int("KERASUI_VALIDATE_TIMEOUT", 60)
 # seconds, and checked against the Keras model on up to this many of the run's own images.
 KERASUI_EXPORT_TIMEOUT = env_int("KERASUI_EXPORT_TIMEOUT", 600)
 KERASUI_EXPORT_SAMPLES = env_int("KERASUI_EXPORT_SAMPLES", 16)
+# Model jobs run in child processes beside the web server (validations, model imports, exports): at most
+# this many at once on this machine, across its processes (0: no cap); more are answered 429.
+KERASUI_MAX_CONCURRENT_JOBS = env_int("KERASUI_MAX_CONCURRENT_JOBS", 2)
+# Lock files that count them (and other cross-process locks) live here, on this machine's disk.
+KERASUI_LOCK_DIR = Path(os.environ.get("KERASUI_LOCK_DIR") or DATA_DIR / "locks")
 # Largest .keras file accepted by model import.
 KERASUI_MAX_MODEL_BYTES = env_int("KERASUI_MAX_MODEL_BYTES", 500 * 1024 * 1024)
 # Loaded models kept per process for prediction (least recently used evicted).

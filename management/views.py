@@ -100,7 +100,11 @@ def load_demo(request):
 def validate_model(request, dataset_id):
     """The 'Validate the model' page: the saved model built (not trained) in a separate process."""
     dataset = get_object_or_404(DataSet, pk=dataset_id)
-    report = dataset_model_validate(dataset=dataset)
+    try:
+        report = dataset_model_validate(dataset=dataset)
+    except ServiceError as error:  # every slot for model jobs is taken
+        messages.error(request, error.message)
+        return redirect("admin:management_dataset_change", dataset.pk)
     context = {
         **admin.site.each_context(request),
         "opts": DataSet._meta,

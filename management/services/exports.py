@@ -27,6 +27,7 @@ from management.ml.export import FORMATS, PRECISIONS, export_in_child, file_name
 from management.ml.images import channels_for, load_image
 from management.models import DataSetItem, TrainingRun
 from management.services.errors import Conflict, ServiceError
+from management.services.jobs import model_job_slot
 
 PREPROCESSING = (
     "EXIF orientation applied; converted to RGB (rgb) or 8-bit grayscale L (grayscale), transparency shown on "
@@ -177,15 +178,16 @@ def training_run_export(*, run: TrainingRun, format: str = "keras", precision: s
         with tempfile.TemporaryDirectory() as work:
             samples = Path(work) / "samples.npy"
             np.save(samples, export_samples(run))
-            report = export_in_child(
-                run.model_file.path,
-                format=format,
-                target=temporary,
-                samples_path=samples,
-                precision=precision,
-                metadata=export_metadata(run),
-                timeout=settings.KERASUI_EXPORT_TIMEOUT,
-            )
+            with model_job_slot(what=f"exporting to {format}"):
+                report = export_in_child(
+                    run.model_file.path,
+                    format=format,
+                    target=temporary,
+                    samples_path=samples,
+                    precision=precision,
+                    metadata=export_metadata(run),
+                    timeout=settings.KERASUI_EXPORT_TIMEOUT,
+                )
         entry = {
             "status": "ok" if report.ok else "failed",
             "max_difference": report.max_difference,

@@ -31,6 +31,7 @@ from management.models import DataSet, DataSetItem, Phase, TrainingRun
 from management.processes import pid_alive
 from management.services.datasets import dataset_labels, delete_files_on_commit, delete_folders_on_commit
 from management.services.errors import Conflict
+from management.services.jobs import model_job_slot
 from management.services.journal import MediaJournal, media_journal
 
 Status = TrainingRun.Status
@@ -452,7 +453,8 @@ def dataset_model_validate(
         augmentation=Augmentation(**dataset.augmentation),
         weights_path=dataset.weights_file.path if dataset.weights_file else None,
     )
-    return validate_model(spec, timeout=settings.KERASUI_VALIDATE_TIMEOUT)
+    with model_job_slot(what="validating the model"):
+        return validate_model(spec, timeout=settings.KERASUI_VALIDATE_TIMEOUT)
 
 
 def _build_or_resume(run: TrainingRun, folder: Path) -> tuple[object, list[dict]]:
