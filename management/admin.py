@@ -209,7 +209,8 @@ class DataSetAdmin(admin.ModelAdmin):
                 self.message_user(request, error.message, messages.ERROR)
 
     def get_urls(self):
-        upload = guarded(self, views.upload_zip, self.has_change_permission)
+        # Uploading images is adding dataset items, as in the API.
+        upload = guarded(self, views.upload_zip, lambda request: request.user.has_perm("management.add_datasetitem"))
         return [
             path("upload/", upload, name="management_dataset_upload"),
             path("<int:dataset_id>/upload/", upload, name="management_dataset_upload_into"),
