@@ -465,6 +465,7 @@ class PredictView(APIView):
     permission_classes = [permissions.IsAuthenticated, TokenScopes, CanPredict]
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     required_scope = PREDICT
+    throttle_scope = "predict"
 
     def post(self, request):
         payload, batch = _predict_payload(request)
@@ -501,6 +502,7 @@ class HealthView(APIView):
 
     authentication_classes = []
     permission_classes = [permissions.AllowAny]
+    throttle_classes = []  # load balancers and monitors probe it often
 
     def get(self, request):
         try:

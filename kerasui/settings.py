@@ -7,6 +7,7 @@ and ``DATABASE_URL``.
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -28,6 +29,12 @@ def env_bool(name: str, default: bool = False) -> bool:
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
     return int(value) if value else default
+
+
+def env_rate(name: str, default: str) -> str | None:
+    """A DRF rate such as 1200/min; empty or "none" for no limit."""
+    value = os.environ.get(name, default).strip()
+    return None if value.lower() in {"", "none", "off"} else value
 
 
 def env_list(name: str, default: str = "") -> list[str]:
@@ -88,6 +95,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "oauth2_provider",
+    "axes",
     "management",
     "api",
 ]
@@ -103,6 +111,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out admin login into the page that says so.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "kerasui.urls"
@@ -147,6 +157,41 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The cache every worker process shares: request-rate counters (DRF throttles) live there. The
+# database by default (its table is made by `migrate`); Redis when KERASUI_REDIS_URL (or CACHE_URL)
+# names one, e.g. redis://127.0.0.1:6379/2.
+KERASUI_REDIS_URL = os.environ.get("KERASUI_REDIS_URL") or os.environ.get("CACHE_URL") or ""
+if KERASUI_REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": KERASUI_REDIS_URL}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "kerasui_cache",
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    }
+
+# Password guessing (django-axes): after KERASUI_LOGIN_FAILURE_LIMIT failed logins for one username from
+# one address, that pair is refused for KERASUI_LOGIN_LOCKOUT_MINUTES on every door that checks a
+# password (admin login, OAuth2 password grant, Basic authentication), even with the right password.
+# Failures are counted in the database, shared by every worker. Unlock: the admin's "Access attempts"
+# (delete the row) or `manage.py axes_reset_username NAME`.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("KERASUI_LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("KERASUI_LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# A lockout lasts its full time from the failure that caused it; attempts during it do not extend it.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "kerasui.logins.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "kerasui.logins.client_ip"
+AXES_VERBOSE = False  # no start-up banner in every command's output
+AXES_SENSITIVE_PARAMETERS = ["password", "client_secret", "code", "refresh_token", "token"]
+# Proxies in front of the app that append to X-Forwarded-For (0: none; the client is REMOTE_ADDR).
+KERASUI_PROXY_COUNT = env_int("KERASUI_PROXY_COUNT", 0)
+
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -187,7 +232,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "api.authentication.OAuth2Authentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        "api.authentication.BasicAuthentication",
     ],
     # A token acts only within its scopes; then Django's model permissions decide.
     "DEFAULT_PERMISSION_CLASSES": ["api.permissions.TokenScopes", "api.permissions.ModelPermissions"],
@@ -202,6 +247,13 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "api.views.exception_handler",
+    # Requests per minute per user (per address when anonymous): predictions apart from the rest.
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttles.ScopedThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "api": env_rate("KERASUI_THROTTLE_API", "1200/min"),
+        "predict": env_rate("KERASUI_THROTTLE_PREDICT", "6000/min"),
+    },
+    "NUM_PROXIES": KERASUI_PROXY_COUNT,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
@@ -226,6 +278,8 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
     "REFRESH_TOKEN_REUSE_PROTECTION": True,
     "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
+    # The password grant answers 429 while django-axes has locked the username out.
+    "OAUTH2_VALIDATOR_CLASS": "api.authentication.OAuth2Validator",
 }
 # Kept on purpose and documented (see above): the password grant.
 SILENCED_SYSTEM_CHECKS = ["oauth2_provider.W002"]
