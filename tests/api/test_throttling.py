@@ -2,8 +2,12 @@
 beyond the rate, 429 JSON with Retry-After."""
 
 import base64
+import os
+import subprocess
+import sys
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
@@ -66,3 +70,44 @@ def test_anonymous_clients_are_counted_by_address_and_health_is_never_throttled(
 def test_the_default_rates_are_generous(settings):
     rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
     assert rates == {"api": "1200/min", "predict": "6000/min"}
+
+
+def cache_backend(tmp_path, **environment: str) -> str:
+    code = "import django; django.setup(); from django.conf import settings; print(settings.CACHES['default'])"
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=django_settings.BASE_DIR,
+        env={
+            **{key: value for key, value in os.environ.items() if not key.startswith("KERASUI_")},
+            "KERASUI_DATA_DIR": str(tmp_path),
+            "DJANGO_SETTINGS_MODULE": "kerasui.settings",
+            **environment,
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return completed.stdout
+
+
+def test_the_counters_live_in_the_database_cache_or_in_redis_when_configured(tmp_path):
+    assert "django.core.cache.backends.db.DatabaseCache" in cache_backend(tmp_path)
+    redis = cache_backend(tmp_path, KERASUI_REDIS_URL="redis://127.0.0.1:6379/2")
+    assert "django.core.cache.backends.redis.RedisCache" in redis and "redis://127.0.0.1:6379/2" in redis
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrate_makes_the_database_cache_table(settings):
+    from django.core.cache.backends.db import DatabaseCache
+    from django.core.management import call_command
+    from django.db import connection
+
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "kerasui_cache"}
+    }
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS kerasui_cache")
+    call_command("migrate", verbosity=0)
+    cache = DatabaseCache("kerasui_cache", {})
+    cache.set("throttle_probe", [1, 2])
+    assert cache.get("throttle_probe") == [1, 2]
