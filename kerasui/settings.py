@@ -168,7 +168,8 @@ else:
         "default": {
             "BACKEND": "django.core.cache.backends.db.DatabaseCache",
             "LOCATION": "kerasui_cache",
-            "OPTIONS": {"MAX_ENTRIES": 100_000},
+            # Expired counters are deleted once this many rows exist (each write counts the rows).
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
         }
     }
 

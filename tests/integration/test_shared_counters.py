@@ -14,7 +14,7 @@ def redis_cache(servers, settings):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"api": "3/min", "predict": "2/min"},
+        "DEFAULT_THROTTLE_RATES": {"api": "3/day", "predict": "2/day"},
     }
     yield url
     redis.Redis.from_url(url).flushdb()
@@ -24,5 +24,5 @@ def test_request_rates_are_counted_in_redis(redis_cache, admin_user):
     client = APIClient()
     client.force_authenticate(admin_user)
     assert [client.get("/api/dataset/").status_code for _ in range(4)] == [200, 200, 200, 429]
-    keys = redis.Redis.from_url(redis_cache).keys("*throttle_api*")
+    keys = redis.Redis.from_url(redis_cache).keys("*throttle:api:*")
     assert keys, "the throttle's counter is not in Redis"
