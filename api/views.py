@@ -18,13 +18,12 @@ from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.settings import APISettings
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from api.parsers import JSONParser
+from api.parsers import FormParser, JSONParser, MultiPartParser
 from api.permissions import PREDICT, CanPredict, IsSuperuser, TokenScopes
 from api.serializers import (
     BatchPredictionSerializer,

@@ -237,12 +237,9 @@ REST_FRAMEWORK = {
     ],
     # A token acts only within its scopes; then Django's model permissions decide.
     "DEFAULT_PERMISSION_CLASSES": ["api.permissions.TokenScopes", "api.permissions.ModelPermissions"],
-    # JSON nested too deeply is a 400 like any unreadable body (DRF's own parser lets it become a 500).
-    "DEFAULT_PARSER_CLASSES": [
-        "api.parsers.JSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # An unreadable body is a 400 naming the problem: JSON nested too deeply (DRF's own parser lets it
+    # become a 500), too many form fields (Django would log a traceback).
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.JSONParser", "api.parsers.FormParser", "api.parsers.MultiPartParser"],
     "DEFAULT_PAGINATION_CLASS": "api.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],

@@ -136,3 +136,26 @@ def test_an_application_page_of_a_staff_user_is_refused_too(db, admin_user, clie
 def test_the_oauth_pages_send_an_anonymous_visitor_to_log_in(db, client):
     response = client.get("/o/applications/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("application/x-www-form-urlencoded", "a=b&" * 5000),
+        ("multipart/form-data; boundary=zz", '--zz\r\nContent-Disposition: form-data; name="a"\r\n\r\nb\r\n' * 2000),
+        ("application/json", b"\xff\xfe{"),
+    ],
+    ids=["form", "multipart", "not-utf8"],
+)
+def test_a_body_with_too_many_fields_or_bad_bytes_is_a_400_naming_it_without_a_traceback(
+    db, admin_user, client, caplog, content_type, body
+):
+    admin_user.set_password("a-long-pass-phrase-9")
+    admin_user.save()
+    basic = "Basic " + base64.b64encode(b"admin:a-long-pass-phrase-9").decode()
+    client.raise_request_exception = False
+    with caplog.at_level(logging.INFO):
+        response = client.post("/api/dataset/", body, content_type=content_type, HTTP_AUTHORIZATION=basic)
+    assert response.status_code == 400, response.content[:300]
+    assert "parse error" in response.json()["detail"]
+    assert no_traceback(caplog.records), [record.getMessage() for record in caplog.records]
