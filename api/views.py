@@ -319,7 +319,7 @@ class DataSetItemViewSet(viewsets.ModelViewSet):
         data = serializer.validated_data
         image = data["image"]
         serializer.instance = dataset_item_create(
-            dataset=data["dataset"], label=data["label"], file=image, name=getattr(image, "name", "")
+            dataset=data["dataset"], label=data["label"], file=image, name=getattr(image, "name", None) or ""
         )
 
     def perform_update(self, serializer):

@@ -3,7 +3,7 @@
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
-from management.models import DataSet, DataSetItem
+from management.models import DataSet, DataSetItem, original_file_name
 from management.services.datasets import image_check
 from management.services.errors import ServiceError
 
@@ -49,7 +49,8 @@ class TestForm(forms.Form):
 
 
 class DataSetItemForm(forms.ModelForm):
-    """A single labelled image; the file is fully decoded before it is accepted."""
+    """A single labelled image; the file is fully decoded before it is accepted, and stored under a
+    name the server gives it from its format (the name it came with is kept as its original name)."""
 
     class Meta:
         model = DataSetItem
@@ -71,6 +72,7 @@ class DataSetItemForm(forms.ModelForm):
                 image_check(data, name=image.name)
             except ServiceError as error:
                 raise forms.ValidationError(error.message) from None
+            self.instance.original_name = original_file_name(image.name)
         return image
 
 

@@ -76,6 +76,56 @@ def verify_image(source: ImageSource, *, max_pixels: int | None = None) -> Image
         raise ValueError(f"image is truncated or corrupt ({error})") from None
 
 
+# The extension a stored image gets, by the format Pillow detected in its bytes. A file's name never
+# comes from its sender: a PNG named cat.html is stored as .png and served as image/png.
+EXTENSIONS = {
+    "JPEG": "jpg",
+    "MPO": "jpg",  # a JPEG with more pictures after the first: every viewer reads it as a JPEG
+    "PNG": "png",
+    "GIF": "gif",
+    "WEBP": "webp",
+    "BMP": "bmp",
+    "TIFF": "tiff",
+    "ICO": "ico",
+    "AVIF": "avif",
+}
+UNKNOWN_EXTENSION = "bin"
+
+
+def image_extension(format: str | None) -> str:
+    """The extension (no dot) for an image of this Pillow format; "bin" when there is none."""
+    format = (format or "").upper()
+    if format in EXTENSIONS:
+        return EXTENSIONS[format]
+    registered = [ext.lstrip(".") for ext, name in Image.registered_extensions().items() if name == format]
+    if format.lower() in registered:
+        return format.lower()
+    return registered[0] if registered else UNKNOWN_EXTENSION
+
+
+def image_format(source: ImageSource) -> str | None:
+    """The format Pillow detects from the header of an image (file objects are read from the start
+    and left at the start), or None when it is not an image Pillow knows."""
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    rewind = hasattr(source, "seek")
+    if rewind:
+        source.seek(0)
+    try:
+        with Image.open(source) as image:
+            return image.format
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+    finally:
+        if rewind:
+            source.seek(0)
+
+
+def image_file_name(format: str | None) -> str:
+    """The name the server gives an image of this format before the storage chooses its folder."""
+    return f"image.{image_extension(format)}"
+
+
 def _to_8_bit(image: Image.Image) -> Image.Image:
     """Scale 16/32-bit integer and float images to 0..255 instead of clipping them."""
     array = np.asarray(image, dtype=np.float64)
