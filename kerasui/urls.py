@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from api.views import MediaView
 from management import views
 
 admin.site.site_header = "KerasUI"
@@ -14,7 +15,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("api.urls")),
     path("o/", include("oauth2_provider.urls", namespace="oauth2_provider")),
-    path("media/<path:path>", views.protected_media, name="media"),
+    # Private media: the session, or the API's credentials (a bearer token with `read`, Basic).
+    path("media/<path:path>", MediaView.as_view(), name="media"),
 ]
 
 # Under /api/ and /o/ Django's own error pages become JSON; elsewhere they stay HTML.

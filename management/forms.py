@@ -48,6 +48,13 @@ class TestForm(forms.Form):
         return file.name, file.read()
 
 
+class ContentCheckedImageField(forms.ImageField):
+    """An image judged by its bytes alone. Django's check of the name's extension is dropped: it let a
+    PNG named cat.pdf through, and a PNG named cat.html is fine once the server has renamed it."""
+
+    default_validators = []
+
+
 class DataSetItemForm(forms.ModelForm):
     """A single labelled image; the file is fully decoded before it is accepted, and stored under a
     name the server gives it from its format (the name it came with is kept as its original name)."""
@@ -55,6 +62,7 @@ class DataSetItemForm(forms.ModelForm):
     class Meta:
         model = DataSetItem
         fields = ["dataset", "label", "image"]
+        field_classes = {"image": ContentCheckedImageField}
 
     def clean_label(self):
         label = " ".join(self.cleaned_data["label"].split())
