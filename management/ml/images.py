@@ -21,6 +21,15 @@ COLOR_MODES = (GRAYSCALE, RGB)
 
 ImageSource = bytes | str | Path | BinaryIO
 
+# Every format Pillow reads except those it decodes by running another program: an EPS or PostScript
+# image is rendered by Ghostscript, a client's file must never reach an interpreter.
+REFUSED_FORMATS = frozenset({"EPS"})
+
+
+def _readable_formats() -> list[str]:
+    Image.init()
+    return [format for format in Image.ID if format not in REFUSED_FORMATS]
+
 
 @dataclass(frozen=True)
 class ImageInfo:
@@ -47,7 +56,7 @@ def _open(source: ImageSource, max_pixels: int | None) -> Image.Image:
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     try:
-        image = Image.open(source)
+        image = Image.open(source, formats=_readable_formats())
     except Image.DecompressionBombError as error:
         pixels = re.search(r"\((\d+) pixels\)", str(error))
         count = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
@@ -112,7 +121,7 @@ def image_format(source: ImageSource) -> str | None:
     if rewind:
         source.seek(0)
     try:
-        with Image.open(source) as image:
+        with Image.open(source, formats=_readable_formats()) as image:
             return image.format
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None
