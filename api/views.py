@@ -1,9 +1,16 @@
 """API views: validate input, call one service, present the result."""
 
+import os
+from pathlib import Path, PurePosixPath
+
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import SuspiciousFileOperation
 from django.db import DatabaseError, connection
 from django.db.models import Count
 from django.http import Http404, JsonResponse
+from django.utils._os import safe_join
 from django.views import defaults
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -16,8 +23,9 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotAcceptable, NotAuthenticated, PermissionDenied
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import APISettings
 from rest_framework.views import APIView
@@ -70,6 +78,7 @@ from management.services.training import (
     training_run_resume,
 )
 from management.services.versions import training_run_import, training_run_promote
+from management.views import MEDIA_PERMISSIONS
 
 API_PREFIXES = ("/api/", "/o/")
 FILE_RESPONSE = OpenApiResponse(OpenApiTypes.BINARY, description="The file, as an attachment.")
@@ -154,11 +163,11 @@ def check_model_code(request, serializer, instance=None) -> None:
         )
 
 
-def file_download(field, filename: str | None = None, content_type: str | None = None):
+def file_download(field, filename: str | None = None):
     if not field:
         raise NotFound("there is no such file", field="file")
     try:
-        return media_response(field.name, filename=filename, content_type=content_type)
+        return media_response(field.name, filename=filename)
     except Http404:
         raise NotFound("the file is missing from storage", field="file") from None
 
@@ -321,7 +330,7 @@ class DataSetItemViewSet(viewsets.ModelViewSet):
         data = serializer.validated_data
         image = data["image"]
         serializer.instance = dataset_item_create(
-            dataset=data["dataset"], label=data["label"], file=image, name=getattr(image, "name", "")
+            dataset=data["dataset"], label=data["label"], file=image, name=getattr(image, "name", None) or ""
         )
 
     def perform_update(self, serializer):
@@ -397,7 +406,7 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
     @action(detail=True, methods=["get"])
     def log(self, request, pk=None):
         run = self.get_object()
-        return file_download(run.log_file, content_type="text/plain; charset=utf-8")
+        return file_download(run.log_file)
 
 
 class UserViewSet(viewsets.ModelViewSet):
@@ -510,3 +519,51 @@ class HealthView(APIView):
         except DatabaseError:
             return Response({"status": "unavailable", "database": "unreachable"}, status=503)
         return Response({"status": "ok", "database": "ok"})
+
+
+class MediaNegotiation(DefaultContentNegotiation):
+    """A file answers in its own type whatever the client accepts; only errors are rendered (JSON)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:
+            return renderers[0], renderers[0].media_type
+
+
+class CanViewMedia(permissions.BasePermission):
+    """A media file needs the view permission of what its folder holds: the same rule as the admin's."""
+
+    message = "you may not see this file"
+
+    def has_permission(self, request, view):
+        parts = PurePosixPath(view.kwargs.get("path", "")).parts
+        permission = MEDIA_PERMISSIONS.get(parts[0] if parts else "")
+        return permission is not None and request.user.has_perm(permission)
+
+
+@extend_schema(exclude=True)
+class MediaView(APIView):
+    """Private media (the `image` URLs of items, models, logs) for a session, a bearer token with the
+    `read` scope or Basic authentication; a browser with none of them is sent to the login page."""
+
+    permission_classes = [TokenScopes, permissions.IsAuthenticated, CanViewMedia]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = MediaNegotiation
+    # Not counted against the API's request rate: an admin page shows dozens of thumbnails at once.
+    throttle_classes = []
+
+    def get(self, request, path):
+        try:
+            full_path = Path(safe_join(settings.MEDIA_ROOT, path))
+        except SuspiciousFileOperation:  # ../ and absolute names
+            raise Http404 from None
+        relative = Path(os.path.relpath(full_path, os.path.abspath(settings.MEDIA_ROOT))).as_posix()
+        return media_response(relative)
+
+    def handle_exception(self, exc):
+        request = self.request
+        browser = "text/html" in request.META.get("HTTP_ACCEPT", "")
+        if isinstance(exc, NotAuthenticated) and browser and "HTTP_AUTHORIZATION" not in request.META:
+            return redirect_to_login(request.get_full_path())
+        return super().handle_exception(exc)

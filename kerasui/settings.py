@@ -103,6 +103,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "kerasui.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "kerasui.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -222,6 +223,14 @@ MEDIA_ROOT = Path(os.environ.get("KERASUI_MEDIA_ROOT") or DATA_DIR / "media")
 # (X-Accel-Redirect to KERASUI_MEDIA_ACCEL_PREFIX, an internal location) or "apache" (X-Sendfile).
 KERASUI_MEDIA_SERVER = os.environ.get("KERASUI_MEDIA_SERVER", "").strip().lower()
 KERASUI_MEDIA_ACCEL_PREFIX = os.environ.get("KERASUI_MEDIA_ACCEL_PREFIX", "/protected-media/")
+
+# The Content-Security-Policy of every page (private media gets "default-src 'none'; sandbox"):
+# scripts only from this site's files, never inline; inline styles stay allowed (the admin and
+# Swagger UI use style attributes); images also from data: and blob: (previews of a chosen file).
+KERASUI_CONTENT_SECURITY_POLICY = os.environ.get("KERASUI_CONTENT_SECURITY_POLICY") or (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
+)
 
 # Uploads: zips of images can be large; Django streams big files to disk.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("KERASUI_MAX_REQUEST_BYTES", 50 * 1024 * 1024)

@@ -7,6 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.urls import include, path
 from oauth2_provider import urls as oauth2_urls
 
+from api.views import MediaView
 from management import views
 
 admin.site.site_header = "KerasUI"
@@ -44,7 +45,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("api.urls")),
     path("o/", include((oauth2_patterns, oauth2_urls.app_name), namespace="oauth2_provider")),
-    path("media/<path:path>", views.protected_media, name="media"),
+    # Private media: the session, or the API's credentials (a bearer token with `read`, Basic).
+    path("media/<path:path>", MediaView.as_view(), name="media"),
 ]
 
 # Under /api/ and /o/ Django's own error pages become JSON; elsewhere they stay HTML.

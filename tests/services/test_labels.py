@@ -139,7 +139,7 @@ def test_the_migration_turns_existing_labels_into_nfc():
     from django.db import connection
     from django.db.migrations.executor import MigrationExecutor
 
-    before, after = [("management", "0007_starting_point_help")], [("management", "0008_labels_nfc")]
+    before, after = [("management", "0008_media_server_names")], [("management", "0009_labels_nfc")]
     executor = MigrationExecutor(connection)
     executor.migrate(before)
     old = executor.loader.project_state(before).apps

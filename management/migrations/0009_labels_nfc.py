@@ -20,6 +20,6 @@ def labels_to_nfc(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("management", "0007_starting_point_help")]
+    dependencies = [("management", "0008_media_server_names")]
 
     operations = [migrations.RunPython(labels_to_nfc, migrations.RunPython.noop)]
