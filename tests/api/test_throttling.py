@@ -111,3 +111,15 @@ def test_migrate_makes_the_database_cache_table(settings):
     cache = DatabaseCache("kerasui_cache", {})
     cache.set("throttle_probe", [1, 2])
     assert cache.get("throttle_probe") == [1, 2]
+
+
+def test_media_downloads_are_not_counted_against_the_rate(tiny_rates, admin_user):
+    import io
+
+    from management.models import DataSet
+    from management.services.datasets import dataset_item_create
+
+    item = dataset_item_create(dataset=DataSet.objects.create(name="Pets"), label="cat", file=io.BytesIO(png()))
+    client = client_for(admin_user)
+    assert [client.get(item.image.url).status_code for _ in range(5)] == [200] * 5
+    assert client.get("/api/dataset/").status_code == 200
