@@ -1,9 +1,16 @@
 """API views: validate input, call one service, present the result."""
 
+import os
+from pathlib import Path, PurePosixPath
+
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import SuspiciousFileOperation
 from django.db import DatabaseError, connection
 from django.db.models import Count
 from django.http import Http404, JsonResponse
+from django.utils._os import safe_join
 from django.views import defaults
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -16,13 +23,15 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotAcceptable, NotAuthenticated
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import APISettings
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from api.parsers import FormParser, JSONParser, MultiPartParser
 from api.permissions import PREDICT, CanPredict, CanSetModelCode, IsSuperuser, TokenScopes, UseCasePermissions
 from api.serializers import (
     BatchPredictionSerializer,
@@ -69,6 +78,7 @@ from management.services.training import (
     training_run_resume,
 )
 from management.services.versions import training_run_import, training_run_promote
+from management.views import MEDIA_PERMISSIONS
 
 API_PREFIXES = ("/api/", "/o/")
 FILE_RESPONSE = OpenApiResponse(OpenApiTypes.BINARY, description="The file, as an attachment.")
@@ -96,7 +106,9 @@ MODEL_CODE_AND_CHANGE = "management.change_dataset and management.change_model_c
 def exception_handler(error, context):
     """DRF's handler, plus services' errors as 4xx JSON naming the field at fault."""
     if isinstance(error, ServiceError):
-        return Response(error.as_dict(), status=error.status)
+        retry_after = getattr(error, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return Response(error.as_dict(), status=error.status, headers=headers)
     return drf_exception_handler(error, context)
 
 
@@ -129,11 +141,11 @@ def server_error(request):
     return defaults.server_error(request)
 
 
-def file_download(field, filename: str | None = None, content_type: str | None = None):
+def file_download(field, filename: str | None = None):
     if not field:
         raise NotFound("there is no such file", field="file")
     try:
-        return media_response(field.name, filename=filename, content_type=content_type)
+        return media_response(field.name, filename=filename)
     except Http404:
         raise NotFound("the file is missing from storage", field="file") from None
 
@@ -280,7 +292,7 @@ class DataSetItemViewSet(viewsets.ModelViewSet):
         data = serializer.validated_data
         image = data["image"]
         serializer.instance = dataset_item_create(
-            dataset=data["dataset"], label=data["label"], file=image, name=getattr(image, "name", "")
+            dataset=data["dataset"], label=data["label"], file=image, name=getattr(image, "name", None) or ""
         )
 
     def perform_update(self, serializer):
@@ -350,7 +362,7 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
     @action(detail=True, methods=["get"])
     def log(self, request, pk=None):
         run = self.get_object()
-        return file_download(run.log_file, content_type="text/plain; charset=utf-8")
+        return file_download(run.log_file)
 
 
 class UserViewSet(viewsets.ModelViewSet):
@@ -417,6 +429,7 @@ class PredictView(APIView):
     permission_classes = [permissions.IsAuthenticated, TokenScopes, CanPredict]
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     required_scope = PREDICT
+    throttle_scope = "predict"
 
     def post(self, request):
         payload, batch = _predict_payload(request)
@@ -453,6 +466,7 @@ class HealthView(APIView):
 
     authentication_classes = []
     permission_classes = [permissions.AllowAny]
+    throttle_classes = []  # load balancers and monitors probe it often
 
     def get(self, request):
         try:
@@ -461,3 +475,51 @@ class HealthView(APIView):
         except DatabaseError:
             return Response({"status": "unavailable", "database": "unreachable"}, status=503)
         return Response({"status": "ok", "database": "ok"})
+
+
+class MediaNegotiation(DefaultContentNegotiation):
+    """A file answers in its own type whatever the client accepts; only errors are rendered (JSON)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:
+            return renderers[0], renderers[0].media_type
+
+
+class CanViewMedia(permissions.BasePermission):
+    """A media file needs the view permission of what its folder holds: the same rule as the admin's."""
+
+    message = "you may not see this file"
+
+    def has_permission(self, request, view):
+        parts = PurePosixPath(view.kwargs.get("path", "")).parts
+        permission = MEDIA_PERMISSIONS.get(parts[0] if parts else "")
+        return permission is not None and request.user.has_perm(permission)
+
+
+@extend_schema(exclude=True)
+class MediaView(APIView):
+    """Private media (the `image` URLs of items, models, logs) for a session, a bearer token with the
+    `read` scope or Basic authentication; a browser with none of them is sent to the login page."""
+
+    permission_classes = [TokenScopes, permissions.IsAuthenticated, CanViewMedia]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = MediaNegotiation
+    # Not counted against the API's request rate: an admin page shows dozens of thumbnails at once.
+    throttle_classes = []
+
+    def get(self, request, path):
+        try:
+            full_path = Path(safe_join(settings.MEDIA_ROOT, path))
+        except SuspiciousFileOperation:  # ../ and absolute names
+            raise Http404 from None
+        relative = Path(os.path.relpath(full_path, os.path.abspath(settings.MEDIA_ROOT))).as_posix()
+        return media_response(relative)
+
+    def handle_exception(self, exc):
+        request = self.request
+        browser = "text/html" in request.META.get("HTTP_ACCEPT", "")
+        if isinstance(exc, NotAuthenticated) and browser and "HTTP_AUTHORIZATION" not in request.META:
+            return redirect_to_login(request.get_full_path())
+        return super().handle_exception(exc)

@@ -183,6 +183,9 @@ def main() -> None:
         "KERASUI_DATA_DIR": str(data_dir),
         "KERASUI_BIND": f"127.0.0.1:{args.port}",
         "KERASUI_TRAINING_BACKEND": "none",
+        # Request rates are counted as in production, but never refused: the clients share one token.
+        "KERASUI_THROTTLE_API": os.environ.get("KERASUI_THROTTLE_API", "10000000/min"),
+        "KERASUI_THROTTLE_PREDICT": os.environ.get("KERASUI_THROTTLE_PREDICT", "10000000/min"),
     }
     log = (data_dir / "gunicorn.log").open("wb")
     server = subprocess.Popen(

@@ -126,6 +126,9 @@ def main() -> None:
     env = {**os.environ, "KERASUI_DATA_DIR": str(data_dir), "KERASUI_BIND": f"127.0.0.1:{args.port}"}
     env["KERASUI_TRAINING_BACKEND"] = "none"
     env["KERASUI_LOG_LEVEL"] = "warning"
+    # Request rates are counted as in production, but never refused: one client sends thousands a minute.
+    env.setdefault("KERASUI_THROTTLE_API", "10000000/min")
+    env.setdefault("KERASUI_THROTTLE_PREDICT", "10000000/min")
     if args.workers:
         env["KERASUI_WORKERS"] = str(args.workers)
     if args.threads:

@@ -236,8 +236,8 @@ class DataSetItemAdmin(admin.ModelAdmin):
     list_filter = ["dataset", "label"]
     search_fields = ["label"]
     list_per_page = 60
-    readonly_fields = ["large_preview"]
-    fields = ["dataset", "label", "image", "large_preview"]
+    readonly_fields = ["large_preview", "original_name"]
+    fields = ["dataset", "label", "image", "original_name", "large_preview"]
 
     @admin.display(description="image")
     def preview(self, obj):

@@ -3,8 +3,8 @@
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
-from management.models import Architecture, ColorMode, DataSet, DataSetItem
-from management.services.datasets import image_check
+from management.models import Architecture, ColorMode, DataSet, DataSetItem, original_file_name
+from management.services.datasets import clean_label, image_check
 from management.services.errors import ServiceError
 
 
@@ -77,18 +77,27 @@ class TestForm(forms.Form):
         return file.name, file.read()
 
 
+class ContentCheckedImageField(forms.ImageField):
+    """An image judged by its bytes alone. Django's check of the name's extension is dropped: it let a
+    PNG named cat.pdf through, and a PNG named cat.html is fine once the server has renamed it."""
+
+    default_validators = []
+
+
 class DataSetItemForm(forms.ModelForm):
-    """A single labelled image; the file is fully decoded before it is accepted."""
+    """A single labelled image; the file is fully decoded before it is accepted, and stored under a
+    name the server gives it from its format (the name it came with is kept as its original name)."""
 
     class Meta:
         model = DataSetItem
         fields = ["dataset", "label", "image"]
+        field_classes = {"image": ContentCheckedImageField}
 
     def clean_label(self):
-        label = " ".join(self.cleaned_data["label"].split())
-        if not label:
-            raise forms.ValidationError("A label cannot be empty.")
-        return label
+        try:
+            return clean_label(self.cleaned_data["label"])
+        except ServiceError as error:
+            raise forms.ValidationError(error.message) from None
 
     def clean_image(self):
         image = self.cleaned_data["image"]
@@ -100,6 +109,7 @@ class DataSetItemForm(forms.ModelForm):
                 image_check(data, name=image.name)
             except ServiceError as error:
                 raise forms.ValidationError(error.message) from None
+            self.instance.original_name = original_file_name(image.name)
         return image
 
 

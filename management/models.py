@@ -1,5 +1,7 @@
 """Datasets of labelled images, their items, and the training runs that turn them into models."""
 
+import re
+import unicodedata
 import uuid
 from functools import cached_property
 from pathlib import PurePosixPath
@@ -7,8 +9,10 @@ from pathlib import PurePosixPath
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.utils.text import get_valid_filename, slugify
+from django.db.models.fields.files import ImageFieldFile
+from django.utils.text import slugify
 
+from management.ml.images import image_file_name, image_format
 from management.options import (  # noqa: F401 - the choices and weights_file_path are read from here too
     Architecture,
     ColorMode,
@@ -23,8 +27,34 @@ MODEL_CODE_PERMISSION = "management.change_model_code"
 
 
 def item_image_path(instance: "DataSetItem", filename: str) -> str:
-    name = get_valid_filename(PurePosixPath(filename).name)[-80:] or "image"
-    return f"datasets/{instance.dataset_id}/{uuid.uuid4().hex[:12]}-{name}"
+    """datasets/<dataset>/<random>.<ext>: the extension is the server's (see ServerNamedImageField);
+    anything but a short alphanumeric extension becomes .bin, which is only ever downloaded."""
+    extension = PurePosixPath(filename).suffix.lower().lstrip(".")
+    if not re.fullmatch(r"[a-z0-9]{1,5}", extension):
+        extension = "bin"
+    return f"datasets/{instance.dataset_id}/{uuid.uuid4().hex[:16]}.{extension}"
+
+
+def original_file_name(name: str | None) -> str:
+    """The base name a client gave a file, kept as data only: no folders, no control or format
+    characters (bidi overrides, zero-width), at most 255 characters (the end, with the extension)."""
+    name = PurePosixPath((name or "").replace("\\", "/")).name
+    name = "".join(char for char in name if not unicodedata.category(char).startswith("C"))
+    return " ".join(name.split())[-255:]
+
+
+class ServerNamedImageFieldFile(ImageFieldFile):
+    """An image whose stored name comes from the format Pillow detects in its bytes, never from the
+    name it was sent with (the admin's forms save through here)."""
+
+    def save(self, name, content, save=True):
+        super().save(image_file_name(image_format(content)), content, save)
+
+
+class ServerNamedImageField(models.ImageField):
+    """An ImageField whose files are named by the server; see ServerNamedImageFieldFile."""
+
+    attr_class = ServerNamedImageFieldFile
 
 
 class DataSet(models.Model):
@@ -82,7 +112,10 @@ class DataSetItem(models.Model):
 
     dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="items")
     label = models.CharField(max_length=100)
-    image = models.ImageField(upload_to=item_image_path, max_length=255)
+    image = ServerNamedImageField(upload_to=item_image_path, max_length=255)
+    original_name = models.CharField(
+        max_length=255, blank=True, help_text="The file's name as it was uploaded (the stored name is the server's)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

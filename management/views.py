@@ -2,27 +2,22 @@
 
 import base64
 import io
-import mimetypes
-import os
-from pathlib import Path
 
-from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, SuspiciousFileOperation
+from django.core.exceptions import PermissionDenied
 from django.core.management import call_command
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils._os import safe_join
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from management import permissions as rules
-from management.files import media_response
+from management.files import IMAGE_TYPES, media_response
 from management.forms import ModelImportForm, TestForm, ValidateForm, ZipUploadForm
 from management.management.commands.demo import DEMO_NAME
+from management.ml.images import image_extension, image_format
 from management.models import Architecture, ColorMode, DataSet, TrainingRun
 from management.services.datasets import ImportReport, dataset_import_zip, dataset_item_create
 from management.services.errors import ServiceError
@@ -31,7 +26,8 @@ from management.services.prediction import prediction_predict_one
 from management.services.training import dataset_model_validate
 from management.services.versions import training_run_import, training_run_promote
 
-# Which permission a media folder needs: images belong to items, models and logs to runs.
+# Which permission a media folder needs: images belong to items, models and logs to runs. Served by
+# api.views.MediaView, which accepts the session and the API's credentials alike.
 MEDIA_PERMISSIONS = {
     "datasets": "management.view_datasetitem",
     "models": "management.view_trainingrun",
@@ -43,20 +39,6 @@ MEDIA_PERMISSIONS = {
 
 def home(request):
     return render(request, "home.html")
-
-
-@login_required
-def protected_media(request, path: str):
-    """Serve a media file to a user allowed to see what it belongs to; nothing else."""
-    parts = Path(path).parts
-    permission = MEDIA_PERMISSIONS.get(parts[0] if parts else "")
-    if permission is None or not request.user.has_perm(permission):
-        raise PermissionDenied
-    try:
-        full_path = Path(safe_join(settings.MEDIA_ROOT, path))
-    except SuspiciousFileOperation:  # ../ and absolute names
-        raise Http404 from None
-    return media_response(Path(os.path.relpath(full_path, os.path.abspath(settings.MEDIA_ROOT))).as_posix())
 
 
 def _import(form: ZipUploadForm) -> ImportReport:
@@ -120,7 +102,11 @@ def validate_model(request, dataset_id):
     if not rules.may_send_model_code(request.user, code=overrides.get("process"), current=dataset.process):
         raise PermissionDenied(rules.MODEL_CODE_REFUSAL)
     # A form with errors (an image size out of range) is shown, not built.
-    report = None if form.errors else dataset_model_validate(dataset=dataset, **overrides)
+    try:
+        report = None if form.errors else dataset_model_validate(dataset=dataset, **overrides)
+    except ServiceError as error:  # every slot for model jobs is taken
+        messages.error(request, error.message)
+        return redirect("admin:management_dataset_change", dataset.pk)
     context = {
         **admin.site.each_context(request),
         "opts": DataSet._meta,
@@ -163,7 +149,8 @@ def test_model(request):
         except ServiceError as error:
             form.add_error(error.field if error.field in {"image", "run"} else "dataset", error.message)
         else:
-            content_type = mimetypes.guess_type(name)[0] or "image/png"
+            # The preview's type is the detected format's, never the one the file's name claims.
+            content_type = IMAGE_TYPES.get(image_extension(image_format(data)), "image/png")
             preview = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
     probabilities = []
     if result:
@@ -244,7 +231,7 @@ def download_log(request, run_id):
     run = get_object_or_404(TrainingRun, pk=run_id)
     if not run.log_file:
         raise Http404("this run has no log")
-    return media_response(run.log_file.name, content_type="text/plain; charset=utf-8")
+    return media_response(run.log_file.name)
 
 
 def run_link(run: TrainingRun | None) -> str:

@@ -18,6 +18,7 @@ from management.options import snapshot_of
 from management.services import runs
 from management.services.datasets import dataset_labels, delete_files_on_commit, delete_folders_on_commit
 from management.services.errors import Conflict
+from management.services.jobs import model_job_slot
 
 
 def run_snapshot(*, dataset: DataSet) -> dict:
@@ -89,4 +90,5 @@ def dataset_model_validate(
         augmentation=Augmentation(**dataset.augmentation),
         weights_path=dataset.weights_file.path if dataset.weights_file else None,
     )
-    return validate_model(spec, timeout=settings.KERASUI_VALIDATE_TIMEOUT)
+    with model_job_slot(what="validating the model"):
+        return validate_model(spec, timeout=settings.KERASUI_VALIDATE_TIMEOUT)

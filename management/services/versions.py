@@ -20,6 +20,7 @@ from management.models import DataSet, TrainingRun
 from management.services import runs
 from management.services.datasets import clean_label
 from management.services.errors import ServiceError
+from management.services.jobs import model_job_slot
 from management.services.training import run_snapshot
 
 MODES_BY_CHANNELS = {channels_for(mode): mode for mode in COLOR_MODES}
@@ -98,7 +99,8 @@ def training_run_import(*, dataset: DataSet, file, labels, user=None) -> Trainin
         with path.open("wb") as target:
             for chunk in file.chunks() if hasattr(file, "chunks") else iter(lambda: file.read(1 << 20), b""):
                 target.write(chunk)
-        info = inspect_in_child(path, timeout=settings.KERASUI_VALIDATE_TIMEOUT * 2)
+        with model_job_slot(what="checking the imported model"):
+            info = inspect_in_child(path, timeout=settings.KERASUI_VALIDATE_TIMEOUT * 2)
         if not info.ok:
             raise ServiceError(info.error, field="file")
         image_size, color_mode = _check_shapes(dataset, info, labels)

@@ -189,7 +189,7 @@
     }
 
     async function refreshLog() {
-      if (!logUrl) return;
+      if (!logUrl || root.dataset.status === "queued") return;  // a queued run has no log yet
       try {
         const response = await fetch(logUrl, { credentials: "same-origin" });
         if (!response.ok) return;
@@ -479,6 +479,17 @@
     relabelCards(root);
     root.querySelectorAll(".kerasui-log").forEach(function (log) { log.scrollTop = log.scrollHeight; });
   }
+
+  /* Buttons and links that submit a hidden form (Train, Cancel run, Resume): no inline handlers,
+     which the Content-Security-Policy would refuse to run. */
+  document.addEventListener("click", function (event) {
+    const trigger = event.target.closest ? event.target.closest("[data-submit-form]") : null;
+    if (!trigger) return;
+    const form = document.getElementById(trigger.dataset.submitForm);
+    if (!form) return;
+    event.preventDefault();
+    form.submit();
+  });
 
   document.addEventListener("DOMContentLoaded", function () {
     enhance(document);
