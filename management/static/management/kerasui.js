@@ -335,6 +335,11 @@
       cards.replaceChildren(...data.results.map(function (item) {
         const input = el("input", { type: "text", value: item.label, list: list.id, "aria-label": "label of image " + item.id });
         const status = el("span", { class: "kerasui-muted", text: "#" + item.id });
+        /* Enter saves this label (through "change") and nothing else: the box sits inside the dataset's
+           form, whose first submit button would otherwise be pressed (a version's Promote). */
+        input.addEventListener("keydown", function (event) {
+          if (event.key === "Enter") { event.preventDefault(); input.blur(); }
+        });
         input.addEventListener("change", async function () {
           const label = input.value.trim();
           if (!label) { input.value = item.label; return; }
