@@ -16,7 +16,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from management.models import Architecture, ColorMode, DataSet, DataSetItem, TrainingRun
+from management.ml.backbones import DEFAULT_IMAGE_SIZE as DEFAULT_PRETRAINED_SIZE
+from management.ml.backbones import MIN_IMAGE_SIZE as MIN_PRETRAINED_SIZE
+from management.ml.backbones import check_image_size
+from management.models import PRETRAINED_ARCHITECTURES, Architecture, ColorMode, DataSet, DataSetItem, TrainingRun
 from management.services.datasets import MAX_LABEL_LENGTH
 
 DATA_URI_PREFIX = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
@@ -63,6 +66,7 @@ class DataSetSerializer(serializers.ModelSerializer):
             "augment_rotation",
             "augment_zoom",
             "augment_contrast",
+            "fine_tune_seconds",
             "seed",
             "item_count",
             "status",
@@ -99,7 +103,20 @@ class DataSetSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(
                 {"test_split": ["validation_split and test_split together may hold out at most 0.9 of the images"]}
             )
+        self._pretrained_image_size(attrs, architecture)
         return attrs
+
+    def _pretrained_image_size(self, attrs, architecture) -> None:
+        """Pretrained starting points: 224 px unless a size is given; at least 96 px."""
+        if architecture not in PRETRAINED_ARCHITECTURES:
+            return
+        instance = self.instance
+        if "image_size" not in attrs and (instance is None or instance.image_size < MIN_PRETRAINED_SIZE):
+            attrs["image_size"] = DEFAULT_PRETRAINED_SIZE
+        try:
+            check_image_size(attrs.get("image_size", instance.image_size if instance else DEFAULT_PRETRAINED_SIZE))
+        except ValueError as error:
+            raise serializers.ValidationError({"image_size": [str(error)]}) from None
 
     def get_status(self, obj) -> str | None:
         run = obj.latest_run
@@ -203,6 +220,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "reduce_lr_on_plateau",
             "balance_classes",
             "augmentation",
+            "fine_tune_seconds",
             "labels",
             "seed",
             "split_counts",

@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from api import views
+from api.starting_points import StartingPointsView
 
 router = DefaultRouter()
 router.register("users", views.UserViewSet, basename="user")
@@ -13,6 +14,7 @@ router.register("trainingrun", views.TrainingRunViewSet, basename="trainingrun")
 urlpatterns = [
     path("test/", views.PredictView.as_view(), name="predict"),
     path("health/", views.HealthView.as_view(), name="health"),
+    path("starting-points/", StartingPointsView.as_view(), name="starting-points"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     *router.urls,

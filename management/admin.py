@@ -68,7 +68,7 @@ class DataSetAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name"]}),
         ("Images", {"fields": ["label_counts", "thumbnails"]}),
-        ("Model", {"fields": ["architecture", "weights_file", "process"]}),
+        ("Model", {"fields": ["architecture", "weights_file", "fine_tune_seconds", "process"]}),
         (
             "Training options",
             {
@@ -309,6 +309,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
                     "reduce_lr_on_plateau",
                     "balance_classes",
                     "augmentation",
+                    "fine_tune_seconds",
                     "process",
                 ],
             },

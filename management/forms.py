@@ -83,3 +83,30 @@ class DataSetForm(forms.ModelForm):
         widgets = {
             "process": forms.Textarea(attrs={"rows": 24, "cols": 100, "spellcheck": "false", "class": "kerasui-code"}),
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "architecture" in self.fields:
+            _label_pretrained_choices(self.fields["architecture"])
+
+
+def _label_pretrained_choices(field) -> None:
+    """Say beside each pretrained starting point whether its weights are here; the page's script sets
+    the image size to 224 when one is picked (data attributes)."""
+    from management.ml.backbones import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE
+    from management.services.pretrained import backbone_statuses
+
+    present = {status.name: status.cached for status in backbone_statuses()}
+    field.choices = [
+        (value, f"{label} — weights {'present' if present[value] else 'missing: see python manage.py weights'}")
+        if value in present
+        else (value, label)
+        for value, label in field.choices
+    ]
+    field.widget.attrs.update(
+        {
+            "data-pretrained": " ".join(present),
+            "data-pretrained-size": str(DEFAULT_IMAGE_SIZE),
+            "data-pretrained-min-size": str(MIN_IMAGE_SIZE),
+        }
+    )

@@ -10,7 +10,8 @@ from django.core.validators import FileExtensionValidator, MaxValueValidator, Mi
 from django.db import models
 from django.utils.text import get_valid_filename, slugify
 
-from management.ml.models import DEFAULT_PROCESS
+from management.ml.backbones import check_image_size
+from management.ml.models import DEFAULT_PROCESS, PRETRAINED
 
 MODEL_CODE_PERMISSION = "management.change_model_code"
 
@@ -25,6 +26,14 @@ class Architecture(models.TextChoices):
     DEEP_CNN = "deep_cnn", "Deeper CNN with batch normalisation"
     MOBILENET_V3_SMALL = "mobilenet_v3_small", "MobileNetV3-Small, from scratch"
     EFFICIENTNET_B0 = "efficientnet_b0", "EfficientNet-B0, from scratch"
+    # Pretrained on ImageNet (management/ml/backbones.py): trained by the transfer recipe.
+    EFFICIENTNET_LITE0 = "efficientnet_lite0", "EfficientNet-Lite0, pretrained on ImageNet (offline)"
+    MOBILENET_V3_SMALL_IMAGENET = "mobilenet_v3_small_imagenet", "MobileNetV3-Small, pretrained on ImageNet"
+    MOBILENET_V3_LARGE_IMAGENET = "mobilenet_v3_large_imagenet", "MobileNetV3-Large, pretrained on ImageNet"
+    EFFICIENTNET_B0_IMAGENET = "efficientnet_b0_imagenet", "EfficientNet-B0, pretrained on ImageNet"
+
+
+PRETRAINED_ARCHITECTURES = frozenset(PRETRAINED)
 
 
 class Flip(models.TextChoices):
@@ -99,7 +108,9 @@ class DataSet(models.Model):
         max_length=30,
         choices=Architecture.choices,
         default=Architecture.CODE,
-        help_text="Your model code (below), or a built-in network trained from scratch (the code is then unused).",
+        help_text="Your model code (below), a built-in network trained from scratch, or a network pretrained on "
+        "ImageNet (best for photos; 224 px images) whose new head is trained on your images. The code is "
+        "only used by the first.",
     )
     weights_file = models.FileField(
         "starting weights",
@@ -162,6 +173,13 @@ class DataSet(models.Model):
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="Change contrast by up to this fraction (0 = off).",
     )
+    fine_tune_seconds = models.PositiveIntegerField(
+        "fine-tuning time",
+        default=0,
+        validators=[MaxValueValidator(24 * 3600)],
+        help_text="Pretrained starting points: after training the new head, fine-tune the top of the network "
+        "for up to this many seconds (0: the head only, which takes seconds).",
+    )
     seed = models.PositiveIntegerField(
         null=True,
         blank=True,
@@ -199,6 +217,11 @@ class DataSet(models.Model):
             raise ValidationError(
                 {"weights_file": "starting weights are for MobileNetV3-Small and EfficientNet-B0 only"}
             )
+        if self.architecture in PRETRAINED_ARCHITECTURES and self.image_size is not None:
+            try:
+                check_image_size(self.image_size)
+            except ValueError as error:
+                raise ValidationError({"image_size": str(error)}) from None
         if self.validation_split is not None and self.test_split is not None:
             if self.validation_split + self.test_split > 0.9:
                 raise ValidationError(
@@ -240,6 +263,10 @@ class Phase(models.TextChoices):
     PREPARING = "preparing", "Preparing images"
     BUILDING = "building", "Building the model"
     TRAINING = "training", "Training"
+    # Pretrained starting points: their recipe's phases (ml/transfer.py).
+    FEATURES = "features", "Computing the backbone's features"
+    HEAD = "head", "Training the head"
+    FINE_TUNE = "fine_tune", "Fine-tuning the backbone"
     EVALUATING = "evaluating", "Evaluating"
     SAVING = "saving", "Saving the model"
 
@@ -279,6 +306,7 @@ class TrainingRun(models.Model):
     reduce_lr_on_plateau = models.BooleanField(default=False)
     balance_classes = models.BooleanField(default=False)
     augmentation = models.JSONField(default=dict, blank=True)
+    fine_tune_seconds = models.PositiveIntegerField(default=0)
     splits = models.JSONField(
         default=dict, blank=True, help_text="The item ids of each split: train, validation, test."
     )

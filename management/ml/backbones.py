@@ -92,6 +92,13 @@ class Backbone:
     def is_cached(self, *, cache_dir=None, weights_dir) -> bool:
         return self.cached_path(cache_dir=cache_dir, weights_dir=weights_dir) is not None
 
+    @property
+    def weights_id(self) -> str:
+        """Names the weights: features computed with other weights are other features."""
+        if self.shipped:
+            return f"{self.file_hash}:{efficientnet_lite.CONVERSION_VERSION}"
+        return self.file_hash
+
     def origin(self, base_url: str) -> str:
         return base_url.rstrip("/") + "/" + self.origin_path.lstrip("/")
 
@@ -144,7 +151,7 @@ class Backbone:
     def _missing(self, folder: Path, reason: str) -> str:
         return (
             f"{self.label}: its weights ({self.file_name}) are not in {folder} and {reason}. "
-            f"Run {_command(self.name, 'fetch')} on a machine with internet, or copy the file here and run "
+            f"Run {_command(self.name, 'fetch')} where there is internet, or copy the file to this machine and run "
             f"{_command(self.name, 'import')}."
         )
 
@@ -161,7 +168,7 @@ class Backbone:
         algorithm = _hash_algorithm(self.file_hash)
         if file_digest(source, algorithm) != self.file_hash:
             raise WeightsUnavailable(
-                f"{source.name} is not {self.label}'s weights file {self.file_name}: its {algorithm} is not "
+                f"{source.name} is not the weights file {self.file_name} of {self.name}: its {algorithm} is not "
                 f"{self.file_hash}"
             )
         folder = self.folder(cache_dir=cache_dir, weights_dir=weights_dir)

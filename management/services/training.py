@@ -32,6 +32,7 @@ from management.processes import pid_alive
 from management.services.datasets import dataset_labels, delete_files_on_commit, delete_folders_on_commit
 from management.services.errors import Conflict
 from management.services.journal import MediaJournal, media_journal
+from management.services.pretrained import is_pretrained, pretrained_run_fit, pretrained_weights_check
 
 Status = TrainingRun.Status
 
@@ -65,6 +66,7 @@ def run_snapshot(*, dataset: DataSet) -> dict:
         reduce_lr_on_plateau=dataset.reduce_lr_on_plateau,
         balance_classes=dataset.balance_classes,
         augmentation=dataset.augmentation,
+        fine_tune_seconds=dataset.fine_tune_seconds,
     )
 
 
@@ -494,6 +496,41 @@ def _evaluation(model, images, labels, splits, run: TrainingRun, items: list[Dat
     }
 
 
+def _fit_from_scratch(run: TrainingRun, images, labels, splits):
+    """Build (or resume) the run's model and fit it: (checkpoint folder, model, FitResult)."""
+    from management.ml import fit as ml_fit
+
+    _set_phase(run.pk, Phase.BUILDING)
+    folder = _checkpoint_folder(run)
+    model, history = _build_or_resume(run, folder)
+    _set_phase(run.pk, Phase.TRAINING, 100.0 * len(history) / run.epochs)
+    options = ml_fit.FitOptions(
+        epochs=run.epochs,
+        batch_size=run.batch_size,
+        validation_split=run.validation_split,
+        test_split=run.test_split,
+        verbose=run.verbose,
+        seed=run.seed,
+        patience=run.early_stopping_patience,
+        reduce_lr_on_plateau=run.reduce_lr_on_plateau,
+        balance_classes=run.balance_classes,
+    )
+    try:
+        result = ml_fit.fit(
+            model,
+            images,
+            labels,
+            options,
+            _report_progress(run.pk),
+            splits=splits,
+            checkpoint_folder=folder,
+            history=history,
+        )
+    except ValueError as error:
+        raise TrainingFailed(str(error)) from None
+    return folder, model, result
+
+
 def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     """Train a claimed (running) run to its end: succeeded, failed with a message, or cancelled.
 
@@ -502,6 +539,8 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     """
     try:
         _check_labels(run)
+        if is_pretrained(run.architecture):
+            pretrained_weights_check(run=run)  # missing weights fail the run before any image is decoded
         print(f"Run {run.pk} of dataset '{run.dataset.name}': labels {run.labels}", flush=True)
         items = _run_items(run)
         _set_phase(run.pk, Phase.PREPARING)
@@ -521,36 +560,15 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
             flush=True,
         )
 
-        from management.ml import fit as ml_fit
-
-        _set_phase(run.pk, Phase.BUILDING)
-        folder = _checkpoint_folder(run)
-        model, history = _build_or_resume(run, folder)
-        _set_phase(run.pk, Phase.TRAINING, 100.0 * len(history) / run.epochs)
-        options = ml_fit.FitOptions(
-            epochs=run.epochs,
-            batch_size=run.batch_size,
-            validation_split=run.validation_split,
-            test_split=run.test_split,
-            verbose=run.verbose,
-            seed=run.seed,
-            patience=run.early_stopping_patience,
-            reduce_lr_on_plateau=run.reduce_lr_on_plateau,
-            balance_classes=run.balance_classes,
-        )
-        try:
-            result = ml_fit.fit(
-                model,
-                images,
-                labels,
-                options,
-                _report_progress(run.pk),
-                splits=splits,
-                checkpoint_folder=folder,
-                history=history,
+        evaluation = None
+        if is_pretrained(run.architecture):
+            # Pretrained starting points train by the transfer recipe (services/pretrained.py): no checkpoints.
+            folder = None
+            model, result, evaluation = pretrained_run_fit(
+                run=run, images=images, labels=labels, splits=splits, items=items
             )
-        except ValueError as error:
-            raise TrainingFailed(str(error)) from None
+        else:
+            folder, model, result = _fit_from_scratch(run, images, labels, splits)
         if result.stopped:
             # Keep the completed epochs with the run: it resumes from the last of them.
             TrainingRun.objects.filter(pk=run.pk, status=Status.CANCELLED).update(
@@ -561,7 +579,8 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
             print(f"Stopped early: no improvement since epoch {result.best_epoch}", flush=True)
 
         _set_phase(run.pk, Phase.EVALUATING, 100)
-        evaluation = _evaluation(model, images, labels, splits, run, items)
+        if evaluation is None:
+            evaluation = _evaluation(model, images, labels, splits, run, items)
         metrics = dict(result.metrics)
         for name in ("validation", "test"):
             if name in evaluation:
@@ -590,7 +609,8 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
                         DataSet.objects.filter(pk=run.dataset_id).filter(
                             Q(current_run__isnull=True) | Q(current_run__lt=run.pk)
                         ).update(current_run=run.pk)
-                        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+                        if folder is not None:
+                            transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
                     else:
                         run.model_file.storage.delete(model_name)
             except BaseException:
