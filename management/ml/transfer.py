@@ -248,21 +248,16 @@ def train_head(
 
 
 def assemble_model(
-    backbone: keras.Model,
-    head: keras.Model,
-    *,
-    channels: int,
-    augmentation: Augmentation | None = None,
-    learning_rate: float = 0.001,
+    backbone: keras.Model, head: keras.Model, *, channels: int, learning_rate: float = 0.001
 ) -> keras.Model:
-    """Backbone and head as one model taking the run's (size, size, channels) images of 0..255."""
+    """Backbone and head as one model taking the run's (size, size, channels) images of 0..255.
+
+    No random layers: augmentation wraps it only while fine-tuning, so every export format carries
+    exactly the layers that predict.
+    """
     size = backbone.input_shape[1]
     inputs = keras.Input(shape=(size, size, channels), name="image")
-    x = inputs
-    random_layers = _augmentation_layers(augmentation) if augmentation is not None else None
-    if random_layers is not None:
-        x = random_layers(x)
-    x = _to_rgb(x, channels)
+    x = _to_rgb(inputs, channels)
     # training=False: batch normalisation keeps ImageNet's statistics even while fine-tuning.
     x = backbone(x, training=False)
     outputs = head(x)
@@ -330,7 +325,12 @@ def fine_tune(
 
     before = model.get_weights()
     unfreeze_top(backbone)
-    _compile(model, options.learning_rate * FINE_TUNE_RATE_FACTOR)
+    trainer = model
+    random_layers = _augmentation_layers(options.augmentation)
+    if random_layers is not None:
+        # The random layers see the images only here, in front of the model they train.
+        trainer = keras.Sequential([keras.Input(model.input_shape[1:]), random_layers, model], name="fine_tuning")
+    _compile(trainer, options.learning_rate * FINE_TUNE_RATE_FACTOR)
     labels = np.asarray(labels, dtype=np.int32)
     train = batches(images, labels, splits.train, batch_size=options.batch_size, shuffle=True, seed=options.seed)
     validation = None
@@ -348,7 +348,7 @@ def fine_tune(
     class_weight = None
     if options.balance_classes:
         class_weight = balanced_class_weights(labels[splits.train], int(model.output_shape[-1]))
-    model.fit(
+    trainer.fit(
         train,
         epochs=start_epoch + options.epochs,
         initial_epoch=start_epoch,
@@ -447,13 +447,7 @@ def train_pretrained(
         return result
 
     tune = options.fine_tune_seconds > 0
-    result.model = assemble_model(
-        get_backbone(),
-        head,
-        channels=channels,
-        augmentation=options.augmentation if tune else None,
-        learning_rate=options.learning_rate,
-    )
+    result.model = assemble_model(get_backbone(), head, channels=channels, learning_rate=options.learning_rate)
     if tune:
         phase(FINE_TUNE, 0.0)
         tuning, tuned_best, budget = fine_tune(
