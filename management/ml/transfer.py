@@ -3,7 +3,8 @@
 1. Features: the frozen backbone's output for every image, computed once per dataset version ×
    backbone × image size and cached on disk beside the decoded images, so training another head
    costs no backbone pass.
-2. Head: dropout and a softmax layer trained on the cached features, in seconds.
+2. Head: dropout and a softmax layer trained on the cached features, in well under a second
+   (ml/head.py trains it in numpy: Keras' per-epoch overhead would cost more than the arithmetic).
 3. Fine-tuning (optional, within a time budget): the top of the backbone unfrozen at a tenth of the
    learning rate, batch normalisation kept in inference mode, augmentation only here.
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from management.ml.cache import _KEY, _sync
 from management.ml.fit import BestEpoch, Progress, ProgressCallback, Reporter, Splits, balanced_class_weights
+from management.ml.head import HeadFit, fit_softmax_head
 from management.ml.models import Augmentation, _augmentation_layers
 
 # Bump when the features a key names change (e.g. the feature extractor's input adapter).
@@ -181,10 +183,11 @@ def _open_features(final: Path, count: int) -> np.ndarray | None:
 # 2. Head.
 
 
-def build_head(*, dimensions: int, num_classes: int, dropout: float, learning_rate: float) -> keras.Model:
+def build_head(*, dimensions: int, num_classes: int, dropout: float) -> keras.Model:
+    """Dropout and the softmax layer, as a model of its own inside the assembled one."""
     from keras import layers
 
-    head = keras.Sequential(
+    return keras.Sequential(
         [
             keras.Input(shape=(dimensions,), name="features"),
             layers.Dropout(dropout, name="head_dropout"),
@@ -192,12 +195,6 @@ def build_head(*, dimensions: int, num_classes: int, dropout: float, learning_ra
         ],
         name="head",
     )
-    head.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return head
 
 
 def train_head(
@@ -208,40 +205,38 @@ def train_head(
     report: Reporter,
     *,
     num_classes: int,
-):
-    """Fit the head on cached features; returns (head, progress, best) with the best epoch's weights."""
-    keras.utils.set_random_seed(options.seed)
-    labels = np.asarray(labels, dtype=np.int32)
-    head = build_head(
-        dimensions=features.shape[1],
-        num_classes=num_classes,
-        dropout=options.dropout,
-        learning_rate=options.learning_rate,
-    )
+) -> tuple[keras.Model, HeadFit]:
+    """Fit the head on cached features (ml/head.py); the head holds the best epoch's weights."""
+    labels = np.asarray(labels, dtype=np.int64)
     train_x, train_y = np.asarray(features[splits.train]), labels[splits.train]
     validation = None
     if len(splits.validation):
         validation = (np.asarray(features[splits.validation]), labels[splits.validation])
-    progress = ProgressCallback(
-        report, epochs=options.epochs, steps_per_epoch=int(np.ceil(len(train_x) / options.batch_size))
-    )
-    best = BestEpoch(progress, monitor="val_loss" if validation else "loss", patience=options.patience, folder=None)
     class_weight = balanced_class_weights(train_y, num_classes) if options.balance_classes else None
-    head.fit(
+    fitted = fit_softmax_head(
         train_x,
         train_y,
-        batch_size=options.batch_size,
+        num_classes=num_classes,
         epochs=options.epochs,
-        validation_data=validation,
-        shuffle=True,
-        verbose=options.verbose,
-        callbacks=[progress, best],
+        batch_size=options.batch_size,
+        learning_rate=options.learning_rate,
+        dropout=options.dropout,
+        validation=validation,
         class_weight=class_weight,
+        patience=options.patience,
+        seed=options.seed,
+        report=report,
     )
-    if progress.nan_epoch is not None:
-        raise ValueError(f"the loss became NaN in epoch {progress.nan_epoch}: lower the learning rate")
-    best.restore()
-    return head, progress, best
+    if options.verbose:
+        for row in fitted.history:
+            print(
+                f"Head epoch {row['epoch']}/{options.epochs}: "
+                + ", ".join(f"{name} {value}" for name, value in row.items() if name != "epoch"),
+                flush=True,
+            )
+    head = build_head(dimensions=features.shape[1], num_classes=num_classes, dropout=options.dropout)
+    head.get_layer("predictions").set_weights([fitted.kernel, fitted.bias])
+    return head, fitted
 
 
 # 3. One model, and fine-tuning it.
@@ -428,8 +423,8 @@ def train_pretrained(
     )
 
     phase(HEAD, 0.0)
-    head, progress, best = train_head(features, labels, splits, options, report, num_classes=num_classes)
-    history = list(progress.history)
+    head, fitted = train_head(features, labels, splits, options, report, num_classes=num_classes)
+    history = list(fitted.history)
     head_epochs = len(history)
     result = TransferResult(
         model=None,
@@ -437,13 +432,13 @@ def train_pretrained(
         features=features,
         history=history,
         metrics={},
-        stopped=progress.stopped,
-        best_epoch=best.best_epoch,
-        stopped_early=best.stopped_early,
+        stopped=fitted.stopped,
+        best_epoch=fitted.best_epoch,
+        stopped_early=fitted.stopped_early,
         head_epochs=head_epochs,
         fine_tuned=False,
     )
-    if progress.stopped:
+    if fitted.stopped:
         return result
 
     tune = options.fine_tune_seconds > 0
