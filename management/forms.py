@@ -88,6 +88,12 @@ class DataSetForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if "architecture" in self.fields:
             _label_pretrained_choices(self.fields["architecture"])
+        if "fine_tune_seconds" in self.fields:
+            # Left empty (or left out of a form made before it existed): no fine-tuning.
+            self.fields["fine_tune_seconds"].required = False
+
+    def clean_fine_tune_seconds(self):
+        return self.cleaned_data.get("fine_tune_seconds") or 0
 
 
 def _label_pretrained_choices(field) -> None:
