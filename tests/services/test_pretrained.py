@@ -168,3 +168,15 @@ def test_the_admin_says_whether_each_pretrained_starting_points_weights_are_here
     assert "EfficientNet-Lite0, pretrained on ImageNet (offline) — weights present" in page
     assert "MobileNetV3-Small, pretrained on ImageNet — weights missing" in page
     assert 'data-pretrained-size="224"' in page
+
+
+def test_validating_a_pretrained_starting_point_shows_its_layers_or_the_size_it_needs(db):
+    from management.services.training import dataset_model_validate
+
+    dataset = DataSet.objects.create(name="Check", architecture="efficientnet_lite0", image_size=96)
+    report = dataset_model_validate(dataset=dataset)
+    assert report.ok, report.error
+    assert report.layers[0]["name"] == "efficientnet_lite0" and report.layers[-1]["output_shape"] == [None, 2]
+
+    too_small = dataset_model_validate(dataset=dataset, image_size=64)
+    assert not too_small.ok and "at least 96" in too_small.error
