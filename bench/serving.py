@@ -1,6 +1,6 @@
 """Prediction serving benchmark: /api/test/ on gunicorn against the HTTP floor, raw Keras and the original.
 
-    .venv/bin/python bench/serving.py [--requests 400] [--workers 2] [--threads 4]
+    .venv/bin/python -m bench.serving [--requests 400] [--workers 2] [--threads 4]
 
 One run, one machine: starts gunicorn (gunicorn.conf.py) on a fresh data folder with a 64×64 RGB
 model of the default code, then measures with keep-alive HTTP clients in threads
@@ -27,11 +27,10 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-# The project instead of this folder, whose queue.py would hide the standard library's queue module.
-sys.path[:] = [str(ROOT)] + [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "bench"]
+from bench.common import database_with_token, percentile, wait_for, write_results
 
-from bench.common import database_with_token, percentile, wait_for, write_results  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 
 def summary(latencies: list[float], seconds: float) -> dict:
@@ -127,6 +126,9 @@ def main() -> None:
     env = {**os.environ, "KERASUI_DATA_DIR": str(data_dir), "KERASUI_BIND": f"127.0.0.1:{args.port}"}
     env["KERASUI_TRAINING_BACKEND"] = "none"
     env["KERASUI_LOG_LEVEL"] = "warning"
+    # Request rates are counted as in production, but never refused: one client sends thousands a minute.
+    env.setdefault("KERASUI_THROTTLE_API", "10000000/min")
+    env.setdefault("KERASUI_THROTTLE_PREDICT", "10000000/min")
     if args.workers:
         env["KERASUI_WORKERS"] = str(args.workers)
     if args.threads:

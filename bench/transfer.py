@@ -1,6 +1,6 @@
 """Transfer-learning benchmark: the default model code against EfficientNet-Lite0 pretrained on ImageNet.
 
-    .venv/bin/python bench/transfer.py [--quick] [--keep]
+    .venv/bin/python -m bench.transfer [--quick] [--keep]
 
 One run, one machine, every figure measured in that run, every training a real `manage.py train` subprocess
 on a fresh data folder with no download (KERASUI_WEIGHTS_BASE_URL empty; Lite0's weights come from its
@@ -41,11 +41,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-# The project instead of this folder, whose queue.py would hide the standard library's queue module.
-sys.path[:] = [str(ROOT)] + [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "bench"]
+from bench.common import write_results
 
-from bench.common import write_results  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 SEED = 1

@@ -235,5 +235,9 @@ def prediction_predict(
     return predictions
 
 
-def prediction_predict_one(*, dataset: DataSet, name: str, data: bytes) -> Prediction:
-    return prediction_predict(dataset=dataset, images=[(name, data)])[0]
+def prediction_predict_one(*, dataset: DataSet, name: str, data: bytes, run_id: int | None = None) -> Prediction:
+    """One image with the dataset's current model, or with its version `run_id`."""
+    if run_id is None:
+        return prediction_predict(dataset=dataset, images=[(name, data)])[0]
+    run = prediction_version_run(run_id=run_id, dataset_id=dataset.pk)
+    return prediction_predict(run=run, images=[(name, data)], current=False)[0]

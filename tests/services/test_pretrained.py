@@ -14,7 +14,7 @@ from management.ml import backbones, transfer
 from management.ml.efficientnet_lite import ensure_weights
 from management.ml.images import load_image
 from management.models import DataSet, Phase, TrainingRun
-from management.services import training
+from management.services import runs, trainer, training
 from management.services.datasets import dataset_import_zip
 from tests.images import COLOURS, colour_image, colour_zip
 
@@ -44,18 +44,19 @@ def pretrained_dataset(name="Photos", **options) -> DataSet:
 
 
 def train(dataset: DataSet, phases: list | None = None, monkeypatch=None) -> TrainingRun:
+    """Train through the trainer; `phases` records each phase the lifecycle is told of, once per change."""
     if monkeypatch is not None:
-        real = training._set_phase
+        real = runs.run_set_phase
 
-        def recording(run_id, phase, progress=0.0):
+        def recording(*, run_id, phase, progress=0.0):
             if not phases or phases[-1] != phase:
                 phases.append(phase)
-            real(run_id, phase, progress)
+            return real(run_id=run_id, phase=phase, progress=progress)
 
-        monkeypatch.setattr(training, "_set_phase", recording)
+        monkeypatch.setattr(runs, "run_set_phase", recording)
     run = training.training_run_create(dataset=dataset, enqueue=False)
-    run = training.training_run_claim(run_id=run.pk, worker=training.this_worker())
-    return training.training_run_execute(run=run)
+    run = runs.run_claim(run_id=run.pk, worker=runs.this_worker())
+    return trainer.training_run_execute(run=run)
 
 
 def test_a_pretrained_run_trains_a_head_on_lite0_features_and_its_model_predicts(db, monkeypatch):
