@@ -11,7 +11,10 @@ from pathlib import Path
 
 from django.conf import settings
 
-from management.ml.backbones import BACKBONES, Backbone, WeightsUnavailable, backbone_named
+from management.ml.backbones import BACKBONES, DEFAULT_IMAGE_SIZE, Backbone, WeightsUnavailable, backbone_named
+from management.ml.efficientnet_lite import source_path
+from management.ml.models import MIN_IMAGE_SIZE
+from management.models import Architecture
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,6 @@ class BackboneStatus:
 
 def starting_points() -> list[dict]:
     """Every choice of a dataset's starting point; the pretrained ones say whether their weights are here."""
-    from management.ml.backbones import DEFAULT_IMAGE_SIZE
-    from management.ml.models import MIN_IMAGE_SIZE
-    from management.models import Architecture
-
     present = {status.name: status.cached for status in backbone_statuses()}
     return [
         {
@@ -66,8 +65,6 @@ def backbone_statuses() -> list[BackboneStatus]:
         cached = backbone.is_cached(**_places())
         if backbone.shipped and not cached:
             # Shipped weights are present whenever the package is; converting them takes seconds.
-            from management.ml.efficientnet_lite import source_path
-
             try:
                 cached = source_path().is_file()
             except WeightsUnavailable:
