@@ -1,6 +1,7 @@
 """Who may do what through the API: token scopes first, then the use cases' rules (management/permissions.py)
 or Django's model permissions."""
 
+from django.core.exceptions import ValidationError
 from oauth2_provider.contrib.rest_framework import TokenHasScope
 from rest_framework import permissions
 
@@ -68,8 +69,15 @@ class CanSetModelCode(permissions.BasePermission):
         if view.action not in getattr(view, "sends_model_code", ()) or not hasattr(request.data, "get"):
             return True
         code = request.data.get("process")
-        if code is not None and view.kwargs.get("pk") is not None:
-            current = DataSet.objects.filter(pk=view.kwargs["pk"]).values_list("process", flat=True).first()
+        if code is None:
+            return True
+        # Whatever is sent counts as code: the serializer turns a number into its text.
+        code = code if isinstance(code, str) else str(code)
+        if view.kwargs.get("pk") is not None:
+            try:
+                current = DataSet.objects.filter(pk=view.kwargs["pk"]).values_list("process", flat=True).first()
+            except (TypeError, ValueError, ValidationError):
+                current = None
             if current is None:
                 return True  # no such dataset: the view answers 404
         else:

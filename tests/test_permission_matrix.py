@@ -178,3 +178,12 @@ def test_training_needs_the_change_permission_not_the_add_permission(trained_dat
     for door in ("api", "admin"):
         assert knock(CASES["train"], door, adder, trained_dataset).status_code == 403
     assert not trained_dataset.runs.filter(status="queued").exists()
+
+
+def test_model_code_sent_as_anything_but_text_still_needs_its_permission(trained_dataset):
+    editor = APIClient()
+    editor.force_authenticate(user_with({"management.view_dataset", "management.change_dataset"}))
+    for code in (5, 1.5, False, ["import os"]):
+        response = editor.patch(f"/api/dataset/{trained_dataset.pk}/", {"process": code}, format="json")
+        assert response.status_code == 403 and "process" in response.json(), code
+    assert DataSet.objects.get(pk=trained_dataset.pk).process == trained_dataset.process
