@@ -85,6 +85,15 @@ class CanSetModelCode(permissions.BasePermission):
         return rules.may_send_model_code(request.user, code=code, current=current)
 
 
+class CanViewDatasets(permissions.BasePermission):
+    """Reading what a dataset may be set to (its starting points) needs the permission to view datasets."""
+
+    message = f"you need the permission '{rules.VIEW_DATASETS.permissions[0]}'"
+
+    def has_permission(self, request, view):
+        return rules.VIEW_DATASETS.allows(request.user)
+
+
 class CanPredict(permissions.BasePermission):
     """Predicting needs the permission to view datasets."""
 

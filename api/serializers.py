@@ -18,7 +18,10 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from management import options
-from management.models import Architecture, ColorMode, DataSet, DataSetItem, TrainingRun
+from management.ml.backbones import DEFAULT_IMAGE_SIZE as DEFAULT_PRETRAINED_SIZE
+from management.ml.backbones import MIN_IMAGE_SIZE as MIN_PRETRAINED_SIZE
+from management.ml.backbones import check_image_size
+from management.models import PRETRAINED_ARCHITECTURES, Architecture, ColorMode, DataSet, DataSetItem, TrainingRun
 from management.services.datasets import MAX_LABEL_LENGTH
 
 DATA_URI_PREFIX = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
@@ -34,6 +37,18 @@ def decode_base64_image(text: str) -> bytes:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise serializers.ValidationError(NOT_BASE64) from None
+
+
+class StartingPointSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The value of a dataset's `architecture`.")
+    label = serializers.CharField()
+    pretrained = serializers.BooleanField(help_text="Starts from ImageNet weights and trains a new head.")
+    weights_present = serializers.BooleanField(
+        allow_null=True,
+        help_text="Pretrained only: whether its weights are on this machine (else `python manage.py weights`).",
+    )
+    min_image_size = serializers.IntegerField()
+    default_image_size = serializers.IntegerField(allow_null=True, help_text="What a pretrained network expects.")
 
 
 class DataSetSerializer(serializers.ModelSerializer):
@@ -83,7 +98,20 @@ class DataSetSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(
                 {"test_split": ["validation_split and test_split together may hold out at most 0.9 of the images"]}
             )
+        self._pretrained_image_size(attrs, architecture)
         return attrs
+
+    def _pretrained_image_size(self, attrs, architecture) -> None:
+        """Pretrained starting points: 224 px unless a size is given; at least 96 px."""
+        if architecture not in PRETRAINED_ARCHITECTURES:
+            return
+        instance = self.instance
+        if "image_size" not in attrs and (instance is None or instance.image_size < MIN_PRETRAINED_SIZE):
+            attrs["image_size"] = DEFAULT_PRETRAINED_SIZE
+        try:
+            check_image_size(attrs.get("image_size", instance.image_size if instance else DEFAULT_PRETRAINED_SIZE))
+        except ValueError as error:
+            raise serializers.ValidationError({"image_size": [str(error)]}) from None
 
     def get_status(self, obj) -> str | None:
         run = obj.latest_run

@@ -13,6 +13,7 @@ router.register("trainingrun", views.TrainingRunViewSet, basename="trainingrun")
 urlpatterns = [
     path("test/", views.PredictView.as_view(), name="predict"),
     path("health/", views.HealthView.as_view(), name="health"),
+    path("starting-points/", views.StartingPointsView.as_view(), name="starting-points"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script as a file: the CSP allows no inline script.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),

@@ -32,7 +32,15 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from api.parsers import FormParser, JSONParser, MultiPartParser
-from api.permissions import PREDICT, CanPredict, CanSetModelCode, IsSuperuser, TokenScopes, UseCasePermissions
+from api.permissions import (
+    PREDICT,
+    CanPredict,
+    CanSetModelCode,
+    CanViewDatasets,
+    IsSuperuser,
+    TokenScopes,
+    UseCasePermissions,
+)
 from api.serializers import (
     BatchPredictionSerializer,
     DataSetItemMultipartSerializer,
@@ -44,6 +52,7 @@ from api.serializers import (
     PredictionSerializer,
     PredictMultipartSerializer,
     PredictSerializer,
+    StartingPointSerializer,
     TrainingRunDetailSerializer,
     TrainingRunSerializer,
     UserSerializer,
@@ -70,6 +79,7 @@ from management.services.prediction import (
     prediction_run_for,
     prediction_version_run,
 )
+from management.services.pretrained import starting_points
 from management.services.training import (
     dataset_model_validate,
     training_run_cancel,
@@ -452,6 +462,19 @@ class PredictView(APIView):
         predictions = prediction_predict(run=run, images=images, field_name="images", current=current)
         results = [{"name": name, **p.as_dict()} for (name, _), p in zip(images, predictions, strict=True)]
         return Response({"results": results})
+
+
+@extend_schema(
+    summary="The starting points a dataset can train from", responses={200: StartingPointSerializer(many=True)}
+)
+class StartingPointsView(APIView):
+    """The choices of a dataset's `architecture`, and whether the pretrained ones' weights are on this machine
+    (so a client can tell before training)."""
+
+    permission_classes = [permissions.IsAuthenticated, TokenScopes, CanViewDatasets]
+
+    def get(self, request):
+        return Response(StartingPointSerializer(starting_points(), many=True).data)
 
 
 @extend_schema(

@@ -369,6 +369,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 KERASUI_CACHE_DIR = Path(os.environ.get("KERASUI_CACHE_DIR") or DATA_DIR / "cache")
 KERASUI_CACHE_MAX_BYTES = env_int("KERASUI_CACHE_MAX_BYTES", 4 * 1024**3)
 KERASUI_PREPROCESS_WORKERS = env_int("KERASUI_PREPROCESS_WORKERS", os.cpu_count() or 1)
+# Pretrained starting points: EfficientNet-Lite0's weights are converted once into this folder; the
+# Keras applications' weights live in Keras' cache ($KERAS_HOME, default ~/.keras) and are downloaded
+# from this base URL (a mirror of Keras' storage.googleapis.com paths) the first time. Empty: never
+# download; `python manage.py weights import NAME FILE` then brings them in.
+KERASUI_WEIGHTS_DIR = Path(os.environ.get("KERASUI_WEIGHTS_DIR") or DATA_DIR / "weights")
+KERASUI_WEIGHTS_BASE_URL = os.environ.get("KERASUI_WEIGHTS_BASE_URL", "https://storage.googleapis.com/").strip()
 # Building a model to validate its code (in a child process) is stopped after this many seconds.
 KERASUI_VALIDATE_TIMEOUT = env_int("KERASUI_VALIDATE_TIMEOUT", 60)
 # Model exports (h5, SavedModel, TFLite, ONNX) are made in a child process stopped after this many

@@ -3,9 +3,11 @@
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
+from management.ml.backbones import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE
 from management.models import Architecture, ColorMode, DataSet, DataSetItem, original_file_name
 from management.services.datasets import clean_label, image_check
 from management.services.errors import ServiceError
+from management.services.pretrained import backbone_statuses
 
 
 class ZipUploadForm(forms.Form):
@@ -122,3 +124,33 @@ class DataSetForm(forms.ModelForm):
         widgets = {
             "process": forms.Textarea(attrs={"rows": 24, "cols": 100, "spellcheck": "false", "class": "kerasui-code"}),
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "architecture" in self.fields:
+            _label_pretrained_choices(self.fields["architecture"])
+        if "fine_tune_seconds" in self.fields:
+            # Left empty (or left out of a form made before it existed): no fine-tuning.
+            self.fields["fine_tune_seconds"].required = False
+
+    def clean_fine_tune_seconds(self):
+        return self.cleaned_data.get("fine_tune_seconds") or 0
+
+
+def _label_pretrained_choices(field) -> None:
+    """Say beside each pretrained starting point whether its weights are here; the page's script sets
+    the image size to 224 when one is picked (data attributes)."""
+    present = {status.name: status.cached for status in backbone_statuses()}
+    field.choices = [
+        (value, f"{label} — weights {'present' if present[value] else 'missing: see python manage.py weights'}")
+        if value in present
+        else (value, label)
+        for value, label in field.choices
+    ]
+    field.widget.attrs.update(
+        {
+            "data-pretrained": " ".join(present),
+            "data-pretrained-size": str(DEFAULT_IMAGE_SIZE),
+            "data-pretrained-min-size": str(MIN_IMAGE_SIZE),
+        }
+    )

@@ -12,8 +12,10 @@ from django.db import models
 from django.db.models.fields.files import ImageFieldFile
 from django.utils.text import slugify
 
+from management.ml.backbones import check_image_size
 from management.ml.images import image_file_name, image_format
 from management.options import (  # noqa: F401 - the choices and weights_file_path are read from here too
+    PRETRAINED_ARCHITECTURES,
     Architecture,
     ColorMode,
     Flip,
@@ -92,6 +94,11 @@ class DataSet(models.Model):
             raise ValidationError(
                 {"weights_file": "starting weights are for MobileNetV3-Small and EfficientNet-B0 only"}
             )
+        if self.architecture in PRETRAINED_ARCHITECTURES and self.image_size is not None:
+            try:
+                check_image_size(self.image_size)
+            except ValueError as error:
+                raise ValidationError({"image_size": str(error)}) from None
         if self.validation_split is not None and self.test_split is not None:
             if self.validation_split + self.test_split > 0.9:
                 raise ValidationError(
@@ -131,6 +138,10 @@ class Phase(models.TextChoices):
     PREPARING = "preparing", "Preparing images"
     BUILDING = "building", "Building the model"
     TRAINING = "training", "Training"
+    # Pretrained starting points: their recipe's phases (ml/transfer.py).
+    FEATURES = "features", "Computing the backbone's features"
+    HEAD = "head", "Training the head"
+    FINE_TUNE = "fine_tune", "Fine-tuning the backbone"
     EVALUATING = "evaluating", "Evaluating"
     SAVING = "saving", "Saving the model"
 

@@ -18,7 +18,7 @@ from django.core.validators import FileExtensionValidator, MaxValueValidator, Mi
 from django.db import models
 from django.utils.text import get_valid_filename
 
-from management.ml.models import DEFAULT_PROCESS
+from management.ml.models import DEFAULT_PROCESS, PRETRAINED
 
 
 class ColorMode(models.TextChoices):
@@ -31,6 +31,14 @@ class Architecture(models.TextChoices):
     DEEP_CNN = "deep_cnn", "Deeper CNN with batch normalisation"
     MOBILENET_V3_SMALL = "mobilenet_v3_small", "MobileNetV3-Small, from scratch"
     EFFICIENTNET_B0 = "efficientnet_b0", "EfficientNet-B0, from scratch"
+    # Pretrained on ImageNet (management/ml/backbones.py): trained by the transfer recipe.
+    EFFICIENTNET_LITE0 = "efficientnet_lite0", "EfficientNet-Lite0, pretrained on ImageNet (offline)"
+    MOBILENET_V3_SMALL_IMAGENET = "mobilenet_v3_small_imagenet", "MobileNetV3-Small, pretrained on ImageNet"
+    MOBILENET_V3_LARGE_IMAGENET = "mobilenet_v3_large_imagenet", "MobileNetV3-Large, pretrained on ImageNet"
+    EFFICIENTNET_B0_IMAGENET = "efficientnet_b0_imagenet", "EfficientNet-B0, pretrained on ImageNet"
+
+
+PRETRAINED_ARCHITECTURES = frozenset(PRETRAINED)
 
 
 class Flip(models.TextChoices):
@@ -89,7 +97,9 @@ OPTIONS: tuple[Option, ...] = (
             max_length=30,
             choices=Architecture.choices,
             default=Architecture.CODE,
-            help_text="Your model code (below), or a built-in network trained from scratch (the code is then unused).",
+            help_text="Your model code (below), a built-in network trained from scratch, or a network pretrained on "
+            "ImageNet (best for photos; 224 px images) whose new head is trained on your images. The code is "
+            "only used by the first.",
         ),
         MODEL,
         snapshot=models.CharField(max_length=30, choices=Architecture.choices, default=Architecture.CODE),
@@ -109,6 +119,17 @@ OPTIONS: tuple[Option, ...] = (
         MODEL,
         snapshot=models.CharField(max_length=255, blank=True, help_text="The starting weights, under media."),
         copy=lambda dataset: dataset.weights_file.name or "",
+    ),
+    Option(
+        "fine_tune_seconds",
+        models.PositiveIntegerField(
+            "fine-tuning time",
+            default=0,
+            validators=[MaxValueValidator(24 * 3600)],
+            help_text="Pretrained starting points: after training the new head, fine-tune the top of the network "
+            "for up to this many seconds (0: the head only, which takes seconds).",
+        ),
+        MODEL,
     ),
     Option(
         "process",

@@ -50,6 +50,12 @@ CASES = {
         api=Door("get", "/api/dataset/{dataset}/"),
         admin=Door("get", "/admin/management/dataset/{dataset}/change/"),
     ),
+    "starting_points": UseCase(
+        rules.VIEW_DATASETS,
+        # The admin shows them as the dataset page's choice of starting point.
+        api=Door("get", "/api/starting-points/"),
+        admin=Door("get", "/admin/management/dataset/{dataset}/change/"),
+    ),
     "edit_dataset": UseCase(
         rules.EDIT_DATASET,
         api=Door("patch", "/api/dataset/{dataset}/", {"epochs": 3}, "json"),

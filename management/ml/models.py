@@ -15,6 +15,9 @@ import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
 
+from management.ml.backbones import BACKBONES
+from management.ml.backbones import MIN_IMAGE_SIZE as PRETRAINED_MIN_IMAGE_SIZE
+
 CODE_FILENAME = "<model code>"
 
 DEFAULT_PROCESS = """\
@@ -47,6 +50,10 @@ ARCHITECTURES = {
 # The smallest image each starting point accepts: the applications refuse anything under 32 px, and
 # below 8 px the deeper CNN would have no convolution block left.
 MIN_IMAGE_SIZE = {"code": 1, "deep_cnn": 8, "mobilenet_v3_small": 32, "efficientnet_b0": 32}
+# Pretrained starting points (ml/backbones.py): they train by the transfer recipe of ml/transfer.py.
+ARCHITECTURES.update({name: backbone.label for name, backbone in BACKBONES.items()})
+MIN_IMAGE_SIZE.update(dict.fromkeys(BACKBONES, PRETRAINED_MIN_IMAGE_SIZE))
+PRETRAINED = tuple(BACKBONES)
 APPLICATIONS = ("mobilenet_v3_small", "efficientnet_b0")
 FLIPS = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 # Keras tells a weights file's format by its name; anything else it refuses.
@@ -262,6 +269,31 @@ def _application(spec: ModelSpec):
     return backbone
 
 
+def _pretrained_architecture(spec: ModelSpec):
+    """A pretrained starting point's backbone without its weights, at the run's size and channels."""
+    import keras
+
+    from management.ml.efficientnet_lite import build_efficientnet_lite0
+
+    size = spec.image_size
+    if spec.architecture == "efficientnet_lite0":
+        backbone = build_efficientnet_lite0(image_size=size)
+    else:
+        constructor = {
+            "mobilenet_v3_small_imagenet": "MobileNetV3Small",
+            "mobilenet_v3_large_imagenet": "MobileNetV3Large",
+            "efficientnet_b0_imagenet": "EfficientNetB0",
+        }[spec.architecture]
+        backbone = getattr(keras.applications, constructor)(
+            input_shape=(size, size, 3), include_top=False, weights=None, pooling="avg"
+        )
+    if spec.channels == 3:
+        return backbone
+    inputs = keras.Input(shape=(size, size, spec.channels))
+    rgb = keras.layers.Concatenate(name="grey_to_rgb")([inputs] * 3)
+    return keras.Model(inputs, backbone(rgb), name=backbone.name)
+
+
 def _weights_problem(error: BaseException) -> str:
     """Keras' loading error in one line: its messages run to pages of printed weight values."""
     text = str(error).strip()
@@ -302,6 +334,10 @@ def build_model(spec: ModelSpec):
         _add_code_layers(model, spec)
     elif spec.architecture == "deep_cnn":
         _add_deep_cnn_layers(model, spec)
+    elif spec.architecture in PRETRAINED:
+        # Its layers, to be checked and shown; training builds it with its weights (ml/transfer.py).
+        model.add(_pretrained_architecture(spec))
+        model.add(layers.Dropout(0.2))
     else:
         model.add(_application(spec))
         model.add(layers.Dropout(0.2))

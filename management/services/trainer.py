@@ -2,6 +2,9 @@
 
 Run by the `train` command (which a runner starts as a subprocess, or a person in a shell); the web
 process never imports it. Every change of the run's status goes through the lifecycle (runs.py).
+A run from scratch fits its model epoch by epoch with checkpoints; a run from a pretrained starting
+point follows ml/transfer.py's recipe: backbone features cached per dataset version × backbone × size,
+a head trained on them, then fine-tuning within the run's time budget.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ from django.db import transaction
 
 from kerasui.logs import RUN_LOGGER
 from management.ml import fit as ml_fit
+from management.ml import transfer
+from management.ml.backbones import WeightsUnavailable
 from management.ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache
-from management.ml.evaluate import evaluate
+from management.ml.evaluate import classification_report, evaluate
 from management.ml.images import channels_for
 from management.ml.models import Augmentation, ModelCodeError, ModelSpec, build_model, model_summary
 from management.models import DataSetItem, Phase, TrainingRun
 from management.options import fit_arguments
-from management.services import runs
+from management.services import pretrained, runs
 from management.services.journal import MediaJournal, media_journal
 from management.services.training import training_run_problem
 
@@ -220,6 +225,128 @@ def _evaluation(model, images, labels, splits, run: TrainingRun, items: list[Dat
     }
 
 
+def _fit_from_scratch(run: TrainingRun, images, labels, splits) -> tuple[Path, keras.Model, ml_fit.FitResult]:
+    """Build (or resume) the run's model and fit it: (checkpoint folder, model, FitResult)."""
+    _set_phase(run.pk, Phase.BUILDING)
+    folder = _checkpoint_folder(run)
+    model, history = _build_or_resume(run, folder)
+    _set_phase(run.pk, Phase.TRAINING, 100.0 * len(history) / run.epochs)
+    options = ml_fit.FitOptions(**fit_arguments(run))
+    try:
+        result = ml_fit.fit(
+            model,
+            images,
+            labels,
+            options,
+            _report_progress(run.pk),
+            splits=splits,
+            checkpoint_folder=folder,
+            history=history,
+        )
+    except ValueError as error:
+        raise TrainingFailed(str(error)) from None
+    return folder, model, result
+
+
+# The transfer recipe's phases (ml/transfer.py) as the run shows them.
+_TRANSFER_PHASES = {transfer.FEATURES: Phase.FEATURES, transfer.HEAD: Phase.HEAD, transfer.FINE_TUNE: Phase.FINE_TUNE}
+
+
+def _ready_backbone(run: TrainingRun):
+    """The run's backbone with its weights here, or TrainingFailed naming the command that brings them."""
+    try:
+        return pretrained.backbone_ready(name=run.architecture)
+    except WeightsUnavailable as error:
+        raise TrainingFailed(str(error)) from None
+
+
+def _feature_key(run: TrainingRun, items: list[DataSetItem], backbone) -> str:
+    image_key = cache_key(
+        [(item.pk, item.image.name) for item in items], image_size=run.image_size, color_mode=run.color_mode
+    )
+    return transfer.feature_cache_key(
+        image_key, backbone=backbone.name, weights_id=backbone.weights_id, image_size=run.image_size
+    )
+
+
+def _fit_pretrained(run: TrainingRun, backbone, images, labels, splits, items: list[DataSetItem]):
+    """Train a pretrained run on its prepared images: (model, FitResult, evaluation or None).
+
+    The evaluation comes from the head on cached features when the backbone was not fine-tuned (the
+    same predictions, without a backbone pass); None asks for an evaluation of the whole model.
+    """
+    options = transfer.TransferOptions(
+        epochs=run.epochs,
+        batch_size=run.batch_size,
+        learning_rate=run.learning_rate,
+        seed=run.seed,
+        patience=run.early_stopping_patience,
+        balance_classes=run.balance_classes,
+        fine_tune_seconds=float(run.fine_tune_seconds),
+        augmentation=Augmentation(**run.augmentation, seed=run.seed),
+        verbose=run.verbose,
+    )
+    folder = Path(settings.KERASUI_CACHE_DIR) / "features"
+    key = _feature_key(run, items, backbone)
+
+    def phase(name: str, percent: float) -> bool:
+        _set_phase(run.pk, _TRANSFER_PHASES[name], percent)  # raises Cancelled once the run was cancelled
+        return True
+
+    def make_backbone() -> keras.Model:
+        log.info("Building %s for %sx%s images", backbone.label, run.image_size, run.image_size)
+        return pretrained.backbone_build(name=backbone.name, image_size=run.image_size)
+
+    try:
+        result = transfer.train_pretrained(
+            images,
+            labels,
+            splits,
+            options,
+            make_backbone=make_backbone,
+            channels=channels_for(run.color_mode),
+            num_classes=len(run.labels),
+            feature_folder=folder,
+            feature_key=key,
+            phase=phase,
+            report=_report_progress(run.pk),
+        )
+    except transfer.Stopped:
+        raise Cancelled from None
+    except (ValueError, WeightsUnavailable) as error:
+        raise TrainingFailed(str(error)) from None
+    prune_image_cache(folder, max_bytes=settings.KERASUI_CACHE_MAX_BYTES, keep={key})
+    fit_result = ml_fit.FitResult(
+        history=result.history,
+        metrics=result.metrics,
+        stopped=result.stopped,
+        best_epoch=result.best_epoch,
+        stopped_early=result.stopped_early,
+    )
+    if result.model is None:
+        return None, fit_result, None
+    log.info("The model:\n%s", model_summary(result.model))
+    evaluation = None if result.fine_tuned else _evaluation_on_features(run, result, labels, splits, items)
+    return result.model, fit_result, evaluation
+
+
+def _evaluation_on_features(run: TrainingRun, result, labels, splits, items: list[DataSetItem]) -> dict:
+    """As _evaluation, from the head on the cached features (the backbone was not changed)."""
+    parts = {"validation": splits.validation, "test": splits.test}
+    if not len(splits.validation) and not len(splits.test):
+        parts = {"training": np.sort(splits.train)}
+    return {
+        name: classification_report(
+            np.asarray(labels)[rows],
+            transfer.head_probabilities(result.head, result.features, rows),
+            label_names=run.labels,
+            item_ids=[items[row].pk for row in rows],
+        )
+        for name, rows in parts.items()
+        if len(rows)
+    }
+
+
 def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     """Train a claimed (running) run to its end: succeeded, failed with a message, or cancelled.
 
@@ -228,6 +355,8 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     """
     try:
         _check_labels(run)
+        # Missing weights fail the run before any image is decoded.
+        backbone = _ready_backbone(run) if pretrained.is_pretrained(run.architecture) else None
         log.info("Run %s of dataset '%s': labels %s", run.pk, run.dataset.name, run.labels)
         items = _run_items(run)
         _set_phase(run.pk, Phase.PREPARING)
@@ -252,24 +381,13 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
             len(splits.test),
         )
 
-        _set_phase(run.pk, Phase.BUILDING)
-        folder = _checkpoint_folder(run)
-        model, history = _build_or_resume(run, folder)
-        _set_phase(run.pk, Phase.TRAINING, 100.0 * len(history) / run.epochs)
-        options = ml_fit.FitOptions(**fit_arguments(run))
-        try:
-            result = ml_fit.fit(
-                model,
-                images,
-                labels,
-                options,
-                _report_progress(run.pk),
-                splits=splits,
-                checkpoint_folder=folder,
-                history=history,
-            )
-        except ValueError as error:
-            raise TrainingFailed(str(error)) from None
+        evaluation = None
+        if backbone is not None:
+            # Trained by the transfer recipe: no checkpoints.
+            folder = None
+            model, result, evaluation = _fit_pretrained(run, backbone, images, labels, splits, items)
+        else:
+            folder, model, result = _fit_from_scratch(run, images, labels, splits)
         if result.stopped:
             # Keep the completed epochs with the run: it resumes from the last of them.
             runs.run_keep_epochs(run_id=run.pk, history=result.history)
@@ -278,7 +396,8 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
             log.info("Stopped early: no improvement since epoch %s", result.best_epoch)
 
         _set_phase(run.pk, Phase.EVALUATING, 100)
-        evaluation = _evaluation(model, images, labels, splits, run, items)
+        if evaluation is None:
+            evaluation = _evaluation(model, images, labels, splits, run, items)
         metrics = dict(result.metrics)
         for name in ("validation", "test"):
             if name in evaluation:
@@ -298,10 +417,10 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
                         evaluation=evaluation,
                         model_file=model_name,
                     )
-                    if succeeded:
-                        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
-                    else:
+                    if not succeeded:
                         run.model_file.storage.delete(model_name)
+                    elif folder is not None:
+                        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
             except BaseException:
                 run.model_file.storage.delete(model_name)
                 raise

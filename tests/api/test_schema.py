@@ -28,6 +28,7 @@ ROUTES = {
     "/api/trainingrun/{id}/log/": {"get"},
     "/api/test/": {"post"},
     "/api/health/": {"get"},
+    "/api/starting-points/": {"get"},
 }
 
 

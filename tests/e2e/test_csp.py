@@ -118,6 +118,12 @@ def test_the_pages_work_under_the_policy_in_chromium(live_server, admin_user, mo
             run.refresh_from_db()
             assert run.status == TrainingRun.Status.CANCELLED
 
+            # Picking a pretrained starting point sets the image size to 224 px (the page's script file).
+            page.goto(f"{url}/admin/management/dataset/add/")
+            assert page.input_value("input[name=image_size]") == "64"
+            page.select_option("select[name=architecture]", "efficientnet_lite0")
+            assert page.input_value("input[name=image_size]") == "224"
+
             # The browsable API and Swagger UI (served by the app, start-up script as a file).
             page.goto(f"{url}/api/dataset/")
             page.wait_for_selector(".response-info")

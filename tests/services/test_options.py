@@ -29,6 +29,7 @@ CHANGED = {
     "augment_rotation": 0.1,
     "augment_zoom": 0.2,
     "augment_contrast": 0.3,
+    "fine_tune_seconds": 30,
 }
 
 

@@ -7,6 +7,7 @@
   const PHASES = {
     preparing: "preparing images", building: "building the model", training: "training",
     evaluating: "evaluating", saving: "saving the model",
+    features: "computing the backbone's features", head: "training the head", fine_tune: "fine-tuning the backbone",
   };
 
   function cookie(name) {
@@ -485,6 +486,19 @@
     root.querySelectorAll(".kerasui-log").forEach(function (log) { log.scrollTop = log.scrollHeight; });
   }
 
+  /* Picking a pretrained starting point sets the image size to what it was trained on (224 px)
+     when the size is below what it accepts. */
+  function pretrainedSize(select) {
+    const size = document.querySelector("input[name=image_size]");
+    if (!size) return;
+    const pretrained = (select.dataset.pretrained || "").split(" ");
+    select.addEventListener("change", function () {
+      if (pretrained.includes(select.value) && !(parseInt(size.value, 10) >= parseInt(select.dataset.pretrainedMinSize, 10))) {
+        size.value = select.dataset.pretrainedSize;
+      }
+    });
+  }
+
   /* Buttons and links that submit a hidden form (Train, Cancel run, Resume): no inline handlers,
      which the Content-Security-Policy would refuse to run. */
   document.addEventListener("click", function (event) {
@@ -498,6 +512,8 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     enhance(document);
+    const startingPoint = document.querySelector("select[name=architecture][data-pretrained]");
+    if (startingPoint) pretrainedSize(startingPoint);
     const run = document.getElementById("kerasui-run");
     if (run) runPage(run);
     const up = document.getElementById("kerasui-upload");

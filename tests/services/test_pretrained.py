@@ -1,0 +1,183 @@
+"""Pretrained starting points through the services: a run trains from EfficientNet-Lite0's features,
+reuses them, fails at once when a backbone's weights are missing, and the `weights` command."""
+
+import io
+
+import keras
+import numpy as np
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
+from rest_framework.test import APIClient
+
+from management.ml import backbones, transfer
+from management.ml.efficientnet_lite import ensure_weights
+from management.ml.images import load_image
+from management.models import DataSet, Phase, TrainingRun
+from management.services import runs, trainer, training
+from management.services.datasets import dataset_import_zip
+from tests.images import COLOURS, colour_image, colour_zip
+
+
+@pytest.fixture(scope="session")
+def lite0_folder(tmp_path_factory):
+    """EfficientNet-Lite0's converted weights, once per test session."""
+    folder = tmp_path_factory.mktemp("weights")
+    ensure_weights(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def weights_here(settings, lite0_folder, tmp_path, monkeypatch):
+    """Lite0's weights are here; the Keras applications' are not, and nothing is ever downloaded."""
+    settings.KERASUI_WEIGHTS_DIR = lite0_folder
+    settings.KERASUI_WEIGHTS_BASE_URL = ""
+    monkeypatch.setattr(backbones, "keras_cache_dir", lambda: tmp_path / "keras")
+
+
+def pretrained_dataset(name="Photos", **options) -> DataSet:
+    values = dict(architecture="efficientnet_lite0", image_size=96, epochs=12, batch_size=8, learning_rate=0.01, seed=3)
+    values.update(options)
+    dataset = DataSet.objects.create(name=name, **values)
+    dataset_import_zip(dataset=dataset, file=io.BytesIO(colour_zip(6)))
+    return dataset
+
+
+def train(dataset: DataSet, phases: list | None = None, monkeypatch=None) -> TrainingRun:
+    """Train through the trainer; `phases` records each phase the lifecycle is told of, once per change."""
+    if monkeypatch is not None:
+        real = runs.run_set_phase
+
+        def recording(*, run_id, phase, progress=0.0):
+            if not phases or phases[-1] != phase:
+                phases.append(phase)
+            return real(run_id=run_id, phase=phase, progress=progress)
+
+        monkeypatch.setattr(runs, "run_set_phase", recording)
+    run = training.training_run_create(dataset=dataset, enqueue=False)
+    run = runs.run_claim(run_id=run.pk, worker=runs.this_worker())
+    return trainer.training_run_execute(run=run)
+
+
+def test_a_pretrained_run_trains_a_head_on_lite0_features_and_its_model_predicts(db, monkeypatch):
+    dataset = pretrained_dataset()
+    phases = []
+
+    run = train(dataset, phases, monkeypatch)
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert phases == [Phase.PREPARING, Phase.FEATURES, Phase.HEAD, Phase.EVALUATING, Phase.SAVING]
+    assert len(run.history) == 12 and run.metrics["fine_tuned"] is False
+    assert run.evaluation["validation"]["count"] == len(run.splits["validation"])
+    assert run.checkpoint == ""
+    model = keras.saving.load_model(run.model_file.path)
+    assert model.input_shape == (None, 96, 96, 3)
+    images = np.stack(
+        [load_image(colour_image(label, seed=4242), image_size=96, color_mode="rgb") for label in COLOURS]
+    )
+    predicted = [run.labels[index] for index in model.predict(images, verbose=0).argmax(axis=1)]
+    assert predicted == list(COLOURS)
+
+
+def test_training_again_reuses_the_features_and_a_changed_dataset_computes_new_ones(db, monkeypatch):
+    extractors = []
+    real = transfer.feature_extractor
+    monkeypatch.setattr(transfer, "feature_extractor", lambda *a, **k: extractors.append(1) or real(*a, **k))
+    dataset = pretrained_dataset(epochs=2)
+
+    assert train(dataset).status == TrainingRun.Status.SUCCEEDED
+    assert train(dataset).status == TrainingRun.Status.SUCCEEDED
+    assert len(extractors) == 1
+
+    dataset_import_zip(dataset=dataset, file=io.BytesIO(colour_zip(1, seed=99)))
+    assert train(dataset).status == TrainingRun.Status.SUCCEEDED
+    assert len(extractors) == 2
+
+
+def test_fine_tuning_follows_the_head_within_the_time_budget(db, monkeypatch):
+    dataset = pretrained_dataset(epochs=2, fine_tune_seconds=1, augment_flip="horizontal")
+    phases = []
+
+    run = train(dataset, phases, monkeypatch)
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert Phase.FINE_TUNE in phases and phases.index(Phase.FINE_TUNE) > phases.index(Phase.HEAD)
+    assert run.fine_tune_seconds == 1
+    assert len(run.history) >= 3  # two head epochs, then at least one (cut short) fine-tuning epoch
+
+
+def test_missing_backbone_weights_fail_the_run_at_once_naming_the_command(db, settings):
+    dataset = pretrained_dataset(architecture="mobilenet_v3_small_imagenet")
+
+    run = train(dataset)
+
+    assert run.status == TrainingRun.Status.FAILED
+    assert "python manage.py weights fetch mobilenet_v3_small_imagenet" in run.error
+    assert "python manage.py weights import mobilenet_v3_small_imagenet FILE" in run.error
+    assert run.phase == ""  # no image was decoded
+    assert not settings.KERASUI_CACHE_DIR.exists()
+
+
+def test_a_pretrained_starting_point_needs_images_of_96_px_or_more(db):
+    dataset = DataSet(name="Tiny", architecture="efficientnet_lite0", image_size=64)
+    with pytest.raises(ValidationError) as raised:
+        dataset.full_clean()
+    assert "at least 96" in raised.value.message_dict["image_size"][0]
+    DataSet(name="Fine", architecture="efficientnet_lite0", image_size=96).full_clean()
+
+
+def test_the_api_gives_a_pretrained_dataset_224_px_unless_told_and_refuses_below_96(admin_user):
+    client = APIClient()
+    client.force_authenticate(admin_user)
+
+    created = client.post("/api/dataset/", {"name": "Photos", "architecture": "efficientnet_lite0"}, format="json")
+    assert created.status_code == 201 and created.json()["image_size"] == 224
+    assert created.json()["fine_tune_seconds"] == 0
+
+    small = client.post(
+        "/api/dataset/", {"name": "Small", "architecture": "efficientnet_lite0", "image_size": 64}, format="json"
+    )
+    assert small.status_code == 400 and "at least 96" in small.json()["image_size"][0]
+
+    points = {row["name"]: row for row in client.get("/api/starting-points/").json()}
+    assert points["efficientnet_lite0"]["pretrained"] and points["efficientnet_lite0"]["weights_present"]
+    assert points["mobilenet_v3_small_imagenet"]["weights_present"] is False
+    assert points["code"]["pretrained"] is False and points["code"]["weights_present"] is None
+
+
+def test_the_weights_command_lists_fetches_and_imports(tmp_path, capsys):
+    call_command("weights")
+    listing = capsys.readouterr().out
+    assert "efficientnet_lite0" in listing and "present" in listing
+    assert "mobilenet_v3_large_imagenet" in listing and "missing" in listing
+
+    call_command("weights", "fetch", "efficientnet_lite0")
+    assert "efficientnet_lite0: ready" in capsys.readouterr().out
+
+    with pytest.raises(CommandError, match="weights import efficientnet_b0_imagenet FILE"):
+        call_command("weights", "fetch", "efficientnet_b0_imagenet")
+
+    wrong = tmp_path / "efficientnetb0_notop.h5"
+    wrong.write_bytes(b"not the weights")
+    with pytest.raises(CommandError, match="md5 is not"):
+        call_command("weights", "import", "efficientnet_b0_imagenet", str(wrong))
+    assert not (tmp_path / "keras" / "models" / "efficientnetb0_notop.h5").exists()
+
+
+def test_the_admin_says_whether_each_pretrained_starting_points_weights_are_here(admin_client):
+    page = admin_client.get("/admin/management/dataset/add/").content.decode()
+    assert "EfficientNet-Lite0, pretrained on ImageNet (offline) — weights present" in page
+    assert "MobileNetV3-Small, pretrained on ImageNet — weights missing" in page
+    assert 'data-pretrained-size="224"' in page
+
+
+def test_validating_a_pretrained_starting_point_shows_its_layers_or_the_size_it_needs(db):
+    from management.services.training import dataset_model_validate
+
+    dataset = DataSet.objects.create(name="Check", architecture="efficientnet_lite0", image_size=96)
+    report = dataset_model_validate(dataset=dataset)
+    assert report.ok, report.error
+    assert report.layers[0]["name"] == "efficientnet_lite0" and report.layers[-1]["output_shape"] == [None, 2]
+
+    too_small = dataset_model_validate(dataset=dataset, image_size=64)
+    assert not too_small.ok and "at least 96" in too_small.error
