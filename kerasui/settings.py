@@ -308,11 +308,21 @@ KERASUI_EXPORT_TIMEOUT = env_int("KERASUI_EXPORT_TIMEOUT", 600)
 KERASUI_EXPORT_SAMPLES = env_int("KERASUI_EXPORT_SAMPLES", 16)
 # Largest .keras file accepted by model import.
 KERASUI_MAX_MODEL_BYTES = env_int("KERASUI_MAX_MODEL_BYTES", 500 * 1024 * 1024)
-# Loaded models kept per process for prediction (least recently used evicted).
-KERASUI_MODEL_CACHE_SIZE = env_int("KERASUI_MODEL_CACHE_SIZE", 4)
-# TensorFlow threads per web process for prediction (0: TensorFlow's default, all cores). One is
-# fastest for single requests; gunicorn's worker processes use the other cores.
+# Loaded models kept per process for prediction (least recently used evicted); a worker loads the
+# current models of up to this many datasets when it starts.
+KERASUI_MODEL_CACHE_SIZE = env_int("KERASUI_MODEL_CACHE_SIZE", 8)
+# Threads of the inference engine per web process for prediction (0: the engine's default, all cores).
+# One is fastest for single requests; gunicorn's worker processes use the other cores.
 KERASUI_INFERENCE_THREADS = env_int("KERASUI_INFERENCE_THREADS", 1)
+# Serving (issue 17): "onnxruntime" serves each version with its ONNX export once proven against Keras
+# within KERASUI_SERVING_TOLERANCE (else Keras, the fallback); "keras" serves every version with Keras.
+KERASUI_SERVING_ENGINE = os.environ.get("KERASUI_SERVING_ENGINE", "onnxruntime").strip().lower()
+if KERASUI_SERVING_ENGINE not in {"onnxruntime", "keras"}:
+    raise ImproperlyConfigured(f"KERASUI_SERVING_ENGINE is {KERASUI_SERVING_ENGINE!r}: use 'onnxruntime' or 'keras'")
+KERASUI_SERVING_TOLERANCE = float(os.environ.get("KERASUI_SERVING_TOLERANCE") or 1e-5)
+# Web workers load current models when they start and look for newly current runs this often (seconds).
+KERASUI_WARM_WORKERS = env_bool("KERASUI_WARM_WORKERS", True)
+KERASUI_SERVING_POLL_SECONDS = float(os.environ.get("KERASUI_SERVING_POLL_SECONDS") or 2.0)
 # Largest single image accepted (bytes) and largest image (pixels) decoded.
 KERASUI_MAX_IMAGE_BYTES = env_int("KERASUI_MAX_IMAGE_BYTES", 20 * 1024 * 1024)
 KERASUI_MAX_IMAGE_PIXELS = env_int("KERASUI_MAX_IMAGE_PIXELS", 40_000_000)

@@ -2,7 +2,8 @@
 
 Images are prepared exactly as the run behind the model was trained (that run's image size and
 colour mode, not the dataset's current fields). Models are loaded once per process and kept in a
-small least-recently-used cache keyed by run, so a newer current run is simply a new key.
+small least-recently-used cache keyed by run, so a newer current run is simply a new key. Each is
+served by the engine its run records (services/serving.py): ONNX Runtime, or Keras as the fallback.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from management.ml.images import channels_for, load_image
 from management.models import DataSet, TrainingRun
 from management.services.datasets import image_size_check
 from management.services.errors import Conflict, ServiceError
+from management.services.serving import serving_predictor
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,18 @@ class ModelCache:
         self._loading: dict[int, threading.Lock] = {}
         # run id -> (dataset id, predictor, run)
         self._predictors: OrderedDict[int, tuple[int, object, TrainingRun]] = OrderedDict()
+        # dataset id -> the run id of its current model as loaded in this process
+        self._current: dict[int, int] = {}
         self.loads = 0
+        # This process's warm-worker watcher (management.warm), when one runs: it loads newly current runs.
+        self.watcher = None
 
-    def get(self, run: TrainingRun, *, current: bool = True):
+    def get(self, run: TrainingRun, *, current: bool = True, trigger: str = "request"):
         """The run's predictor, loaded once. Loading a dataset's current model drops its other
-        models (superseded); loading a version asked for by id keeps them (LRU still applies)."""
+        models (superseded); loading a version asked for by id keeps them (LRU still applies).
+
+        `trigger` says who pays for a load: a request, or a worker warming itself ("start", "watch").
+        """
         with self._lock:
             if run.pk in self._predictors:
                 self._predictors.move_to_end(run.pk)
@@ -61,10 +70,8 @@ class ModelCache:
             with self._lock:
                 if run.pk in self._predictors:
                     return self._predictors[run.pk][1]
-            from management.ml.inference import Predictor
-
             try:
-                predictor = Predictor(run.model_file.path, threads=settings.KERASUI_INFERENCE_THREADS)
+                predictor = serving_predictor(run=run)
             except Exception as error:  # noqa: BLE001 - a missing or unloadable file is the user's answer
                 with self._lock:
                     self._loading.pop(run.pk, None)
@@ -77,6 +84,7 @@ class ModelCache:
                 if current:
                     for stale in [key for key, entry in self._predictors.items() if entry[0] == run.dataset_id]:
                         del self._predictors[stale]
+                    self._current[run.dataset_id] = run.pk
                 self._predictors[run.pk] = (run.dataset_id, predictor, run)
                 while len(self._predictors) > max(1, settings.KERASUI_MODEL_CACHE_SIZE):
                     self._predictors.popitem(last=False)
@@ -89,9 +97,38 @@ class ModelCache:
             entry = self._predictors.get(run_id)
             return entry[2] if entry else None
 
+    def standby(self, run: TrainingRun) -> TrainingRun | None:
+        """The version a dataset's newly current `run` replaces, while this process's watcher loads it.
+
+        None when no watcher runs (the request loads `run` itself), when the watcher could not load
+        `run`, or when no earlier current model of the dataset is loaded here.
+        """
+        watcher = self.watcher
+        if watcher is None or not watcher.alive or run.pk in watcher.failed:
+            return None
+        with self._lock:
+            entry = self._predictors.get(self._current.get(run.dataset_id))
+        if entry is None:
+            return None
+        watcher.want(run.pk)
+        return entry[2]
+
+    def serves(self, dataset_id: int) -> bool:
+        """Whether a model of the dataset is loaded in this process."""
+        with self._lock:
+            return any(entry[0] == dataset_id for entry in self._predictors.values())
+
+    def has_room(self) -> bool:
+        with self._lock:
+            return len(self._predictors) < max(1, settings.KERASUI_MODEL_CACHE_SIZE)
+
+    def __len__(self) -> int:
+        return len(self._predictors)
+
     def clear(self) -> None:
         with self._lock:
             self._predictors.clear()
+            self._current.clear()
 
     def __contains__(self, run_id: int) -> bool:
         return run_id in self._predictors
@@ -115,25 +152,38 @@ def prediction_run_for(*, dataset: DataSet) -> TrainingRun:
     return dataset.current_run
 
 
-RUN_FIELDS_FOR_PREDICTION = ("id", "dataset_id", "status", "labels", "image_size", "color_mode", "model_file")
+RUN_FIELDS_FOR_PREDICTION = (
+    "id",
+    "dataset_id",
+    "status",
+    "labels",
+    "image_size",
+    "color_mode",
+    "model_file",
+    "serving_engine",
+)
 
 
 def prediction_current_run(*, dataset_id: int) -> TrainingRun:
     """The run answering for a dataset id, with as little database work as the hot path allows.
 
     One small query for the dataset's current run id; the run itself comes from the model cache
-    when its model is loaded (a succeeded run's snapshot never changes), else one query.
+    when its model is loaded (a succeeded run's snapshot never changes), else one query. A newly
+    current run that this process's watcher is still loading is stood in for by the version it
+    replaces (the answer names its run), so no request waits for a load.
     """
     row = DataSet.objects.filter(pk=dataset_id).values_list("name", "current_run_id").first()
     if row is None:
         raise ServiceError(f"there is no dataset with id {dataset_id}", field="dataset")
     name, run_id = row
     run = model_cache.run(run_id) if run_id else None
-    if run is None and run_id:
+    if run is not None:
+        return run
+    if run_id:
         run = TrainingRun.objects.only(*RUN_FIELDS_FOR_PREDICTION).filter(pk=run_id).first()
     if not _has_model(run):
         raise _no_model(name)
-    return run
+    return model_cache.standby(run) or run
 
 
 def prediction_version_run(*, run_id: int, dataset_id: int | None = None) -> TrainingRun:
@@ -155,7 +205,7 @@ def prediction_warm(*, run_id: int) -> bool:
     run = TrainingRun.objects.filter(pk=run_id).select_related("dataset").first()
     if not _has_model(run) or run.dataset.current_run_id != run.pk:
         return False
-    model_cache.get(run)
+    model_cache.get(run, trigger="watch")
     return True
 
 
@@ -164,7 +214,6 @@ class ModelMetadata:
     """What a client needs to know to use a dataset's current model."""
 
     run: TrainingRun
-    engine: str
 
     def as_dict(self) -> dict:
         run = self.run
@@ -179,14 +228,17 @@ class ModelMetadata:
             "metrics": run.metrics,
             "accuracy": run.accuracy,
             "trained_at": run.finished_at.isoformat() if run.finished_at else None,
-            "engine": self.engine,
+            "engine": run.serving_engine,
+            "engine_note": run.serving_note,
         }
 
 
 def prediction_metadata(*, dataset: DataSet) -> ModelMetadata:
-    """The current model's labels, input, metrics and the inference engine that serves it here."""
+    """The current model's labels, input, metrics and the inference engine that serves it, and why."""
     run = prediction_run_for(dataset=dataset)
-    return ModelMetadata(run=run, engine=model_cache.get(run).engine)
+    if not run.serving_engine:
+        model_cache.get(run)  # an imported or older version: its engine is decided when first used
+    return ModelMetadata(run=run)
 
 
 def prediction_predict(

@@ -32,6 +32,7 @@ from management.processes import pid_alive
 from management.services.datasets import dataset_labels, delete_files_on_commit, delete_folders_on_commit
 from management.services.errors import Conflict
 from management.services.journal import MediaJournal, media_journal
+from management.services.serving import serving_prepare_run
 
 Status = TrainingRun.Status
 
@@ -571,6 +572,8 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
         _set_phase(run.pk, Phase.SAVING, 100)
         with media_journal() as journal:
             model_name = _save_model(run, model, journal)
+            # Issue 17 (serving): the ONNX export is made and proven before the run becomes current.
+            serving_prepare_run(run=run, model_path=run.model_file.storage.path(model_name))
             try:
                 with transaction.atomic():
                     finished = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(

@@ -37,9 +37,11 @@ def test_a_missing_model_file_is_a_conflict_not_a_crash(trained_dataset):
     import os
 
     from management.services.prediction import model_cache
+    from management.services.serving import onnx_path
 
     model_cache.clear()
     os.remove(trained_dataset.current_run.model_file.path)
+    os.remove(onnx_path(trained_dataset.current_run))
     with pytest.raises(Conflict, match="cannot be loaded"):
         prediction_predict_one(dataset=trained_dataset, name="x.png", data=png())
 

@@ -1,0 +1,109 @@
+"""Which engine serves a version: ONNX Runtime on its proven export, else Keras, and the run says why."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from management.ml.engines import OnnxPredictor
+from management.ml.export import ExportReport
+from management.ml.images import load_image
+from management.models import TrainingRun
+from management.services import exports
+from management.services.prediction import model_cache, prediction_metadata, prediction_predict
+from management.services.serving import onnx_path, serving_prepare_run
+from tests.images import COLOURS, colour_image
+from tests.runs import install_model
+
+
+@pytest.fixture
+def pending_run(colour_dataset, colour_model_file, tmp_path):
+    """A current version whose engine is not decided yet, as an imported one is."""
+    import shutil
+
+    bare = tmp_path / "bare" / "colours.keras"
+    bare.parent.mkdir()
+    shutil.copy(colour_model_file, bare)  # no proven ONNX beside it
+    run = install_model(colour_dataset, bare)
+    assert run.serving_engine == ""
+    return run
+
+
+def _refused(model_path, *, target, **kwargs):
+    error = "the onnx export does not load or run in ONNX Runtime: InvalidGraph: a Normalization constant"
+    return ExportReport(ok=False, tolerance=1e-4, samples=16, runtime="ONNX Runtime", error=error)
+
+
+def test_a_version_first_used_gets_its_onnx_export_proven_and_is_served_by_onnx_runtime(pending_run):
+    dataset = pending_run.dataset
+    images = [(label, colour_image(label, seed=5_000 + n)) for label in COLOURS for n in range(2)]
+    predictions = prediction_predict(dataset=dataset, images=images)
+    assert [p.label for p in predictions] == [label for label, _ in images]
+    run = TrainingRun.objects.get(pk=pending_run.pk)
+    assert run.serving_engine == "onnxruntime"
+    assert "proven against the Keras model on 16 images of the run" in run.serving_note
+    assert run.exports["onnx"]["status"] == "ok" and onnx_path(run).is_file()
+    assert isinstance(model_cache.get(run), OnnxPredictor)
+
+    # The same answers as the Keras model, within the serving tolerance.
+    import keras
+
+    model = keras.saving.load_model(run.model_file.path, compile=False)
+    batch = np.stack([load_image(data, image_size=16, color_mode="rgb") for _, data in images])
+    expected = keras.ops.convert_to_numpy(model(batch.astype(np.float32), training=False))
+    answered = np.array([[p.probabilities[label] for label in run.labels] for p in predictions])
+    assert np.abs(answered - expected).max() <= 1e-5 + 1e-6  # answers are rounded to 6 decimals
+
+
+def test_a_model_whose_export_fails_is_served_by_keras_and_says_so(pending_run, monkeypatch, admin_client):
+    from management.ml.inference import Predictor
+
+    monkeypatch.setattr(exports, "export_in_child", _refused)
+    dataset = pending_run.dataset
+    prediction = prediction_predict(dataset=dataset, images=[("red", colour_image("red", seed=1))])[0]
+    assert prediction.label == "red"
+    run = TrainingRun.objects.get(pk=pending_run.pk)
+    assert run.serving_engine == "keras" and isinstance(model_cache.get(run), Predictor)
+    assert run.serving_note.startswith("served by Keras: the onnx export does not load or run in ONNX Runtime")
+
+    metadata = admin_client.get(f"/api/dataset/{dataset.pk}/model/metadata/").json()
+    assert metadata["engine"] == "keras" and "does not load or run in ONNX Runtime" in metadata["engine_note"]
+    page = admin_client.get(f"/admin/management/trainingrun/{run.pk}/change/").content.decode()
+    assert "served by" in page and "Keras (fallback" in page and "does not load or run in ONNX Runtime" in page
+
+
+def test_an_export_further_from_keras_than_the_serving_tolerance_is_served_by_keras(pending_run, monkeypatch):
+    def close_but_not_enough(model_path, *, target, **kwargs):
+        with open(target, "wb") as file:
+            file.write(b"an onnx file")
+        return ExportReport(ok=True, max_difference=5e-5, tolerance=1e-4, samples=16, size=12, runtime="ONNX Runtime")
+
+    monkeypatch.setattr(exports, "export_in_child", close_but_not_enough)
+    run = serving_prepare_run(run=pending_run)
+    assert run.serving_engine == "keras"
+    assert "differs from the Keras model by up to 5e-05" in run.serving_note and "tolerance 1e-05" in run.serving_note
+    # The export itself passed its own (download) check and stays downloadable.
+    assert run.exports["onnx"]["status"] == "ok"
+
+
+def test_the_keras_setting_serves_every_version_with_keras(pending_run, settings, monkeypatch):
+    settings.KERASUI_SERVING_ENGINE = "keras"
+    monkeypatch.setattr(exports, "export_in_child", lambda *args, **kwargs: pytest.fail("no export needed"))
+    run = serving_prepare_run(run=pending_run)
+    assert run.serving_engine == "keras" and "KERASUI_SERVING_ENGINE" in run.serving_note
+
+
+def test_metadata_names_the_engine_and_its_proof(trained_dataset):
+    body = prediction_metadata(dataset=trained_dataset).as_dict()
+    assert body["engine"] == "onnxruntime" and body["engine_note"]
+
+
+def test_a_missing_onnx_export_is_made_again_from_the_model(trained_dataset):
+    run = trained_dataset.current_run
+    onnx_path(run).unlink()
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (250, 5, 5)).save(buffer, "PNG")
+    assert prediction_predict(dataset=trained_dataset, images=[("x", buffer.getvalue())])[0].label == "red"
+    assert onnx_path(run).is_file()
+    assert TrainingRun.objects.get(pk=run.pk).serving_engine == "onnxruntime"
