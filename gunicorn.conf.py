@@ -1,8 +1,10 @@
 """gunicorn for deployments: `gunicorn -c gunicorn.conf.py kerasui.wsgi` (settings from the environment).
 
 Workers and threads were chosen with bench/serving.py on a 2-core machine (see the README): each
-worker process holds its own model cache (TensorFlow and the models take memory per worker), and
-threads let one worker serve several requests while another waits on the network or the database.
+worker process holds its own model cache (ONNX Runtime sessions; TensorFlow only for a model served
+by the Keras fallback), and threads let one worker serve several requests while another waits on
+the network or the database. Each worker loads the current models before it accepts its first
+request and follows newly current runs in a thread (kerasui/wsgi.py, management/warm.py).
 """
 
 import multiprocessing
@@ -16,7 +18,8 @@ worker_class = "gthread"
 timeout = int(os.environ.get("KERASUI_TIMEOUT", 120))
 graceful_timeout = 30
 keepalive = 5
-# Each worker imports TensorFlow itself: forking after TensorFlow has started is not safe.
+# Each worker loads its models and starts its threads (training runner, serving watcher) itself:
+# threads do not survive a fork, and forking after TensorFlow (the fallback) has started is not safe.
 preload_app = False
 accesslog = os.environ.get("KERASUI_ACCESS_LOG") or None
 errorlog = "-"

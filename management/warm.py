@@ -22,6 +22,9 @@ from management.services.prediction import model_cache
 
 log = logging.getLogger(__name__)
 
+# How long a superseded model stays loaded after its successor, for requests already using it.
+RETIRE_SECONDS = 5.0
+
 
 class ServingWatcher:
     """Keeps this process's model cache on the datasets' current runs, off the request path."""
@@ -65,12 +68,17 @@ class ServingWatcher:
 
     def poll(self) -> list[int]:
         """Load the newly current runs of the datasets this process serves (or has room for); the runs loaded."""
+        # Superseded models were kept a moment for requests that had picked them as stand-ins.
+        model_cache.drop_retired(older_than=RETIRE_SECONDS)
         current = self._current_runs()
         with self._lock:
             wanted, self._wanted = self._wanted, set()
+        rolled_back = []
 
         def to_load(dataset_id: int, run_id: int) -> bool:
             if run_id in model_cache:
+                if self.seen.get(dataset_id) != run_id:
+                    rolled_back.append(run_id)
                 return False
             if run_id in wanted:
                 return True
@@ -79,6 +87,8 @@ class ServingWatcher:
 
         changed = [run_id for dataset_id, run_id in current.items() if to_load(dataset_id, run_id)]
         self.seen = dict(current)
+        for run in TrainingRun.objects.filter(pk__in=rolled_back).only("id", "dataset_id"):
+            model_cache.mark_current(run)
         loaded = []
         for run in TrainingRun.objects.filter(pk__in=changed).select_related("dataset").order_by("pk"):
             if self._load(run, trigger="watch"):

@@ -9,7 +9,8 @@ served by the engine its run records (services/serving.py): ONNX Runtime, or Ker
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+import time
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,10 @@ class ModelCache:
         self._predictors: OrderedDict[int, tuple[int, object, TrainingRun]] = OrderedDict()
         # dataset id -> the run id of its current model as loaded in this process
         self._current: dict[int, int] = {}
+        # run id -> when a newly current model superseded it (kept a moment for requests already using it)
+        self._retired: dict[int, float] = {}
         self.loads = 0
+        self.loads_by_trigger: Counter[str] = Counter()
         # This process's warm-worker watcher (management.warm), when one runs: it loads newly current runs.
         self.watcher = None
 
@@ -59,6 +63,8 @@ class ModelCache:
         models (superseded); loading a version asked for by id keeps them (LRU still applies).
 
         `trigger` says who pays for a load: a request, or a worker warming itself ("start", "watch").
+        A worker warming itself keeps the superseded models a moment (`drop_retired`), since a
+        request may have just picked one as the stand-in for the model being loaded.
         """
         with self._lock:
             if run.pk in self._predictors:
@@ -81,15 +87,46 @@ class ModelCache:
                 ) from None
             with self._lock:
                 self.loads += 1
-                if current:
-                    for stale in [key for key, entry in self._predictors.items() if entry[0] == run.dataset_id]:
-                        del self._predictors[stale]
-                    self._current[run.dataset_id] = run.pk
+                self.loads_by_trigger[trigger] += 1
                 self._predictors[run.pk] = (run.dataset_id, predictor, run)
+                if current:
+                    self._make_current(run.dataset_id, run.pk, at_once=trigger == "request")
                 while len(self._predictors) > max(1, settings.KERASUI_MODEL_CACHE_SIZE):
-                    self._predictors.popitem(last=False)
+                    evicted, _ = self._predictors.popitem(last=False)
+                    self._retired.pop(evicted, None)
                 self._loading.pop(run.pk, None)
             return predictor
+
+    def _make_current(self, dataset_id: int, run_id: int, *, at_once: bool) -> None:
+        """Under the lock: `run_id` answers for its dataset; the dataset's other models are dropped
+        now (`at_once`) or retired, to be dropped by `drop_retired`."""
+        self._current[dataset_id] = run_id
+        self._retired.pop(run_id, None)
+        for stale in [key for key, entry in self._predictors.items() if entry[0] == dataset_id and key != run_id]:
+            if at_once:
+                del self._predictors[stale]
+                self._retired.pop(stale, None)
+            else:
+                self._retired.setdefault(stale, time.monotonic())
+
+    def mark_current(self, run: TrainingRun) -> bool:
+        """A loaded model became its dataset's current one again (a rollback); False if it is not loaded."""
+        with self._lock:
+            if run.pk not in self._predictors:
+                return False
+            if self._current.get(run.dataset_id) != run.pk:
+                self._make_current(run.dataset_id, run.pk, at_once=False)
+            return True
+
+    def drop_retired(self, *, older_than: float) -> list[int]:
+        """Drop the superseded models retired more than `older_than` seconds ago; their run ids."""
+        limit = time.monotonic() - older_than
+        with self._lock:
+            dropped = [run_id for run_id, since in self._retired.items() if since <= limit]
+            for run_id in dropped:
+                del self._retired[run_id]
+                self._predictors.pop(run_id, None)
+        return dropped
 
     def run(self, run_id: int) -> TrainingRun | None:
         """The run of a loaded model (a succeeded run's snapshot never changes), or None."""
@@ -126,9 +163,12 @@ class ModelCache:
         return len(self._predictors)
 
     def clear(self) -> None:
+        """Drop every model and start counting loads afresh."""
         with self._lock:
             self._predictors.clear()
             self._current.clear()
+            self._retired.clear()
+            self.loads_by_trigger.clear()
 
     def __contains__(self, run_id: int) -> bool:
         return run_id in self._predictors
