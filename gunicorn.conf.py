@@ -9,6 +9,8 @@ request and follows newly current runs in a thread (kerasui/wsgi.py, management/
 
 import multiprocessing
 import os
+import tempfile
+from pathlib import Path
 
 bind = os.environ.get("KERASUI_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("KERASUI_WORKERS", min(2, multiprocessing.cpu_count())))
@@ -26,3 +28,22 @@ errorlog = "-"
 loglevel = os.environ.get("KERASUI_LOG_LEVEL", "info").lower()
 # Behind a proxy that sets X-Forwarded-* headers (nginx, a load balancer) on this machine.
 forwarded_allow_ips = os.environ.get("KERASUI_FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Prometheus (/metrics): each worker writes its metrics to files in this folder and a scrape adds them
+# up. Set PROMETHEUS_MULTIPROC_DIR to a folder of its own to choose where; it is emptied at start.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kerasui-metrics-")
+
+
+def on_starting(server):
+    folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    # The worker's gauges (models loaded, TensorFlow imported) leave the metrics with it.
+    multiprocess.mark_process_dead(worker.pid)

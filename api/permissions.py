@@ -3,7 +3,7 @@
 from oauth2_provider.contrib.rest_framework import TokenHasScope
 from rest_framework import permissions
 
-READ, WRITE, PREDICT = "read", "write", "predict"
+READ, WRITE, PREDICT, METRICS = "read", "write", "predict", "metrics"
 
 
 class TokenScopes(TokenHasScope):
@@ -56,3 +56,20 @@ class IsSuperuser(permissions.BasePermission):
 
     def has_permission(self, request, view):
         return bool(request.user and request.user.is_superuser)
+
+
+class CanReadMetrics(permissions.BasePermission):
+    """The Prometheus metrics are for staff: a staff session or Basic login, or a staff account's
+    token with the `metrics` scope (which no token gets unless it asks for it)."""
+
+    message = "the metrics are for staff accounts (and a token needs the 'metrics' scope)"
+
+    def has_permission(self, request, view):
+        user = request.user
+        if not (user and user.is_authenticated and user.is_active and (user.is_staff or user.is_superuser)):
+            return False
+        token = request.auth
+        if hasattr(token, "scope") and not token.allow_scopes([METRICS]):
+            self.message = f"this token lacks the '{METRICS}' scope (it has: {token.scope or 'none'})"
+            return False
+        return True

@@ -3,7 +3,7 @@
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection
 from django.db.models import Count
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.views import defaults
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -17,14 +17,15 @@ from drf_spectacular.utils import (
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
-from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import APISettings
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from api.permissions import PREDICT, CanPredict, IsSuperuser, TokenScopes
+from api.permissions import PREDICT, CanPredict, CanReadMetrics, IsSuperuser, TokenScopes
 from api.serializers import (
     BatchPredictionSerializer,
     DataSetItemMultipartSerializer,
@@ -43,6 +44,7 @@ from api.serializers import (
     ValidationReportSerializer,
     ZipUploadSerializer,
 )
+from management import metrics
 from management.files import media_response
 from management.ml.models import DEFAULT_PROCESS
 from management.models import MODEL_CODE_PERMISSION, DataSet, DataSetItem, TrainingRun
@@ -56,6 +58,7 @@ from management.services.datasets import (
 from management.services.errors import Conflict, NotFound, ServiceError
 from management.services.exports import training_run_export, training_run_export_bundle
 from management.services.prediction import (
+    model_cache,
     prediction_current_run,
     prediction_metadata,
     prediction_predict,
@@ -506,3 +509,27 @@ class HealthView(APIView):
         except DatabaseError:
             return Response({"status": "unavailable", "database": "unreachable"}, status=503)
         return Response({"status": "ok", "database": "ok"})
+
+
+class FirstRenderer(BaseContentNegotiation):
+    """Whatever the client accepts: the metrics are text, and an error is JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+
+@extend_schema(exclude=True)
+class MetricsView(APIView):
+    """Prometheus metrics of all web workers (text format), for staff or a token with the `metrics` scope."""
+
+    permission_classes = [CanReadMetrics]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = FirstRenderer
+
+    def get(self, request):
+        metrics.record_process(cached_models=len(model_cache))
+        body, content_type = metrics.exposition()
+        return HttpResponse(body, content_type=content_type)

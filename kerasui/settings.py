@@ -93,6 +93,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Issue 17: request counts and latency per endpoint, for the Prometheus endpoint /metrics.
+    "management.metrics.MetricsMiddleware",
     "kerasui.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -204,6 +206,8 @@ OAUTH2_PROVIDER = {
         "read": "See datasets, items, runs and models",
         "write": "Create and change datasets and items, upload, train and cancel",
         "predict": "Predict labels with /api/test/",
+        # Not among the default scopes: a token for Prometheus asks for it (scope=metrics).
+        "metrics": "Read the Prometheus metrics at /metrics (staff accounts only)",
     },
     # A token request that names no scope gets all three; the user's permissions still apply.
     "DEFAULT_SCOPES": ["read", "write", "predict"],

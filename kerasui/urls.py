@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from api.views import MetricsView
 from management import views
 
 admin.site.site_header = "KerasUI"
@@ -15,6 +16,8 @@ urlpatterns = [
     path("api/", include("api.urls")),
     path("o/", include("oauth2_provider.urls", namespace="oauth2_provider")),
     path("media/<path:path>", views.protected_media, name="media"),
+    # Prometheus' usual path; staff only (see the README's "Metrics").
+    path("metrics", MetricsView.as_view(), name="metrics"),
 ]
 
 # Under /api/ and /o/ Django's own error pages become JSON; elsewhere they stay HTML.

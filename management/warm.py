@@ -17,6 +17,7 @@ import threading
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
+from management import metrics
 from management.models import DataSet, TrainingRun
 from management.services.prediction import model_cache
 
@@ -154,4 +155,5 @@ def serving_workers_start() -> ServingWatcher | None:
         close_old_connections()
     model_cache.watcher = watcher
     watcher.start()
+    metrics.record_process(cached_models=len(model_cache))
     return watcher

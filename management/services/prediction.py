@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 
+from management import metrics
 from management.ml.images import channels_for, load_image
 from management.models import DataSet, TrainingRun
 from management.services.datasets import image_size_check
@@ -76,6 +77,7 @@ class ModelCache:
             with self._lock:
                 if run.pk in self._predictors:
                     return self._predictors[run.pk][1]
+            started = time.perf_counter()
             try:
                 predictor = serving_predictor(run=run)
             except Exception as error:  # noqa: BLE001 - a missing or unloadable file is the user's answer
@@ -95,6 +97,11 @@ class ModelCache:
                     evicted, _ = self._predictors.popitem(last=False)
                     self._retired.pop(evicted, None)
                 self._loading.pop(run.pk, None)
+                cached = len(self._predictors)
+            engine = metrics.engine_label(predictor)
+            metrics.MODEL_LOADS.labels(engine, trigger).inc()
+            metrics.MODEL_LOAD_SECONDS.labels(engine).observe(time.perf_counter() - started)
+            metrics.record_process(cached_models=cached)
             return predictor
 
     def _make_current(self, dataset_id: int, run_id: int, *, at_once: bool) -> None:
@@ -126,6 +133,9 @@ class ModelCache:
             for run_id in dropped:
                 del self._retired[run_id]
                 self._predictors.pop(run_id, None)
+            cached = len(self._predictors)
+        if dropped:
+            metrics.record_process(cached_models=cached)
         return dropped
 
     def run(self, run_id: int) -> TrainingRun | None:
@@ -312,7 +322,11 @@ def prediction_predict(
         except ValueError as error:
             raise ServiceError(f"{name}: {error}", field=field_name) from None
     predictor = model_cache.get(run, current=current)
+    started = time.perf_counter()
     probabilities = predictor.predict(np.stack(arrays))
+    engine = metrics.engine_label(predictor)
+    metrics.PREDICTION_SECONDS.labels(engine).observe(time.perf_counter() - started)
+    metrics.PREDICTED_IMAGES.labels(engine).inc(len(arrays))
     predictions = []
     for row in probabilities:
         best = int(np.argmax(row))
