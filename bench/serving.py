@@ -3,9 +3,10 @@
     .venv/bin/python bench/serving.py [--requests 400] [--workers 2] [--threads 2]
 
 One run, one machine: a fresh data folder with five datasets, each with a 64×64 RGB model of the
-default code whose ONNX export is made and proven as after a training. For each engine in turn -
-ONNX Runtime (the default), then Keras (every run switched to the fallback) - it starts gunicorn
-(gunicorn.conf.py) with one current model and measures with keep-alive HTTP clients in threads:
+default code whose ONNX export is made and proven as after a training. Two gunicorn servers
+(gunicorn.conf.py) run on it at once, one per engine - ONNX Runtime (the default) and Keras
+(KERASUI_SERVING_ENGINE=keras) - with one current model, measured in turns with keep-alive HTTP
+clients in threads:
   - the floor: GET /api/ with the same bearer token (authenticated, no model, no body);
   - /api/test/: one 64×64 PNG as base64 JSON at concurrency 1, 8 and 32; a batch of 32 images;
   - the resident memory (RSS) of each web worker with 1 model loaded, then with 5 (the four other
@@ -146,12 +147,6 @@ def setup(data_dir: Path) -> dict:
     }
 
 
-def set_engine(engine: str) -> None:
-    from management.models import TrainingRun
-
-    TrainingRun.objects.update(serving_engine=engine, serving_note=f"bench/serving.py: {engine}")
-
-
 def set_current(runs: list, count: int) -> None:
     from management.models import DataSet
 
@@ -197,11 +192,14 @@ def series_sum(text: str, name: str, labels: str = "") -> float:
     return sum(float(value) for value in re.findall(pattern, text, re.M))
 
 
-def measure_engine(engine: str, args, environment: dict, data: dict) -> dict:
-    """The HTTP figures, worker memory and a cold worker's first prediction, with `engine` serving."""
-    set_engine(engine)
+ENGINES = ("onnxruntime", "keras")
+
+
+def measure(args, environment: dict, data: dict) -> dict:
+    """Both engines side by side: two gunicorn servers on the same database (one told to serve every
+    version with Keras), measured in turns, so a busy moment of the machine hits both alike."""
     set_current(data["runs"], 1)
-    results: dict = {}
+    results: dict = {engine: {} for engine in ENGINES}
     auth = {"Authorization": f"Bearer {data['token']}", "Accept": "application/json"}
     metrics_auth = {**auth, "Accept": "text/plain"}
     dataset = data["runs"][0].dataset_id
@@ -209,57 +207,69 @@ def measure_engine(engine: str, args, environment: dict, data: dict) -> dict:
     single = json.dumps({"dataset": dataset, "image": encoded}).encode()
     batch = json.dumps({"dataset": dataset, "images": [encoded] * 32}).encode()
     post = {**auth, "Content-Type": "application/json"}
+    ports = {"onnxruntime": args.port, "keras": args.port + 1}
+    settings = {"onnxruntime": {}, "keras": {"KERASUI_SERVING_ENGINE": "keras"}}
 
-    server = start_server(environment, args.port)
+    servers = {engine: start_server({**environment, **settings[engine]}, ports[engine]) for engine in ENGINES}
     try:
-        wait_for(args.port)
-        results["rss_mb_1_model_at_start"] = worker_rss_mb(server)
-        # Warm every worker's connections before measuring (the models are loaded already).
-        load(args.port, "POST", "/api/test/", single, post, 8, 64)
-        load(args.port, "POST", "/api/test/", batch, post, 2, 8)
+        for engine in ENGINES:
+            wait_for(ports[engine])
+            results[engine]["rss_mb_1_model_at_start"] = worker_rss_mb(servers[engine])
+            # Warm every worker's connections before measuring (the models are loaded already).
+            load(ports[engine], "POST", "/api/test/", single, post, 8, 64)
+            load(ports[engine], "POST", "/api/test/", batch, post, 2, 8)
         for concurrency in (1, 8, 32):
-            results[f"floor_c{concurrency}"] = load(args.port, "GET", "/api/", None, auth, concurrency, args.requests)
-            results[f"predict_c{concurrency}"] = load(
-                args.port, "POST", "/api/test/", single, post, concurrency, args.requests
-            )
-        results["batch32_c1"] = load(args.port, "POST", "/api/test/", batch, post, 1, max(20, args.requests // 16))
-        results["rss_mb_1_model_after_load"] = worker_rss_mb(server)
+            for engine in ENGINES:
+                port, r = ports[engine], results[engine]
+                r[f"floor_c{concurrency}"] = load(port, "GET", "/api/", None, auth, concurrency, args.requests)
+                r[f"predict_c{concurrency}"] = load(
+                    port, "POST", "/api/test/", single, post, concurrency, args.requests
+                )
+        for engine in ENGINES:
+            batches = max(20, args.requests // 16)
+            results[engine]["batch32_c1"] = load(ports[engine], "POST", "/api/test/", batch, post, 1, batches)
+            results[engine]["rss_mb_1_model_after_load"] = worker_rss_mb(servers[engine])
 
         # Four more datasets get a current model: every worker loads them by itself.
         set_current(data["runs"], MODELS)
-        workers = len(worker_rss_mb(server))
-        deadline = time.monotonic() + 300
-        while series_sum(scrape(args.port, metrics_auth), "kerasui_cached_models") < MODELS * workers:
-            if time.monotonic() > deadline:
-                raise SystemExit("the workers did not load the five models within 300 s")
-            time.sleep(0.5)
-        for run in data["runs"]:
-            body = json.dumps({"dataset": run.dataset_id, "image": encoded}).encode()
-            load(args.port, "POST", "/api/test/", body, post, 2, 8)
-        results["rss_mb_5_models"] = worker_rss_mb(server)
-        text = scrape(args.port, metrics_auth)
-        results["loads_by_trigger"] = {
-            trigger: series_sum(text, "kerasui_model_loads_total", f'engine="{engine}",trigger="{trigger}"')
-            for trigger in ("start", "watch", "request")
-        }
-        results["tensorflow_in_workers"] = series_sum(text, "kerasui_tensorflow_imported")
+        for engine in ENGINES:
+            port, r = ports[engine], results[engine]
+            workers = len(worker_rss_mb(servers[engine]))
+            deadline = time.monotonic() + 300
+            while series_sum(scrape(port, metrics_auth), "kerasui_cached_models") < MODELS * workers:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{engine}: the workers did not load the five models within 300 s")
+                time.sleep(0.5)
+            for run in data["runs"]:
+                body = json.dumps({"dataset": run.dataset_id, "image": encoded}).encode()
+                load(port, "POST", "/api/test/", body, post, 2, 8)
+            r["rss_mb_5_models"] = worker_rss_mb(servers[engine])
+            text = scrape(port, metrics_auth)
+            r["loads_by_trigger"] = {
+                trigger: series_sum(text, "kerasui_model_loads_total", f'engine="{engine}",trigger="{trigger}"')
+                for trigger in ("start", "watch", "request")
+            }
+            r["tensorflow_in_workers"] = series_sum(text, "kerasui_tensorflow_imported")
     finally:
-        stop_server(server)
+        for server in servers.values():
+            stop_server(server)
 
-    # A cold worker: a new one-worker server with five current models.
-    started = time.perf_counter()
-    server = start_server(environment, args.port + 1, workers=1)
-    try:
-        wait_for(args.port + 1)
-        results["cold_worker_ready_s"] = time.perf_counter() - started
-        status, body, elapsed = once(args.port + 1, "POST", "/api/test/", single, post)
-        if status != 200:
-            raise SystemExit(f"cold worker: {status} {body[:200]!r}")
-        results["cold_first_prediction_ms"] = elapsed * 1000
-        results["cold_second_prediction_ms"] = once(args.port + 1, "POST", "/api/test/", single, post)[2] * 1000
-        results["rss_mb_cold_worker_5_models"] = worker_rss_mb(server)
-    finally:
-        stop_server(server)
+    # A cold worker: a new one-worker server with five current models, its first predictions.
+    for engine in ENGINES:
+        r = results[engine]
+        started = time.perf_counter()
+        server = start_server({**environment, **settings[engine]}, ports[engine], workers=1)
+        try:
+            wait_for(ports[engine])
+            r["cold_worker_ready_s"] = time.perf_counter() - started
+            status, body, elapsed = once(ports[engine], "POST", "/api/test/", single, post)
+            if status != 200:
+                raise SystemExit(f"cold worker: {status} {body[:200]!r}")
+            r["cold_first_prediction_ms"] = elapsed * 1000
+            r["cold_second_prediction_ms"] = once(ports[engine], "POST", "/api/test/", single, post)[2] * 1000
+            r["rss_mb_cold_worker_5_models"] = worker_rss_mb(server)
+        finally:
+            stop_server(server)
     return results
 
 
@@ -276,7 +286,6 @@ def breakdown(data: dict) -> dict:
     from management.ml.images import load_image
     from management.services.prediction import model_cache, prediction_current_run, prediction_predict
 
-    set_engine("onnxruntime")
     set_current(data["runs"], 1)
     model_cache.clear()
     dataset = data["runs"][0].dataset_id
@@ -375,9 +384,9 @@ def main() -> None:
             "threads": environment.get("KERASUI_THREADS", "conf"),
         }
     }
-    for engine in () if args.in_process_only else ("onnxruntime", "keras"):
-        print(f"measuring {engine} ...", flush=True)
-        results[engine] = measure_engine(engine, args, environment, data)
+    if not args.in_process_only:
+        print("measuring both engines on gunicorn ...", flush=True)
+        results.update(measure(args, environment, data))
     results["breakdown"] = breakdown(data)
     results["models"] = raw_models(data)
     if args.in_process_only:

@@ -22,7 +22,7 @@ from management.ml.images import channels_for, load_image
 from management.models import DataSet, TrainingRun
 from management.services.datasets import image_size_check
 from management.services.errors import Conflict, ServiceError
-from management.services.serving import serving_predictor
+from management.services.serving import serving_engine, serving_predictor
 
 
 @dataclass(frozen=True)
@@ -279,6 +279,8 @@ class ModelMetadata:
     """What a client needs to know to use a dataset's current model."""
 
     run: TrainingRun
+    engine: str
+    engine_note: str
 
     def as_dict(self) -> dict:
         run = self.run
@@ -293,8 +295,8 @@ class ModelMetadata:
             "metrics": run.metrics,
             "accuracy": run.accuracy,
             "trained_at": run.finished_at.isoformat() if run.finished_at else None,
-            "engine": run.serving_engine,
-            "engine_note": run.serving_note,
+            "engine": self.engine,
+            "engine_note": self.engine_note,
         }
 
 
@@ -303,7 +305,8 @@ def prediction_metadata(*, dataset: DataSet) -> ModelMetadata:
     run = prediction_run_for(dataset=dataset)
     if not run.serving_engine:
         model_cache.get(run)  # an imported or older version: its engine is decided when first used
-    return ModelMetadata(run=run)
+    engine, note = serving_engine(run=run)
+    return ModelMetadata(run=run, engine=engine, engine_note=note)
 
 
 def prediction_predict(

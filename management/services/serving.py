@@ -32,7 +32,7 @@ def onnx_path(run: TrainingRun) -> Path:
 def _decide(run: TrainingRun, model_path: str | None) -> tuple[str, str]:
     """The engine for the run and why: ONNX Runtime when its export is proven close enough to Keras."""
     if settings.KERASUI_SERVING_ENGINE == KERAS:
-        return KERAS, "KERASUI_SERVING_ENGINE is keras: every version is served by Keras"
+        return KERAS, KERAS_EVERYWHERE
     tolerance = settings.KERASUI_SERVING_TOLERANCE
     try:
         training_run_export(run=run, format="onnx", model_path=model_path)
@@ -69,8 +69,20 @@ def serving_prepare_run(*, run: TrainingRun, model_path: str | None = None) -> T
     return run
 
 
+KERAS_EVERYWHERE = "KERASUI_SERVING_ENGINE is keras: every version is served by Keras"
+
+
+def serving_engine(*, run: TrainingRun) -> tuple[str, str]:
+    """The engine serving the run in this process, and why: the run's, unless the setting says keras."""
+    if settings.KERASUI_SERVING_ENGINE == KERAS:
+        return KERAS, KERAS_EVERYWHERE
+    return run.serving_engine, run.serving_note
+
+
 def serving_predictor(*, run: TrainingRun):
     """A loaded predictor for a version's model, by its engine; prepares the version when undecided."""
+    if settings.KERASUI_SERVING_ENGINE == KERAS:
+        return load_predictor(KERAS, run.model_file.path, threads=settings.KERASUI_INFERENCE_THREADS)
     if not run.serving_engine:
         serving_prepare_run(run=run)
     if run.serving_engine == ONNXRUNTIME and not onnx_path(run).is_file():

@@ -87,11 +87,18 @@ def test_an_export_further_from_keras_than_the_serving_tolerance_is_served_by_ke
     assert run.exports["onnx"]["status"] == "ok"
 
 
-def test_the_keras_setting_serves_every_version_with_keras(pending_run, settings, monkeypatch):
+def test_the_keras_setting_serves_every_version_with_keras(pending_run, trained_dataset, settings, monkeypatch):
+    from management.ml.inference import Predictor
+
     settings.KERASUI_SERVING_ENGINE = "keras"
     monkeypatch.setattr(exports, "export_in_child", lambda *args, **kwargs: pytest.fail("no export needed"))
     run = serving_prepare_run(run=pending_run)
     assert run.serving_engine == "keras" and "KERASUI_SERVING_ENGINE" in run.serving_note
+    # A version proven for ONNX Runtime is served by Keras too in a process with this setting, and says so.
+    proven = trained_dataset.current_run
+    assert proven.serving_engine == "onnxruntime" and isinstance(model_cache.get(proven), Predictor)
+    metadata = prediction_metadata(dataset=trained_dataset).as_dict()
+    assert metadata["engine"] == "keras" and "KERASUI_SERVING_ENGINE" in metadata["engine_note"]
 
 
 def test_metadata_names_the_engine_and_its_proof(trained_dataset):
