@@ -1,7 +1,13 @@
-"""Who may do what through the API: token scopes first, then Django's model permissions."""
+"""Who may do what through the API: token scopes first, then the use cases' rules (management/permissions.py)
+or Django's model permissions."""
 
+from django.core.exceptions import ValidationError
 from oauth2_provider.contrib.rest_framework import TokenHasScope
 from rest_framework import permissions
+
+from management import permissions as rules
+from management.ml.models import DEFAULT_PROCESS
+from management.models import DataSet
 
 READ, WRITE, PREDICT, METRICS = "read", "write", "predict", "metrics"
 
@@ -30,8 +36,9 @@ class TokenScopes(TokenHasScope):
         return False
 
 
-class ModelPermissions(permissions.DjangoModelPermissions):
-    """Django's model permissions, the view permission included for reading."""
+class UseCasePermissions(permissions.DjangoModelPermissions):
+    """A view's actions listed in its `use_cases` need those use cases' permissions (management/permissions.py);
+    every other action needs Django's model permission for its method, the view permission for reading."""
 
     perms_map = {
         **permissions.DjangoModelPermissions.perms_map,
@@ -39,14 +46,52 @@ class ModelPermissions(permissions.DjangoModelPermissions):
         "HEAD": ["%(app_label)s.view_%(model_name)s"],
     }
 
+    def has_permission(self, request, view):
+        needed = getattr(view, "use_cases", {}).get(getattr(view, "action", None))
+        if needed is None:
+            return super().has_permission(request, view)
+        for rule in needed:
+            if not rule.allows(request.user):
+                self.message = rule.refusal(request.user)
+                return False
+        return True
+
+
+class CanSetModelCode(permissions.BasePermission):
+    """Sending a dataset's model code other than the one it has is running code on the server: its own permission.
+
+    Checked on the view's actions named in `sends_model_code`.
+    """
+
+    message = {"process": [rules.MODEL_CODE_REFUSAL]}
+
+    def has_permission(self, request, view):
+        if view.action not in getattr(view, "sends_model_code", ()) or not hasattr(request.data, "get"):
+            return True
+        code = request.data.get("process")
+        if code is None:
+            return True
+        # Whatever is sent counts as code: the serializer turns a number into its text.
+        code = code if isinstance(code, str) else str(code)
+        if view.kwargs.get("pk") is not None:
+            try:
+                current = DataSet.objects.filter(pk=view.kwargs["pk"]).values_list("process", flat=True).first()
+            except (TypeError, ValueError, ValidationError):
+                current = None
+            if current is None:
+                return True  # no such dataset: the view answers 404
+        else:
+            current = DEFAULT_PROCESS
+        return rules.may_send_model_code(request.user, code=code, current=current)
+
 
 class CanPredict(permissions.BasePermission):
     """Predicting needs the permission to view datasets."""
 
-    message = "you need the permission 'management.view_dataset' to predict"
+    message = f"you need the permission '{rules.PREDICT.permissions[0]}' to predict"
 
     def has_permission(self, request, view):
-        return bool(request.user and request.user.has_perm("management.view_dataset"))
+        return rules.PREDICT.allows(request.user)
 
 
 class IsSuperuser(permissions.BasePermission):
@@ -59,14 +104,13 @@ class IsSuperuser(permissions.BasePermission):
 
 
 class CanReadMetrics(permissions.BasePermission):
-    """The Prometheus metrics are for staff: a staff session or Basic login, or a staff account's
-    token with the `metrics` scope (which no token gets unless it asks for it)."""
+    """The Prometheus metrics are for staff (management/permissions.py): a staff session or Basic login,
+    or a staff account's token with the `metrics` scope (which no token gets unless it asks for it)."""
 
-    message = "the metrics are for staff accounts (and a token needs the 'metrics' scope)"
+    message = rules.METRICS_REFUSAL
 
     def has_permission(self, request, view):
-        user = request.user
-        if not (user and user.is_authenticated and user.is_active and (user.is_staff or user.is_superuser)):
+        if not rules.may_read_metrics(request.user):
             return False
         token = request.auth
         if hasattr(token, "scope") and not token.allow_scopes([METRICS]):

@@ -8,7 +8,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.files.uploadedfile import SimpleUploadedFile, UploadedFile
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import UploadedFile
 from drf_extra_fields.fields import Base64ImageField
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.plumbing import build_basic_type
@@ -16,6 +17,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from management import options
 from management.models import Architecture, ColorMode, DataSet, DataSetItem, TrainingRun
 from management.services.datasets import MAX_LABEL_LENGTH
 
@@ -45,25 +47,7 @@ class DataSetSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "name",
-            "process",
-            "epochs",
-            "batch_size",
-            "image_size",
-            "color_mode",
-            "validation_split",
-            "test_split",
-            "verbose",
-            "architecture",
-            "weights_file",
-            "learning_rate",
-            "early_stopping_patience",
-            "reduce_lr_on_plateau",
-            "balance_classes",
-            "augment_flip",
-            "augment_rotation",
-            "augment_zoom",
-            "augment_contrast",
-            "seed",
+            *options.DATASET_FIELDS,
             "item_count",
             "status",
             "progress",
@@ -116,9 +100,9 @@ class DataSetSerializer(serializers.ModelSerializer):
 class ItemImageField(Base64ImageField):
     """An image as base64 text (a data: URI prefix allowed) in JSON, or as a multipart file.
 
-    drf-extra-fields recognises the type and gives the decoded file a name; the dataset service
-    then verifies the image once (size, pixel limit, a full decode) before anything is saved.
-    Read back, it is the URL of the (private) image.
+    drf-extra-fields recognises the type of base64 text; the dataset service then verifies the
+    image once (size, pixel limit, a full decode) and names the stored file from the format it
+    found, whatever name a multipart file came with. Read back, it is the URL of the (private) image.
     """
 
     ALLOWED_TYPES = ("jpeg", "jpg", "png", "gif", "webp", "bmp", "tif", "tiff")
@@ -138,7 +122,7 @@ class ItemImageField(Base64ImageField):
             extension = None
         if extension not in self.ALLOWED_TYPES:
             raise serializers.ValidationError(self.INVALID_TYPE_MESSAGE)
-        return SimpleUploadedFile(f"{name}.{extension}", decoded)
+        return ContentFile(decoded)  # base64 text has no file name to keep
 
 
 class ItemImageFieldSchema(OpenApiSerializerFieldExtension):
@@ -161,8 +145,8 @@ class DataSetItemSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = DataSetItem
-        fields = ["id", "dataset", "label", "image", "created_at"]
-        read_only_fields = ["created_at"]
+        fields = ["id", "dataset", "label", "image", "original_name", "created_at"]
+        read_only_fields = ["original_name", "created_at"]
 
 
 class DataSetItemMultipartSerializer(serializers.Serializer):
@@ -190,21 +174,9 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "phase",
             "progress",
             "epoch",
-            "epochs",
-            "batch_size",
-            "image_size",
-            "color_mode",
-            "validation_split",
-            "test_split",
-            "architecture",
-            "weights_file",
-            "learning_rate",
-            "early_stopping_patience",
-            "reduce_lr_on_plateau",
-            "balance_classes",
+            *options.RUN_FIELDS,
             "augmentation",
             "labels",
-            "seed",
             "split_counts",
             "history",
             "metrics",

@@ -1,9 +1,16 @@
 """API views: validate input, call one service, present the result."""
 
+import os
+from pathlib import Path, PurePosixPath
+
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import SuspiciousFileOperation
 from django.db import DatabaseError, connection
 from django.db.models import Count
 from django.http import Http404, HttpResponse, JsonResponse
+from django.utils._os import safe_join
 from django.views import defaults
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -16,16 +23,24 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied
-from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.exceptions import NotAcceptable, NotAuthenticated
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import APISettings
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from api.permissions import PREDICT, CanPredict, CanReadMetrics, IsSuperuser, TokenScopes
+from api.parsers import FormParser, JSONParser, MultiPartParser
+from api.permissions import (
+    PREDICT,
+    CanPredict,
+    CanReadMetrics,
+    CanSetModelCode,
+    IsSuperuser,
+    TokenScopes,
+    UseCasePermissions,
+)
 from api.serializers import (
     BatchPredictionSerializer,
     DataSetItemMultipartSerializer,
@@ -45,9 +60,9 @@ from api.serializers import (
     ZipUploadSerializer,
 )
 from management import metrics
+from management import permissions as rules
 from management.files import media_response
-from management.ml.models import DEFAULT_PROCESS
-from management.models import MODEL_CODE_PERMISSION, DataSet, DataSetItem, TrainingRun
+from management.models import DataSet, DataSetItem, TrainingRun
 from management.services.datasets import (
     dataset_delete,
     dataset_import_zip,
@@ -73,6 +88,7 @@ from management.services.training import (
     training_run_resume,
 )
 from management.services.versions import training_run_import, training_run_promote
+from management.views import MEDIA_PERMISSIONS
 
 API_PREFIXES = ("/api/", "/o/")
 FILE_RESPONSE = OpenApiResponse(OpenApiTypes.BINARY, description="The file, as an attachment.")
@@ -100,7 +116,9 @@ MODEL_CODE_AND_CHANGE = "management.change_dataset and management.change_model_c
 def exception_handler(error, context):
     """DRF's handler, plus services' errors as 4xx JSON naming the field at fault."""
     if isinstance(error, ServiceError):
-        return Response(error.as_dict(), status=error.status)
+        retry_after = getattr(error, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return Response(error.as_dict(), status=error.status, headers=headers)
     return drf_exception_handler(error, context)
 
 
@@ -133,33 +151,11 @@ def server_error(request):
     return defaults.server_error(request)
 
 
-def require_perm(request, permission: str) -> None:
-    if not request.user.has_perm(permission):
-        raise PermissionDenied(f"you need the permission '{permission}'")
-
-
-def check_model_code(request, serializer, instance=None) -> None:
-    """Setting model code is running code on the server: it needs its own permission."""
-    code = serializer.validated_data.get("process")
-    current = instance.process if instance is not None else DEFAULT_PROCESS
-    if code is None or code.replace("\r\n", "\n").strip() == current.replace("\r\n", "\n").strip():
-        return
-    if not request.user.has_perm(MODEL_CODE_PERMISSION):
-        raise PermissionDenied(
-            {
-                "process": [
-                    f"setting the model code needs the permission '{MODEL_CODE_PERMISSION}': "
-                    "the code runs on the server; leave 'process' out to keep the current code"
-                ]
-            }
-        )
-
-
-def file_download(field, filename: str | None = None, content_type: str | None = None):
+def file_download(field, filename: str | None = None):
     if not field:
         raise NotFound("there is no such file", field="file")
     try:
-        return media_response(field.name, filename=filename, content_type=content_type)
+        return media_response(field.name, filename=filename)
     except Http404:
         raise NotFound("the file is missing from storage", field="file") from None
 
@@ -191,18 +187,24 @@ class DataSetViewSet(viewsets.ModelViewSet):
 
     serializer_class = DataSetSerializer
     filterset_fields = {"name": ["exact", "icontains"]}
+    permission_classes = [TokenScopes, UseCasePermissions, CanSetModelCode]
+    # The use cases of the actions beyond create, read, update and delete (management/permissions.py).
+    use_cases = {
+        "upload": [rules.ADD_IMAGES],
+        "train": [rules.TRAIN],
+        "validate": [rules.EDIT_DATASET],
+        "import_model": [rules.IMPORT],
+        "model": [rules.VIEW_DATASETS, rules.EXPORT],
+        "model_metadata": [rules.VIEW_DATASETS, rules.EXPORT],
+    }
+    sends_model_code = {"create", "update", "partial_update", "validate"}
 
     def get_queryset(self):
         return DataSet.objects.annotate(item_count=Count("items")).select_related("current_run").order_by("id")
 
     def perform_create(self, serializer):
-        check_model_code(self.request, serializer)
         serializer.save()
         serializer.instance.item_count = 0
-
-    def perform_update(self, serializer):
-        check_model_code(self.request, serializer, serializer.instance)
-        serializer.save()
 
     def perform_destroy(self, instance):
         dataset_delete(dataset=instance)
@@ -214,7 +216,6 @@ class DataSetViewSet(viewsets.ModelViewSet):
     )
     @action(detail=True, methods=["post"], parser_classes=[MultiPartParser, FormParser])
     def upload(self, request, pk=None):
-        require_perm(request, "management.add_datasetitem")
         dataset = self.get_object()
         serializer = ZipUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -228,7 +229,6 @@ class DataSetViewSet(viewsets.ModelViewSet):
     @extend_schema(summary="Queue a training run", request=None, responses={202: TrainingRunSerializer})
     @action(detail=True, methods=["post"], parser_classes=[JSONParser, MultiPartParser, FormParser])
     def train(self, request, pk=None):
-        require_perm(request, "management.change_dataset")
         run = training_run_create(dataset=self.get_object(), user=request.user)
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
@@ -237,20 +237,11 @@ class DataSetViewSet(viewsets.ModelViewSet):
         request=ValidateModelSerializer,
         responses={200: ValidationReportSerializer},
     )
-    @action(
-        detail=True,
-        methods=["post"],
-        parser_classes=[JSONParser, MultiPartParser, FormParser],
-        permission_classes=[TokenScopes, permissions.IsAuthenticated],
-    )
+    @action(detail=True, methods=["post"], parser_classes=[JSONParser, MultiPartParser, FormParser])
     def validate(self, request, pk=None):
-        # Validating is a step of editing a dataset, not of creating one.
-        require_perm(request, "management.view_dataset")
-        require_perm(request, "management.change_dataset")
         dataset = self.get_object()
         serializer = ValidateModelSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        check_model_code(request, serializer, dataset)
         report = dataset_model_validate(dataset=dataset, **serializer.validated_data)
         return Response(report.as_dict())
 
@@ -261,7 +252,6 @@ class DataSetViewSet(viewsets.ModelViewSet):
     )
     @action(detail=True, methods=["get"], content_negotiation_class=ModelFileNegotiation)
     def model(self, request, pk=None):
-        require_perm(request, "management.view_trainingrun")
         return model_download(request, prediction_run_for(dataset=self.get_object()))
 
     @extend_schema(
@@ -272,17 +262,8 @@ class DataSetViewSet(viewsets.ModelViewSet):
         request={"multipart/form-data": ModelImportSerializer},
         responses={201: TrainingRunSerializer},
     )
-    @action(
-        detail=True,
-        methods=["post"],
-        url_path="import_model",
-        parser_classes=[MultiPartParser, FormParser],
-        permission_classes=[TokenScopes, permissions.IsAuthenticated],
-    )
+    @action(detail=True, methods=["post"], url_path="import_model", parser_classes=[MultiPartParser, FormParser])
     def import_model(self, request, pk=None):
-        require_perm(request, "management.view_dataset")
-        require_perm(request, "management.change_dataset")
-        require_perm(request, MODEL_CODE_PERMISSION)
         dataset = self.get_object()
         serializer = ModelImportSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -292,7 +273,6 @@ class DataSetViewSet(viewsets.ModelViewSet):
     @extend_schema(summary="What the current model takes and answers", responses={200: ModelMetadataSerializer})
     @action(detail=True, methods=["get"], url_path="model/metadata")
     def model_metadata(self, request, pk=None):
-        require_perm(request, "management.view_trainingrun")
         return Response(prediction_metadata(dataset=self.get_object()).as_dict())
 
 
@@ -322,7 +302,7 @@ class DataSetItemViewSet(viewsets.ModelViewSet):
         data = serializer.validated_data
         image = data["image"]
         serializer.instance = dataset_item_create(
-            dataset=data["dataset"], label=data["label"], file=image, name=getattr(image, "name", "")
+            dataset=data["dataset"], label=data["label"], file=image, name=getattr(image, "name", None) or ""
         )
 
     def perform_update(self, serializer):
@@ -340,6 +320,7 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
 
     serializer_class = TrainingRunSerializer
     filterset_fields = ["dataset", "status"]
+    use_cases = {"cancel": [rules.TRAIN], "resume": [rules.TRAIN], "promote": [rules.PROMOTE]}
 
     def get_queryset(self):
         return TrainingRun.objects.select_related("dataset").order_by("-id")
@@ -351,11 +332,8 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
         training_run_delete(run=instance)
 
     @extend_schema(summary="Cancel a queued or running run", request=None, responses={200: TrainingRunSerializer})
-    @action(detail=True, methods=["post"], permission_classes=[TokenScopes, permissions.IsAuthenticated])
+    @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        # Cancelling changes what happens to a dataset, as the admin's Cancel button does.
-        require_perm(request, "management.view_trainingrun")
-        require_perm(request, "management.change_dataset")
         run = self.get_object()
         if not training_run_cancel(run=run):
             raise Conflict(f"run {run.pk} has already ended ({run.status})", field="run")
@@ -366,10 +344,8 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
         request=None,
         responses={202: TrainingRunSerializer},
     )
-    @action(detail=True, methods=["post"], permission_classes=[TokenScopes, permissions.IsAuthenticated])
+    @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
-        require_perm(request, "management.view_trainingrun")
-        require_perm(request, "management.change_dataset")
         run = training_run_resume(run=self.get_object())
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
@@ -378,10 +354,8 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
         request=None,
         responses={200: TrainingRunSerializer},
     )
-    @action(detail=True, methods=["post"], permission_classes=[TokenScopes, permissions.IsAuthenticated])
+    @action(detail=True, methods=["post"])
     def promote(self, request, pk=None):
-        require_perm(request, "management.view_trainingrun")
-        require_perm(request, "management.change_dataset")
         run = training_run_promote(run=self.get_object())
         return Response(TrainingRunSerializer(run).data)
 
@@ -398,7 +372,7 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
     @action(detail=True, methods=["get"])
     def log(self, request, pk=None):
         run = self.get_object()
-        return file_download(run.log_file, content_type="text/plain; charset=utf-8")
+        return file_download(run.log_file)
 
 
 class UserViewSet(viewsets.ModelViewSet):
@@ -465,6 +439,7 @@ class PredictView(APIView):
     permission_classes = [permissions.IsAuthenticated, TokenScopes, CanPredict]
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     required_scope = PREDICT
+    throttle_scope = "predict"
 
     def post(self, request):
         payload, batch = _predict_payload(request)
@@ -501,6 +476,7 @@ class HealthView(APIView):
 
     authentication_classes = []
     permission_classes = [permissions.AllowAny]
+    throttle_classes = []  # load balancers and monitors probe it often
 
     def get(self, request):
         try:
@@ -511,14 +487,52 @@ class HealthView(APIView):
         return Response({"status": "ok", "database": "ok"})
 
 
-class FirstRenderer(BaseContentNegotiation):
-    """Whatever the client accepts: the metrics are text, and an error is JSON."""
+class MediaNegotiation(DefaultContentNegotiation):
+    """A file answers in its own type whatever the client accepts; only errors are rendered (JSON)."""
 
     def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:
+            return renderers[0], renderers[0].media_type
 
-    def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
+
+class CanViewMedia(permissions.BasePermission):
+    """A media file needs the view permission of what its folder holds: the same rule as the admin's."""
+
+    message = "you may not see this file"
+
+    def has_permission(self, request, view):
+        parts = PurePosixPath(view.kwargs.get("path", "")).parts
+        permission = MEDIA_PERMISSIONS.get(parts[0] if parts else "")
+        return permission is not None and request.user.has_perm(permission)
+
+
+@extend_schema(exclude=True)
+class MediaView(APIView):
+    """Private media (the `image` URLs of items, models, logs) for a session, a bearer token with the
+    `read` scope or Basic authentication; a browser with none of them is sent to the login page."""
+
+    permission_classes = [TokenScopes, permissions.IsAuthenticated, CanViewMedia]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = MediaNegotiation
+    # Not counted against the API's request rate: an admin page shows dozens of thumbnails at once.
+    throttle_classes = []
+
+    def get(self, request, path):
+        try:
+            full_path = Path(safe_join(settings.MEDIA_ROOT, path))
+        except SuspiciousFileOperation:  # ../ and absolute names
+            raise Http404 from None
+        relative = Path(os.path.relpath(full_path, os.path.abspath(settings.MEDIA_ROOT))).as_posix()
+        return media_response(relative)
+
+    def handle_exception(self, exc):
+        request = self.request
+        browser = "text/html" in request.META.get("HTTP_ACCEPT", "")
+        if isinstance(exc, NotAuthenticated) and browser and "HTTP_AUTHORIZATION" not in request.META:
+            return redirect_to_login(request.get_full_path())
+        return super().handle_exception(exc)
 
 
 @extend_schema(exclude=True)
@@ -527,7 +541,11 @@ class MetricsView(APIView):
 
     permission_classes = [CanReadMetrics]
     renderer_classes = [JSONRenderer]
-    content_negotiation_class = FirstRenderer
+    # Text whatever the client accepts (Prometheus asks for OpenMetrics first); an error is JSON.
+    content_negotiation_class = MediaNegotiation
+    # Counted apart from the API's requests (KERASUI_THROTTLE_METRICS): a scraper sharing an account
+    # with a busy API client is not refused for the client's requests.
+    throttle_scope = "metrics"
 
     def get(self, request):
         metrics.record_process(cached_models=len(model_cache))

@@ -1,6 +1,6 @@
 """Load test: concurrent predictions and uploads against gunicorn, counting every error.
 
-    .venv/bin/python bench/load.py [--seconds 60] [--predict-clients 8] [--upload-clients 2]
+    .venv/bin/python -m bench.load [--seconds 60] [--predict-clients 8] [--upload-clients 2]
 
 One run, loopback only: starts gunicorn (gunicorn.conf.py) on a fresh data folder with a trained
 16 px colour model, then for `--seconds` keeps `--predict-clients` keep-alive clients posting one
@@ -27,11 +27,10 @@ import time
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-# The project instead of this folder, whose queue.py would hide the standard library's queue module.
-sys.path[:] = [str(ROOT)] + [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "bench"]
+from bench.common import database_with_token, percentile, wait_for, write_results
 
-from bench.common import database_with_token, percentile, wait_for, write_results  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 
 def colour_png(rgb: tuple[int, int, int], seed: int) -> bytes:
@@ -183,7 +182,10 @@ def main() -> None:
         **os.environ,
         "KERASUI_DATA_DIR": str(data_dir),
         "KERASUI_BIND": f"127.0.0.1:{args.port}",
-        "KERASUI_TRAINING_RUNNER": "none",
+        "KERASUI_TRAINING_BACKEND": "none",
+        # Request rates are counted as in production, but never refused: the clients share one token.
+        "KERASUI_THROTTLE_API": os.environ.get("KERASUI_THROTTLE_API", "10000000/min"),
+        "KERASUI_THROTTLE_PREDICT": os.environ.get("KERASUI_THROTTLE_PREDICT", "10000000/min"),
     }
     log = (data_dir / "gunicorn.log").open("wb")
     server = subprocess.Popen(

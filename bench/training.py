@@ -1,6 +1,6 @@
 """Training benchmark: `manage.py train` against a plain Keras script, its peak memory, and the decode cache.
 
-    .venv/bin/python bench/training.py [--quick] [--keep]
+    .venv/bin/python -m bench.training [--quick] [--keep]
 
 One run, one machine, every figure measured in that run on generated images (10 labels of noisy shapes):
   (a) run time: `manage.py train DATASET_ID` in a subprocess on a fresh data folder (the zip imported through
@@ -35,11 +35,10 @@ import zipfile
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-# The project instead of this folder, whose queue.py would hide the standard library's queue module.
-sys.path[:] = [str(ROOT)] + [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "bench"]
+from bench.common import write_results
 
-from bench.common import write_results  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 SHAPES = ["circle", "square", "triangle", "hbar", "vbar", "cross", "plus", "disc", "diagonal", "dots"]
 SEED = 1234
@@ -243,7 +242,7 @@ def app_env(data_dir: Path) -> dict:
     env.update(
         KERASUI_DATA_DIR=str(data_dir),
         DJANGO_SETTINGS_MODULE="kerasui.settings",
-        KERASUI_TRAINING_RUNNER="none",
+        KERASUI_TRAINING_BACKEND="none",
         TF_CPP_MIN_LOG_LEVEL="2",
         PYTHONUNBUFFERED="1",
     )

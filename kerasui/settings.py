@@ -7,10 +7,13 @@ and ``DATABASE_URL``.
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from kerasui import logs
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -28,6 +31,12 @@ def env_bool(name: str, default: bool = False) -> bool:
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
     return int(value) if value else default
+
+
+def env_rate(name: str, default: str) -> str | None:
+    """A DRF rate such as 1200/min; empty or "none" for no limit."""
+    value = os.environ.get(name, default).strip()
+    return None if value.lower() in {"", "none", "off"} else value
 
 
 def env_list(name: str, default: str = "") -> list[str]:
@@ -88,6 +97,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "oauth2_provider",
+    "axes",
     "management",
     "api",
 ]
@@ -97,6 +107,7 @@ MIDDLEWARE = [
     "management.metrics.MetricsMiddleware",
     "kerasui.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "kerasui.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -105,6 +116,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out admin login into the page that says so.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "kerasui.urls"
@@ -149,6 +162,42 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The cache every worker process shares: request-rate counters (DRF throttles) live there. The
+# database by default (its table is made by `migrate`); Redis when KERASUI_REDIS_URL (or CACHE_URL)
+# names one, e.g. redis://127.0.0.1:6379/2.
+KERASUI_REDIS_URL = os.environ.get("KERASUI_REDIS_URL") or os.environ.get("CACHE_URL") or ""
+if KERASUI_REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": KERASUI_REDIS_URL}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "kerasui_cache",
+            # Expired counters are deleted once this many rows exist (each write counts the rows).
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
+        }
+    }
+
+# Password guessing (django-axes): after KERASUI_LOGIN_FAILURE_LIMIT failed logins for one username from
+# one address, that pair is refused for KERASUI_LOGIN_LOCKOUT_MINUTES on every door that checks a
+# password (admin login, OAuth2 password grant, Basic authentication), even with the right password.
+# Failures are counted in the database, shared by every worker. Unlock: the admin's "Access attempts"
+# (delete the row) or `manage.py axes_reset_username NAME`.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("KERASUI_LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("KERASUI_LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# A lockout lasts its full time from the failure that caused it; attempts during it do not extend it.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "kerasui.logins.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "kerasui.logins.client_ip"
+AXES_VERBOSE = False  # no start-up banner in every command's output
+AXES_SENSITIVE_PARAMETERS = ["password", "client_secret", "code", "refresh_token", "token"]
+# Proxies in front of the app that append to X-Forwarded-For (0: none; the client is REMOTE_ADDR).
+KERASUI_PROXY_COUNT = env_int("KERASUI_PROXY_COUNT", 0)
+
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -179,6 +228,14 @@ MEDIA_ROOT = Path(os.environ.get("KERASUI_MEDIA_ROOT") or DATA_DIR / "media")
 KERASUI_MEDIA_SERVER = os.environ.get("KERASUI_MEDIA_SERVER", "").strip().lower()
 KERASUI_MEDIA_ACCEL_PREFIX = os.environ.get("KERASUI_MEDIA_ACCEL_PREFIX", "/protected-media/")
 
+# The Content-Security-Policy of every page (private media gets "default-src 'none'; sandbox"):
+# scripts only from this site's files, never inline; inline styles stay allowed (the admin and
+# Swagger UI use style attributes); images also from data: and blob: (previews of a chosen file).
+KERASUI_CONTENT_SECURITY_POLICY = os.environ.get("KERASUI_CONTENT_SECURITY_POLICY") or (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
+)
+
 # Uploads: zips of images can be large; Django streams big files to disk.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("KERASUI_MAX_REQUEST_BYTES", 50 * 1024 * 1024)
 # The largest request body of any kind (a zip upload included), refused before it is read.
@@ -189,15 +246,27 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "api.authentication.OAuth2Authentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        "api.authentication.BasicAuthentication",
     ],
     # A token acts only within its scopes; then Django's model permissions decide.
-    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.TokenScopes", "api.permissions.ModelPermissions"],
+    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.TokenScopes", "api.permissions.UseCasePermissions"],
+    # An unreadable body is a 400 naming the problem: JSON nested too deeply (DRF's own parser lets it
+    # become a 500), too many form fields (Django would log a traceback).
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.JSONParser", "api.parsers.FormParser", "api.parsers.MultiPartParser"],
     "DEFAULT_PAGINATION_CLASS": "api.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "api.views.exception_handler",
+    # Requests per minute per user (per address when anonymous): predictions and Prometheus' scrapes
+    # of /metrics (every 15 s is 4/min) each apart from the rest.
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttles.ScopedThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "api": env_rate("KERASUI_THROTTLE_API", "1200/min"),
+        "predict": env_rate("KERASUI_THROTTLE_PREDICT", "6000/min"),
+        "metrics": env_rate("KERASUI_THROTTLE_METRICS", "120/min"),
+    },
+    "NUM_PROXIES": KERASUI_PROXY_COUNT,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
@@ -224,6 +293,8 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
     "REFRESH_TOKEN_REUSE_PROTECTION": True,
     "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
+    # The password grant answers 429 while django-axes has locked the username out.
+    "OAUTH2_VALIDATOR_CLASS": "api.authentication.OAuth2Validator",
 }
 # Kept on purpose and documented (see above): the password grant.
 SILENCED_SYSTEM_CHECKS = ["oauth2_provider.W002"]
@@ -310,6 +381,11 @@ KERASUI_VALIDATE_TIMEOUT = env_int("KERASUI_VALIDATE_TIMEOUT", 60)
 # seconds, and checked against the Keras model on up to this many of the run's own images.
 KERASUI_EXPORT_TIMEOUT = env_int("KERASUI_EXPORT_TIMEOUT", 600)
 KERASUI_EXPORT_SAMPLES = env_int("KERASUI_EXPORT_SAMPLES", 16)
+# Model jobs run in child processes beside the web server (validations, model imports, exports): at most
+# this many at once on this machine, across its processes (0: no cap); more are answered 429.
+KERASUI_MAX_CONCURRENT_JOBS = env_int("KERASUI_MAX_CONCURRENT_JOBS", 2)
+# Lock files that count them (and other cross-process locks) live here, on this machine's disk.
+KERASUI_LOCK_DIR = Path(os.environ.get("KERASUI_LOCK_DIR") or DATA_DIR / "locks")
 # Largest .keras file accepted by model import.
 KERASUI_MAX_MODEL_BYTES = env_int("KERASUI_MAX_MODEL_BYTES", 500 * 1024 * 1024)
 # Loaded models kept per process for prediction (least recently used evicted); a worker loads the
@@ -341,7 +417,15 @@ KERASUI_MAX_ZIP_RATIO = env_int("KERASUI_MAX_ZIP_RATIO", 250)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"standard": {"format": logs.FORMAT, "style": "{"}},
+    "handlers": {
+        "console": {"class": "kerasui.logs.ConsoleHandler", "formatter": "standard"},
+        # A training process's account of its run goes to standard output: the run's log, with Keras' progress.
+        "run_log": {"class": "kerasui.logs.ConsoleHandler", "stream_name": "stdout", "formatter": "standard"},
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("KERASUI_LOG_LEVEL", "INFO").upper()},
-    "loggers": {"django.server": {"level": "INFO"}},
+    "loggers": {
+        "django.server": {"level": "INFO"},
+        logs.RUN_LOGGER: {"handlers": ["run_log"], "level": "INFO", "propagate": False},
+    },
 }

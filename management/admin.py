@@ -10,11 +10,13 @@ from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_POST
 
-from management import views
+from management import options, views
+from management import permissions as rules
 from management.forms import DataSetForm, DataSetItemForm
 from management.ml.export import FORMATS, RUNTIMES
-from management.models import MODEL_CODE_PERMISSION, DataSet, DataSetItem, TrainingRun
+from management.models import DataSet, DataSetItem, TrainingRun
 from management.services.datasets import dataset_delete, dataset_items_delete, dataset_label_counts
 from management.services.errors import ServiceError
 from management.services.training import (
@@ -28,11 +30,11 @@ THUMBNAILS_ON_DATASET_PAGE = 60
 LOG_TAIL_LINES = 200
 
 
-def guarded(model_admin, view, allowed=None):
-    """An admin page: logged-in staff only, and `allowed(request)` when given."""
+def guarded(model_admin, view, rule: rules.Rule | None = None):
+    """An admin page: logged-in staff only, and allowed by the use case's `rule` when given."""
 
     def page(request, *args, **kwargs):
-        if allowed is not None and not allowed(request):
+        if rule is not None and not rule.allows(request.user):
             raise PermissionDenied
         return view(request, *args, **kwargs)
 
@@ -68,30 +70,7 @@ class DataSetAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name"]}),
         ("Images", {"fields": ["label_counts", "thumbnails"]}),
-        ("Model", {"fields": ["architecture", "weights_file", "process"]}),
-        (
-            "Training options",
-            {
-                "fields": [
-                    "epochs",
-                    "batch_size",
-                    "image_size",
-                    "color_mode",
-                    "learning_rate",
-                    "validation_split",
-                    "test_split",
-                    "seed",
-                    "early_stopping_patience",
-                    "reduce_lr_on_plateau",
-                    "balance_classes",
-                    "verbose",
-                ]
-            },
-        ),
-        (
-            "Augmentation (only while training)",
-            {"fields": ["augment_flip", "augment_rotation", "augment_zoom", "augment_contrast"]},
-        ),
+        *options.fieldsets(options.MODEL, options.TRAINING, options.AUGMENTATION),
         ("Training runs", {"fields": ["current_run_link", "runs"]}),
     ]
 
@@ -103,10 +82,15 @@ class DataSetAdmin(admin.ModelAdmin):
         active = TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE).exists()
         return super().changelist_view(request, {**(extra_context or {}), "has_active_runs": active})
 
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # The page shows the buttons of the use cases this user may do.
+        context = {**(extra_context or {}), "can": rules.allowed(request.user)}
+        return super().changeform_view(request, object_id, form_url, context)
+
     def get_readonly_fields(self, request, obj=None):
         # The model code runs on the server: only holders of the model-code permission may edit it.
         fields = list(super().get_readonly_fields(request, obj))
-        if not request.user.has_perm(MODEL_CODE_PERMISSION):
+        if not rules.SET_MODEL_CODE.allows(request.user):
             fields.append("process")
         return fields
 
@@ -174,10 +158,13 @@ class DataSetAdmin(admin.ModelAdmin):
     def current_run_link(self, obj):
         return views.run_link(obj.current_run)
 
-    @admin.action(description="Train selected datasets", permissions=["change"])
+    @admin.action(description="Train selected datasets", permissions=["train"])
     def train_selected(self, request, queryset):
         for dataset in queryset:
             self._train(request, dataset)
+
+    def has_train_permission(self, request) -> bool:
+        return rules.TRAIN.allows(request.user)
 
     def _train(self, request, dataset):
         try:
@@ -209,34 +196,32 @@ class DataSetAdmin(admin.ModelAdmin):
                 self.message_user(request, error.message, messages.ERROR)
 
     def get_urls(self):
-        upload = guarded(self, views.upload_zip, self.has_change_permission)
+        upload = guarded(self, views.upload_zip, rules.ADD_IMAGES)
         return [
             path("upload/", upload, name="management_dataset_upload"),
             path("<int:dataset_id>/upload/", upload, name="management_dataset_upload_into"),
-            path("<int:dataset_id>/train/", guarded(self, self._train_view), name="management_dataset_train"),
+            path(
+                "<int:dataset_id>/train/",
+                guarded(self, require_POST(self._train_view), rules.TRAIN),
+                name="management_dataset_train",
+            ),
             path(
                 "<int:dataset_id>/validate/",
-                guarded(self, views.validate_model, self.has_change_permission),
+                guarded(self, views.validate_model, rules.EDIT_DATASET),
                 name="management_dataset_validate",
             ),
             path(
                 "<int:dataset_id>/import_model/",
-                guarded(self, views.import_model, self._may_import),
+                guarded(self, views.import_model, rules.IMPORT),
                 name="management_dataset_import_model",
             ),
-            path("test/", guarded(self, views.test_model, self.has_view_permission), name="management_dataset_test"),
-            path("demo/", guarded(self, views.load_demo, self.has_add_permission), name="management_dataset_demo"),
+            path("test/", guarded(self, views.test_model, rules.PREDICT), name="management_dataset_test"),
+            path("demo/", guarded(self, views.load_demo, rules.LOAD_DEMO), name="management_dataset_demo"),
             *super().get_urls(),
         ]
 
-    def _may_import(self, request) -> bool:
-        # A model file is close to code (it answers predictions): import needs the model-code permission too.
-        return self.has_change_permission(request) and request.user.has_perm(MODEL_CODE_PERMISSION)
-
     def _train_view(self, request, dataset_id):
         dataset = get_object_or_404(DataSet, pk=dataset_id)
-        if request.method != "POST" or not self.has_change_permission(request, dataset):
-            raise PermissionDenied
         run = self._train(request, dataset)
         if run is None:
             return redirect("admin:management_dataset_change", dataset.pk)
@@ -251,8 +236,8 @@ class DataSetItemAdmin(admin.ModelAdmin):
     list_filter = ["dataset", "label"]
     search_fields = ["label"]
     list_per_page = 60
-    readonly_fields = ["large_preview"]
-    fields = ["dataset", "label", "image", "large_preview"]
+    readonly_fields = ["large_preview", "original_name"]
+    fields = ["dataset", "label", "image", "original_name", "large_preview"]
 
     @admin.display(description="image")
     def preview(self, obj):
@@ -292,25 +277,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
             "Snapshot taken when the run was created",
             {
                 "classes": ["collapse"],
-                "fields": [
-                    "labels",
-                    "epochs",
-                    "batch_size",
-                    "image_size",
-                    "color_mode",
-                    "validation_split",
-                    "test_split",
-                    "split_counts",
-                    "seed",
-                    "architecture",
-                    "learning_rate",
-                    "weights_file",
-                    "early_stopping_patience",
-                    "reduce_lr_on_plateau",
-                    "balance_classes",
-                    "augmentation",
-                    "process",
-                ],
+                "fields": ["labels", *options.RUN_SNAPSHOT_FIELDS, "split_counts"],
             },
         ),
         (
@@ -445,51 +412,55 @@ class TrainingRunAdmin(admin.ModelAdmin):
             return "(the log file is missing)"
         return format_html('<pre class="kerasui-log">{}</pre>', "\n".join(lines))
 
-    @admin.action(description="Cancel selected runs")
+    @admin.action(description="Cancel selected runs", permissions=["train"])
     def cancel_selected(self, request, queryset):
         cancelled = sum(training_run_cancel(run=run) for run in queryset)
         self.message_user(request, f"Cancelled {cancelled} run(s).", messages.SUCCESS)
 
-    def get_actions(self, request):
-        # Cancelling changes a run's status, which needs the change permission of the dataset.
-        actions = super().get_actions(request)
-        if not request.user.has_perm("management.change_dataset"):
-            actions.pop("cancel_selected", None)
-        return actions
+    def has_train_permission(self, request) -> bool:
+        # Cancelling changes what happens to a dataset: the use case of training.
+        return rules.TRAIN.allows(request.user)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        context = {**(extra_context or {}), "can": rules.allowed(request.user)}
+        return super().changeform_view(request, object_id, form_url, context)
 
     def get_urls(self):
-        model = guarded(self, views.download_model, self.has_view_permission)
-        log = guarded(self, views.download_log, self.has_view_permission)
+        name = "management_trainingrun"
         return [
-            path("<int:run_id>/model/", model, name="management_trainingrun_model"),
-            path("<int:run_id>/log/", log, name="management_trainingrun_log"),
+            path("<int:run_id>/model/", guarded(self, views.download_model, rules.EXPORT), name=f"{name}_model"),
+            path("<int:run_id>/log/", guarded(self, views.download_log, rules.EXPORT), name=f"{name}_log"),
             path(
                 "<int:run_id>/export/<str:format>/",
-                guarded(self, views.download_export, self.has_view_permission),
+                guarded(self, views.download_export, rules.EXPORT),
                 name="management_trainingrun_export",
             ),
             path(
                 "<int:run_id>/promote/",
-                guarded(self, views.promote_run, lambda request: request.user.has_perm("management.change_dataset")),
+                guarded(self, views.promote_run, rules.PROMOTE),
                 name="management_trainingrun_promote",
             ),
-            path("<int:run_id>/cancel/", guarded(self, self._cancel), name="management_trainingrun_cancel"),
-            path("<int:run_id>/resume/", guarded(self, self._resume), name="management_trainingrun_resume"),
+            path(
+                "<int:run_id>/cancel/",
+                guarded(self, require_POST(self._cancel), rules.TRAIN),
+                name="management_trainingrun_cancel",
+            ),
+            path(
+                "<int:run_id>/resume/",
+                guarded(self, require_POST(self._resume), rules.TRAIN),
+                name="management_trainingrun_resume",
+            ),
             *super().get_urls(),
         ]
 
     def _cancel(self, request, run_id):
         run = get_object_or_404(TrainingRun, pk=run_id)
-        if request.method != "POST" or not request.user.has_perm("management.change_dataset"):
-            raise PermissionDenied
         if training_run_cancel(run=run):
             self.message_user(request, f"{run} was cancelled.", messages.SUCCESS)
         return redirect("admin:management_trainingrun_change", run.pk)
 
     def _resume(self, request, run_id):
         run = get_object_or_404(TrainingRun, pk=run_id)
-        if request.method != "POST" or not request.user.has_perm("management.change_dataset"):
-            raise PermissionDenied
         try:
             training_run_resume(run=run)
         except ServiceError as error:

@@ -3,24 +3,69 @@
 With `KERASUI_MEDIA_SERVER=nginx` the response only carries `X-Accel-Redirect` (to an `internal`
 location, `KERASUI_MEDIA_ACCEL_PREFIX`), with `apache` (or lighttpd) `X-Sendfile` with the file's
 path: the web server sends the bytes after Django has checked who may see them.
+
+Whoever sends the bytes, the type is decided here from what the file is, never guessed from an
+extension by the platform: an item image (named by the server from its detected format) inline as
+that image type, a log as plain text, and everything else as an `application/octet-stream`
+attachment. Every answer forbids sniffing, runs nothing (a CSP sandbox) and is not cached.
 """
 
 from __future__ import annotations
 
-import mimetypes
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from django.conf import settings
 from django.http import FileResponse, Http404, HttpResponse
 
+# The image types a dataset item is served inline as, by its (server-chosen) extension.
+IMAGE_TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "bmp": "image/bmp",
+    "tiff": "image/tiff",
+    "ico": "image/x-icon",
+    "avif": "image/avif",
+}
+TEXT = "text/plain; charset=utf-8"
+DOWNLOAD = "application/octet-stream"
+# Downloads (models, exports, weights) keep a precise type only from this list.
+DOWNLOAD_TYPES = {"zip": "application/zip"}
+# On every private file: the type as sent is the type (no sniffing), nothing in it runs, even when
+# it is opened as a page (sandbox), and neither the browser nor a proxy keeps a copy.
+PRIVATE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "Cache-Control": "private, no-store",
+}
 
-def media_response(relative: str, *, filename: str | None = None, content_type: str | None = None):
-    """A response for the media file `relative` (a path under MEDIA_ROOT already checked by the caller)."""
+
+def media_type(relative: str) -> tuple[str, bool]:
+    """The content type of the media file `relative`, and whether it may be shown inline."""
+    path = PurePosixPath(relative)
+    folder = path.parts[0] if path.parts else ""
+    extension = path.suffix.lower().lstrip(".")
+    if folder == "datasets" and extension in IMAGE_TYPES:
+        return IMAGE_TYPES[extension], True
+    if folder == "logs" and extension in {"log", "txt"}:
+        return TEXT, True
+    return DOWNLOAD_TYPES.get(extension, DOWNLOAD), False
+
+
+def media_response(relative: str, *, filename: str | None = None):
+    """A response for the media file `relative` (a path under MEDIA_ROOT already checked by the caller).
+
+    `filename` makes it a download under that name; a file that may not be shown inline is a
+    download under its own name anyway.
+    """
     path = Path(settings.MEDIA_ROOT) / relative
     if not relative or not path.is_file():
         raise Http404("the file is missing")
-    content_type = content_type or mimetypes.guess_type(filename or path.name)[0] or "application/octet-stream"
+    content_type, inline = media_type(relative)
+    if filename is None and not inline:
+        filename = PurePosixPath(relative).name
     server = settings.KERASUI_MEDIA_SERVER
     if server in {"nginx", "apache"}:
         response = HttpResponse(content_type=content_type)
@@ -30,7 +75,10 @@ def media_response(relative: str, *, filename: str | None = None, content_type: 
             response["X-Sendfile"] = str(path.resolve())
         if filename:
             response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
-        return response
-    if filename:
-        return FileResponse(path.open("rb"), as_attachment=True, filename=filename, content_type=content_type)
-    return FileResponse(path.open("rb"), content_type=content_type)
+    elif filename:
+        response = FileResponse(path.open("rb"), as_attachment=True, filename=filename, content_type=content_type)
+    else:
+        response = FileResponse(path.open("rb"), content_type=content_type)
+    for header, value in PRIVATE_HEADERS.items():
+        response[header] = value
+    return response

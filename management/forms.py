@@ -3,16 +3,19 @@
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
-from management.models import DataSet, DataSetItem
-from management.services.datasets import image_check
+from management.models import Architecture, ColorMode, DataSet, DataSetItem, original_file_name
+from management.services.datasets import clean_label, image_check
 from management.services.errors import ServiceError
 
 
 class ZipUploadForm(forms.Form):
-    """A zip of images for one dataset, with one label for all or one per top-level folder."""
+    """A zip of images for a dataset, with one label for all or one per top-level folder; or an image and its label."""
 
     dataset = forms.ModelChoiceField(queryset=DataSet.objects.all())
-    file = forms.FileField(label="Zip file", help_text="A .zip of images (PNG, JPEG, GIF, BMP, TIFF, WebP…).")
+    file = forms.FileField(
+        label="Zip file",
+        help_text="A .zip of images (PNG, JPEG, GIF, BMP, TIFF, WebP…), or a single image with its label typed below.",
+    )
     label = forms.CharField(
         required=False,
         max_length=100,
@@ -21,6 +24,31 @@ class ZipUploadForm(forms.Form):
             "top-level folder it is in (circle/1.png gets the label 'circle')."
         ),
     )
+
+    def is_zip(self) -> bool:
+        return self.cleaned_data["file"].name.lower().endswith(".zip")
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("file") is not None and not self.is_zip() and not (cleaned.get("label") or "").strip():
+            self.add_error("label", "Type the label of this image (a zip can label its images by folder).")
+        return cleaned
+
+
+class ValidateForm(forms.Form):
+    """The model as it is being edited, to validate instead of the saved one (each option left out: the saved)."""
+
+    process = forms.CharField(required=False, strip=False)
+    architecture = forms.ChoiceField(choices=Architecture.choices, required=False)
+    image_size = forms.IntegerField(required=False, min_value=8, max_value=1024)
+    color_mode = forms.ChoiceField(choices=ColorMode.choices, required=False)
+
+    def overrides(self) -> dict:
+        """The options sent; the model code even when empty (an editor cleared), the others when given."""
+        given = {name: value for name, value in self.cleaned_data.items() if value not in (None, "")}
+        if "process" in self.data:
+            given["process"] = self.cleaned_data["process"]
+        return given
 
 
 class ModelImportForm(forms.Form):
@@ -33,13 +61,14 @@ class ModelImportForm(forms.Form):
 
 
 class TestForm(forms.Form):
-    """An image to classify with a dataset's current model."""
+    """An image to classify with a dataset's current model, or with one of its versions."""
 
     dataset = forms.ModelChoiceField(
         queryset=DataSet.objects.filter(current_run__isnull=False),
         empty_label=None,
         help_text="Only datasets with a trained model are listed.",
     )
+    run = forms.IntegerField(required=False, min_value=1, help_text="A version of the dataset; empty: the current one.")
     image = forms.FileField(help_text="Any image: it is resized and converted as the model was trained.")
 
     def clean_image(self):
@@ -48,18 +77,27 @@ class TestForm(forms.Form):
         return file.name, file.read()
 
 
+class ContentCheckedImageField(forms.ImageField):
+    """An image judged by its bytes alone. Django's check of the name's extension is dropped: it let a
+    PNG named cat.pdf through, and a PNG named cat.html is fine once the server has renamed it."""
+
+    default_validators = []
+
+
 class DataSetItemForm(forms.ModelForm):
-    """A single labelled image; the file is fully decoded before it is accepted."""
+    """A single labelled image; the file is fully decoded before it is accepted, and stored under a
+    name the server gives it from its format (the name it came with is kept as its original name)."""
 
     class Meta:
         model = DataSetItem
         fields = ["dataset", "label", "image"]
+        field_classes = {"image": ContentCheckedImageField}
 
     def clean_label(self):
-        label = " ".join(self.cleaned_data["label"].split())
-        if not label:
-            raise forms.ValidationError("A label cannot be empty.")
-        return label
+        try:
+            return clean_label(self.cleaned_data["label"])
+        except ServiceError as error:
+            raise forms.ValidationError(error.message) from None
 
     def clean_image(self):
         image = self.cleaned_data["image"]
@@ -71,6 +109,7 @@ class DataSetItemForm(forms.ModelForm):
                 image_check(data, name=image.name)
             except ServiceError as error:
                 raise forms.ValidationError(error.message) from None
+            self.instance.original_name = original_file_name(image.name)
         return image
 
 

@@ -1,174 +1,67 @@
 """Datasets of labelled images, their items, and the training runs that turn them into models."""
 
+import re
+import unicodedata
 import uuid
 from functools import cached_property
 from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import FileExtensionValidator, MaxValueValidator, MinValueValidator
 from django.db import models
-from django.utils.text import get_valid_filename, slugify
+from django.db.models.fields.files import ImageFieldFile
+from django.utils.text import slugify
 
-from management.ml.models import DEFAULT_PROCESS
+from management.ml.images import image_file_name, image_format
+from management.options import (  # noqa: F401 - the choices and weights_file_path are read from here too
+    Architecture,
+    ColorMode,
+    Flip,
+    Verbosity,
+    add_fields,
+    augmentation_of,
+    weights_file_path,
+)
 
 MODEL_CODE_PERMISSION = "management.change_model_code"
 
 
-class ColorMode(models.TextChoices):
-    GRAYSCALE = "grayscale", "Grayscale"
-    RGB = "rgb", "RGB"
-
-
-class Architecture(models.TextChoices):
-    CODE = "code", "Model code (the default code is a small CNN)"
-    DEEP_CNN = "deep_cnn", "Deeper CNN with batch normalisation"
-    MOBILENET_V3_SMALL = "mobilenet_v3_small", "MobileNetV3-Small, from scratch"
-    EFFICIENTNET_B0 = "efficientnet_b0", "EfficientNet-B0, from scratch"
-
-
-class Flip(models.TextChoices):
-    NONE = "none", "No flipping"
-    HORIZONTAL = "horizontal", "Left-right"
-    VERTICAL = "vertical", "Up-down"
-    BOTH = "horizontal_and_vertical", "Left-right and up-down"
-
-
-class Verbosity(models.IntegerChoices):
-    SILENT = 0, "Silent"
-    PROGRESS_BAR = 1, "Progress bar"
-    ONE_LINE_PER_EPOCH = 2, "One line per epoch"
-
-
 def item_image_path(instance: "DataSetItem", filename: str) -> str:
-    name = get_valid_filename(PurePosixPath(filename).name)[-80:] or "image"
-    return f"datasets/{instance.dataset_id}/{uuid.uuid4().hex[:12]}-{name}"
+    """datasets/<dataset>/<random>.<ext>: the extension is the server's (see ServerNamedImageField);
+    anything but a short alphanumeric extension becomes .bin, which is only ever downloaded."""
+    extension = PurePosixPath(filename).suffix.lower().lstrip(".")
+    if not re.fullmatch(r"[a-z0-9]{1,5}", extension):
+        extension = "bin"
+    return f"datasets/{instance.dataset_id}/{uuid.uuid4().hex[:16]}.{extension}"
 
 
-def weights_file_path(instance: "DataSet", filename: str) -> str:
-    name = get_valid_filename(PurePosixPath(filename).name)[-80:] or "weights.h5"
-    return f"weights/{uuid.uuid4().hex[:12]}-{name}"
+def original_file_name(name: str | None) -> str:
+    """The base name a client gave a file, kept as data only: no folders, no control or format
+    characters (bidi overrides, zero-width), at most 255 characters (the end, with the extension)."""
+    name = PurePosixPath((name or "").replace("\\", "/")).name
+    name = "".join(char for char in name if not unicodedata.category(char).startswith("C"))
+    return " ".join(name.split())[-255:]
+
+
+class ServerNamedImageFieldFile(ImageFieldFile):
+    """An image whose stored name comes from the format Pillow detects in its bytes, never from the
+    name it was sent with (the admin's forms save through here)."""
+
+    def save(self, name, content, save=True):
+        super().save(image_file_name(image_format(content)), content, save)
+
+
+class ServerNamedImageField(models.ImageField):
+    """An ImageField whose files are named by the server; see ServerNamedImageFieldFile."""
+
+    attr_class = ServerNamedImageFieldFile
 
 
 class DataSet(models.Model):
     """A named collection of labelled images and the options for training a model on it."""
 
     name = models.CharField(max_length=200, unique=True)
-    process = models.TextField(
-        "model code",
-        default=DEFAULT_PROCESS,
-        help_text=(
-            "Python that adds layers to <code>model</code> (a keras.Sequential holding the input, "
-            "scaled to 0..1). The final softmax layer is added for you. In scope: model, keras, "
-            "layers, every keras.layers name, image_size, channels, num_classes."
-        ),
-    )
-    epochs = models.PositiveIntegerField(
-        default=10,
-        validators=[MinValueValidator(1), MaxValueValidator(1000)],
-        help_text="Passes over the training images.",
-    )
-    batch_size = models.PositiveIntegerField(
-        default=32,
-        validators=[MinValueValidator(1), MaxValueValidator(4096)],
-        help_text="Images per training step.",
-    )
-    image_size = models.PositiveIntegerField(
-        default=64,
-        validators=[MinValueValidator(8), MaxValueValidator(1024)],
-        help_text="Images are resized to this many pixels wide and high.",
-    )
-    color_mode = models.CharField(
-        max_length=10,
-        choices=ColorMode.choices,
-        default=ColorMode.RGB,
-        help_text="Whether the model sees colour or grayscale images.",
-    )
-    validation_split = models.FloatField(
-        default=0.2,
-        validators=[MinValueValidator(0.0), MaxValueValidator(0.9)],
-        help_text="Fraction of each label's images held out to validate the model (0 for none).",
-    )
-    verbose = models.PositiveSmallIntegerField(
-        choices=Verbosity.choices,
-        default=Verbosity.ONE_LINE_PER_EPOCH,
-        help_text="How much Keras writes to the run's log.",
-    )
-    architecture = models.CharField(
-        "starting point",
-        max_length=30,
-        choices=Architecture.choices,
-        default=Architecture.CODE,
-        help_text="Your model code (below), or a built-in network trained from scratch (the code is then unused).",
-    )
-    weights_file = models.FileField(
-        "starting weights",
-        upload_to=weights_file_path,
-        max_length=255,
-        blank=True,
-        validators=[FileExtensionValidator(["h5", "hdf5", "keras"])],
-        help_text="Optional, for MobileNetV3-Small and EfficientNet-B0: a Keras weights file of the network "
-        "without its top (e.g. saved with backbone.save_weights('x.weights.h5')) to start from instead of "
-        "random weights. Nothing is ever downloaded.",
-    )
-    learning_rate = models.FloatField(
-        default=0.001,
-        validators=[MinValueValidator(1e-6), MaxValueValidator(1.0)],
-        help_text="Adam's step size. Lower it (0.0001) if the loss jumps around or becomes NaN.",
-    )
-    test_split = models.FloatField(
-        default=0.0,
-        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
-        help_text="Fraction of each label's images held out from training and validation, "
-        "evaluated once at the end (0 for none).",
-    )
-    early_stopping_patience = models.PositiveSmallIntegerField(
-        default=5,
-        validators=[MaxValueValidator(1000)],
-        help_text="Stop when the validation loss has not improved for this many epochs (0: never stop early). "
-        "The best epoch's weights are kept either way.",
-    )
-    reduce_lr_on_plateau = models.BooleanField(
-        "reduce learning rate on plateau",
-        default=False,
-        help_text="Halve the learning rate when the validation loss stalls for a few epochs.",
-    )
-    balance_classes = models.BooleanField(
-        default=False,
-        help_text="Weight each label inversely to its number of images, so rare labels count as much.",
-    )
-    augment_flip = models.CharField(
-        "random flip",
-        max_length=30,
-        choices=Flip.choices,
-        default=Flip.NONE,
-        help_text="Augmentation, applied only while training: flip images at random.",
-    )
-    augment_rotation = models.FloatField(
-        "random rotation",
-        default=0.0,
-        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
-        help_text="Rotate by up to this fraction of a full turn (0.05 = 18 degrees; 0 = off).",
-    )
-    augment_zoom = models.FloatField(
-        "random zoom",
-        default=0.0,
-        validators=[MinValueValidator(0.0), MaxValueValidator(0.9)],
-        help_text="Zoom in or out by up to this fraction (0 = off).",
-    )
-    augment_contrast = models.FloatField(
-        "random contrast",
-        default=0.0,
-        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
-        help_text="Change contrast by up to this fraction (0 = off).",
-    )
-    seed = models.PositiveIntegerField(
-        null=True,
-        blank=True,
-        validators=[MaxValueValidator(2**31 - 1)],
-        help_text="Seed of the split and of training; blank for a new one each run. "
-        "The same images and seed give the same split.",
-    )
+    # The training options: fields added from management/options.py (see the end of this module).
     current_run = models.ForeignKey(
         "TrainingRun",
         null=True,
@@ -207,12 +100,7 @@ class DataSet(models.Model):
 
     @property
     def augmentation(self) -> dict:
-        return {
-            "flip": self.augment_flip,
-            "rotation": self.augment_rotation,
-            "zoom": self.augment_zoom,
-            "contrast": self.augment_contrast,
-        }
+        return augmentation_of(self)
 
     @cached_property
     def latest_run(self) -> "TrainingRun | None":
@@ -224,7 +112,10 @@ class DataSetItem(models.Model):
 
     dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="items")
     label = models.CharField(max_length=100)
-    image = models.ImageField(upload_to=item_image_path, max_length=255)
+    image = ServerNamedImageField(upload_to=item_image_path, max_length=255)
+    original_name = models.CharField(
+        max_length=255, blank=True, help_text="The file's name as it was uploaded (the stored name is the server's)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -269,23 +160,9 @@ class TrainingRun(models.Model):
     progress = models.FloatField(default=0.0)
     epoch = models.PositiveIntegerField(default=0)
 
-    # The snapshot: what this run trains with, whatever happens to the dataset afterwards.
-    process = models.TextField("model code")
-    epochs = models.PositiveIntegerField()
-    batch_size = models.PositiveIntegerField()
-    image_size = models.PositiveIntegerField()
-    color_mode = models.CharField(max_length=10, choices=ColorMode.choices)
-    validation_split = models.FloatField()
-    verbose = models.PositiveSmallIntegerField(choices=Verbosity.choices)
+    # The snapshot: what this run trains with, whatever happens to the dataset afterwards. The options'
+    # fields are added from management/options.py (see the end of this module).
     labels = models.JSONField(default=list, help_text="The labels in model output order.")
-    seed = models.PositiveIntegerField(default=0)
-    architecture = models.CharField(max_length=30, choices=Architecture.choices, default=Architecture.CODE)
-    learning_rate = models.FloatField(default=0.001)
-    weights_file = models.CharField(max_length=255, blank=True, help_text="The starting weights, under media.")
-    test_split = models.FloatField(default=0.0)
-    early_stopping_patience = models.PositiveSmallIntegerField(default=0)
-    reduce_lr_on_plateau = models.BooleanField(default=False)
-    balance_classes = models.BooleanField(default=False)
     augmentation = models.JSONField(default=dict, blank=True)
     splits = models.JSONField(
         default=dict, blank=True, help_text="The item ids of each split: train, validation, test."
@@ -389,3 +266,6 @@ class TrainingRun(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+add_fields(DataSet, TrainingRun)

@@ -2,33 +2,32 @@
 
 import base64
 import io
-import mimetypes
-import os
-from pathlib import Path
 
-from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, SuspiciousFileOperation
+from django.core.exceptions import PermissionDenied
 from django.core.management import call_command
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils._os import safe_join
 from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
 
-from management.files import media_response
-from management.forms import ModelImportForm, TestForm, ZipUploadForm
+from management import permissions as rules
+from management.files import IMAGE_TYPES, media_response
+from management.forms import ModelImportForm, TestForm, ValidateForm, ZipUploadForm
 from management.management.commands.demo import DEMO_NAME
-from management.models import DataSet, TrainingRun
-from management.services.datasets import dataset_import_zip
+from management.ml.images import image_extension, image_format
+from management.models import Architecture, ColorMode, DataSet, TrainingRun
+from management.services.datasets import ImportReport, dataset_import_zip, dataset_item_create
 from management.services.errors import ServiceError
 from management.services.exports import training_run_export, training_run_export_bundle
 from management.services.prediction import prediction_predict_one
 from management.services.training import dataset_model_validate
 from management.services.versions import training_run_import, training_run_promote
 
-# Which permission a media folder needs: images belong to items, models and logs to runs.
+# Which permission a media folder needs: images belong to items, models and logs to runs. Served by
+# api.views.MediaView, which accepts the session and the API's credentials alike.
 MEDIA_PERMISSIONS = {
     "datasets": "management.view_datasetitem",
     "models": "management.view_trainingrun",
@@ -42,32 +41,26 @@ def home(request):
     return render(request, "home.html")
 
 
-@login_required
-def protected_media(request, path: str):
-    """Serve a media file to a user allowed to see what it belongs to; nothing else."""
-    parts = Path(path).parts
-    permission = MEDIA_PERMISSIONS.get(parts[0] if parts else "")
-    if permission is None or not request.user.has_perm(permission):
-        raise PermissionDenied
-    try:
-        full_path = Path(safe_join(settings.MEDIA_ROOT, path))
-    except SuspiciousFileOperation:  # ../ and absolute names
-        raise Http404 from None
-    return media_response(Path(os.path.relpath(full_path, os.path.abspath(settings.MEDIA_ROOT))).as_posix())
+def _import(form: ZipUploadForm) -> ImportReport:
+    """The form's zip, or its single image, into its dataset."""
+    dataset, file, label = form.cleaned_data["dataset"], form.cleaned_data["file"], form.cleaned_data["label"]
+    if form.is_zip():
+        return dataset_import_zip(dataset=dataset, file=file, label=label or None)
+    item = dataset_item_create(dataset=dataset, label=label, file=file, name=file.name)
+    return ImportReport(counts={item.label: 1})
 
 
 def upload_zip(request, dataset_id=None):
-    """The 'Upload a zip' page: into a chosen dataset, one label for all or one per folder."""
+    """The 'Upload a zip' page, and the door of the dataset page's drop zone (one file per request):
+    a zip labelled by folder or by the typed label, or an image and its label."""
     initial = {"dataset": dataset_id} if dataset_id else {}
     form = ZipUploadForm(request.POST or None, request.FILES or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         dataset = form.cleaned_data["dataset"]
         try:
-            report = dataset_import_zip(
-                dataset=dataset, file=form.cleaned_data["file"], label=form.cleaned_data["label"] or None
-            )
+            report = _import(form)
         except ServiceError as error:
-            form.add_error("file" if error.field == "file" else "label", error.message)
+            form.add_error("file" if error.field in {"file", "image"} else "label", error.message)
         else:
             counts = ", ".join(f"{label}: {count}" for label, count in report.counts.items()) or "none"
             level = messages.SUCCESS if report.added else messages.WARNING
@@ -77,6 +70,10 @@ def upload_zip(request, dataset_id=None):
                 more = f" and {len(report.skipped) - 20} more" if len(report.skipped) > 20 else ""
                 entries = "entry" if len(report.skipped) == 1 else "entries"
                 messages.warning(request, f"Skipped {len(report.skipped)} {entries}: {shown}{more}.")
+            # The drop zone reads the messages from the page it names (a light one), then reloads the dataset.
+            after = request.GET.get("next", "")
+            if url_has_allowed_host_and_scheme(after, allowed_hosts={request.get_host()}):
+                return redirect(after)
             return redirect("admin:management_dataset_change", dataset.pk)
     context = {
         **admin.site.each_context(request),
@@ -87,10 +84,9 @@ def upload_zip(request, dataset_id=None):
     return render(request, "management/upload_zip.html", context)
 
 
+@require_POST
 def load_demo(request):
     """The dashboard's 'Load the demo dataset' button: the `demo` command, then the new dataset's page."""
-    if request.method != "POST":
-        raise PermissionDenied
     call_command("demo", stdout=io.StringIO())
     dataset = DataSet.objects.get(name=DEMO_NAME)
     messages.success(request, f"The demo dataset '{dataset}' is ready: press Train to train a model on it.")
@@ -98,38 +94,70 @@ def load_demo(request):
 
 
 def validate_model(request, dataset_id):
-    """The 'Validate the model' page: the saved model built (not trained) in a separate process."""
+    """The 'Validate the model' page: the saved model built (not trained) in a separate process; or, POSTed
+    by the code editor, the model as it is being edited (its code, starting point, size, colour mode)."""
     dataset = get_object_or_404(DataSet, pk=dataset_id)
-    report = dataset_model_validate(dataset=dataset)
+    form = ValidateForm(request.POST or None)
+    overrides = form.overrides() if form.is_valid() else {}
+    if not rules.may_send_model_code(request.user, code=overrides.get("process"), current=dataset.process):
+        raise PermissionDenied(rules.MODEL_CODE_REFUSAL)
+    # A form with errors (an image size out of range) is shown, not built.
+    try:
+        report = None if form.errors else dataset_model_validate(dataset=dataset, **overrides)
+    except ServiceError as error:  # every slot for model jobs is taken
+        messages.error(request, error.message)
+        return redirect("admin:management_dataset_change", dataset.pk)
     context = {
         **admin.site.each_context(request),
         "opts": DataSet._meta,
         "title": f"Validate the model of '{dataset}'",
         "dataset": dataset,
+        "edited": bool(overrides),
+        "architecture": Architecture(overrides.get("architecture", dataset.architecture)),
+        "image_size": overrides.get("image_size", dataset.image_size),
+        "color_mode": ColorMode(overrides.get("color_mode", dataset.color_mode)),
+        "form": form,
         "report": report,
-        "code_lines": list(enumerate(dataset.process.splitlines(), start=1)),
+        "code_lines": list(enumerate(overrides.get("process", dataset.process).splitlines(), start=1)),
     }
     return render(request, "management/validate_model.html", context)
 
 
+def _versions(datasets) -> dict[int, list[dict]]:
+    """Each dataset's versions (succeeded runs with a model), newest first, as the Test page offers them."""
+    current = {dataset.pk: dataset.current_run_id for dataset in datasets}
+    versions: dict[int, list[dict]] = {}
+    runs = TrainingRun.objects.filter(dataset_id__in=current, status=TrainingRun.Status.SUCCEEDED)
+    for run in runs.exclude(model_file="").order_by("-id"):
+        accuracy = f", accuracy {run.accuracy * 100:.1f}%" if run.accuracy is not None else ""
+        mark = " (current)" if current[run.dataset_id] == run.pk else ""
+        versions.setdefault(run.dataset_id, []).append({"id": run.pk, "text": f"run {run.pk}{accuracy}{mark}"})
+    return versions
+
+
 def test_model(request):
-    """The Test page: upload an image, choose a dataset, see the predicted label."""
+    """The Test page: choose a dataset (and a version), send an image, see the predicted label. The page's
+    script posts the dropped image here and shows the result part of the answer."""
     form = TestForm(request.POST or None, request.FILES or None, initial={"dataset": request.GET.get("dataset")})
     result = preview = None
     if request.method == "POST" and form.is_valid():
         name, data = form.cleaned_data["image"]
         try:
-            result = prediction_predict_one(dataset=form.cleaned_data["dataset"], name=name, data=data)
+            result = prediction_predict_one(
+                dataset=form.cleaned_data["dataset"], name=name, data=data, run_id=form.cleaned_data["run"]
+            )
         except ServiceError as error:
-            form.add_error("image" if error.field == "image" else "dataset", error.message)
+            form.add_error(error.field if error.field in {"image", "run"} else "dataset", error.message)
         else:
-            content_type = mimetypes.guess_type(name)[0] or "image/png"
+            # The preview's type is the detected format's, never the one the file's name claims.
+            content_type = IMAGE_TYPES.get(image_extension(image_format(data)), "image/png")
             preview = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
     probabilities = []
     if result:
         probabilities = sorted(result.probabilities.items(), key=lambda pair: pair[1], reverse=True)
         probabilities = [(label, value, round(value * 100, 1)) for label, value in probabilities]
     context = {
+        "versions": _versions(form.fields["dataset"].queryset),
         **admin.site.each_context(request),
         "opts": DataSet._meta,
         "title": "Test a model",
@@ -162,11 +190,10 @@ def download_export(request, run_id, format):
     return media_response(export.name, filename=export.filename)
 
 
+@require_POST
 def promote_run(request, run_id):
     """The Promote button of a dataset's versions: make this one current."""
     run = get_object_or_404(TrainingRun.objects.select_related("dataset"), pk=run_id)
-    if request.method != "POST":
-        raise PermissionDenied
     try:
         training_run_promote(run=run)
     except ServiceError as error:
@@ -204,7 +231,7 @@ def download_log(request, run_id):
     run = get_object_or_404(TrainingRun, pk=run_id)
     if not run.log_file:
         raise Http404("this run has no log")
-    return media_response(run.log_file.name, content_type="text/plain; charset=utf-8")
+    return media_response(run.log_file.name)
 
 
 def run_link(run: TrainingRun | None) -> str:

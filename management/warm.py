@@ -19,6 +19,7 @@ from django.db import DatabaseError, close_old_connections
 
 from management import metrics
 from management.models import DataSet, TrainingRun
+from management.services.jobs import TooManyJobs
 from management.services.prediction import model_cache
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,11 @@ class ServingWatcher:
             return False
         try:
             model_cache.get(run, current=True, trigger=trigger)
+        except TooManyJobs:
+            # Its ONNX export waits for a slot for model jobs: tried again at the next poll.
+            with self._lock:
+                self._wanted.add(run.pk)
+            return False
         except Exception as error:  # noqa: BLE001 - a model that cannot load says so to the request asking for it
             self.failed[run.pk] = str(error)
             log.warning("the model of run %s was not preloaded: %s", run.pk, error)

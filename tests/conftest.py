@@ -1,5 +1,6 @@
 import io
 import json
+import uuid
 
 import pytest
 
@@ -16,13 +17,15 @@ def media_and_runner(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.KERASUI_CACHE_DIR = tmp_path / "cache"
     settings.KERASUI_TRAINING_BACKEND = "none"
-    runners._runner = None
+    # Throttle counters start at zero in every test (the servers the e2e tests start use the real cache).
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": uuid.uuid4().hex}
+    }
+    runners.reset()
     # Run ids restart with every test database, so a model cached by an earlier test must go.
     model_cache.clear()
     yield
-    if runners._runner is not None:
-        runners._runner.stop()
-    runners._runner = None
+    runners.reset()
 
 
 @pytest.fixture

@@ -21,6 +21,15 @@ COLOR_MODES = (GRAYSCALE, RGB)
 
 ImageSource = bytes | str | Path | BinaryIO
 
+# Every format Pillow reads except those it decodes by running another program: an EPS or PostScript
+# image is rendered by Ghostscript, a client's file must never reach an interpreter.
+REFUSED_FORMATS = frozenset({"EPS"})
+
+
+def _readable_formats() -> list[str]:
+    Image.init()
+    return [format for format in Image.ID if format not in REFUSED_FORMATS]
+
 
 @dataclass(frozen=True)
 class ImageInfo:
@@ -47,7 +56,7 @@ def _open(source: ImageSource, max_pixels: int | None) -> Image.Image:
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     try:
-        image = Image.open(source)
+        image = Image.open(source, formats=_readable_formats())
     except Image.DecompressionBombError as error:
         pixels = re.search(r"\((\d+) pixels\)", str(error))
         count = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
@@ -74,6 +83,56 @@ def verify_image(source: ImageSource, *, max_pixels: int | None = None) -> Image
             return ImageInfo(format=image.format or "unknown", width=image.width, height=image.height)
     except (OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"image is truncated or corrupt ({error})") from None
+
+
+# The extension a stored image gets, by the format Pillow detected in its bytes. A file's name never
+# comes from its sender: a PNG named cat.html is stored as .png and served as image/png.
+EXTENSIONS = {
+    "JPEG": "jpg",
+    "MPO": "jpg",  # a JPEG with more pictures after the first: every viewer reads it as a JPEG
+    "PNG": "png",
+    "GIF": "gif",
+    "WEBP": "webp",
+    "BMP": "bmp",
+    "TIFF": "tiff",
+    "ICO": "ico",
+    "AVIF": "avif",
+}
+UNKNOWN_EXTENSION = "bin"
+
+
+def image_extension(format: str | None) -> str:
+    """The extension (no dot) for an image of this Pillow format; "bin" when there is none."""
+    format = (format or "").upper()
+    if format in EXTENSIONS:
+        return EXTENSIONS[format]
+    registered = [ext.lstrip(".") for ext, name in Image.registered_extensions().items() if name == format]
+    if format.lower() in registered:
+        return format.lower()
+    return registered[0] if registered else UNKNOWN_EXTENSION
+
+
+def image_format(source: ImageSource) -> str | None:
+    """The format Pillow detects from the header of an image (file objects are read from the start
+    and left at the start), or None when it is not an image Pillow knows."""
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    rewind = hasattr(source, "seek")
+    if rewind:
+        source.seek(0)
+    try:
+        with Image.open(source, formats=_readable_formats()) as image:
+            return image.format
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+    finally:
+        if rewind:
+            source.seek(0)
+
+
+def image_file_name(format: str | None) -> str:
+    """The name the server gives an image of this format before the storage chooses its folder."""
+    return f"image.{image_extension(format)}"
 
 
 def _to_8_bit(image: Image.Image) -> Image.Image:

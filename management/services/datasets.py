@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import errno
 import shutil
+import unicodedata
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
@@ -15,8 +16,8 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import Count
 
-from management.ml.images import verify_image
-from management.models import DataSet, DataSetItem, TrainingRun
+from management.ml.images import ImageInfo, image_file_name, verify_image
+from management.models import DataSet, DataSetItem, TrainingRun, original_file_name
 from management.services.errors import Conflict, InsufficientStorage, ServiceError
 from management.services.journal import MediaJournal, media_journal
 
@@ -38,10 +39,31 @@ class ImportReport:
         return {"added": self.added, "counts": self.counts, "skipped": self.skipped}
 
 
+# Unicode categories refused in a label: controls (Cc), format characters (Cf: the bidirectional
+# overrides, isolates and marks U+202A-202E, U+2066-2069, U+200E/F, U+061C; the zero-width U+200B-200D,
+# U+2060, U+FEFF; soft hyphens...) and lone surrogates (Cs). Each makes two labels that look alike
+# differ, or makes a label display as another text.
+REFUSED_CATEGORIES = {"Cc": "a control character", "Cf": "an invisible or direction-changing character"}
+
+
 def clean_label(label: str, *, field_name: str = "label") -> str:
-    label = " ".join((label or "").split())
+    """The one check of a label, wherever it comes in: API, admin, zip label and folder names, model import.
+
+    NFC-normalised (a label typed as 'é' or as 'e' + combining accent is one label), whitespace runs
+    made one space; control, invisible and direction-changing characters are refused, naming the field.
+    """
+    label = " ".join(unicodedata.normalize("NFC", label or "").split())
     if not label:
         raise ServiceError("a label cannot be empty", field=field_name)
+    for character in label:
+        category = unicodedata.category(character)
+        if category in REFUSED_CATEGORIES or category == "Cs":
+            kind = REFUSED_CATEGORIES.get(category, "a lone surrogate")
+            name = unicodedata.name(character, "")
+            raise ServiceError(
+                f"a label cannot contain {kind}: U+{ord(character):04X}{f' {name}' if name else ''}",
+                field=field_name,
+            )
     if len(label) > MAX_LABEL_LENGTH:
         raise ServiceError(f"a label has at most {MAX_LABEL_LENGTH} characters", field=field_name)
     return label
@@ -57,23 +79,24 @@ def image_size_check(data: bytes, *, name: str, field_name: str = "image") -> No
         )
 
 
-def image_check(data: bytes, *, name: str, field_name: str = "image") -> None:
-    """Refuse anything that is not a whole, decodable image of acceptable size."""
+def image_check(data: bytes, *, name: str, field_name: str = "image") -> ImageInfo:
+    """Refuse anything that is not a whole, decodable image of acceptable size; say what it is."""
     image_size_check(data, name=name, field_name=field_name)
     try:
-        verify_image(data, max_pixels=settings.KERASUI_MAX_IMAGE_PIXELS)
+        return verify_image(data, max_pixels=settings.KERASUI_MAX_IMAGE_PIXELS)
     except ValueError as error:
         raise ServiceError(f"{name}: {error}", field=field_name) from None
 
 
 def dataset_item_create(*, dataset: DataSet, label: str, file: BinaryIO, name: str = "") -> DataSetItem:
-    """Add one verified image to a dataset."""
-    name = name or getattr(file, "name", "") or "image"
+    """Add one verified image to a dataset, stored under a name the server gives it from its format;
+    `name` (the sender's) is kept as the item's original name."""
+    name = name or getattr(file, "name", "") or ""
     data = file.read()
-    image_check(data, name=name)
-    item = DataSetItem(dataset=dataset, label=clean_label(label))
+    info = image_check(data, name=name or "image")
+    item = DataSetItem(dataset=dataset, label=clean_label(label), original_name=original_file_name(name))
     with media_journal() as journal:
-        journal.save(item.image, PurePosixPath(name).name, ContentFile(data))
+        journal.save(item.image, image_file_name(info.format), ContentFile(data))
         try:
             item.save()
         except BaseException:
@@ -92,13 +115,14 @@ def dataset_item_update(
         item.dataset = dataset
     old_name = None
     if file is not None:
-        name = getattr(file, "name", "") or "image"
+        name = getattr(file, "name", "") or ""
         data = file.read()
-        image_check(data, name=name)
+        info = image_check(data, name=name or "image")
         old_name = item.image.name
+        item.original_name = original_file_name(name)
     with media_journal() as journal:
         if file is not None:
-            journal.save(item.image, PurePosixPath(name).name, ContentFile(data))
+            journal.save(item.image, image_file_name(info.format), ContentFile(data))
         try:
             with transaction.atomic():
                 item.save()
@@ -120,7 +144,7 @@ def _zip_entry_label(parts: tuple[str, ...], label: str | None) -> tuple[str | N
     try:
         return clean_label(parts[0]), None
     except ServiceError as error:
-        return None, error.message
+        return None, f"the folder name is not a usable label: {error.message}"
 
 
 def _is_ignored(parts: tuple[str, ...]) -> bool:
@@ -194,7 +218,7 @@ def _import_entries(
             else:
                 try:
                     data = archive.read(info)
-                    image_check(data, name=info.filename)
+                    image_format = image_check(data, name=info.filename).format
                 except ServiceError as error:
                     reason = error.message.removeprefix(f"{info.filename}: ")
                 except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as error:
@@ -205,9 +229,9 @@ def _import_entries(
             if reason is not None:
                 report.skipped.append({"name": info.filename, "reason": reason})
                 continue
-            item = DataSetItem(dataset=dataset, label=entry_label)
-            # Only the storage chooses the path; the entry's name is reduced to its base name.
-            journal.save(item.image, parts[-1], ContentFile(data))
+            item = DataSetItem(dataset=dataset, label=entry_label, original_name=original_file_name(parts[-1]))
+            # The server names the file from its format; the entry's name is kept only as data.
+            journal.save(item.image, image_file_name(image_format), ContentFile(data))
             items.append(item)
         with transaction.atomic():
             DataSetItem.objects.bulk_create(items, batch_size=500)

@@ -8,7 +8,6 @@ largest difference; one that fails its check is recorded with the reason and ref
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import tempfile
@@ -22,11 +21,13 @@ import numpy as np
 from django.conf import settings
 from django.utils import timezone
 from django.utils.text import slugify
+from filelock import FileLock
 
 from management.ml.export import FORMATS, PRECISIONS, export_in_child, file_name
 from management.ml.images import channels_for, load_image
 from management.models import DataSetItem, TrainingRun
 from management.services.errors import Conflict, ServiceError
+from management.services.jobs import model_job_slot
 
 PREPROCESSING = (
     "EXIF orientation applied; converted to RGB (rgb) or 8-bit grayscale L (grayscale), transparency shown on "
@@ -98,12 +99,9 @@ def _run_lock(run: TrainingRun):
     """One export of a run at a time, across processes: no two make the same file or record at once."""
     folder = Path(settings.MEDIA_ROOT) / export_folder(run)
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield folder
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    # filelock: flock on POSIX, msvcrt locking on Windows.
+    with FileLock(folder / ".lock"):
+        yield folder
 
 
 def _record(run: TrainingRun, key: str, entry: dict | None) -> None:
@@ -184,15 +182,16 @@ def training_run_export(
         with tempfile.TemporaryDirectory() as work:
             samples = Path(work) / "samples.npy"
             np.save(samples, export_samples(run))
-            report = export_in_child(
-                model_path or run.model_file.path,
-                format=format,
-                target=temporary,
-                samples_path=samples,
-                precision=precision,
-                metadata=export_metadata(run),
-                timeout=settings.KERASUI_EXPORT_TIMEOUT,
-            )
+            with model_job_slot(what=f"exporting to {format}"):
+                report = export_in_child(
+                    model_path or run.model_file.path,
+                    format=format,
+                    target=temporary,
+                    samples_path=samples,
+                    precision=precision,
+                    metadata=export_metadata(run),
+                    timeout=settings.KERASUI_EXPORT_TIMEOUT,
+                )
         entry = {
             "status": "ok" if report.ok else "failed",
             "max_difference": report.max_difference,

@@ -22,6 +22,7 @@ from management.ml.images import channels_for, load_image
 from management.models import DataSet, TrainingRun
 from management.services.datasets import image_size_check
 from management.services.errors import Conflict, ServiceError
+from management.services.jobs import TooManyJobs
 from management.services.serving import serving_engine, serving_predictor
 
 
@@ -81,6 +82,11 @@ class ModelCache:
             started = time.perf_counter()
             try:
                 predictor = serving_predictor(run=run)
+            except TooManyJobs:
+                # Proving its ONNX export waits for a slot for model jobs: 429, try again.
+                with self._lock:
+                    self._loading.pop(run.pk, None)
+                raise
             except Exception as error:  # noqa: BLE001 - a missing or unloadable file is the user's answer
                 with self._lock:
                     self._loading.pop(run.pk, None)
@@ -359,5 +365,9 @@ def prediction_predict(
     return predictions
 
 
-def prediction_predict_one(*, dataset: DataSet, name: str, data: bytes) -> Prediction:
-    return prediction_predict(dataset=dataset, images=[(name, data)])[0]
+def prediction_predict_one(*, dataset: DataSet, name: str, data: bytes, run_id: int | None = None) -> Prediction:
+    """One image with the dataset's current model, or with its version `run_id`."""
+    if run_id is None:
+        return prediction_predict(dataset=dataset, images=[(name, data)])[0]
+    run = prediction_version_run(run_id=run_id, dataset_id=dataset.pk)
+    return prediction_predict(run=run, images=[(name, data)], current=False)[0]

@@ -11,6 +11,7 @@ that process only), and `TrainingRun.serving_note` says why.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -20,6 +21,7 @@ from management.ml.export import file_name
 from management.models import TrainingRun
 from management.services.errors import ServiceError
 from management.services.exports import export_folder, training_run_export
+from management.services.jobs import TooManyJobs
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ def _decide(run: TrainingRun, model_path: str | None) -> tuple[str, str]:
     tolerance = settings.KERASUI_SERVING_TOLERANCE
     try:
         training_run_export(run=run, format="onnx", model_path=model_path)
+    except TooManyJobs:
+        raise  # every slot for model jobs is taken: nothing is decided about the export yet
     except ServiceError as error:
         return KERAS, f"served by Keras: {error.message}"
     except Exception as error:  # noqa: BLE001 - whatever stops the export, the model is still served
@@ -56,19 +60,37 @@ def _decide(run: TrainingRun, model_path: str | None) -> tuple[str, str]:
     )
 
 
-def serving_prepare_run(*, run: TrainingRun, model_path: str | None = None) -> TrainingRun:
+def serving_prepare_run(
+    *, run: TrainingRun, model_path: str | None = None, wait_for_slot: float | None = None
+) -> TrainingRun:
     """Decide (and record on the run) which engine serves its model; make and prove its ONNX export.
 
-    The export runs in a child process with a time limit, one per run at a time across processes.
-    `model_path` is the model file of a run that is not a version yet (the training process calls
-    this before the run succeeds and becomes current).
+    The export runs in a child process with a time limit, one per run at a time across processes,
+    in one of the KERASUI_MAX_CONCURRENT_JOBS slots for model jobs. When every slot is taken:
+    TooManyJobs (429) if `wait_for_slot` is None (a request), else after waiting that many seconds
+    the version is left undecided, to be decided when first used (the training process). `model_path`
+    is the model file of a run that is not a version yet (the training process calls this before the
+    run succeeds and becomes current).
     """
-    engine, note = _decide(run, model_path)
+    deadline = time.monotonic() + (wait_for_slot or 0.0)
+    while True:
+        try:
+            engine, note = _decide(run, model_path)
+            break
+        except TooManyJobs as busy:
+            if wait_for_slot is None:
+                raise
+            if time.monotonic() >= deadline:
+                log.warning("run %s: its serving engine is decided when first used (%s)", run.pk, busy.message)
+                return run
+            time.sleep(SLOT_POLL_SECONDS)
     TrainingRun.objects.filter(pk=run.pk).update(serving_engine=engine, serving_note=note)
     run.serving_engine, run.serving_note = engine, note
     return run
 
 
+# How often a training process waiting for a model-job slot tries again.
+SLOT_POLL_SECONDS = 1.0
 KERAS_EVERYWHERE = "KERASUI_SERVING_ENGINE is keras: every version is served by Keras"
 
 

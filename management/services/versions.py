@@ -1,8 +1,8 @@
 """Model versions: every succeeded run of a dataset is one; promote an older one, import a trained one.
 
-The dataset's `current_run` answers predictions. Training makes the newest succeeded run current;
-`training_run_promote` makes any version current (a rollback); an imported `.keras` model becomes a
-new succeeded run, current as the newest.
+The dataset's `current_run` answers predictions; which run it is, the lifecycle decides (runs.py):
+training makes the newest succeeded run current, promoting makes any version current (a rollback), an
+imported `.keras` model becomes a new succeeded run, current as the newest.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.files import File
-from django.db import transaction
-from django.utils import timezone
 
 from management.ml.export import inspect_in_child
 from management.ml.images import COLOR_MODES, channels_for
 from management.models import DataSet, TrainingRun
+from management.services import runs
 from management.services.datasets import clean_label
-from management.services.errors import Conflict, ServiceError
+from management.services.errors import ServiceError
+from management.services.jobs import model_job_slot
 from management.services.training import run_snapshot
 
 MODES_BY_CHANNELS = {channels_for(mode): mode for mode in COLOR_MODES}
@@ -28,13 +28,7 @@ MODES_BY_CHANNELS = {channels_for(mode): mode for mode in COLOR_MODES}
 
 def training_run_promote(*, run: TrainingRun) -> TrainingRun:
     """Make a version (a succeeded run with a model) its dataset's current model."""
-    if not run.is_version:
-        raise Conflict(
-            f"run {run.pk} is {run.status} and has no model: only a succeeded run can be current", field="run"
-        )
-    DataSet.objects.filter(pk=run.dataset_id).update(current_run=run, updated_at=timezone.now())
-    run.dataset.current_run_id = run.pk
-    return run
+    return runs.run_promote(run=run)
 
 
 def parse_labels(value) -> list[str]:
@@ -105,28 +99,17 @@ def training_run_import(*, dataset: DataSet, file, labels, user=None) -> Trainin
         with path.open("wb") as target:
             for chunk in file.chunks() if hasattr(file, "chunks") else iter(lambda: file.read(1 << 20), b""):
                 target.write(chunk)
-        info = inspect_in_child(path, timeout=settings.KERASUI_VALIDATE_TIMEOUT * 2)
+        with model_job_slot(what="checking the imported model"):
+            info = inspect_in_child(path, timeout=settings.KERASUI_VALIDATE_TIMEOUT * 2)
         if not info.ok:
             raise ServiceError(info.error, field="file")
         image_size, color_mode = _check_shapes(dataset, info, labels)
-        with transaction.atomic():
-            now = timezone.now()
-            snapshot = {**run_snapshot(dataset=dataset), "labels": labels}
-            snapshot.update(image_size=image_size, color_mode=color_mode, epochs=0)
-            run = TrainingRun.objects.create(
-                **snapshot,
-                status=TrainingRun.Status.SUCCEEDED,
-                progress=100,
-                imported=True,
-                worker="imported",
-                created_by=user if user is not None and user.is_authenticated else None,
-                started_at=now,
-                finished_at=now,
-            )
+        snapshot = {**run_snapshot(dataset=dataset), "labels": labels}
+        snapshot.update(image_size=image_size, color_mode=color_mode, epochs=0)
+
+        def save_model(run: TrainingRun) -> str:
             with path.open("rb") as source:
                 run.model_file.save(f"run_{run.pk}.keras", File(source), save=False)
-            TrainingRun.objects.filter(pk=run.pk).update(model_file=run.model_file.name)
-            # The newest version is current, as after training.
-            DataSet.objects.filter(pk=dataset.pk).update(current_run=run, updated_at=now)
-    dataset.current_run = run
-    return run
+            return run.model_file.name
+
+        return runs.run_add_imported(snapshot=snapshot, user=user, save_model=save_model)

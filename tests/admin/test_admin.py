@@ -245,3 +245,32 @@ def test_the_dataset_form_refuses_holding_out_too_much(admin_client, colour_data
     response = admin_client.post(url, form)
     assert response.status_code == 200
     assert "at most 0.9 of the images" in response.content.decode()
+
+
+def test_the_upload_zip_page_needs_the_add_dataset_item_permission_as_the_api_does(client, db):
+    from django.contrib.auth.models import Permission, User
+
+    dataset = DataSet.objects.create(name="Colours")
+    editor = User.objects.create_user("editor", password="a-long-pass-phrase-9", is_staff=True)
+    editor.user_permissions.add(*Permission.objects.filter(codename__in=["view_dataset", "change_dataset"]))
+    client.force_login(editor)
+    for url in ["/admin/management/dataset/upload/", f"/admin/management/dataset/{dataset.pk}/upload/"]:
+        assert client.get(url).status_code == 403, url
+    refused = client.post(
+        "/admin/management/dataset/upload/",
+        {"dataset": dataset.pk, "label": "red", "file": SimpleUploadedFile("c.zip", zip_of({"a.png": png()}))},
+    )
+    assert refused.status_code == 403 and dataset.items.count() == 0
+    for page in ["/admin/", "/admin/management/dataset/", f"/admin/management/dataset/{dataset.pk}/change/"]:
+        assert "/upload/" not in client.get(page).content.decode(), page
+
+    uploader = User.objects.create_user("uploader", password="a-long-pass-phrase-9", is_staff=True)
+    uploader.user_permissions.add(*Permission.objects.filter(codename__in=["view_dataset", "add_datasetitem"]))
+    client.force_login(uploader)
+    assert client.get("/admin/management/dataset/upload/").status_code == 200
+    added = client.post(
+        "/admin/management/dataset/upload/",
+        {"dataset": dataset.pk, "label": "red", "file": SimpleUploadedFile("c.zip", zip_of({"a.png": png()}))},
+    )
+    assert added.status_code == 302 and dataset.items.count() == 1
+    assert "/upload/" in client.get(f"/admin/management/dataset/{dataset.pk}/change/").content.decode()

@@ -14,7 +14,7 @@ def test_an_empty_installation_offers_creating_a_dataset_or_loading_the_demo(adm
 
 
 def test_the_demo_button_creates_the_demo_dataset_and_opens_it(admin_client, db):
-    assert admin_client.get("/admin/management/dataset/demo/").status_code == 403  # only by POST
+    assert admin_client.get("/admin/management/dataset/demo/").status_code == 405  # only by POST
     response = admin_client.post("/admin/management/dataset/demo/")
     dataset = DataSet.objects.get(name="Shapes (demo)")
     assert response.status_code == 302 and response["Location"].endswith(f"/dataset/{dataset.pk}/change/")

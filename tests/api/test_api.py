@@ -10,13 +10,6 @@ from management.models import DataSet, TrainingRun
 from tests.images import colour_image, colour_zip, png, zip_of
 
 
-@pytest.fixture
-def api(admin_user):
-    client = APIClient()
-    client.force_authenticate(admin_user)
-    return client
-
-
 def test_datasets_can_be_created_listed_and_changed(api):
     created = api.post("/api/dataset/", {"name": "Birds", "image_size": 32, "color_mode": "grayscale"}, format="json")
     assert created.status_code == 201, created.content
@@ -182,7 +175,9 @@ def test_runs_filter_by_dataset(api, trained_dataset):
 def test_media_is_private(client, admin_client, trained_dataset):
     item = trained_dataset.items.first()
     url = item.image.url
-    assert client.get(url).status_code == 302  # to the login page
+    assert client.get(url, HTTP_ACCEPT="text/html").status_code == 302  # a browser goes to the login page
+    anonymous = client.get(url)  # a script gets 401 JSON
+    assert anonymous.status_code == 401 and anonymous.json()["detail"]
     assert admin_client.get(url).status_code == 200
     assert admin_client.get("/media/../kerasui/settings.py").status_code in {403, 404}
     assert admin_client.get("/media/datasets/../../kerasui/settings.py").status_code in {403, 404}
@@ -206,7 +201,7 @@ def test_media_can_be_handed_to_the_web_server_after_the_check(
     settings.KERASUI_MEDIA_SERVER = server
     run = trained_dataset.current_run
     item_url = trained_dataset.items.first().image.url
-    assert client.get(item_url).status_code == 302  # still checked first
+    assert client.get(item_url).status_code == 401  # still checked first
     image = admin_client.get(item_url)
     assert image.status_code == 200 and image[header] and not image.content
     model = admin_client.get(f"/admin/management/trainingrun/{run.pk}/model/")

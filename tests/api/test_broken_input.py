@@ -25,6 +25,9 @@ CASES = [
     ("post", "/api/trainingrun/abc/cancel/", None, None),
     ("get", "/api/trainingrun/1/log/", None, None),
     ("delete", "/api/users/99999999999999999999999/", None, None),
+    ("post", "/api/dataset/1/validate/", {"process": False, "architecture": "k\u00f35i6", "image_size": 585}, "json"),
+    ("patch", "/api/dataset/1/", {"process": ["model.add(Flatten())"]}, "json"),
+    ("patch", "/api/dataset/abc/", {"process": "model.add(Flatten())"}, "json"),
 ]
 
 

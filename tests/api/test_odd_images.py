@@ -6,7 +6,6 @@ import io
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
-from rest_framework.test import APIClient
 
 from management.models import DataSetItem
 
@@ -53,13 +52,6 @@ BROKEN = {
     "text.jpg": lambda: b"this is text renamed to .jpg",
     "empty.png": lambda: b"",
 }
-
-
-@pytest.fixture
-def api(admin_user):
-    client = APIClient()
-    client.force_authenticate(admin_user)
-    return client
 
 
 @pytest.mark.parametrize("name", sorted(ODD))

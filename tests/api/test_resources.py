@@ -15,13 +15,6 @@ from management.services.training import training_run_create
 from tests.images import colour_image, png
 
 
-@pytest.fixture
-def api(admin_user):
-    client = APIClient()
-    client.force_authenticate(admin_user)
-    return client
-
-
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -39,7 +32,7 @@ def test_an_item_is_created_from_base64_json_and_from_a_multipart_file(api, db, 
     upload = SimpleUploadedFile("wren.png", png((1, 2, 3)), content_type="image/png")
     multipart = api.post("/api/datasetitem/", {"dataset": dataset.pk, "label": "wren", "image": upload})
     assert multipart.status_code == 201, multipart.content
-    assert multipart.json()["image"].endswith("-wren.png")
+    assert multipart.json()["image"].endswith(".png") and multipart.json()["original_name"] == "wren.png"
     assert api.get(f"/api/dataset/{dataset.pk}/").json()["item_count"] == 2
 
 

@@ -1,19 +1,10 @@
 """Training options, evaluation, resume and validate through the API."""
 
-import pytest
-from rest_framework.test import APIClient
 
 from management.models import DataSet, TrainingRun
-from management.services import training
+from management.services import runs, trainer, training
 
 Status = TrainingRun.Status
-
-
-@pytest.fixture
-def api(admin_user):
-    client = APIClient()
-    client.force_authenticate(admin_user)
-    return client
 
 
 def test_training_options_round_trip_and_an_impossible_split_names_the_field(api, db):
@@ -48,8 +39,8 @@ def test_a_trained_runs_detail_has_its_splits_and_evaluation_and_the_list_only_c
     colour_dataset.test_split = 0.2
     colour_dataset.save()
     run = training.training_run_create(dataset=colour_dataset, enqueue=False)
-    run = training.training_run_claim(run_id=run.pk, worker="here:1")
-    run = training.training_run_execute(run=run)
+    run = runs.run_claim(run_id=run.pk, worker="here:1")
+    run = trainer.training_run_execute(run=run)
     assert run.status == Status.SUCCEEDED, run.error
 
     detail = api.get(f"/api/trainingrun/{run.pk}/").json()
@@ -74,19 +65,16 @@ def test_resume_queues_a_cancelled_run_again_and_refuses_one_that_cannot(api, co
     assert again.status_code == 409 and "cannot be resumed: it is queued" in str(again.json())
 
 
-def test_resume_and_validate_need_the_change_permission(colour_dataset, django_user_model):
+def test_resume_and_validate_need_the_change_permission(colour_dataset, api_as):
     from django.contrib.auth.models import Permission
 
-    viewer = django_user_model.objects.create_user("viewer", password="x")
-    viewer.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
-    client = APIClient()
-    client.force_authenticate(viewer)
+    client = api_as(*Permission.objects.filter(codename__startswith="view_").values_list("codename", flat=True))
     run = training.training_run_create(dataset=colour_dataset, enqueue=False)
     assert client.post(f"/api/trainingrun/{run.pk}/resume/").status_code == 403
     assert client.post(f"/api/dataset/{colour_dataset.pk}/validate/").status_code == 403
 
 
-def test_validate_reports_the_layers_or_the_error_line_without_training(api, db, django_user_model):
+def test_validate_reports_the_layers_or_the_error_line_without_training(api, api_as):
     dataset = DataSet.objects.create(name="Check", image_size=16)
     good = api.post(f"/api/dataset/{dataset.pk}/validate/").json()
     assert good["ok"] is True and good["total_params"] > 0
@@ -101,12 +89,7 @@ def test_validate_reports_the_layers_or_the_error_line_without_training(api, db,
     assert bad["ok"] is False and bad["line"] == 2 and "NameError" in bad["error"]
 
     # Validating code that is not saved is running code: it needs the model-code permission too.
-    from django.contrib.auth.models import Permission
-
-    editor = django_user_model.objects.create_user("editor", password="x")
-    editor.user_permissions.set(Permission.objects.filter(codename__in=["view_dataset", "change_dataset"]))
-    client = APIClient()
-    client.force_authenticate(editor)
+    client = api_as("view_dataset", "change_dataset")
     refused = client.post(f"/api/dataset/{dataset.pk}/validate/", {"process": "import os"}, format="json")
     assert refused.status_code == 403 and "process" in refused.json()
     assert client.post(f"/api/dataset/{dataset.pk}/validate/").json()["ok"] is True
@@ -149,15 +132,15 @@ def test_a_weights_file_uploaded_for_mobilenet_starts_its_runs(api, colour_datas
     colour_dataset.refresh_from_db()
     run = training.training_run_create(dataset=colour_dataset, enqueue=False)
     assert run.weights_file == colour_dataset.weights_file.name
-    assert training._model_spec(run).weights_path == colour_dataset.weights_file.path
-    run = training.training_run_claim(run_id=run.pk, worker="here:1")
-    run = training.training_run_execute(run=run)
+    assert trainer.run_model_spec(run).weights_path == colour_dataset.weights_file.path
+    run = runs.run_claim(run_id=run.pk, worker="here:1")
+    run = trainer.training_run_execute(run=run)
     assert run.status == Status.SUCCEEDED, run.error
 
 
 def test_a_run_shows_which_worker_trains_it_and_its_last_heartbeat(api, admin_client, db):
     run = training.training_run_create(dataset=DataSet.objects.create(name="Remote"), enqueue=False)
-    training.training_run_claim(run_id=run.pk, worker="w2@gpu-box:4242")
+    runs.run_claim(run_id=run.pk, worker="w2@gpu-box:4242")
     detail = api.get(f"/api/trainingrun/{run.pk}/").json()
     assert detail["worker"] == "w2@gpu-box:4242" and detail["heartbeat_at"]
     assert "w2@gpu-box:4242" in admin_client.get("/admin/management/trainingrun/").content.decode()

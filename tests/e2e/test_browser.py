@@ -119,7 +119,8 @@ def test_a_user_trains_reviews_fixes_and_tests_a_model_in_the_browser(
     rows = page.locator("#kerasui-label-chart tbody tr")
     assert rows.count() == 3 and "14" in rows.nth(0).inner_text()
     # The gallery's first page: 24 of the 34 images, each with its label to change.
-    page.wait_for_function("document.querySelectorAll('#kerasui-gallery .kerasui-card img').length === 24")
+    # Counted by Playwright's selectors: wait_for_function evaluates a string, which the CSP forbids.
+    sync_api.expect(page.locator("#kerasui-gallery .kerasui-card img")).to_have_count(24)
 
     # Many single images at once, with the label typed beside the drop zone.
     page.fill("[data-upload-label]", "red")
@@ -130,7 +131,7 @@ def test_a_user_trains_reviews_fixes_and_tests_a_model_in_the_browser(
     assert dataset.items.filter(label="red").count() == 12
     assert "12" in page.locator("#kerasui-label-chart tbody tr").nth(2).inner_text()
     page.select_option("#kerasui-gallery select[data-filter]", "green")
-    page.wait_for_function("document.querySelectorAll('#kerasui-gallery .kerasui-card').length === 10")
+    sync_api.expect(page.locator("#kerasui-gallery .kerasui-card")).to_have_count(10)
     shoot(page, screenshots, "03-dataset")
 
     # Validate the model code under the editor.

@@ -38,7 +38,7 @@ class Server:
             "KERASUI_DATA_DIR": str(data),
             "KERASUI_BIND": f"127.0.0.1:{self.port}",
             "KERASUI_WORKERS": "1",
-            "KERASUI_TRAINING_RUNNER": runner,
+            "KERASUI_TRAINING_BACKEND": runner,
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "DJANGO_SUPERUSER_PASSWORD": "a-long-pass-phrase-9",
         }

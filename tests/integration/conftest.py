@@ -165,6 +165,6 @@ def celery_backend(settings, workers):
 
     settings.KERASUI_TRAINING_BACKEND = "celery"
     settings.KERASUI_HEARTBEAT_TIMEOUT = HEARTBEAT_TIMEOUT
-    runners._runner = None
+    runners.reset()
     workers.ensure("w1", "w2")
     return workers

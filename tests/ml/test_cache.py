@@ -76,7 +76,12 @@ def test_the_key_depends_on_size_colour_mode_and_order():
 
 def test_worker_processes_fill_every_row_and_report_progress(tmp_path, monkeypatch):
     sources = write_images(tmp_path / "images", 40, size=(8, 8))
-    monkeypatch.setattr(cache, "_decode_here", None)
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("decoded in the calling process, not in the workers")
+
+    # The workers are fresh interpreters: they decode with the real function, this process may not.
+    monkeypatch.setattr(cache, "load_image", not_here)
     reports = []
     rows = build_image_cache(
         sources,

@@ -90,3 +90,14 @@ def test_broken_files_are_refused_with_a_reason(data, reason):
 def test_images_above_the_pixel_limit_are_refused():
     with pytest.raises(ValueError, match="too"):
         verify_image(png(size=(300, 300)), max_pixels=10_000)
+
+
+def test_an_eps_file_is_refused_before_ghostscript_could_render_it(monkeypatch):
+    from PIL import EpsImagePlugin
+
+    rendered = []
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "load", lambda self, *a, **k: rendered.append(1))
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto stroke\nshowpage\n%%EOF\n"
+    with pytest.raises(ValueError, match="not an image"):
+        verify_image(eps)
+    assert rendered == []

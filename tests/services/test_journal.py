@@ -12,7 +12,7 @@ from django.core.files.storage import FileSystemStorage
 from rest_framework.test import APIClient
 
 from management.models import DataSet, DataSetItem, TrainingRun
-from management.services import training
+from management.services import runs, trainer, training
 from management.services.journal import media_journals_recover
 from tests.images import colour_zip
 
@@ -76,7 +76,7 @@ def test_a_full_disk_while_saving_the_model_fails_the_run_and_the_previous_model
     trained_dataset.epochs = 1
     trained_dataset.save()
     run = training.training_run_create(dataset=trained_dataset, enqueue=False)
-    run = training.training_run_claim(run_id=run.pk, worker="here:1")
+    run = runs.run_claim(run_id=run.pk, worker="here:1")
     real_save = FileSystemStorage._save
 
     def half_then_full(storage, name, content):
@@ -86,7 +86,7 @@ def test_a_full_disk_while_saving_the_model_fails_the_run_and_the_previous_model
         return real_save(storage, name, content)
 
     with mock.patch.object(FileSystemStorage, "_save", half_then_full):
-        run = training.training_run_execute(run=run)
+        run = trainer.training_run_execute(run=run)
     assert run.status == TrainingRun.Status.FAILED and run.interrupted
     assert run.error.startswith(f"a file could not be written (models/run_{run.pk}.keras): the disk is full.")
     assert not run.model_file

@@ -114,3 +114,48 @@ def test_a_missing_onnx_export_is_made_again_from_the_model(trained_dataset):
     assert prediction_predict(dataset=trained_dataset, images=[("x", buffer.getvalue())])[0].label == "red"
     assert onnx_path(run).is_file()
     assert TrainingRun.objects.get(pk=run.pk).serving_engine == "onnxruntime"
+
+
+@pytest.fixture
+def slots_taken(settings, tmp_path):
+    """Every slot for model jobs (validations, imports, exports) held by other work."""
+    from contextlib import ExitStack
+
+    from management.services.jobs import model_job_slot
+
+    settings.KERASUI_MAX_CONCURRENT_JOBS = 1
+    settings.KERASUI_LOCK_DIR = tmp_path / "locks"
+    with ExitStack() as stack:
+        stack.enter_context(model_job_slot(what="another export"))
+        yield
+
+
+def test_a_busy_machine_leaves_a_version_undecided_rather_than_served_by_keras(pending_run, slots_taken, monkeypatch):
+    from management.services import serving
+    from management.services.jobs import TooManyJobs
+
+    monkeypatch.setattr(serving, "SLOT_POLL_SECONDS", 0.01)
+    # A request: 429, and nothing recorded.
+    with pytest.raises(TooManyJobs):
+        serving_prepare_run(run=pending_run)
+    # The training process waits for a slot, then leaves the decision to the version's first use.
+    run = serving_prepare_run(run=pending_run, wait_for_slot=0.05)
+    assert run.serving_engine == ""
+    stored = TrainingRun.objects.get(pk=pending_run.pk)
+    assert stored.serving_engine == "" and stored.serving_note == "" and "onnx" not in stored.exports
+
+
+def test_a_prediction_that_would_prove_an_export_while_every_slot_is_taken_is_a_429(
+    pending_run, slots_taken, admin_user
+):
+    import base64
+
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(admin_user)
+    image = base64.b64encode(colour_image("red", seed=1)).decode()
+    response = api.post("/api/test/", {"dataset": pending_run.dataset_id, "image": image}, format="json")
+    assert response.status_code == 429 and int(response["Retry-After"]) > 0
+    assert "exporting to onnx has to wait" in response.json()["detail"][0]
+    assert TrainingRun.objects.get(pk=pending_run.pk).serving_engine == ""

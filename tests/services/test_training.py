@@ -6,7 +6,7 @@ import pytest
 from django.core.files.base import ContentFile
 
 from management.models import DataSet, DataSetItem, TrainingRun
-from management.services import training
+from management.services import runs, trainer, training
 from management.services.errors import Conflict
 from management.services.prediction import model_cache, prediction_predict
 from tests.images import COLOURS, colour_image, png, zip_of
@@ -16,8 +16,8 @@ Status = TrainingRun.Status
 
 def execute(dataset: DataSet) -> TrainingRun:
     run = training.training_run_create(dataset=dataset, enqueue=False)
-    run = training.training_run_claim(run_id=run.pk, worker=training.this_worker())
-    return training.training_run_execute(run=run)
+    run = runs.run_claim(run_id=run.pk, worker=runs.this_worker())
+    return trainer.training_run_execute(run=run)
 
 
 def test_a_run_snapshots_the_options_code_and_sorted_labels(colour_dataset):
@@ -36,7 +36,7 @@ def test_training_while_a_run_is_queued_or_running_is_refused(colour_dataset):
     run = training.training_run_create(dataset=colour_dataset, enqueue=False)
     with pytest.raises(Conflict, match="already being trained"):
         training.training_run_create(dataset=colour_dataset, enqueue=False)
-    training.training_run_claim(run_id=run.pk, worker="here:1")
+    runs.run_claim(run_id=run.pk, worker="here:1")
     with pytest.raises(Conflict):
         training.training_run_create(dataset=colour_dataset, enqueue=False)
     training.training_run_cancel(run=run)
@@ -85,19 +85,15 @@ def test_a_corrupt_image_fails_the_run_naming_the_item(colour_dataset):
 
 def test_a_cancelled_run_ends_cancelled_without_a_model(colour_dataset, monkeypatch):
     run = training.training_run_create(dataset=colour_dataset, enqueue=False)
-    run = training.training_run_claim(run_id=run.pk, worker="here:1")
-    training.training_run_cancel(run=run)
-    TrainingRun.objects.filter(pk=run.pk).update(status=Status.RUNNING)  # as if it was cancelled mid-way
+    run = runs.run_claim(run_id=run.pk, worker="here:1")
+    report = runs.run_progress
 
-    def cancel_then_report(run_id):
-        def report(progress):
-            TrainingRun.objects.filter(pk=run_id).update(status=Status.CANCELLED)
-            return False
+    def cancel_then_report(*, run_id, progress):
+        training.training_run_cancel(run=TrainingRun.objects.get(pk=run_id))  # a person presses Cancel mid-way
+        return report(run_id=run_id, progress=progress)
 
-        return report
-
-    monkeypatch.setattr(training, "_report_progress", cancel_then_report)
-    run = training.training_run_execute(run=run)
+    monkeypatch.setattr(runs, "run_progress", cancel_then_report)
+    run = trainer.training_run_execute(run=run)
     assert run.status == Status.CANCELLED and not run.model_file
     colour_dataset.refresh_from_db()
     assert colour_dataset.current_run is None
@@ -106,10 +102,10 @@ def test_a_cancelled_run_ends_cancelled_without_a_model(colour_dataset, monkeypa
 def test_a_run_left_running_by_a_dead_process_is_marked_failed(colour_dataset):
     run = training.training_run_create(dataset=colour_dataset, enqueue=False)
     dead_pid = 2**22 + 12345
-    training.training_run_claim(run_id=run.pk, worker=f"{socket.gethostname()}:{dead_pid}")
+    runs.run_claim(run_id=run.pk, worker=f"{socket.gethostname()}:{dead_pid}")
     alive = training.training_run_create(dataset=DataSet.objects.create(name="Alive"), enqueue=False)
-    training.training_run_claim(run_id=alive.pk, worker=f"{socket.gethostname()}:{os.getpid()}")
-    assert training.training_runs_fail_interrupted() == 1
+    runs.run_claim(run_id=alive.pk, worker=f"{socket.gethostname()}:{os.getpid()}")
+    assert runs.runs_fail_interrupted() == 1
     run.refresh_from_db()
     alive.refresh_from_db()
     assert run.status == Status.FAILED and "interrupted" in run.error
@@ -224,32 +220,27 @@ def test_a_cancelled_run_resumes_from_its_last_completed_epoch_and_the_old_model
     trained_dataset.early_stopping_patience = 0
     trained_dataset.save()
     run = training.training_run_create(dataset=trained_dataset, enqueue=False)
-    run = training.training_run_claim(run_id=run.pk, worker="here:1")
-    report = training._report_progress
+    run = runs.run_claim(run_id=run.pk, worker="here:1")
+    report = runs.run_progress
 
-    def cancel_after_two_epochs(run_id):
-        write = report(run_id)
+    def cancel_after_two_epochs(*, run_id, progress):
+        if len(progress.history) >= 2:
+            training.training_run_cancel(run=TrainingRun.objects.get(pk=run_id))
+        return report(run_id=run_id, progress=progress)
 
-        def progress(snapshot):
-            if len(snapshot.history) >= 2:
-                TrainingRun.objects.filter(pk=run_id).update(status=Status.CANCELLED)
-            return write(snapshot)
-
-        return progress
-
-    monkeypatch.setattr(training, "_report_progress", cancel_after_two_epochs)
-    run = training.training_run_execute(run=run)
+    monkeypatch.setattr(runs, "run_progress", cancel_after_two_epochs)
+    run = trainer.training_run_execute(run=run)
     assert run.status == Status.CANCELLED and run.resumable and len(run.history) == 2
     trained_dataset.refresh_from_db()
     assert trained_dataset.current_run_id == previous
 
-    monkeypatch.setattr(training, "_report_progress", report)
+    monkeypatch.setattr(runs, "run_progress", report)
     with django_capture_on_commit_callbacks(execute=False):
         run = training.training_run_resume(run=run)
     assert run.status == Status.QUEUED
-    run = training.training_run_claim(run_id=run.pk, worker="here:1")
+    run = runs.run_claim(run_id=run.pk, worker="here:1")
     capsys.readouterr()
-    run = training.training_run_execute(run=run)
+    run = trainer.training_run_execute(run=run)
     assert run.status == Status.SUCCEEDED, run.error
     output = capsys.readouterr().out
     assert "Resuming from the checkpoint of epoch 2" in output and "Epoch 3/4" in output and "Epoch 1/4" not in output
@@ -271,9 +262,9 @@ def test_a_failed_run_that_was_not_interrupted_cannot_be_resumed(colour_dataset)
 def test_a_run_killed_mid_way_is_interrupted_and_resumable(colour_dataset):
     run = training.training_run_create(dataset=colour_dataset, enqueue=False)
     dead_pid = 2**22 + 54321
-    training.training_run_claim(run_id=run.pk, worker=f"{socket.gethostname()}:{dead_pid}")
+    runs.run_claim(run_id=run.pk, worker=f"{socket.gethostname()}:{dead_pid}")
     TrainingRun.objects.filter(pk=run.pk).update(checkpoint=f"checkpoints/run_{run.pk}", history=[{"epoch": 1}])
-    training.training_runs_fail_interrupted()
+    runs.runs_fail_interrupted()
     run.refresh_from_db()
     assert run.status == Status.FAILED and run.interrupted and run.resumable
     assert "Resume the run" in run.error

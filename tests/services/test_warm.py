@@ -119,3 +119,45 @@ def test_a_version_whose_engine_is_undecided_is_left_to_the_thread(
     assert watcher.preload() == []
     assert watcher.poll() == [imported.pk]
     assert model_cache.loads_by_trigger == {"watch": 1}
+
+
+def test_an_imported_version_made_current_by_the_lifecycle_is_loaded_by_the_watcher(
+    trained_dataset, colour_model_file, watcher
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from management.services.versions import training_run_import
+
+    older = trained_dataset.current_run
+    assert watcher.preload() == [older.pk]
+    upload = SimpleUploadedFile("colours.keras", colour_model_file.read_bytes())
+    imported = training_run_import(dataset=trained_dataset, file=upload, labels=["blue", "green", "red"])
+    trained_dataset.refresh_from_db()
+    assert trained_dataset.current_run_id == imported.pk
+    # Its engine is decided by the watcher (its ONNX export made and proven), not by a request.
+    assert watcher.poll() == [imported.pk]
+    assert predict(trained_dataset) == imported.pk
+    assert model_cache.loads_by_trigger == {"start": 1, "watch": 1}
+
+
+def test_a_version_waiting_for_a_model_job_slot_is_loaded_at_a_later_poll(
+    trained_dataset, colour_model_file, tmp_path, settings, watcher
+):
+    import shutil
+    from contextlib import ExitStack
+
+    from management.services.jobs import model_job_slot
+
+    settings.KERASUI_MAX_CONCURRENT_JOBS = 1
+    settings.KERASUI_LOCK_DIR = tmp_path / "locks"
+    watcher.preload()
+    bare = tmp_path / "bare.keras"
+    shutil.copy(colour_model_file, bare)
+    imported = install_model(trained_dataset, bare)
+    with ExitStack() as busy:
+        busy.enter_context(model_job_slot(what="another export"))
+        assert watcher.poll() == []
+    # Not a failure (a request would not be left to load it): tried again once a slot is free.
+    assert imported.pk not in watcher.failed
+    assert watcher.poll() == [imported.pk]
+    assert model_cache.loads_by_trigger == {"start": 1, "watch": 1}

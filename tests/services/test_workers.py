@@ -8,9 +8,9 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from management import runners
+from management import runners, tasks
 from management.models import DataSet, TrainingRun
-from management.services import training
+from management.services import runs, training
 
 Status = TrainingRun.Status
 DEAD_PID = 2**22 + 12345
@@ -18,7 +18,7 @@ DEAD_PID = 2**22 + 12345
 
 def running(name: str, worker: str) -> TrainingRun:
     run = training.training_run_create(dataset=DataSet.objects.create(name=name), enqueue=False)
-    return training.training_run_claim(run_id=run.pk, worker=worker)
+    return runs.run_claim(run_id=run.pk, worker=worker)
 
 
 def test_a_run_whose_heartbeat_is_older_than_the_timeout_is_marked_interrupted_and_resumable(db):
@@ -27,7 +27,7 @@ def test_a_run_whose_heartbeat_is_older_than_the_timeout_is_marked_interrupted_a
     TrainingRun.objects.filter(pk=lost.pk).update(
         heartbeat_at=timezone.now() - timedelta(seconds=90), checkpoint=f"checkpoints/run_{lost.pk}"
     )
-    assert training.training_runs_fail_stale(timeout=60) == 1
+    assert runs.runs_fail_stale(timeout=60) == 1
     lost.refresh_from_db()
     alive.refresh_from_db()
     assert lost.status == Status.FAILED and lost.interrupted and lost.resumable
@@ -38,7 +38,7 @@ def test_a_run_whose_heartbeat_is_older_than_the_timeout_is_marked_interrupted_a
 def test_a_claimed_run_counts_as_alive_until_its_process_beats(db):
     run = running("Starting", "w1@far-away:1")
     assert run.heartbeat_at is not None
-    assert training.training_runs_fail_stale(timeout=60) == 0
+    assert runs.runs_fail_stale(timeout=60) == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -46,19 +46,19 @@ def test_the_heartbeat_thread_beats_while_the_run_runs_and_stops_when_it_ends():
     run = running("Beating", "here:1")
     old = timezone.now() - timedelta(seconds=300)
     TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=old)
-    with training.Heartbeat(run.pk, interval=0.1):
+    with runs.Heartbeat(run.pk, interval=0.1):
         time.sleep(0.6)
         run.refresh_from_db()
         assert run.heartbeat_at > old + timedelta(seconds=200)
         training.training_run_cancel(run=run)
-    assert not training.training_run_heartbeat(run_id=run.pk)
+    assert not runs.run_heartbeat(run_id=run.pk)
 
 
 def test_runs_of_dead_celery_worker_processes_on_this_host_are_marked_interrupted(db):
     host = socket.gethostname()
     dead = running("Dead", f"w1@{host}:{DEAD_PID}")
     elsewhere = running("Elsewhere", f"w1@other-{host}:{DEAD_PID}")
-    assert training.training_runs_fail_interrupted() == 1
+    assert runs.runs_fail_interrupted() == 1
     dead.refresh_from_db()
     elsewhere.refresh_from_db()
     assert dead.status == Status.FAILED and dead.interrupted
@@ -68,20 +68,20 @@ def test_runs_of_dead_celery_worker_processes_on_this_host_are_marked_interrupte
 def test_a_task_for_a_run_that_is_no_longer_queued_trains_nothing(db):
     cancelled = training.training_run_create(dataset=DataSet.objects.create(name="Cancelled"), enqueue=False)
     training.training_run_cancel(run=cancelled)
-    assert runners.celery_execute(run_id=cancelled.pk, node="w1@here") == "skipped: cancelled"
+    assert tasks.celery_execute(run_id=cancelled.pk, node="w1@here") == "skipped: cancelled"
 
     # Delivered again while another worker trains it: left alone.
     busy = running("Busy", "w2@far-away:77")
-    assert runners.celery_execute(run_id=busy.pk, node="w1@here") == "skipped: running"
+    assert tasks.celery_execute(run_id=busy.pk, node="w1@here") == "skipped: running"
     busy.refresh_from_db()
     assert busy.status == Status.RUNNING and busy.worker == "w2@far-away:77"
 
     # Delivered again after its worker died: marked interrupted, never trained twice.
     TrainingRun.objects.filter(pk=busy.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=3600))
-    assert runners.celery_execute(run_id=busy.pk, node="w1@here") == "skipped: failed"
+    assert tasks.celery_execute(run_id=busy.pk, node="w1@here") == "skipped: failed"
     busy.refresh_from_db()
     assert busy.interrupted and busy.worker == "w2@far-away:77"
-    assert runners.celery_execute(run_id=424242, node="w1@here") == "skipped: deleted"
+    assert tasks.celery_execute(run_id=424242, node="w1@here") == "skipped: deleted"
 
 
 def test_the_celery_backend_sends_only_the_run_id_after_commit(
@@ -92,7 +92,7 @@ def test_the_celery_backend_sends_only_the_run_id_after_commit(
     sent = []
     monkeypatch.setattr(train_run, "apply_async", lambda args: sent.append(args))
     settings.KERASUI_TRAINING_BACKEND = "celery"
-    runners._runner = None
+    runners.reset()
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         with pytest.raises(RuntimeError), transaction.atomic():
             training.training_run_create(dataset=colour_dataset)
@@ -114,7 +114,7 @@ def test_an_unreachable_broker_fails_the_run_with_a_readable_message(
 
     monkeypatch.setattr(train_run, "apply_async", refuse)
     settings.KERASUI_TRAINING_BACKEND = "celery"
-    runners._runner = None
+    runners.reset()
     with django_capture_on_commit_callbacks(execute=True):
         run = training.training_run_create(dataset=colour_dataset)
     run.refresh_from_db()

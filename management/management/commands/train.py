@@ -1,12 +1,14 @@
 """Train a dataset in the foreground, or execute a queued run (what the runners start)."""
 
+import logging
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from kerasui.logs import RUN_LOGGER
 from management.models import DataSet, TrainingRun
-from management.services import training
+from management.services import runs, training
 from management.services.errors import ServiceError
 
 
@@ -55,11 +57,11 @@ class Command(BaseCommand):
         if run_id is not None:
             run = self._claimed_run(run_id)
             # Started by a runner, standard output already is the run's log file.
-            with training.Heartbeat(run.pk):
-                run = training.training_run_execute(run=run) if run.log_file else self._execute_with_log(run)
+            with runs.Heartbeat(run.pk):
+                run = self._execute(run) if run.log_file else self._execute_with_log(run)
         else:
             run = self._resumed_run(resume_id) if resume_id is not None else self._new_run(dataset_id)
-            with training.Heartbeat(run.pk):
+            with runs.Heartbeat(run.pk):
                 run = self._execute_with_log(run)
 
         if run.status == TrainingRun.Status.SUCCEEDED:
@@ -78,7 +80,7 @@ class Command(BaseCommand):
             run = training.training_run_create(dataset=dataset, enqueue=False)
         except ServiceError as error:
             raise CommandError(error.message) from None
-        return training.training_run_claim(run_id=run.pk, worker=training.this_worker())
+        return runs.run_claim(run_id=run.pk, worker=runs.this_worker())
 
     def _resumed_run(self, run_id: int) -> TrainingRun:
         run = TrainingRun.objects.filter(pk=run_id).first()
@@ -89,7 +91,7 @@ class Command(BaseCommand):
                 training.training_run_resume(run=run, enqueue=False)
         except ServiceError as error:
             raise CommandError(error.message) from None
-        claimed = training.training_run_claim(run_id=run.pk, worker=training.this_worker())
+        claimed = runs.run_claim(run_id=run.pk, worker=runs.this_worker())
         if claimed is None:
             raise CommandError(f"training run {run_id} was taken by another process")
         return claimed
@@ -99,17 +101,30 @@ class Command(BaseCommand):
         if run is None:
             raise CommandError(f"training run {run_id} does not exist")
         if run.status == TrainingRun.Status.QUEUED:
-            run = training.training_run_claim(run_id=run_id, worker=training.this_worker()) or run
+            run = runs.run_claim(run_id=run_id, worker=runs.this_worker()) or run
         if run.status != TrainingRun.Status.RUNNING:
             raise CommandError(f"training run {run_id} is {run.status}, not queued")
         return run
 
     def _execute_with_log(self, run: TrainingRun) -> TrainingRun:
-        log_path = training.training_run_log_path(run=run)
+        log_path = runs.run_log_path(run=run)
         stdout, stderr = sys.stdout, sys.stderr
         with log_path.open("a", encoding="utf-8") as log:
             sys.stdout, sys.stderr = _Tee(stdout, log), _Tee(stderr, log)
             try:
-                return training.training_run_execute(run=run)
+                return self._execute(run)
             finally:
                 sys.stdout, sys.stderr = stdout, stderr
+
+    def _execute(self, run: TrainingRun) -> TrainingRun:
+        """Train the run. Keras loads only when there is something to train, so a run refused at once
+        (no images, one label) fails in one line, without TensorFlow's start-up messages."""
+        problem = training.training_run_problem(run=run)
+        if problem is not None:
+            logging.getLogger(RUN_LOGGER).info("Run %s failed: %s", run.pk, problem)
+            runs.run_fail(run_id=run.pk, message=problem)
+            run.refresh_from_db()
+            return run
+        from management.services import trainer
+
+        return trainer.training_run_execute(run=run)

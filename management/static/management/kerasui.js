@@ -35,6 +35,18 @@
     return data;
   }
 
+  /* POST a form to one of the admin's own pages and read its answer as a document: the admin's pages are
+     the one door of uploading, validating and testing, with or without JavaScript. */
+  async function postPage(url, body) {
+    const response = await fetch(url, { method: "POST", body: body, credentials: "same-origin",
+                                        headers: { "X-CSRFToken": csrfToken() } });
+    return { status: response.status, page: new DOMParser().parseFromString(await response.text(), "text/html") };
+  }
+
+  function texts(page, selector) {
+    return Array.from(page.querySelectorAll(selector)).map(function (node) { return node.textContent.trim(); });
+  }
+
   function errorText(data) {
     if (!data) return "";
     if (typeof data === "string") return data;
@@ -177,7 +189,7 @@
     }
 
     async function refreshLog() {
-      if (!logUrl) return;
+      if (!logUrl || root.dataset.status === "queued") return;  // a queued run has no log yet
       try {
         const response = await fetch(logUrl, { credentials: "same-origin" });
         if (!response.ok) return;
@@ -240,18 +252,19 @@
     });
   }
 
+  /* The upload page's answer to one file: its messages, or why the file was refused. */
   function upload(url, form, onProgress) {
     return new Promise(function (resolve, reject) {
       const request = new XMLHttpRequest();
       request.open("POST", url);
       request.setRequestHeader("X-CSRFToken", csrfToken());
-      request.setRequestHeader("Accept", "application/json");
       request.upload.addEventListener("progress", function (event) { if (event.lengthComputable) onProgress(event.loaded); });
       request.addEventListener("load", function () {
-        let data = null;
-        try { data = JSON.parse(request.responseText); } catch (error) { data = null; }
-        if (request.status >= 200 && request.status < 300) resolve(data);
-        else reject(new Error(errorText(data) || String(request.status)));
+        if (request.status === 403) { reject(new Error("you may not add images to this dataset")); return; }
+        const page = new DOMParser().parseFromString(request.responseText, "text/html");
+        const errors = texts(page, ".errorlist li");
+        if (request.status >= 400 || errors.length) reject(new Error(errors.join(" ") || String(request.status)));
+        else resolve(texts(page, ".messagelist li"));
       });
       request.addEventListener("error", function () { reject(new Error("the connection failed")); });
       request.send(form);
@@ -264,6 +277,8 @@
     const labelInput = root.querySelector("[data-upload-label]"), bar = root.querySelector(".kerasui-upload-progress");
     const fill = bar.querySelector(".kerasui-progress > span"), text = bar.querySelector(".kerasui-status");
     const dataset = root.dataset.dataset;
+    // The upload page answers each file by redirecting to itself (a light page) with its messages.
+    const url = root.dataset.url + "?next=" + encodeURIComponent(root.dataset.url);
     dropZone(zone, input, async function (files) {
       const label = labelInput.value.trim();
       const images = files.filter(function (file) { return !/\.zip$/i.test(file.name); });
@@ -274,8 +289,8 @@
         return;
       }
       const total = files.reduce(function (sum, file) { return sum + file.size; }, 0) || 1;
-      let done = 0, added = 0;
-      const problems = [];
+      let done = 0;
+      const notes = [], problems = [];
       bar.hidden = false;
       const show = function (loaded) {
         const percent = Math.min(100, Math.round((done + loaded) / total * 100));
@@ -284,21 +299,12 @@
       };
       for (const file of files) {
         const form = new FormData();
-        let url;
-        if (/\.zip$/i.test(file.name)) {
-          url = "/api/dataset/" + dataset + "/upload/";
-          form.append("file", file);
-          if (label) form.append("label", label);
-        } else {
-          url = "/api/datasetitem/";
-          form.append("dataset", dataset);
-          form.append("label", label);
-          form.append("image", file);
-        }
+        form.append("dataset", dataset);
+        form.append("label", label);
+        form.append("file", file);
         try {
-          const result = await upload(url, form, show);
-          added += result && typeof result.added === "number" ? result.added : 1;
-          (result && result.skipped || []).forEach(function (entry) { problems.push(entry.name + ": " + entry.reason); });
+          const messages = await upload(url, form, show);
+          messages.forEach(function (message) { (/^Skipped/.test(message) ? problems : notes).push(message); });
         } catch (error) {
           problems.push(file.name + ": " + error.message);
         }
@@ -306,9 +312,8 @@
         show(0);
       }
       fill.style.width = "100%";
-      text.textContent = "Added " + added + " image(s)." + (problems.length ? " Skipped " + problems.length + ": " +
-        problems.slice(0, 5).join("; ") : "") + " Refreshing…";
-      root.dataset.uploaded = String(added);
+      const added = files.length > 3 ? notes.length + " file(s) imported." : notes.join(" ");
+      text.textContent = added + (problems.length ? " Problems: " + problems.slice(0, 5).join("; ") : "") + " Refreshing…";
       setTimeout(function () { location.reload(); }, problems.length ? 2500 : 600);
     });
   }
@@ -368,43 +373,28 @@
     const zone = root.querySelector(".kerasui-drop"), select = form.querySelector("select[name=dataset]");
     const preview = root.querySelector(".kerasui-preview"), result = root.querySelector(".kerasui-result");
     const versionRow = document.getElementById("kerasui-version-row"), version = document.getElementById("kerasui-version");
+    const versionsOf = JSON.parse((document.getElementById("kerasui-versions") || {}).textContent || "{}");
     let current = null;
-    /* The dataset's versions (succeeded runs); the picker shows only when there is a choice. */
-    async function versions() {
-      version.replaceChildren(el("option", { value: "", text: "the current one" }));
-      versionRow.hidden = true;
-      try {
-        const data = await api("/api/trainingrun/?status=succeeded&page_size=100&dataset=" + encodeURIComponent(select.value));
-        const runs = data.results;
-        if (runs.length < 2) return;
-        runs.forEach(function (run) {
-          const accuracy = run.accuracy === null ? "" : ", accuracy " + (run.accuracy * 100).toFixed(1) + "%";
-          version.append(el("option", { value: String(run.id), text: "run " + run.id + accuracy + (run.is_current ? " (current)" : "") }));
-        });
-        versionRow.hidden = false;
-      } catch (error) {
-        versionRow.hidden = true;
-      }
+    /* The dataset's versions (succeeded runs), as the page lists them; the picker shows only when there is a choice. */
+    function versions() {
+      const runs = versionsOf[select.value] || [];
+      version.replaceChildren(el("option", { value: "", text: "the current one" }),
+                              ...runs.map(function (run) { return el("option", { value: String(run.id), text: run.text }); }));
+      versionRow.hidden = runs.length < 2;
     }
+    /* The page itself predicts: the image goes to it, and the result part of its answer is shown. */
     async function predict() {
       if (!current) { result.replaceChildren(el("p", { text: "Drop, paste or choose an image first." })); return; }
-      const body = new FormData();
-      body.append("dataset", select.value);
-      if (version.value) body.append("run", version.value);
-      body.append("image", current);
+      const body = new FormData(form);
+      body.set("image", current);
       result.replaceChildren(el("p", { class: "kerasui-muted", text: "Predicting…" }));
       try {
-        const data = await api("/api/test/", { method: "POST", body: body });
-        const top = Object.entries(data.probabilities).sort(function (a, b) { return b[1] - a[1]; }).slice(0, 5);
-        result.replaceChildren(
-          el("p", { class: "kerasui-predicted" }, ["Predicted label: ", el("strong", { id: "predicted-label", text: data.result }),
-                                                  " (" + (data.confidence * 100).toFixed(1) + "%)"]),
-          el("ul", { class: "kerasui-probs" }, top.map(function ([label, value]) {
-            return el("li", {}, [el("span", { text: label }),
-                                 el("span", { class: "track" }, [el("span", { class: "kerasui-bar", style: "width:" + (value * 100).toFixed(1) + "%" })]),
-                                 el("span", { class: "value", text: (value * 100).toFixed(1) + "%" })]);
-          })),
-          el("p", { class: "help" }, ["Model: ", el("a", { href: "/admin/management/trainingrun/" + data.run + "/change/", text: "run " + data.run })]));
+        const answer = await postPage(location.href, body);
+        const errors = texts(answer.page, "#kerasui-test .errorlist li");
+        const shown = answer.page.querySelector("#kerasui-test .kerasui-result");
+        if (answer.status === 403) throw new Error("you may not test this dataset's model");
+        if (errors.length || !shown) throw new Error(errors.join(" ") || String(answer.status));
+        result.replaceChildren(...Array.from(shown.childNodes).map(function (node) { return document.importNode(node, true); }));
       } catch (error) {
         result.replaceChildren(el("p", { class: "kerasui-error", text: error.message }));
       }
@@ -422,7 +412,7 @@
       const files = Array.from(event.clipboardData.files || []);
       if (files.length) { event.preventDefault(); choose(files); }
     });
-    select.addEventListener("change", async function () { await versions(); predict(); });
+    select.addEventListener("change", function () { versions(); predict(); });
     version.addEventListener("change", predict);
     versions();
     form.addEventListener("submit", function (event) { event.preventDefault(); predict(); });
@@ -444,8 +434,8 @@
       extraKeys: { Tab: function (cm) { cm.replaceSelection("    "); } },
     });
     window.kerasuiEditor = editor;
-    const dataset = textarea.closest("form").dataset.dataset || (document.getElementById("kerasui-dataset-id") || {}).value;
-    if (!dataset) return;
+    const validateUrl = (document.getElementById("kerasui-dataset-id") || { dataset: {} }).dataset.validateUrl;
+    if (!validateUrl) return;
     const output = el("div", { class: "kerasui-validation" });
     const button = el("button", { type: "button", class: "button", text: "Validate the model code" });
     const status = el("span", { class: "kerasui-muted" });
@@ -457,24 +447,25 @@
       if (marked !== null) { editor.removeLineClass(marked, "background", "kerasui-error-line"); marked = null; }
       const architecture = document.querySelector("select[name=architecture]");
       const size = document.querySelector("input[name=image_size]"), colour = document.querySelector("select[name=color_mode]");
-      const body = { process: editor.getValue() };
-      if (architecture) body.architecture = architecture.value;
-      if (size && size.value) body.image_size = parseInt(size.value, 10);
-      if (colour) body.color_mode = colour.value;
+      const body = new FormData();
+      body.append("process", editor.getValue());
+      if (architecture) body.append("architecture", architecture.value);
+      if (size && size.value) body.append("image_size", size.value);
+      if (colour) body.append("color_mode", colour.value);
       try {
-        const report = await api("/api/dataset/" + dataset + "/validate/", { method: "POST", body: body });
+        // The Validate page builds the model as edited and answers with its report, shown here.
+        const answer = await postPage(validateUrl, body);
+        const report = answer.page.getElementById("kerasui-validation-report");
+        if (answer.status === 403) throw new Error("you may not validate this model code (it runs on the server)");
+        if (!report) throw new Error(String(answer.status));
         status.textContent = "";
-        if (report.ok) {
-          output.replaceChildren(
-            el("ul", { class: "messagelist" }, [el("li", { class: "success", text: "The model builds: " + report.total_params.toLocaleString() + " parameters (" + report.trainable_params.toLocaleString() + " trainable)." })]),
-            el("pre", { text: report.summary || report.layers.map(function (layer) { return layer.name + "  " + layer.output_shape + "  " + layer.params; }).join("\n") }));
-        } else {
-          output.replaceChildren(el("ul", { class: "messagelist" }, [el("li", { class: "error", text: "The model does not build" + (report.line ? " (line " + report.line + ")" : "") + ": " + report.error })]));
-          if (report.line) {
-            marked = report.line - 1;
-            editor.addLineClass(marked, "background", "kerasui-error-line");
-            editor.scrollIntoView({ line: marked, ch: 0 }, 60);
-          }
+        report.querySelectorAll(".kerasui-code-listing").forEach(function (listing) { listing.remove(); });
+        output.replaceChildren(document.importNode(report, true));
+        const line = parseInt(report.dataset.line, 10);
+        if (line) {
+          marked = line - 1;
+          editor.addLineClass(marked, "background", "kerasui-error-line");
+          editor.scrollIntoView({ line: marked, ch: 0 }, 60);
         }
       } catch (error) {
         status.textContent = "";
@@ -488,6 +479,17 @@
     relabelCards(root);
     root.querySelectorAll(".kerasui-log").forEach(function (log) { log.scrollTop = log.scrollHeight; });
   }
+
+  /* Buttons and links that submit a hidden form (Train, Cancel run, Resume): no inline handlers,
+     which the Content-Security-Policy would refuse to run. */
+  document.addEventListener("click", function (event) {
+    const trigger = event.target.closest ? event.target.closest("[data-submit-form]") : null;
+    if (!trigger) return;
+    const form = document.getElementById(trigger.dataset.submitForm);
+    if (!form) return;
+    event.preventDefault();
+    form.submit();
+  });
 
   document.addEventListener("DOMContentLoaded", function () {
     enhance(document);

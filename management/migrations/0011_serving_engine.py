@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('management', '0007_starting_point_help'),
+        ('management', '0009_labels_nfc'),
     ]
 
     operations = [

@@ -1,6 +1,6 @@
 """Training queue benchmark: enqueue-to-start latency (thread runner, Celery) and 4 runs on 1 and 2 workers.
 
-    .venv/bin/python bench/queue.py [--runs 4] [--epochs 30] [--latency-samples 5]
+    .venv/bin/python -m bench.training_queue [--runs 4] [--epochs 30] [--latency-samples 5]
 
 Needs Redis at CELERY_BROKER_URL (default redis://127.0.0.1:6379/0); uses DATABASE_URL when set (a
 scratch database: the bench writes datasets and runs into it), else SQLite in a fresh data folder.
@@ -11,7 +11,7 @@ One run, one machine:
   - `--runs` small runs (16 px colour images, `--epochs` epochs, one TensorFlow thread each, so
     each uses one core) enqueued at once, from the first enqueue to the last run's end, with one
     and with two Celery workers (`celery -A kerasui worker -Q training -c 1`).
-Prints a table and writes bench/results/queue.json.
+Prints a table and writes bench/results/training_queue.json.
 """
 
 from __future__ import annotations
@@ -28,12 +28,10 @@ import time
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, this file's folder comes first on the path, and its name hides the standard
-# library's `queue` from everything imported later (asgiref, kombu): keep only the project's root.
-sys.path[:] = [str(ROOT)] + [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "bench"]
+from bench.common import write_results
 
-from bench.common import write_results  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 # Each training process uses one core: the workers, not TensorFlow, share out the machine.
 ONE_CORE = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -141,9 +139,8 @@ def main() -> None:
         return made
 
     def use(backend: str) -> None:
-        runners.get_runner().stop()
+        runners.reset()
         settings.KERASUI_TRAINING_BACKEND = backend
-        runners._runner = None
 
     def enqueue_to_start(backend: str) -> list[float]:
         use(backend)
@@ -198,7 +195,7 @@ def main() -> None:
         runners.get_runner().stop()
         workers.stop()
 
-    out = write_results("queue", results)
+    out = write_results("training_queue", results)
 
     def ms(values: list[float]) -> str:
         ordered = sorted(values)

@@ -1,0 +1,78 @@
+"""Who may do what, declared once: one rule per use case, read by the API and by the admin alike.
+
+A rule names the Django permissions its use case needs, all of them. api/permissions.py checks them
+for the API's actions, admin.py for its buttons and pages. Creating, changing, deleting and viewing
+rows are Django's own model permissions in both doors (DRF's mapping, the admin's has_*_permission).
+
+Training (queueing, cancelling and resuming a run) and promoting a version need `change_dataset`:
+they change what a dataset does. Not `add_dataset`, which DRF's mapping of POST would ask for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from management.models import MODEL_CODE_PERMISSION
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A use case and the permissions it needs."""
+
+    name: str
+    permissions: tuple[str, ...]
+
+    def missing(self, user) -> list[str]:
+        """The permissions `user` lacks for this use case (all of them for an anonymous user)."""
+        return [permission for permission in self.permissions if not (user and user.has_perm(permission))]
+
+    def allows(self, user) -> bool:
+        return not self.missing(user)
+
+    def refusal(self, user) -> str:
+        missing = self.missing(user)
+        return f"you need the permission '{missing[0]}'" if missing else ""
+
+
+VIEW_DATASETS = Rule("view", ("management.view_dataset",))
+PREDICT = Rule("predict", ("management.view_dataset",))
+EDIT_DATASET = Rule("edit_dataset", ("management.change_dataset",))  # change its options, validate its model
+ADD_IMAGES = Rule("add_images", ("management.add_datasetitem",))  # one image, many, or a zip
+TRAIN = Rule("train", ("management.change_dataset",))  # queue a run, cancel it, resume it
+SET_MODEL_CODE = Rule("set_model_code", (MODEL_CODE_PERMISSION,))  # the code runs on the server
+PROMOTE = Rule("promote", ("management.change_dataset",))  # make a version the current model
+EXPORT = Rule("export", ("management.view_trainingrun",))  # download a model, any format, and its log
+# A model file is close to code (it answers predictions): importing one needs the model-code permission too.
+IMPORT = Rule("import_model", ("management.change_dataset", MODEL_CODE_PERMISSION))
+
+LOAD_DEMO = Rule("load_demo", ("management.add_dataset", "management.add_datasetitem"))  # a dataset and its images
+
+RULES = (VIEW_DATASETS, PREDICT, EDIT_DATASET, ADD_IMAGES, TRAIN, SET_MODEL_CODE, PROMOTE, EXPORT, IMPORT, LOAD_DEMO)
+
+
+def allowed(user) -> dict[str, bool]:
+    """Every use case by name and whether `user` may do it: what the admin's pages show as buttons."""
+    return {rule.name: rule.allows(user) for rule in RULES}
+
+
+def _same_code(code: str, current: str) -> bool:
+    return code.replace("\r\n", "\n").strip() == current.replace("\r\n", "\n").strip()
+
+
+def may_send_model_code(user, *, code: str | None, current: str) -> bool:
+    """Sending model code is setting it, unless it is the code the dataset already has (a GET, edited, PUT)."""
+    return code is None or _same_code(code, current) or SET_MODEL_CODE.allows(user)
+
+
+MODEL_CODE_REFUSAL = (
+    f"setting the model code needs the permission '{MODEL_CODE_PERMISSION}': "
+    "the code runs on the server; leave 'process' out to keep the current code"
+)
+
+
+def may_read_metrics(user) -> bool:
+    """The Prometheus metrics (/metrics) tell how the server is used and by how much: staff accounts only."""
+    return bool(user and user.is_authenticated and user.is_active and (user.is_staff or user.is_superuser))
+
+
+METRICS_REFUSAL = "the metrics are for staff accounts (and a token needs the 'metrics' scope)"
