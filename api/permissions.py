@@ -9,7 +9,7 @@ from management import permissions as rules
 from management.ml.models import DEFAULT_PROCESS
 from management.models import DataSet
 
-READ, WRITE, PREDICT = "read", "write", "predict"
+READ, WRITE, PREDICT, METRICS = "read", "write", "predict", "metrics"
 
 
 class TokenScopes(TokenHasScope):
@@ -110,3 +110,19 @@ class IsSuperuser(permissions.BasePermission):
 
     def has_permission(self, request, view):
         return bool(request.user and request.user.is_superuser)
+
+
+class CanReadMetrics(permissions.BasePermission):
+    """The Prometheus metrics are for staff (management/permissions.py): a staff session or Basic login,
+    or a staff account's token with the `metrics` scope (which no token gets unless it asks for it)."""
+
+    message = rules.METRICS_REFUSAL
+
+    def has_permission(self, request, view):
+        if not rules.may_read_metrics(request.user):
+            return False
+        token = request.auth
+        if hasattr(token, "scope") and not token.allow_scopes([METRICS]):
+            self.message = f"this token lacks the '{METRICS}' scope (it has: {token.scope or 'none'})"
+            return False
+        return True

@@ -213,6 +213,8 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "is_current",
             "imported",
             "exports",
+            "serving_engine",
+            "serving_note",
             "error",
             "interrupted",
             "resumable",
@@ -286,7 +288,10 @@ class ModelMetadataSerializer(serializers.Serializer):
     metrics = serializers.DictField(help_text="The run's final metrics.")
     accuracy = serializers.FloatField(allow_null=True)
     trained_at = serializers.DateTimeField(allow_null=True)
-    engine = serializers.CharField(help_text="The inference path serving it in this process: tf.function or keras.")
+    engine = serializers.CharField(
+        help_text="What serves it: onnxruntime (its ONNX export, proven against Keras) or keras (the fallback)."
+    )
+    engine_note = serializers.CharField(help_text="Why that engine: the export's proof, or why it was refused.")
 
 
 class ImportReportSerializer(serializers.Serializer):

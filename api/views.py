@@ -9,7 +9,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import SuspiciousFileOperation
 from django.db import DatabaseError, connection
 from django.db.models import Count
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.utils._os import safe_join
 from django.views import defaults
 from drf_spectacular.utils import (
@@ -35,6 +35,7 @@ from api.parsers import FormParser, JSONParser, MultiPartParser
 from api.permissions import (
     PREDICT,
     CanPredict,
+    CanReadMetrics,
     CanSetModelCode,
     CanViewDatasets,
     IsSuperuser,
@@ -60,6 +61,7 @@ from api.serializers import (
     ValidationReportSerializer,
     ZipUploadSerializer,
 )
+from management import metrics
 from management import permissions as rules
 from management.files import media_response
 from management.models import DataSet, DataSetItem, TrainingRun
@@ -73,6 +75,7 @@ from management.services.datasets import (
 from management.services.errors import Conflict, NotFound, ServiceError
 from management.services.exports import training_run_export, training_run_export_bundle
 from management.services.prediction import (
+    model_cache,
     prediction_current_run,
     prediction_metadata,
     prediction_predict,
@@ -546,3 +549,21 @@ class MediaView(APIView):
         if isinstance(exc, NotAuthenticated) and browser and "HTTP_AUTHORIZATION" not in request.META:
             return redirect_to_login(request.get_full_path())
         return super().handle_exception(exc)
+
+
+@extend_schema(exclude=True)
+class MetricsView(APIView):
+    """Prometheus metrics of all web workers (text format), for staff or a token with the `metrics` scope."""
+
+    permission_classes = [CanReadMetrics]
+    renderer_classes = [JSONRenderer]
+    # Text whatever the client accepts (Prometheus asks for OpenMetrics first); an error is JSON.
+    content_negotiation_class = MediaNegotiation
+    # Counted apart from the API's requests (KERASUI_THROTTLE_METRICS): a scraper sharing an account
+    # with a busy API client is not refused for the client's requests.
+    throttle_scope = "metrics"
+
+    def get(self, request):
+        metrics.record_process(cached_models=len(model_cache))
+        body, content_type = metrics.exposition()
+        return HttpResponse(body, content_type=content_type)

@@ -103,6 +103,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Issue 17: request counts and latency per endpoint, for the Prometheus endpoint /metrics.
+    "management.metrics.MetricsMiddleware",
     "kerasui.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "kerasui.middleware.ContentSecurityPolicyMiddleware",
@@ -256,11 +258,13 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "api.views.exception_handler",
-    # Requests per minute per user (per address when anonymous): predictions apart from the rest.
+    # Requests per minute per user (per address when anonymous): predictions and Prometheus' scrapes
+    # of /metrics (every 15 s is 4/min) each apart from the rest.
     "DEFAULT_THROTTLE_CLASSES": ["api.throttles.ScopedThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "api": env_rate("KERASUI_THROTTLE_API", "1200/min"),
         "predict": env_rate("KERASUI_THROTTLE_PREDICT", "6000/min"),
+        "metrics": env_rate("KERASUI_THROTTLE_METRICS", "120/min"),
     },
     "NUM_PROXIES": KERASUI_PROXY_COUNT,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -271,6 +275,8 @@ OAUTH2_PROVIDER = {
         "read": "See datasets, items, runs and models",
         "write": "Create and change datasets and items, upload, train and cancel",
         "predict": "Predict labels with /api/test/",
+        # Not among the default scopes: a token for Prometheus asks for it (scope=metrics).
+        "metrics": "Read the Prometheus metrics at /metrics (staff accounts only)",
     },
     # A token request that names no scope gets all three; the user's permissions still apply.
     "DEFAULT_SCOPES": ["read", "write", "predict"],
@@ -388,11 +394,21 @@ KERASUI_MAX_CONCURRENT_JOBS = env_int("KERASUI_MAX_CONCURRENT_JOBS", 2)
 KERASUI_LOCK_DIR = Path(os.environ.get("KERASUI_LOCK_DIR") or DATA_DIR / "locks")
 # Largest .keras file accepted by model import.
 KERASUI_MAX_MODEL_BYTES = env_int("KERASUI_MAX_MODEL_BYTES", 500 * 1024 * 1024)
-# Loaded models kept per process for prediction (least recently used evicted).
-KERASUI_MODEL_CACHE_SIZE = env_int("KERASUI_MODEL_CACHE_SIZE", 4)
-# TensorFlow threads per web process for prediction (0: TensorFlow's default, all cores). One is
-# fastest for single requests; gunicorn's worker processes use the other cores.
+# Loaded models kept per process for prediction (least recently used evicted); a worker loads the
+# current models of up to this many datasets when it starts.
+KERASUI_MODEL_CACHE_SIZE = env_int("KERASUI_MODEL_CACHE_SIZE", 8)
+# Threads of the inference engine per web process for prediction (0: the engine's default, all cores).
+# One is fastest for single requests; gunicorn's worker processes use the other cores.
 KERASUI_INFERENCE_THREADS = env_int("KERASUI_INFERENCE_THREADS", 1)
+# Serving (issue 17): "onnxruntime" serves each version with its ONNX export once proven against Keras
+# within KERASUI_SERVING_TOLERANCE (else Keras, the fallback); "keras" serves every version with Keras.
+KERASUI_SERVING_ENGINE = os.environ.get("KERASUI_SERVING_ENGINE", "onnxruntime").strip().lower()
+if KERASUI_SERVING_ENGINE not in {"onnxruntime", "keras"}:
+    raise ImproperlyConfigured(f"KERASUI_SERVING_ENGINE is {KERASUI_SERVING_ENGINE!r}: use 'onnxruntime' or 'keras'")
+KERASUI_SERVING_TOLERANCE = float(os.environ.get("KERASUI_SERVING_TOLERANCE") or 1e-5)
+# Web workers load current models when they start and look for newly current runs this often (seconds).
+KERASUI_WARM_WORKERS = env_bool("KERASUI_WARM_WORKERS", True)
+KERASUI_SERVING_POLL_SECONDS = float(os.environ.get("KERASUI_SERVING_POLL_SECONDS") or 2.0)
 # Largest single image accepted (bytes) and largest image (pixels) decoded.
 KERASUI_MAX_IMAGE_BYTES = env_int("KERASUI_MAX_IMAGE_BYTES", 20 * 1024 * 1024)
 KERASUI_MAX_IMAGE_PIXELS = env_int("KERASUI_MAX_IMAGE_PIXELS", 40_000_000)

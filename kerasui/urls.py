@@ -7,7 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.urls import include, path
 from oauth2_provider import urls as oauth2_urls
 
-from api.views import MediaView
+from api.views import MediaView, MetricsView
 from management import views
 
 admin.site.site_header = "KerasUI"
@@ -47,6 +47,8 @@ urlpatterns = [
     path("o/", include((oauth2_patterns, oauth2_urls.app_name), namespace="oauth2_provider")),
     # Private media: the session, or the API's credentials (a bearer token with `read`, Basic).
     path("media/<path:path>", MediaView.as_view(), name="media"),
+    # Prometheus' usual path; staff only (see the README's "Metrics").
+    path("metrics", MetricsView.as_view(), name="metrics"),
 ]
 
 # Under /api/ and /o/ Django's own error pages become JSON; elsewhere they stay HTML.

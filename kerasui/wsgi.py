@@ -1,4 +1,5 @@
-"""WSGI entry point; starting it also removes files a killed upload left and resumes queued training runs."""
+"""WSGI entry point; starting it also removes files a killed upload left, resumes queued training runs
+and loads the current models (warm workers)."""
 
 import os
 
@@ -18,3 +19,8 @@ except Exception:  # noqa: BLE001 - e.g. the database is not migrated yet; servi
 
     logging.getLogger(__name__).warning("uploads interrupted by a crash were not cleaned up", exc_info=True)
 runners.start()
+
+# Issue 17: this web process loads the current models now and follows newly current runs.
+from management.warm import serving_workers_start  # noqa: E402
+
+serving_workers_start()

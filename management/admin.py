@@ -270,7 +270,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
     actions = ["cancel_selected"]
     fieldsets = [
         (None, {"fields": ["dataset", "status", "phase", "progress_display", "epoch_display", "error"]}),
-        ("Results", {"fields": ["metrics_display", "history_display", "downloads"]}),
+        ("Results", {"fields": ["metrics_display", "history_display", "serving_display", "downloads"]}),
         ("Evaluation", {"fields": ["evaluation_display"]}),
         ("Log", {"fields": ["log_tail"]}),
         (
@@ -380,6 +380,14 @@ class TrainingRunAdmin(admin.ModelAdmin):
                 )
             )
         return format_html("{}", mark_safe("".join(parts)))  # noqa: S308 - rendered by templates with escaping
+
+    @admin.display(description="served by")
+    def serving_display(self, obj):
+        if not obj.is_version:
+            return "—"
+        if not obj.serving_engine:
+            return "decided when the model is first used (its ONNX export is made and checked then)"
+        return format_html("<strong>{}</strong><br>{}", obj.get_serving_engine_display(), obj.serving_note)
 
     @admin.display(description="downloads")
     def downloads(self, obj):

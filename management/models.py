@@ -146,6 +146,14 @@ class Phase(models.TextChoices):
     SAVING = "saving", "Saving the model"
 
 
+class ServingEngine(models.TextChoices):
+    """What answers a version's predictions in the web process."""
+
+    PENDING = "", "Not decided yet (decided when first used)"
+    ONNXRUNTIME = "onnxruntime", "ONNX Runtime (its proven ONNX export)"
+    KERAS = "keras", "Keras (fallback: TensorFlow in the web process)"
+
+
 class TrainingRun(models.Model):
     """One training of a dataset: a snapshot of its options, and its progress and results."""
 
@@ -189,6 +197,14 @@ class TrainingRun(models.Model):
         help_text="Each export made of the model, by format: its file, size, time and largest difference "
         "from the Keras model, or why it was refused.",
     )
+    serving_engine = models.CharField(
+        max_length=20,
+        choices=ServingEngine.choices,
+        default=ServingEngine.PENDING,
+        blank=True,
+        help_text="What answers this version's predictions in the web process.",
+    )
+    serving_note = models.TextField(blank=True, help_text="Why that engine: its proof, or why the fallback.")
     error = models.TextField(blank=True)
     worker = models.CharField(
         max_length=200,

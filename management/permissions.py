@@ -68,3 +68,11 @@ MODEL_CODE_REFUSAL = (
     f"setting the model code needs the permission '{MODEL_CODE_PERMISSION}': "
     "the code runs on the server; leave 'process' out to keep the current code"
 )
+
+
+def may_read_metrics(user) -> bool:
+    """The Prometheus metrics (/metrics) tell how the server is used and by how much: staff accounts only."""
+    return bool(user and user.is_authenticated and user.is_active and (user.is_staff or user.is_superuser))
+
+
+METRICS_REFUSAL = "the metrics are for staff accounts (and a token needs the 'metrics' scope)"

@@ -54,6 +54,8 @@ def training_environment() -> dict[str, str]:
     environment["DJANGO_SETTINGS_MODULE"] = os.environ.get("DJANGO_SETTINGS_MODULE", "kerasui.settings")
     environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     environment["PYTHONUNBUFFERED"] = "1"
+    # The web workers' metrics folder is theirs: a training process adds nothing to it.
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return environment
 
 

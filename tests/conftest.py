@@ -1,4 +1,5 @@
 import io
+import json
 import uuid
 
 import pytest
@@ -58,6 +59,12 @@ def colour_model_file(tmp_path_factory):
     fit(model, images, targets, FitOptions(epochs=8, batch_size=8, validation_split=0, verbose=0), lambda p: True)
     path = tmp_path_factory.mktemp("model") / "colours.keras"
     model.save(path)
+    # Its ONNX export, proven once per session, lets tests/runs.py install runs served by ONNX Runtime.
+    from management.ml.export import export_model
+
+    report = export_model(path, format="onnx", target=path.with_suffix(".onnx"), images=images[::2][:16])
+    assert report.ok and report.max_difference <= 1e-5, report
+    path.with_suffix(".onnx.json").write_text(json.dumps(report.as_dict()))
     return path
 
 

@@ -83,14 +83,14 @@ def _download_name(run: TrainingRun, format: str, precision: str, bundle: bool) 
     return f"{stem}-savedmodel.zip" if format == "savedmodel" else f"{stem}{Path(file_name(format)).suffix}"
 
 
-def _check_request(run: TrainingRun, format: str, precision: str) -> None:
+def _check_request(run: TrainingRun, format: str, precision: str, *, model_path: str | None = None) -> None:
     if format not in FORMATS:
         raise ServiceError(f"unknown format '{format}': choose one of {', '.join(FORMATS)}", field="format")
     if precision not in PRECISIONS:
         raise ServiceError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}", field="precision")
     if precision != "float32" and format != "tflite":
         raise ServiceError(f"precision {precision} is offered for tflite only", field="precision")
-    if not run.is_version:
+    if model_path is None and not run.is_version:
         raise Conflict(f"run {run.pk} has no model to export (it is {run.status})", field="run")
 
 
@@ -151,12 +151,16 @@ def _keras_entry(run: TrainingRun) -> dict:
     return {"status": "ok", "file": run.model_file.name, "max_difference": 0.0, "size": size, "runtime": "Keras"}
 
 
-def training_run_export(*, run: TrainingRun, format: str = "keras", precision: str = "float32") -> ExportFile:
+def training_run_export(
+    *, run: TrainingRun, format: str = "keras", precision: str = "float32", model_path: str | None = None
+) -> ExportFile:
     """The run's model as `format`: made (in a child process) and checked the first time, then kept.
 
-    Raises ExportRefused (422) when the export was refused by its check, now or before.
+    `model_path` names the model file of a run that is not a version yet (serving proves a trained
+    run's ONNX export before the run becomes current). Raises ExportRefused (422) when the export
+    was refused by its check, now or before.
     """
-    _check_request(run, format, precision)
+    _check_request(run, format, precision, model_path=model_path)
     if format == "keras":
         # The original: the reference the other formats are compared with.
         if "keras" not in run.exports:
@@ -180,7 +184,7 @@ def training_run_export(*, run: TrainingRun, format: str = "keras", precision: s
             np.save(samples, export_samples(run))
             with model_job_slot(what=f"exporting to {format}"):
                 report = export_in_child(
-                    run.model_file.path,
+                    model_path or run.model_file.path,
                     format=format,
                     target=temporary,
                     samples_path=samples,

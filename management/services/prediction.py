@@ -2,22 +2,28 @@
 
 Images are prepared exactly as the run behind the model was trained (that run's image size and
 colour mode, not the dataset's current fields). Models are loaded once per process and kept in a
-small least-recently-used cache keyed by run, so a newer current run is simply a new key.
+small least-recently-used cache keyed by run, so a newer current run is simply a new key. Each is
+served by the engine its run records (services/serving.py): ONNX Runtime, or Keras as the fallback.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+import time
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
+from django.db import connection
 
+from management import metrics
 from management.ml.images import channels_for, load_image
 from management.models import DataSet, TrainingRun
 from management.services.datasets import image_size_check
 from management.services.errors import Conflict, ServiceError
+from management.services.jobs import TooManyJobs
+from management.services.serving import serving_engine, serving_predictor
 
 
 @dataclass(frozen=True)
@@ -46,11 +52,23 @@ class ModelCache:
         self._loading: dict[int, threading.Lock] = {}
         # run id -> (dataset id, predictor, run)
         self._predictors: OrderedDict[int, tuple[int, object, TrainingRun]] = OrderedDict()
+        # dataset id -> the run id of its current model as loaded in this process
+        self._current: dict[int, int] = {}
+        # run id -> when a newly current model superseded it (kept a moment for requests already using it)
+        self._retired: dict[int, float] = {}
         self.loads = 0
+        self.loads_by_trigger: Counter[str] = Counter()
+        # This process's warm-worker watcher (management.warm), when one runs: it loads newly current runs.
+        self.watcher = None
 
-    def get(self, run: TrainingRun, *, current: bool = True):
+    def get(self, run: TrainingRun, *, current: bool = True, trigger: str = "request"):
         """The run's predictor, loaded once. Loading a dataset's current model drops its other
-        models (superseded); loading a version asked for by id keeps them (LRU still applies)."""
+        models (superseded); loading a version asked for by id keeps them (LRU still applies).
+
+        `trigger` says who pays for a load: a request, or a worker warming itself ("start", "watch").
+        A worker warming itself keeps the superseded models a moment (`drop_retired`), since a
+        request may have just picked one as the stand-in for the model being loaded.
+        """
         with self._lock:
             if run.pk in self._predictors:
                 self._predictors.move_to_end(run.pk)
@@ -61,10 +79,14 @@ class ModelCache:
             with self._lock:
                 if run.pk in self._predictors:
                     return self._predictors[run.pk][1]
-            from management.ml.inference import Predictor
-
+            started = time.perf_counter()
             try:
-                predictor = Predictor(run.model_file.path, threads=settings.KERASUI_INFERENCE_THREADS)
+                predictor = serving_predictor(run=run)
+            except TooManyJobs:
+                # Proving its ONNX export waits for a slot for model jobs: 429, try again.
+                with self._lock:
+                    self._loading.pop(run.pk, None)
+                raise
             except Exception as error:  # noqa: BLE001 - a missing or unloadable file is the user's answer
                 with self._lock:
                     self._loading.pop(run.pk, None)
@@ -74,14 +96,54 @@ class ModelCache:
                 ) from None
             with self._lock:
                 self.loads += 1
-                if current:
-                    for stale in [key for key, entry in self._predictors.items() if entry[0] == run.dataset_id]:
-                        del self._predictors[stale]
+                self.loads_by_trigger[trigger] += 1
                 self._predictors[run.pk] = (run.dataset_id, predictor, run)
+                if current:
+                    self._make_current(run.dataset_id, run.pk, at_once=trigger == "request")
                 while len(self._predictors) > max(1, settings.KERASUI_MODEL_CACHE_SIZE):
-                    self._predictors.popitem(last=False)
+                    evicted, _ = self._predictors.popitem(last=False)
+                    self._retired.pop(evicted, None)
                 self._loading.pop(run.pk, None)
+                cached = len(self._predictors)
+            engine = metrics.engine_label(predictor)
+            metrics.MODEL_LOADS.labels(engine, trigger).inc()
+            metrics.MODEL_LOAD_SECONDS.labels(engine).observe(time.perf_counter() - started)
+            metrics.record_process(cached_models=cached)
             return predictor
+
+    def _make_current(self, dataset_id: int, run_id: int, *, at_once: bool) -> None:
+        """Under the lock: `run_id` answers for its dataset; the dataset's other models are dropped
+        now (`at_once`) or retired, to be dropped by `drop_retired`."""
+        self._current[dataset_id] = run_id
+        self._retired.pop(run_id, None)
+        for stale in [key for key, entry in self._predictors.items() if entry[0] == dataset_id and key != run_id]:
+            if at_once:
+                del self._predictors[stale]
+                self._retired.pop(stale, None)
+            else:
+                self._retired.setdefault(stale, time.monotonic())
+
+    def mark_current(self, run: TrainingRun) -> bool:
+        """A loaded model became its dataset's current one again (a rollback); False if it is not loaded."""
+        with self._lock:
+            if run.pk not in self._predictors:
+                return False
+            if self._current.get(run.dataset_id) != run.pk:
+                self._make_current(run.dataset_id, run.pk, at_once=False)
+            return True
+
+    def drop_retired(self, *, older_than: float) -> list[int]:
+        """Drop the superseded models retired more than `older_than` seconds ago; their run ids."""
+        limit = time.monotonic() - older_than
+        with self._lock:
+            dropped = [run_id for run_id, since in self._retired.items() if since <= limit]
+            for run_id in dropped:
+                del self._retired[run_id]
+                self._predictors.pop(run_id, None)
+            cached = len(self._predictors)
+        if dropped:
+            metrics.record_process(cached_models=cached)
+        return dropped
 
     def run(self, run_id: int) -> TrainingRun | None:
         """The run of a loaded model (a succeeded run's snapshot never changes), or None."""
@@ -89,9 +151,41 @@ class ModelCache:
             entry = self._predictors.get(run_id)
             return entry[2] if entry else None
 
+    def standby(self, run: TrainingRun) -> TrainingRun | None:
+        """The version a dataset's newly current `run` replaces, while this process's watcher loads it.
+
+        None when no watcher runs (the request loads `run` itself), when the watcher could not load
+        `run`, or when no earlier current model of the dataset is loaded here.
+        """
+        watcher = self.watcher
+        if watcher is None or not watcher.alive or run.pk in watcher.failed:
+            return None
+        with self._lock:
+            entry = self._predictors.get(self._current.get(run.dataset_id))
+        if entry is None:
+            return None
+        watcher.want(run.pk)
+        return entry[2]
+
+    def serves(self, dataset_id: int) -> bool:
+        """Whether a model of the dataset is loaded in this process."""
+        with self._lock:
+            return any(entry[0] == dataset_id for entry in self._predictors.values())
+
+    def has_room(self) -> bool:
+        with self._lock:
+            return len(self._predictors) < max(1, settings.KERASUI_MODEL_CACHE_SIZE)
+
+    def __len__(self) -> int:
+        return len(self._predictors)
+
     def clear(self) -> None:
+        """Drop every model and start counting loads afresh."""
         with self._lock:
             self._predictors.clear()
+            self._current.clear()
+            self._retired.clear()
+            self.loads_by_trigger.clear()
 
     def __contains__(self, run_id: int) -> bool:
         return run_id in self._predictors
@@ -115,25 +209,52 @@ def prediction_run_for(*, dataset: DataSet) -> TrainingRun:
     return dataset.current_run
 
 
-RUN_FIELDS_FOR_PREDICTION = ("id", "dataset_id", "status", "labels", "image_size", "color_mode", "model_file")
+RUN_FIELDS_FOR_PREDICTION = (
+    "id",
+    "dataset_id",
+    "status",
+    "labels",
+    "image_size",
+    "color_mode",
+    "model_file",
+    "serving_engine",
+)
+
+
+CURRENT_RUN_SQL = 'SELECT "{}", "{}" FROM "{}" WHERE "{}" = %s'.format(
+    DataSet._meta.get_field("name").column,
+    DataSet._meta.get_field("current_run").column,
+    DataSet._meta.db_table,
+    DataSet._meta.pk.column,
+)
+MAX_ID = 2**63 - 1  # the largest primary key; a larger number is no dataset (and no query)
 
 
 def prediction_current_run(*, dataset_id: int) -> TrainingRun:
     """The run answering for a dataset id, with as little database work as the hot path allows.
 
     One small query for the dataset's current run id; the run itself comes from the model cache
-    when its model is loaded (a succeeded run's snapshot never changes), else one query.
+    when its model is loaded (a succeeded run's snapshot never changes), else one query. A newly
+    current run that this process's watcher is still loading is stood in for by the version it
+    replaces (the answer names its run), so no request waits for a load.
     """
-    row = DataSet.objects.filter(pk=dataset_id).values_list("name", "current_run_id").first()
+    row = None
+    if 0 < dataset_id <= MAX_ID:
+        with connection.cursor() as cursor:
+            # The hot path's one lookup, by primary key: the ORM would spend ten times the query compiling it.
+            cursor.execute(CURRENT_RUN_SQL, [dataset_id])
+            row = cursor.fetchone()
     if row is None:
         raise ServiceError(f"there is no dataset with id {dataset_id}", field="dataset")
     name, run_id = row
     run = model_cache.run(run_id) if run_id else None
-    if run is None and run_id:
+    if run is not None:
+        return run
+    if run_id:
         run = TrainingRun.objects.only(*RUN_FIELDS_FOR_PREDICTION).filter(pk=run_id).first()
     if not _has_model(run):
         raise _no_model(name)
-    return run
+    return model_cache.standby(run) or run
 
 
 def prediction_version_run(*, run_id: int, dataset_id: int | None = None) -> TrainingRun:
@@ -155,7 +276,7 @@ def prediction_warm(*, run_id: int) -> bool:
     run = TrainingRun.objects.filter(pk=run_id).select_related("dataset").first()
     if not _has_model(run) or run.dataset.current_run_id != run.pk:
         return False
-    model_cache.get(run)
+    model_cache.get(run, trigger="watch")
     return True
 
 
@@ -165,6 +286,7 @@ class ModelMetadata:
 
     run: TrainingRun
     engine: str
+    engine_note: str
 
     def as_dict(self) -> dict:
         run = self.run
@@ -180,13 +302,17 @@ class ModelMetadata:
             "accuracy": run.accuracy,
             "trained_at": run.finished_at.isoformat() if run.finished_at else None,
             "engine": self.engine,
+            "engine_note": self.engine_note,
         }
 
 
 def prediction_metadata(*, dataset: DataSet) -> ModelMetadata:
-    """The current model's labels, input, metrics and the inference engine that serves it here."""
+    """The current model's labels, input, metrics and the inference engine that serves it, and why."""
     run = prediction_run_for(dataset=dataset)
-    return ModelMetadata(run=run, engine=model_cache.get(run).engine)
+    if not run.serving_engine:
+        model_cache.get(run)  # an imported or older version: its engine is decided when first used
+    engine, note = serving_engine(run=run)
+    return ModelMetadata(run=run, engine=engine, engine_note=note)
 
 
 def prediction_predict(
@@ -220,7 +346,11 @@ def prediction_predict(
         except ValueError as error:
             raise ServiceError(f"{name}: {error}", field=field_name) from None
     predictor = model_cache.get(run, current=current)
+    started = time.perf_counter()
     probabilities = predictor.predict(np.stack(arrays))
+    engine = metrics.engine_label(predictor)
+    metrics.PREDICTION_SECONDS.labels(engine).observe(time.perf_counter() - started)
+    metrics.PREDICTED_IMAGES.labels(engine).inc(len(arrays))
     predictions = []
     for row in probabilities:
         best = int(np.argmax(row))

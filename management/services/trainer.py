@@ -34,10 +34,13 @@ from management.models import DataSetItem, Phase, TrainingRun
 from management.options import fit_arguments
 from management.services import pretrained, runs
 from management.services.journal import MediaJournal, media_journal
+from management.services.serving import serving_prepare_run
 from management.services.training import training_run_problem
 
 # The run's log (settings.LOGGING): standard output, beside Keras' progress.
 log = logging.getLogger(RUN_LOGGER)
+# How long a trained run waits for a model-job slot to prove its ONNX export before it becomes current.
+SERVING_SLOT_WAIT_SECONDS = 120.0
 
 
 class TrainingFailed(Exception):
@@ -407,6 +410,11 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
         _set_phase(run.pk, Phase.SAVING, 100)
         with media_journal() as journal:
             model_name = _save_model(run, model, journal)
+            # Issue 17 (serving): the ONNX export is made and proven before the run becomes current.
+            # While other model jobs hold every slot it waits a while, then leaves that to the first use.
+            serving_prepare_run(
+                run=run, model_path=run.model_file.storage.path(model_name), wait_for_slot=SERVING_SLOT_WAIT_SECONDS
+            )
             try:
                 with transaction.atomic():
                     succeeded = runs.run_succeed(

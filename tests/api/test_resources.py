@@ -235,7 +235,7 @@ def test_model_metadata_names_labels_input_metrics_and_engine(api, trained_datas
     body = api.get(f"/api/dataset/{trained_dataset.pk}/model/metadata/").json()
     assert body["labels"] == ["blue", "green", "red"] and body["run"] == trained_dataset.current_run_id
     assert body["image_size"] == 16 and body["color_mode"] == "rgb" and body["input_shape"] == [16, 16, 3]
-    assert body["metrics"] == {"val_accuracy": 1.0} and body["engine"] == "tf.function"
+    assert body["metrics"] == {"val_accuracy": 1.0} and body["engine"] == "onnxruntime"
     untrained = DataSet.objects.create(name="Untrained")
     assert api.get(f"/api/dataset/{untrained.pk}/model/metadata/").status_code == 409
 

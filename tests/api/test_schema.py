@@ -72,7 +72,7 @@ def test_multipart_bodies_are_documented_as_file_uploads(schema):
 def test_oauth2_flows_and_scopes_are_documented(schema):
     oauth = schema["components"]["securitySchemes"]["oauth2"]
     assert set(oauth["flows"]) == {"password", "clientCredentials"}
-    assert set(oauth["flows"]["password"]["scopes"]) == {"read", "write", "predict"}
+    assert set(oauth["flows"]["password"]["scopes"]) == {"read", "write", "predict", "metrics"}
     assert {"oauth2": ["predict"]} in schema["paths"]["/api/test/"]["post"]["security"]
     assert {"oauth2": ["write"]} in schema["paths"]["/api/dataset/"]["post"]["security"]
     assert {"oauth2": ["read"]} in schema["paths"]["/api/dataset/"]["get"]["security"]

@@ -55,6 +55,21 @@ def test_predictions_have_their_own_rate(tiny_rates, trained_dataset, admin_user
     assert_throttled(client.post("/api/test/", payload, format="json"))
 
 
+def test_scrapes_of_metrics_have_their_own_rate(settings, admin_user):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"api": "3/day", "predict": "2/day", "metrics": "2/day"},
+    }
+    client = client_for(admin_user)
+    for _ in range(3):
+        client.get("/api/dataset/")
+    assert client.get("/api/dataset/").status_code == 429
+    # The account's API requests used up, Prometheus scraping with it is still answered.
+    for _ in range(2):
+        assert client.get("/metrics").status_code == 200
+    assert_throttled(client.get("/metrics"))
+
+
 def test_anonymous_clients_are_counted_by_address_and_health_is_never_throttled(tiny_rates, db):
     client = APIClient()
     for _ in range(3):
@@ -69,7 +84,7 @@ def test_anonymous_clients_are_counted_by_address_and_health_is_never_throttled(
 
 def test_the_default_rates_are_generous(settings):
     rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
-    assert rates == {"api": "1200/min", "predict": "6000/min"}
+    assert rates == {"api": "1200/min", "predict": "6000/min", "metrics": "120/min"}
 
 
 def cache_backend(tmp_path, **environment: str) -> str:

@@ -126,18 +126,18 @@ def test_an_export_failing_its_check_is_refused_recorded_and_never_served(api, t
 
     def diverging(model_path, *, target, **kwargs):
         Path(target).write_bytes(b"half an export")
-        error = "the onnx export differs from the Keras model by up to 0.2 on 16 sample images (tolerance 0.0001)"
+        error = "the tflite export differs from the Keras model by up to 0.2 on 16 sample images (tolerance 0.0001)"
         return ExportReport(ok=False, max_difference=0.2, tolerance=1e-4, samples=16, error=error)
 
     monkeypatch.setattr(exports, "export_in_child", diverging)
-    url = f"/api/dataset/{trained_dataset.pk}/model/?format=onnx"
+    url = f"/api/dataset/{trained_dataset.pk}/model/?format=tflite"
     response = api.get(url)
     assert response.status_code == 422
     assert "differs from the Keras model by up to 0.2" in response.json()["format"][0]
-    record = TrainingRun.objects.get(pk=trained_dataset.current_run_id).exports["onnx"]
+    record = TrainingRun.objects.get(pk=trained_dataset.current_run_id).exports["tflite"]
     assert record["status"] == "failed" and "file" not in record
     folder = Path(settings.MEDIA_ROOT) / f"exports/run_{trained_dataset.current_run_id}"
-    assert [path.name for path in folder.iterdir() if not path.name.startswith(".lock")] == []
+    assert [path.name for path in folder.iterdir() if path.suffix == ".tflite"] == []
     assert api.get(url).status_code == 422
 
 

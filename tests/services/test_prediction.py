@@ -37,9 +37,11 @@ def test_a_missing_model_file_is_a_conflict_not_a_crash(trained_dataset):
     import os
 
     from management.services.prediction import model_cache
+    from management.services.serving import onnx_path
 
     model_cache.clear()
     os.remove(trained_dataset.current_run.model_file.path)
+    os.remove(onnx_path(trained_dataset.current_run))
     with pytest.raises(Conflict, match="cannot be loaded"):
         prediction_predict_one(dataset=trained_dataset, name="x.png", data=png())
 
@@ -108,3 +110,13 @@ def test_threads_asking_the_cache_at_once_share_one_load_and_get_right_answers(t
         thread.join()
     assert model_cache.loads - loads_before == 1
     assert [answers[n] for n in range(len(labels))] == labels
+
+
+def test_the_current_run_lookup_answers_for_unknown_and_out_of_range_ids(trained_dataset):
+    from management.services.prediction import prediction_current_run
+
+    assert prediction_current_run(dataset_id=trained_dataset.pk).pk == trained_dataset.current_run_id
+    for dataset_id in (424242, 2**63, 10**30, 0, -1):
+        with pytest.raises(ServiceError, match=f"there is no dataset with id {dataset_id}") as error:
+            prediction_current_run(dataset_id=dataset_id)
+        assert error.value.field == "dataset"

@@ -120,6 +120,9 @@ def test_training_succeeds_and_its_model_predicts_new_images_correctly(colour_da
     assert run.model_file.name == f"models/run_{run.pk}.keras"
     colour_dataset.refresh_from_db()
     assert colour_dataset.current_run_id == run.pk
+    # It became current with its ONNX export made and proven: ONNX Runtime serves it.
+    assert run.serving_engine == "onnxruntime" and "proven against the Keras model" in run.serving_note
+    assert run.exports["onnx"]["status"] == "ok" and run.exports["onnx"]["max_difference"] <= 1e-5
 
     # Held-out images the model never saw: each must get its own label, not the first one.
     images = [(label, colour_image(label, seed=999_000 + n)) for label in COLOURS for n in range(3)]
