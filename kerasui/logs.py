@@ -19,7 +19,12 @@ class ConsoleHandler(logging.StreamHandler):
 
     @property
     def stream(self):
-        return getattr(sys, self.stream_name)
+        stream = getattr(sys, self.stream_name)
+        # A Celery worker points the standard streams at a logger (its LoggingProxy): a record written there
+        # would be logged again, and Celery drops it to break the loop. Write to the real stream instead.
+        if isinstance(getattr(stream, "logger", None), logging.Logger):
+            return getattr(sys, f"__{self.stream_name}__")
+        return stream
 
     @stream.setter
     def stream(self, value) -> None:

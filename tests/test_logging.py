@@ -2,6 +2,7 @@
 
 import logging
 import re
+import sys
 
 from management.models import DataSet
 from management.services import runs, trainer, training
@@ -21,3 +22,23 @@ def test_the_training_process_tells_its_run_through_the_run_log_with_times(db, c
     out = capsys.readouterr().out
     assert run.status == "failed"
     assert re.search(rf"^{STAMP} INFO kerasui.run: Run {run.pk} failed: the dataset has no images", out, re.M)
+
+
+def test_records_reach_the_real_stream_when_a_celery_worker_has_redirected_it(monkeypatch, capfd):
+    # A Celery worker replaces sys.stderr by a proxy that logs what is written to it; a record sent there
+    # would be logged again and dropped by Celery (its "ready." line never reached the worker's log).
+    from kerasui.logs import ConsoleHandler
+
+    class LoggingProxy:
+        logger = logging.getLogger("celery.redirected")
+
+        def write(self, text):
+            raise AssertionError("written to the proxy")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stderr", LoggingProxy())
+    handler = ConsoleHandler()
+    handler.emit(logging.LogRecord("kerasui.test", logging.INFO, __file__, 1, "worker ready.", None, None))
+    assert "worker ready." in capfd.readouterr().err
