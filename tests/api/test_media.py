@@ -176,9 +176,9 @@ def test_the_headers_are_set_when_the_web_server_sends_the_file(api, admin_clien
     assert response.status_code == 200 and not response.content
     assert response["Content-Type"] == "image/png" and response["X-Content-Type-Options"] == "nosniff"
     assert response["Content-Security-Policy"] == SANDBOX and response["Cache-Control"] == "private, no-store"
-    other = Path(settings.MEDIA_ROOT) / "datasets" / "1" / "old.html"
+    other = Path(settings.MEDIA_ROOT) / "datasets" / str(dataset.pk) / "old.html"
     other.write_bytes(POLYGLOT)
-    download = admin_client.get("/media/datasets/1/old.html")
+    download = admin_client.get(f"/media/datasets/{dataset.pk}/old.html")
     assert download["Content-Type"] == "application/octet-stream" and "attachment" in download["Content-Disposition"]
 
 
