@@ -65,6 +65,7 @@ from management import metrics
 from management import permissions as rules
 from management.files import media_response
 from management.models import DataSet, DataSetItem, TrainingRun
+from management.permissions import MEDIA_PERMISSIONS
 from management.services.datasets import (
     dataset_delete,
     dataset_import_zip,
@@ -91,7 +92,6 @@ from management.services.training import (
     training_run_resume,
 )
 from management.services.versions import training_run_import, training_run_promote
-from management.views import MEDIA_PERMISSIONS
 
 API_PREFIXES = ("/api/", "/o/")
 FILE_RESPONSE = OpenApiResponse(OpenApiTypes.BINARY, description="The file, as an attachment.")

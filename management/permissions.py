@@ -76,3 +76,14 @@ def may_read_metrics(user) -> bool:
 
 
 METRICS_REFUSAL = "the metrics are for staff accounts (and a token needs the 'metrics' scope)"
+
+
+# Which permission a media folder needs: images belong to items, models and logs to runs. Served by
+# api.views.MediaView, which accepts the session and the API's credentials alike.
+MEDIA_PERMISSIONS = {
+    "datasets": "management.view_datasetitem",
+    "models": "management.view_trainingrun",
+    "logs": "management.view_trainingrun",
+    "exports": "management.view_trainingrun",
+    "weights": "management.view_dataset",
+}

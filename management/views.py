@@ -26,16 +26,6 @@ from management.services.prediction import prediction_predict_one
 from management.services.training import dataset_model_validate
 from management.services.versions import training_run_import, training_run_promote
 
-# Which permission a media folder needs: images belong to items, models and logs to runs. Served by
-# api.views.MediaView, which accepts the session and the API's credentials alike.
-MEDIA_PERMISSIONS = {
-    "datasets": "management.view_datasetitem",
-    "models": "management.view_trainingrun",
-    "logs": "management.view_trainingrun",
-    "exports": "management.view_trainingrun",
-    "weights": "management.view_dataset",
-}
-
 
 def home(request):
     return render(request, "home.html")
