@@ -21,7 +21,9 @@ def classification_report(
     """Everything a practitioner reads about a split, from its true labels and predicted probabilities.
 
     The confusion matrix has a row per true label and a column per predicted label, both in model
-    order. Misclassified items come most confidently wrong first.
+    order. Misclassified items come most confidently wrong first. `predictions` keeps every image's
+    answer as `[item, predicted label index, confidence]` rows, so the images behind any cell of the
+    matrix, and the images two runs disagree on, can be found later without predicting again.
     """
     true = np.asarray(true, dtype=np.int64)
     num_classes = len(label_names)
@@ -74,6 +76,14 @@ def classification_report(
         "confusion_matrix": matrix.tolist(),
         "misclassified_count": int((predicted != true).sum()),
         "misclassified": misclassified,
+        "predictions": [
+            [
+                int(item_ids[row]) if item_ids is not None else int(row),
+                int(predicted[row]),
+                round(float(confidence[row]), 4),
+            ]
+            for row in range(count)
+        ],
     }
 
 

@@ -137,3 +137,10 @@ def test_classification_report_counts_the_confusion_and_lists_the_confident_mist
         (12, "a", "b"),
     ]
     assert report["misclassified"][0]["confidence"] == 0.95
+
+
+def test_classification_report_keeps_every_images_prediction_to_find_the_images_behind_a_cell():
+    true = np.array([0, 1, 1])
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
+    report = classification_report(true, probabilities, label_names=["a", "b"], item_ids=[7, 8, 9])
+    assert report["predictions"] == [[7, 0, 0.9], [8, 0, 0.6], [9, 1, 0.8]]
