@@ -211,6 +211,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "evaluation",
             "accuracy",
             "is_current",
+            "promotion",
             "imported",
             "exports",
             "serving_engine",

@@ -270,7 +270,10 @@ class TrainingRunAdmin(admin.ModelAdmin):
     actions = ["cancel_selected"]
     fieldsets = [
         (None, {"fields": ["dataset", "status", "phase", "progress_display", "epoch_display", "error"]}),
-        ("Results", {"fields": ["metrics_display", "history_display", "serving_display", "downloads"]}),
+        (
+            "Results",
+            {"fields": ["promotion_display", "metrics_display", "history_display", "serving_display", "downloads"]},
+        ),
         ("Evaluation", {"fields": ["evaluation_display"]}),
         ("Log", {"fields": ["log_tail"]}),
         (
@@ -380,6 +383,19 @@ class TrainingRunAdmin(admin.ModelAdmin):
                 )
             )
         return format_html("{}", mark_safe("".join(parts)))  # noqa: S308 - rendered by templates with escaping
+
+    @admin.display(description="current model?")
+    def promotion_display(self, obj):
+        reason = (obj.promotion or {}).get("reason", "")
+        if obj.is_current:
+            return format_html("<strong>✔ current</strong> {}", f"— {reason}" if reason else "")
+        if not obj.is_version:
+            return "—"
+        return format_html(
+            '<span class="kerasui-promotion">{}</span><br><span class="kerasui-muted">{}</span>',
+            reason or "a version, not current",
+            "Promote it (above) to make it answer predictions anyway.",
+        )
 
     @admin.display(description="served by")
     def serving_display(self, obj):

@@ -4,7 +4,7 @@ from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
 from management.ml.backbones import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE
-from management.models import Architecture, ColorMode, DataSet, DataSetItem, original_file_name
+from management.models import Architecture, ColorMode, DataSet, DataSetItem, PromotionPolicy, original_file_name
 from management.services.datasets import clean_label, image_check
 from management.services.errors import ServiceError
 from management.services.pretrained import backbone_statuses
@@ -132,9 +132,15 @@ class DataSetForm(forms.ModelForm):
         if "fine_tune_seconds" in self.fields:
             # Left empty (or left out of a form made before it existed): no fine-tuning.
             self.fields["fine_tune_seconds"].required = False
+        if "promotion_policy" in self.fields:
+            # Left out of a form made before it existed: the default policy.
+            self.fields["promotion_policy"].required = False
 
     def clean_fine_tune_seconds(self):
         return self.cleaned_data.get("fine_tune_seconds") or 0
+
+    def clean_promotion_policy(self):
+        return self.cleaned_data.get("promotion_policy") or PromotionPolicy.WHEN_BETTER
 
 
 def _label_pretrained_choices(field) -> None:

@@ -19,6 +19,7 @@ from management.options import (  # noqa: F401 - the choices and weights_file_pa
     Architecture,
     ColorMode,
     Flip,
+    PromotionPolicy,
     Verbosity,
     add_fields,
     augmentation_of,
@@ -187,6 +188,11 @@ class TrainingRun(models.Model):
     interrupted = models.BooleanField(default=False, help_text="Its process stopped before the run finished.")
 
     history = models.JSONField(default=list, blank=True)
+    promotion = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Whether it became current when it finished, and why: the measure compared and both values.",
+    )
     metrics = models.JSONField(default=dict, blank=True)
     model_file = models.FileField(upload_to="models", max_length=255, blank=True)
     log_file = models.FileField(upload_to="logs", max_length=255, blank=True)

@@ -48,6 +48,11 @@ class Flip(models.TextChoices):
     BOTH = "horizontal_and_vertical", "Left-right and up-down"
 
 
+class PromotionPolicy(models.TextChoices):
+    WHEN_BETTER = "when_better", "When at least as good as the current model"
+    ALWAYS = "always", "Always (the newest run becomes current)"
+
+
 class Verbosity(models.IntegerChoices):
     SILENT = 0, "Silent"
     PROGRESS_BAR = 1, "Progress bar"
@@ -264,6 +269,18 @@ OPTIONS: tuple[Option, ...] = (
         ),
         TRAINING,
         fit="balance_classes",
+    ),
+    Option(
+        "promotion_policy",
+        models.CharField(
+            max_length=20,
+            choices=PromotionPolicy.choices,
+            default=PromotionPolicy.WHEN_BETTER,
+            help_text="When a finished run becomes the current model: only when its accuracy on the held-out "
+            "images is at least the current model's (otherwise it is kept as a version you can promote), or always.",
+        ),
+        TRAINING,
+        snapshot=models.CharField(max_length=20, choices=PromotionPolicy.choices, default=PromotionPolicy.WHEN_BETTER),
     ),
     Option(
         "verbose",

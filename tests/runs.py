@@ -47,3 +47,45 @@ def install_model(dataset: DataSet, model_file: Path, *, labels: list[str] | Non
     dataset.current_run = TrainingRun.objects.get(pk=run.pk)
     dataset.save(update_fields=["current_run", "updated_at"])
     return dataset.current_run
+
+
+def held_out_report(item_ids: list[int], true: list[int], predicted: list[int], labels: list[str]) -> dict:
+    """The evaluation report of a split whose images `item_ids` have labels `true` and were predicted
+    `predicted` (indices into `labels`), as the trainer writes it (ml.evaluate), with confidences of 0.9."""
+    import numpy as np
+
+    from management.ml.evaluate import classification_report
+
+    probabilities = np.full((len(true), len(labels)), 0.1 / max(1, len(labels) - 1))
+    probabilities[np.arange(len(true)), predicted] = 0.9
+    return classification_report(np.array(true), probabilities, label_names=labels, item_ids=item_ids)
+
+
+def finish_run(
+    dataset: DataSet,
+    *,
+    evaluation: dict,
+    splits: dict | None = None,
+    history: list[dict] | None = None,
+    **snapshot,
+) -> TrainingRun:
+    """A run of `dataset` that ends as the trainer ends one (the lifecycle's `run_succeed`, which applies the
+    promotion policy), with the given evaluation and splits and a (fake) model file, without training.
+    `snapshot` overrides the options the run copied from its dataset (its model code, epochs…)."""
+    from management.services import runs
+
+    run = training_run_create(dataset=dataset, enqueue=False)
+    fields = {"splits": splits or {}, "started_at": timezone.now(), **snapshot}
+    TrainingRun.objects.filter(pk=run.pk).update(**fields)
+    runs.run_claim(run_id=run.pk, worker="test:1")
+    run = TrainingRun.objects.get(pk=run.pk)
+    history = history or [{"epoch": 1, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.5}]
+    assert runs.run_succeed(
+        run=run,
+        evaluation=evaluation,
+        history=history,
+        epoch=len(history),
+        metrics={f"val_{key}": value for key, value in evaluation.get("validation", {}).items() if key in {"accuracy"}},
+        model_file=f"models/run_{run.pk}.keras",
+    )
+    return TrainingRun.objects.get(pk=run.pk)

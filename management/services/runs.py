@@ -25,6 +25,7 @@ from django.utils import timezone
 from management.models import DataSet, TrainingRun
 from management.processes import pid_alive
 from management.services.errors import Conflict
+from management.services.promotion import promotion_decide
 
 Status = TrainingRun.Status
 
@@ -230,18 +231,36 @@ class Heartbeat:
             connection.close()
 
 
-
 # --- how it ends -------------------------------------------------------------------------------------
 
 
 def run_succeed(*, run: TrainingRun, **results) -> bool:
-    """End a running run as succeeded with its results (model_file, metrics, …) and make it current
-    if it is the newest version; False, with nothing written, when it was not running any more."""
+    """End a running run as succeeded with its results (model_file, metrics, evaluation, …); it becomes
+    current when its dataset's promotion policy says so (promotion.py), and the decision and its reason
+    are stored with the status. False, with nothing written, when it was not running any more."""
     fields = dict(progress=100, phase="", checkpoint="", finished_at=timezone.now(), **results)
     with transaction.atomic():
-        if not _move(run.pk, "succeed", fields):
+        # The dataset's row is locked so that a promotion meanwhile cannot slip between reading and choosing.
+        current_id = (
+            DataSet.objects.select_for_update().filter(pk=run.dataset_id).values_list("current_run", flat=True).first()
+        )
+        current = TrainingRun.objects.filter(pk=current_id).first() if current_id else None
+        splits = TrainingRun.objects.filter(pk=run.pk).values_list("splits", flat=True).first() or run.splits
+        decision = promotion_decide(
+            evaluation=fields.get("evaluation", run.evaluation),
+            splits=splits,
+            current=current,
+            policy=run.promotion_policy,
+        )
+        if not _move(run.pk, "succeed", {**fields, "promotion": decision}):
             return False
-        dataset_current_run_choose(dataset_id=run.dataset_id, run_id=run.pk, reason="trained")
+        if decision["promoted"] and not dataset_current_run_choose(
+            dataset_id=run.dataset_id, run_id=run.pk, reason="trained"
+        ):
+            newer = DataSet.objects.filter(pk=run.dataset_id).values_list("current_run", flat=True).first()
+            decision |= {"promoted": False, "reason": f"a newer version (run {newer}) is current: kept as a version"}
+            TrainingRun.objects.filter(pk=run.pk).update(promotion=decision)
+    run.promotion = decision
     return True
 
 
@@ -302,17 +321,24 @@ def run_queue_again(*, run: TrainingRun) -> TrainingRun:
 
 
 def run_promote(*, run: TrainingRun) -> TrainingRun:
-    """Make a version (a succeeded run with a model) its dataset's current model."""
+    """Make a version (a succeeded run with a model) its dataset's current model: a person's choice,
+    which overrides the promotion policy (its decision is kept in the reason)."""
     refused = Conflict(
         f"run {run.pk} is {run.status} and has no model: only a succeeded run can be current", field="run"
     )
     if not run.is_version:
         raise refused
+    previous = TrainingRun.objects.filter(pk=run.pk).values_list("promotion", flat=True).first() or {}
+    reason = "promoted by a person"
+    if previous.get("reason") and not previous.get("promoted"):
+        reason += f" (when it finished: {previous['reason']})"
+    promotion = {**previous, "promoted": True, "manual": True, "reason": reason}
     with transaction.atomic():
-        if not _move(run.pk, "promote", narrow=lambda runs: runs.exclude(model_file="")):
+        if not _move(run.pk, "promote", {"promotion": promotion}, narrow=lambda runs: runs.exclude(model_file="")):
             raise refused
         dataset_current_run_choose(dataset_id=run.dataset_id, run_id=run.pk, reason="promoted")
     run.dataset.current_run_id = run.pk
+    run.promotion = promotion
     return run
 
 
@@ -330,6 +356,7 @@ def run_add_imported(*, snapshot: dict, user=None, save_model: Callable[[Trainin
                 "progress": 100,
                 "imported": True,
                 "worker": "imported",
+                "promotion": {"promoted": True, "manual": True, "reason": "imported by a person: made current"},
                 "created_by": user if user is not None and user.is_authenticated else None,
                 "started_at": now,
                 "finished_at": now,

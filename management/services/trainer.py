@@ -433,6 +433,8 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
                 run.model_file.storage.delete(model_name)
                 raise
         log.info("Run %s finished: %s", run.pk, metrics)
+        if run.promotion:
+            log.info("Run %s: %s", run.pk, run.promotion["reason"])
     except Cancelled:
         log.info("Run %s was cancelled.", run.pk)
     except TrainingFailed as error:

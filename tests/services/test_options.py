@@ -30,6 +30,7 @@ CHANGED = {
     "augment_zoom": 0.2,
     "augment_contrast": 0.3,
     "fine_tune_seconds": 30,
+    "promotion_policy": "always",
 }
 
 

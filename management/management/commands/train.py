@@ -68,6 +68,8 @@ class Command(BaseCommand):
             accuracy = run.accuracy
             shown = f", accuracy {accuracy:.3f}" if accuracy is not None else ""
             self.stdout.write(self.style.SUCCESS(f"run {run.pk} succeeded{shown}: {run.model_file.name}"))
+            if run.promotion:
+                self.stdout.write(f"run {run.pk}: {run.promotion['reason']}")
             return
         raise CommandError(f"run {run.pk} {run.status}: {run.error or 'no error recorded'}")
 
