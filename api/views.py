@@ -66,6 +66,7 @@ from management import permissions as rules
 from management.files import media_response
 from management.models import DataSet, DataSetItem, TrainingRun
 from management.permissions import MEDIA_PERMISSIONS
+from management.services.compare import compare_ids_parse, runs_compare, runs_for_comparison
 from management.services.datasets import (
     dataset_delete,
     dataset_import_zip,
@@ -323,7 +324,12 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
 
     serializer_class = TrainingRunSerializer
     filterset_fields = ["dataset", "status"]
-    use_cases = {"cancel": [rules.TRAIN], "resume": [rules.TRAIN], "promote": [rules.PROMOTE]}
+    use_cases = {
+        "cancel": [rules.TRAIN],
+        "resume": [rules.TRAIN],
+        "promote": [rules.PROMOTE],
+        "compare": [rules.COMPARE],
+    }
 
     def get_queryset(self):
         return TrainingRun.objects.select_related("dataset").order_by("-id")
@@ -370,6 +376,19 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
     @action(detail=True, methods=["get"], url_path="model", content_negotiation_class=ModelFileNegotiation)
     def model_file(self, request, pk=None):
         return model_download(request, self.get_object())
+
+    @extend_schema(
+        summary="Compare two or more runs of one dataset: options, code diff, curves, evaluation, flipped images",
+        parameters=[
+            OpenApiParameter("ids", str, required=True, description="Run ids separated by commas; the first is "
+                             "the baseline every difference is measured from, e.g. 3,5."),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    @action(detail=False, methods=["get"])
+    def compare(self, request):
+        ids = compare_ids_parse(values=request.query_params.getlist("ids"))
+        return Response(runs_compare(runs=runs_for_comparison(ids=ids)))
 
     @extend_schema(summary="This run's training log (text)", responses={200: OpenApiResponse(OpenApiTypes.STR)})
     @action(detail=True, methods=["get"])

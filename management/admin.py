@@ -267,7 +267,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
         "duration",
     ]
     list_filter = ["status", "dataset"]
-    actions = ["cancel_selected"]
+    actions = ["cancel_selected", "compare_selected"]
     fieldsets = [
         (None, {"fields": ["dataset", "status", "phase", "progress_display", "epoch_display", "error"]}),
         (
@@ -433,6 +433,14 @@ class TrainingRunAdmin(admin.ModelAdmin):
         cancelled = sum(training_run_cancel(run=run) for run in queryset)
         self.message_user(request, f"Cancelled {cancelled} run(s).", messages.SUCCESS)
 
+    @admin.action(description="Compare selected runs", permissions=["compare"])
+    def compare_selected(self, request, queryset):
+        ids = ",".join(str(pk) for pk in queryset.order_by("id").values_list("pk", flat=True))
+        return redirect(reverse("admin:management_trainingrun_compare") + f"?ids={ids}")
+
+    def has_compare_permission(self, request) -> bool:
+        return rules.COMPARE.allows(request.user)
+
     def has_train_permission(self, request) -> bool:
         # Cancelling changes what happens to a dataset: the use case of training.
         return rules.TRAIN.allows(request.user)
@@ -444,6 +452,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def get_urls(self):
         name = "management_trainingrun"
         return [
+            path("compare/", guarded(self, views.compare_runs, rules.COMPARE), name=f"{name}_compare"),
             path("<int:run_id>/model/", guarded(self, views.download_model, rules.EXPORT), name=f"{name}_model"),
             path("<int:run_id>/log/", guarded(self, views.download_log, rules.EXPORT), name=f"{name}_log"),
             path(

@@ -42,12 +42,25 @@ TRAIN = Rule("train", ("management.change_dataset",))  # queue a run, cancel it,
 SET_MODEL_CODE = Rule("set_model_code", (MODEL_CODE_PERMISSION,))  # the code runs on the server
 PROMOTE = Rule("promote", ("management.change_dataset",))  # make a version the current model
 EXPORT = Rule("export", ("management.view_trainingrun",))  # download a model, any format, and its log
+COMPARE = Rule("compare", ("management.view_trainingrun",))  # runs side by side: whoever may view runs
 # A model file is close to code (it answers predictions): importing one needs the model-code permission too.
 IMPORT = Rule("import_model", ("management.change_dataset", MODEL_CODE_PERMISSION))
 
 LOAD_DEMO = Rule("load_demo", ("management.add_dataset", "management.add_datasetitem"))  # a dataset and its images
 
-RULES = (VIEW_DATASETS, PREDICT, EDIT_DATASET, ADD_IMAGES, TRAIN, SET_MODEL_CODE, PROMOTE, EXPORT, IMPORT, LOAD_DEMO)
+RULES = (
+    VIEW_DATASETS,
+    PREDICT,
+    EDIT_DATASET,
+    ADD_IMAGES,
+    TRAIN,
+    SET_MODEL_CODE,
+    PROMOTE,
+    EXPORT,
+    COMPARE,
+    IMPORT,
+    LOAD_DEMO,
+)
 
 
 def allowed(user) -> dict[str, bool]:

@@ -19,6 +19,7 @@ from management.forms import ModelImportForm, TestForm, ValidateForm, ZipUploadF
 from management.management.commands.demo import DEMO_NAME
 from management.ml.images import image_extension, image_format
 from management.models import Architecture, ColorMode, DataSet, TrainingRun
+from management.services.compare import compare_ids_parse, compare_thumbnails, runs_compare, runs_for_comparison
 from management.services.datasets import ImportReport, dataset_import_zip, dataset_item_create
 from management.services.errors import ServiceError
 from management.services.exports import training_run_export, training_run_export_bundle
@@ -229,3 +230,110 @@ def run_link(run: TrainingRun | None) -> str:
         return "—"
     url = reverse("admin:management_trainingrun_change", args=[run.pk])
     return format_html('<a href="{}">run {}</a>', url, run.pk)
+
+
+def _diff_lines(diff: str) -> list[tuple[str, str]]:
+    """A unified diff's lines with their kind, for the template to colour (and escape)."""
+    kinds = []
+    for line in diff.splitlines():
+        if line.startswith(("+++", "---")):
+            kinds.append(("meta", line))
+        elif line.startswith("@@"):
+            kinds.append(("hunk", line))
+        elif line.startswith("+"):
+            kinds.append(("add", line))
+        elif line.startswith("-"):
+            kinds.append(("del", line))
+        else:
+            kinds.append(("same", line))
+    return kinds
+
+
+def _side_by_side(runs: list[dict]) -> list[dict]:
+    """Each evaluated split: a row per measure (and per label's F1), a column per run."""
+    tables = []
+    for split in ("test", "validation", "training"):
+        reports = [run["evaluation"].get(split) for run in runs]
+        if not any(reports):
+            continue
+        labels = []
+        for report in reports:
+            labels += [label for label in (report or {}).get("labels", []) if label not in labels]
+        rows = [
+            (title, [(report or {}).get(key) for report in reports])
+            for title, key in (
+                ("images", "count"),
+                ("accuracy", "accuracy"),
+                ("loss", "loss"),
+                ("macro F1", "macro_f1"),
+            )
+        ]
+        rows += [
+            (f"F1 of {label}", [(report or {}).get("per_label_f1", {}).get(label) for report in reports])
+            for label in labels
+        ]
+        matrices = [
+            {
+                "run": run["id"],
+                "labels": report["labels"],
+                "rows": list(zip(report["labels"], report["confusion_matrix"], strict=True)),
+            }
+            for run, report in zip(runs, reports, strict=True)
+            if report and report.get("confusion_matrix")
+        ]
+        tables.append({"split": split, "rows": rows, "matrices": matrices})
+    return tables
+
+
+def compare_runs(request):
+    """The Compare page: runs of one dataset (?ids=3,5) side by side, the first the baseline."""
+    try:
+        values = request.GET.getlist("ids")
+        ids = compare_ids_parse(values=values)
+        if len(values) > 1:
+            # Ticked in a run table (newest first): the oldest is the baseline.
+            ids.sort()
+        comparison = runs_compare(runs=runs_for_comparison(ids=ids))
+    except ServiceError as error:
+        messages.error(request, f"Compare: {error.message}")
+        return redirect("admin:management_trainingrun_changelist")
+    items = compare_thumbnails(comparison=comparison)
+    runs = comparison["runs"]
+    pairs = []
+    for pair in comparison["pairs"]:
+        difference = pair["confusion_difference"]
+        flips = [
+            (flip, items.get(flip["item"]), _thumbnail(items[flip["item"]], 64) if flip["item"] in items else "")
+            for flip in pair["flips"]["items"]
+        ]
+        pairs.append(
+            {
+                **pair,
+                "code_lines": _diff_lines(pair["code"]["diff"]),
+                "difference_rows": list(zip(difference.get("labels", []), difference["matrix"] or [], strict=True)),
+                "flip_cards": flips,
+            }
+        )
+    context = {
+        **admin.site.each_context(request),
+        "opts": TrainingRun._meta,
+        "title": f"Compare runs {', '.join(str(run['id']) for run in runs)} of '{comparison['dataset']['name']}'",
+        "comparison": comparison,
+        "runs": runs,
+        "pairs": pairs,
+        "options": [(row["name"], row["values"]) for row in comparison["options_that_differ"]],
+        "tables": _side_by_side(runs),
+        "chart_data": {"runs": [{"id": run["id"], "history": run["history"]} for run in runs]},
+    }
+    return render(request, "management/compare.html", context)
+
+
+def _thumbnail(item, size: int) -> str:
+    return format_html(
+        '<img src="{}" alt="{}" title="{}" loading="lazy" width="{}" height="{}" class="kerasui-thumb">',
+        item.image.url,
+        item.label,
+        item.label,
+        size,
+        size,
+    )

@@ -103,6 +103,12 @@ CASES = {
         api=Door("get", "/api/trainingrun/{run}/model/"),
         admin=Door("get", "/admin/management/trainingrun/{run}/model/"),
     ),
+    "compare": UseCase(
+        rules.COMPARE,
+        # One run twice is refused (400) by both doors once the permission let the request in.
+        api=Door("get", "/api/trainingrun/compare/?ids={run},{run}"),
+        admin=Door("get", "/admin/management/trainingrun/compare/?ids={run},{run}"),
+    ),
     "import": UseCase(
         rules.IMPORT,
         api=Door("post", "/api/dataset/{dataset}/import_model/"),

@@ -24,6 +24,7 @@ ROUTES = {
     "/api/trainingrun/{id}/cancel/": {"post"},
     "/api/trainingrun/{id}/resume/": {"post"},
     "/api/trainingrun/{id}/promote/": {"post"},
+    "/api/trainingrun/compare/": {"get"},
     "/api/trainingrun/{id}/model/": {"get"},
     "/api/trainingrun/{id}/log/": {"get"},
     "/api/test/": {"post"},

@@ -1,0 +1,81 @@
+/* The Compare page: every run's loss and accuracy per epoch overlaid in one SVG chart each.
+   The data is the page's JSON block (json_script); no inline script, which the CSP forbids. */
+(function () {
+  "use strict";
+
+  const SVG = "http://www.w3.org/2000/svg";
+
+  function svg(tag, attributes, text) {
+    const node = document.createElementNS(SVG, tag);
+    Object.entries(attributes || {}).forEach(function ([key, value]) { node.setAttribute(key, value); });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  /* Lines of [epoch, value] points, each {name, css, dashed, points}, on shared axes. */
+  function overlay(target, lines, options) {
+    const width = 600, height = 260, left = 48, right = 14, top = 12, bottom = 30;
+    const chart = svg("svg", { viewBox: "0 0 " + width + " " + height, role: "img", "aria-label": options.title });
+    lines = lines.filter(function (line) { return line.points.length; });
+    const values = lines.flatMap(function (line) { return line.points.map(function (p) { return p[1]; }); });
+    if (!values.length) {
+      chart.append(svg("text", { x: width / 2, y: height / 2, "text-anchor": "middle", class: "empty" }, "No epochs recorded"));
+      chart.setAttribute("data-lines", "0");
+      target.replaceChildren(chart);
+      return;
+    }
+    const lastEpoch = Math.max(1, ...lines.flatMap(function (line) { return line.points.map(function (p) { return p[0]; }); }));
+    let low = options.unit ? 0 : Math.min(0, ...values), high = options.unit ? Math.max(1, ...values) : Math.max(...values);
+    if (high - low < 1e-9) high = low + 1;
+    const x = function (epoch) { return left + (lastEpoch <= 1 ? 0.5 : (epoch - 1) / (lastEpoch - 1)) * (width - left - right); };
+    const y = function (value) { return top + (1 - (value - low) / (high - low)) * (height - top - bottom); };
+    for (let step = 0; step <= 4; step++) {
+      const value = low + (high - low) * step / 4;
+      chart.append(svg("line", { x1: left, x2: width - right, y1: y(value), y2: y(value), class: "grid" }));
+      chart.append(svg("text", { x: left - 6, y: y(value) + 4, "text-anchor": "end" },
+                       options.unit ? Math.round(value * 100) + "%" : value.toPrecision(2)));
+    }
+    const ticks = Math.min(lastEpoch, 10);
+    for (let tick = 0; tick < ticks; tick++) {
+      const epoch = Math.round(1 + (lastEpoch - 1) * (ticks === 1 ? 0 : tick / (ticks - 1)));
+      chart.append(svg("text", { x: x(epoch), y: height - 10, "text-anchor": "middle" }, String(epoch)));
+    }
+    lines.forEach(function (line) {
+      const polyline = svg("polyline", { class: "kerasui-series-" + line.series + (line.dashed ? " dashed" : ""),
+                                         points: line.points.map(function (p) { return x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1); }).join(" ") });
+      polyline.append(svg("title", {}, line.name));
+      chart.append(polyline);
+      line.points.forEach(function (p) {
+        const dot = svg("circle", { cx: x(p[0]), cy: y(p[1]), r: line.dashed ? 2 : 3, class: "kerasui-series-" + line.series });
+        dot.append(svg("title", {}, line.name + ", epoch " + p[0] + ": " + p[1].toFixed(4)));
+        chart.append(dot);
+      });
+    });
+    chart.setAttribute("data-lines", String(lines.length));
+    target.replaceChildren(chart);
+  }
+
+  function points(history, key) {
+    return (history || []).filter(function (row) { return typeof row[key] === "number" && isFinite(row[key]); })
+                          .map(function (row) { return [row.epoch, row[key]]; });
+  }
+
+  function lines(runs, metric) {
+    return runs.flatMap(function (run, index) {
+      return [
+        { name: "run " + run.id + " validation " + metric, series: index % 8, dashed: false, points: points(run.history, "val_" + metric) },
+        { name: "run " + run.id + " training " + metric, series: index % 8, dashed: true, points: points(run.history, metric) },
+      ];
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    const data = document.getElementById("kerasui-compare-data");
+    if (!data) return;
+    const runs = JSON.parse(data.textContent).runs;
+    document.querySelectorAll("[data-compare-chart]").forEach(function (target) {
+      const metric = target.dataset.compareChart;
+      overlay(target, lines(runs, metric), { title: metric, unit: metric === "accuracy" });
+    });
+  });
+})();
