@@ -49,7 +49,7 @@ def install_model(dataset: DataSet, model_file: Path, *, labels: list[str] | Non
     return dataset.current_run
 
 
-def held_out_report(item_ids: list[int], true: list[int], predicted: list[int], labels: list[str]) -> dict:
+def split_report(item_ids: list[int], true: list[int], predicted: list[int], labels: list[str]) -> dict:
     """The evaluation report of a split whose images `item_ids` have labels `true` and were predicted
     `predicted` (indices into `labels`), as the trainer writes it (ml.evaluate), with confidences of 0.9."""
     import numpy as np

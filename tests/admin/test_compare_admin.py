@@ -8,7 +8,7 @@ from django.contrib.auth.models import Permission, User
 from management.models import DataSet
 from management.services.datasets import dataset_import_zip
 from tests.images import colour_zip
-from tests.runs import finish_run, held_out_report
+from tests.runs import finish_run, split_report
 
 HOSTILE = '<script>alert("code")</script>'
 
@@ -27,7 +27,7 @@ def two_runs(db):
     runs = [
         finish_run(
             dataset,
-            evaluation={"validation": held_out_report(ids, true, predicted, labels)},
+            evaluation={"validation": split_report(ids, true, predicted, labels)},
             splits={"validation": ids},
             labels=labels,
             process=process,

@@ -4,7 +4,7 @@ and offer Promote."""
 from django.utils.html import escape
 
 from management.models import DataSet
-from tests.runs import finish_run, held_out_report
+from tests.runs import finish_run, split_report
 
 IDS = [21, 22, 23, 24]
 
@@ -12,7 +12,7 @@ IDS = [21, 22, 23, 24]
 def test_the_run_and_dataset_pages_show_why_a_worse_run_was_kept_and_promote_it(admin_client, db):
     dataset = DataSet.objects.create(name="Kept <b>versions</b>")
     evaluations = [
-        {"validation": held_out_report(IDS, [0, 0, 1, 1], predicted, ["a", "b"])}
+        {"validation": split_report(IDS, [0, 0, 1, 1], predicted, ["a", "b"])}
         for predicted in ([0, 0, 1, 1], [0, 0, 0, 0])
     ]
     good, worse = [finish_run(dataset, evaluation=evaluation, splits={"validation": IDS}) for evaluation in evaluations]

@@ -3,13 +3,13 @@
 import pytest
 
 from management.models import DataSet
-from tests.runs import finish_run, held_out_report
+from tests.runs import finish_run, split_report
 
 IDS = [31, 32, 33, 34]
 
 
 def evaluated(dataset, predicted, **snapshot):
-    evaluation = {"validation": held_out_report(IDS, [0, 0, 1, 1], predicted, ["a", "b"])}
+    evaluation = {"validation": split_report(IDS, [0, 0, 1, 1], predicted, ["a", "b"])}
     return finish_run(dataset, evaluation=evaluation, splits={"validation": IDS}, labels=["a", "b"], **snapshot)
 
 

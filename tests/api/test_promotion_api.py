@@ -1,13 +1,13 @@
 """The promotion policy through the API: a run says whether it became current and why; promote overrides it."""
 
 from management.models import DataSet
-from tests.runs import finish_run, held_out_report
+from tests.runs import finish_run, split_report
 
 IDS = [11, 12, 13, 14]
 
 
 def finished(dataset, predicted):
-    evaluation = {"validation": held_out_report(IDS, [0, 0, 1, 1], predicted, ["a", "b"])}
+    evaluation = {"validation": split_report(IDS, [0, 0, 1, 1], predicted, ["a", "b"])}
     return finish_run(dataset, evaluation=evaluation, splits={"validation": IDS})
 
 

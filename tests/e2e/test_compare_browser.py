@@ -9,7 +9,7 @@ from management.models import DataSet
 from management.services.datasets import dataset_import_zip
 from tests.e2e.test_browser import CHROMIUM, browser_page, screenshots, shoot  # noqa: F401 - fixtures
 from tests.images import colour_zip
-from tests.runs import finish_run, held_out_report
+from tests.runs import finish_run, split_report
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -40,7 +40,7 @@ def test_runs_ticked_on_the_dataset_page_are_compared_in_the_browser(
     first, second = (
         finish_run(
             dataset,
-            evaluation={"validation": held_out_report(ids, true, predicted, labels)},
+            evaluation={"validation": split_report(ids, true, predicted, labels)},
             splits={"validation": ids},
             history=history,
             labels=labels,

@@ -6,7 +6,7 @@ import pytest
 from management.models import DataSet, TrainingRun
 from management.services.compare import compare_ids_parse, runs_compare, runs_for_comparison
 from management.services.errors import NotFound, ServiceError
-from tests.runs import finish_run, held_out_report
+from tests.runs import finish_run, split_report
 
 LABELS = ["a", "b"]
 IDS = [101, 102, 103, 104]
@@ -15,7 +15,7 @@ CODE = 'model.add(layers.Flatten())\nmodel.add(layers.Dense(8, activation="relu"
 
 
 def evaluated(dataset, predicted, *, ids=IDS, labels=LABELS, **snapshot):
-    evaluation = {"validation": held_out_report(ids, TRUE, predicted, labels)}
+    evaluation = {"validation": split_report(ids, TRUE, predicted, labels)}
     return finish_run(dataset, evaluation=evaluation, splits={"validation": ids}, labels=labels, **snapshot)
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from management.models import DataSet, TrainingRun
 from management.services.versions import training_run_promote
-from tests.runs import finish_run, held_out_report
+from tests.runs import finish_run, split_report
 
 LABELS = ["a", "b"]
 VALIDATION = [101, 102, 103, 104]
@@ -13,7 +13,7 @@ TRUE = [0, 0, 1, 1]
 
 
 def validation(predicted: list[int], ids: list[int] = VALIDATION, true: list[int] = TRUE) -> dict:
-    return {"validation": held_out_report(ids, true, predicted, LABELS)}
+    return {"validation": split_report(ids, true, predicted, LABELS)}
 
 
 def current_of(dataset: DataSet) -> int | None:
@@ -99,7 +99,7 @@ def test_after_a_relabelling_the_held_out_images_differ_and_each_run_is_measured
 
 def test_the_test_images_are_compared_before_the_validation_images(dataset):
     tests = [201, 202, 203, 204]
-    test_report = held_out_report(tests, TRUE, [0, 0, 1, 1], LABELS)
+    test_report = split_report(tests, TRUE, [0, 0, 1, 1], LABELS)
     first = finish_run(
         dataset,
         evaluation={**validation([0, 0, 1, 1]), "test": test_report},
@@ -108,7 +108,7 @@ def test_the_test_images_are_compared_before_the_validation_images(dataset):
     # Better on validation, worse on the same test images: the test images decide.
     second = finish_run(
         dataset,
-        evaluation={**validation([0, 0, 1, 1]), "test": held_out_report(tests, TRUE, [1, 0, 1, 1], LABELS)},
+        evaluation={**validation([0, 0, 1, 1]), "test": split_report(tests, TRUE, [1, 0, 1, 1], LABELS)},
         splits={"validation": [105, 106, 107, 108], "test": tests},
     )
     assert current_of(dataset) == first.pk
@@ -117,7 +117,7 @@ def test_the_test_images_are_compared_before_the_validation_images(dataset):
 
 
 def test_a_run_without_held_out_images_is_promoted_and_says_why(dataset, good):
-    training_only = {"training": held_out_report(VALIDATION, TRUE, [1, 1, 1, 1], LABELS)}
+    training_only = {"training": split_report(VALIDATION, TRUE, [1, 1, 1, 1], LABELS)}
     run = finish_run(dataset, evaluation=training_only, splits={"train": VALIDATION, "validation": []})
     assert current_of(dataset) == run.pk
     assert run.promotion["reason"] == (
