@@ -141,3 +141,17 @@ def test_a_person_promotes_a_version_the_policy_kept_and_the_reason_says_so(data
     assert current_of(dataset) == worse.pk
     assert worse.promotion["promoted"] and worse.promotion["manual"]
     assert worse.promotion["reason"].startswith("promoted by a person (when it finished: validation accuracy 0.500 <")
+
+
+def test_a_run_with_test_images_is_measured_on_them_against_the_current_models_validation_images(dataset, good):
+    tests = [301, 302, 303, 304]
+    run = finish_run(
+        dataset,
+        evaluation={
+            **validation([0, 0, 1, 1], ids=[105, 106, 107, 108]),
+            "test": split_report(tests, TRUE, [0, 0, 0, 1], LABELS),
+        },
+        splits={"validation": [105, 106, 107, 108], "test": tests},
+    )
+    assert current_of(dataset) == good.pk
+    assert run.promotion["reason"].startswith("test accuracy 0.750 < current's validation accuracy 1.000 (each run on")
