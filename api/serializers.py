@@ -339,6 +339,12 @@ class PredictSerializer(serializers.Serializer):
         min_length=1,
         help_text="A batch of images, answered as {results: [...]} in the same order.",
     )
+    explain = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="true: add `explanation`, a heatmap (PNG, base64) of what the model looked at (one `image` only; "
+        "65 forward passes, counted against the explain rate too).",
+    )
 
     def validate_images(self, images):
         limit = settings.KERASUI_MAX_BATCH_IMAGES
@@ -351,6 +357,8 @@ class PredictSerializer(serializers.Serializer):
             raise serializers.ValidationError({"dataset": ["give the dataset (its current model answers) or a run"]})
         if ("image" in attrs) == ("images" in attrs):
             raise serializers.ValidationError({"image": ["send either 'image' (one image) or 'images' (a list)"]})
+        if attrs.get("explain") and "images" in attrs:
+            raise serializers.ValidationError({"explain": ["explain one image: send 'image', not 'images'"]})
         return attrs
 
 
@@ -363,6 +371,7 @@ class PredictMultipartSerializer(serializers.Serializer):
     images = serializers.ListField(
         child=serializers.FileField(), required=False, help_text="Several image files: the field repeated."
     )
+    explain = serializers.BooleanField(required=False, help_text="true: add a heatmap of what the model looked at.")
 
 
 class PredictionSerializer(serializers.Serializer):
@@ -370,6 +379,16 @@ class PredictionSerializer(serializers.Serializer):
     confidence = serializers.FloatField(help_text="Its probability, 0 to 1.")
     probabilities = serializers.DictField(child=serializers.FloatField(), help_text="Every label's probability.")
     run = serializers.IntegerField(help_text="The training run whose model answered.")
+
+
+class ExplanationSerializer(serializers.Serializer):
+    png_base64 = serializers.CharField(help_text="The image with a heatmap over it, a PNG in base64.")
+    method = serializers.CharField(help_text="occlusion: the drop of the label's probability when a part is hidden.")
+    label = serializers.CharField(help_text="The label explained (the predicted one).")
+
+
+class ExplainedPredictionSerializer(PredictionSerializer):
+    explanation = ExplanationSerializer(help_text="With `explain: true`: what the model looked at.")
 
 
 class BatchPredictionItemSerializer(PredictionSerializer):
