@@ -42,12 +42,26 @@ TRAIN = Rule("train", ("management.change_dataset",))  # queue a run, cancel it,
 SET_MODEL_CODE = Rule("set_model_code", (MODEL_CODE_PERMISSION,))  # the code runs on the server
 PROMOTE = Rule("promote", ("management.change_dataset",))  # make a version the current model
 EXPORT = Rule("export", ("management.view_trainingrun",))  # download a model, any format, and its log
+# A run's images: what its model looked at in one (a heatmap), the images behind a confusion cell.
+INSPECT_RUN = Rule("inspect_run", ("management.view_trainingrun", "management.view_datasetitem"))
 # A model file is close to code (it answers predictions): importing one needs the model-code permission too.
 IMPORT = Rule("import_model", ("management.change_dataset", MODEL_CODE_PERMISSION))
 
 LOAD_DEMO = Rule("load_demo", ("management.add_dataset", "management.add_datasetitem"))  # a dataset and its images
 
-RULES = (VIEW_DATASETS, PREDICT, EDIT_DATASET, ADD_IMAGES, TRAIN, SET_MODEL_CODE, PROMOTE, EXPORT, IMPORT, LOAD_DEMO)
+RULES = (
+    VIEW_DATASETS,
+    PREDICT,
+    EDIT_DATASET,
+    ADD_IMAGES,
+    TRAIN,
+    SET_MODEL_CODE,
+    PROMOTE,
+    EXPORT,
+    INSPECT_RUN,
+    IMPORT,
+    LOAD_DEMO,
+)
 
 
 def allowed(user) -> dict[str, bool]:
