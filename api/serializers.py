@@ -238,6 +238,39 @@ class TrainingRunDetailSerializer(TrainingRunSerializer):
         read_only_fields = fields
 
 
+class ConfusionCellQuerySerializer(serializers.Serializer):
+    """Which cell of a run's confusion matrix: the split and the two labels."""
+
+    split = serializers.CharField(help_text="validation, test, or training (when nothing was held out).")
+    true = serializers.CharField(help_text="The images' true label (the matrix's row).")
+    predicted = serializers.CharField(help_text="The label the model gave them (the matrix's column).")
+
+
+class CellImageSerializer(serializers.Serializer):
+    item = serializers.IntegerField(source="item_id", help_text="The dataset item's id.")
+    image = serializers.SerializerMethodField(help_text="The image's URL; null once the item is deleted.")
+    label = serializers.SerializerMethodField(help_text="The item's label now (it may have been fixed since).")
+    confidence = serializers.FloatField(help_text="The model's probability of the predicted label.")
+
+    def get_image(self, cell_image) -> str | None:
+        if cell_image.item is None:
+            return None
+        request = self.context.get("request")
+        url = cell_image.item.image.url
+        return request.build_absolute_uri(url) if request else url
+
+    def get_label(self, cell_image) -> str | None:
+        return cell_image.item.label if cell_image.item is not None else None
+
+
+class ConfusionCellSerializer(serializers.Serializer):
+    split = serializers.CharField()
+    true = serializers.CharField(source="true_label")
+    predicted = serializers.CharField(source="predicted_label")
+    count = serializers.IntegerField(help_text="The cell's number in the confusion matrix.")
+    images = CellImageSerializer(many=True, help_text="The images behind it, the most confident first.")
+
+
 class ModelImportSerializer(serializers.Serializer):
     """A trained .keras model and its labels, as a new version of a dataset."""
 

@@ -44,6 +44,8 @@ from api.permissions import (
 )
 from api.serializers import (
     BatchPredictionSerializer,
+    ConfusionCellQuerySerializer,
+    ConfusionCellSerializer,
     DataSetItemMultipartSerializer,
     DataSetItemSerializer,
     DataSetSerializer,
@@ -76,7 +78,8 @@ from management.services.datasets import (
     dataset_items_delete,
 )
 from management.services.errors import Conflict, NotFound, ServiceError
-from management.services.explanations import explanation_for_image
+from management.services.evaluations import evaluation_confusion_cell_by_label
+from management.services.explanations import explanation_for_image, explanation_run_item
 from management.services.exports import training_run_export, training_run_export_bundle
 from management.services.prediction import (
     model_cache,
@@ -326,7 +329,13 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
 
     serializer_class = TrainingRunSerializer
     filterset_fields = ["dataset", "status"]
-    use_cases = {"cancel": [rules.TRAIN], "resume": [rules.TRAIN], "promote": [rules.PROMOTE]}
+    use_cases = {
+        "cancel": [rules.TRAIN],
+        "resume": [rules.TRAIN],
+        "promote": [rules.PROMOTE],
+        "explain": [rules.INSPECT_RUN],
+        "confusion": [rules.INSPECT_RUN],
+    }
 
     def get_queryset(self):
         return TrainingRun.objects.select_related("dataset").order_by("-id")
@@ -373,6 +382,40 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
     @action(detail=True, methods=["get"], url_path="model", content_negotiation_class=ModelFileNegotiation)
     def model_file(self, request, pk=None):
         return model_download(request, self.get_object())
+
+    @extend_schema(
+        summary="What the run's model looked at in one of its images: a heatmap PNG (made once, then kept)",
+        responses={200: OpenApiResponse(OpenApiTypes.BINARY, description="The image with the heatmap over it.")},
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path=r"explain/(?P<item_id>[0-9]+)",
+        content_negotiation_class=ModelFileNegotiation,
+    )
+    def explain(self, request, pk=None, item_id=None):
+        relative = explanation_run_item(run=self.get_object(), item_id=int(item_id))
+        try:
+            return media_response(relative)
+        except Http404:
+            raise NotFound("the heatmap is missing from storage", field="item") from None
+
+    @extend_schema(
+        summary="The images behind a cell of the run's confusion matrix, with the model's confidence",
+        parameters=[ConfusionCellQuerySerializer],
+        responses={200: ConfusionCellSerializer},
+    )
+    @action(detail=True, methods=["get"])
+    def confusion(self, request, pk=None):
+        query = ConfusionCellQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        cell = evaluation_confusion_cell_by_label(
+            run=self.get_object(),
+            split=query.validated_data["split"],
+            true_label=query.validated_data["true"],
+            predicted_label=query.validated_data["predicted"],
+        )
+        return Response(ConfusionCellSerializer(cell, context={"request": request}).data)
 
     @extend_schema(summary="This run's training log (text)", responses={200: OpenApiResponse(OpenApiTypes.STR)})
     @action(detail=True, methods=["get"])

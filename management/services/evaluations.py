@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from management.models import DataSetItem, TrainingRun
-from management.services.errors import Conflict, NotFound
+from management.services.errors import Conflict, NotFound, ServiceError
 
 
 @dataclass(frozen=True)
@@ -87,4 +87,17 @@ def evaluation_confusion_cell(*, run: TrainingRun, split: str, true_index: int, 
     count = report["confusion_matrix"][true_index][predicted_index]
     return ConfusionCell(
         run=run, split=split, true_label=true_label, predicted_label=predicted_label, count=count, images=images
+    )
+
+
+def evaluation_confusion_cell_by_label(
+    *, run: TrainingRun, split: str, true_label: str, predicted_label: str
+) -> ConfusionCell:
+    """As evaluation_confusion_cell, the cell named by its true and predicted labels."""
+    labels = _report(run, split)["labels"]
+    for name, label in (("true", true_label), ("predicted", predicted_label)):
+        if label not in labels:
+            raise ServiceError(f"'{label}' is not one of the labels of run {run.pk}: {', '.join(labels)}", field=name)
+    return evaluation_confusion_cell(
+        run=run, split=split, true_index=labels.index(true_label), predicted_index=labels.index(predicted_label)
     )

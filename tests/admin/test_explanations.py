@@ -11,6 +11,7 @@ from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image
+from rest_framework.test import APIClient
 
 from management.files import PRIVATE_HEADERS
 from management.ml.evaluate import classification_report
@@ -158,3 +159,21 @@ def test_runs_without_stored_predictions_keep_plain_numbers(admin_client, mistak
     answer = admin_client.get(f"/admin/management/trainingrun/{run.pk}/confusion/validation/2/0/")
     assert answer.status_code == 302
     assert admin_client.get(f"/admin/management/trainingrun/{run.pk}/confusion/nowhere/0/0/").status_code == 404
+
+
+def test_the_api_lists_a_cells_images_and_serves_a_heatmap(mistakes, admin_user):
+    run, by_label = mistakes
+    api = APIClient()
+    api.force_authenticate(admin_user)
+    url = f"/api/trainingrun/{run.pk}/confusion/"
+    answer = api.get(url, {"split": "validation", "true": "red", "predicted": "blue"})
+    assert answer.status_code == 200, answer.content
+    body = answer.json()
+    assert (body["true"], body["predicted"], body["count"]) == ("red", "blue", 2)
+    assert [image["item"] for image in body["images"]] == [item.pk for item in by_label["red"][:2]]
+    assert body["images"][0]["confidence"] == 0.8 and body["images"][0]["image"].startswith("http")
+    wrong = api.get(url, {"split": "validation", "true": "pink", "predicted": "blue"})
+    assert wrong.status_code == 400 and "true" in wrong.json()
+    heatmap = api.get(f"/api/trainingrun/{run.pk}/explain/{by_label['red'][0].pk}/")
+    assert heatmap.status_code == 200 and heatmap["Content-Type"] == "image/png"
+    assert api.get(f"/api/trainingrun/{run.pk}/explain/424242/").status_code == 404
