@@ -106,3 +106,26 @@ def test_onnx_runtime_explains_the_default_model(colour_model_file):
     label = int(predictor.predict(image[np.newaxis]).argmax())
     heat = occlusion_map(predictor.predict, image, class_index=label)
     assert heat.shape == (16, 16) and 0 <= heat.min() and heat.max() <= 1
+
+
+def test_a_pretrained_starting_point_is_explained_in_one_batch():
+    """EfficientNet-Lite0 as a run assembles it (random weights: the shape and the batch are what is checked;
+    at 96 px to keep the test quick - 224 px costs about a second, see bench/explain.py)."""
+    import keras
+
+    from management.ml.efficientnet_lite import build_efficientnet_lite0
+    from management.ml.transfer import assemble_model, build_head
+
+    model = assemble_model(
+        build_efficientnet_lite0(image_size=96), build_head(dimensions=1280, num_classes=3, dropout=0.2), channels=3
+    )
+    batches = []
+
+    def predict(batch):
+        batches.append(len(batch))
+        return keras.ops.convert_to_numpy(model(batch.astype(np.float32), training=False))
+
+    image = square_on_background(96, (20, 50, 44, 80))
+    heat = occlusion_map(predict, image, class_index=int(predict(image[np.newaxis]).argmax()))
+    assert heat.shape == (96, 96) and 0 <= heat.min() and heat.max() <= 1
+    assert batches == [1, GRID * GRID + 1]
