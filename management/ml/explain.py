@@ -1,6 +1,6 @@
 """Why did the model decide? Occlusion sensitivity (Zeiler & Fergus, 2014) and its overlay on the image.
 
-Grey patches, each over a part of the image, are slid over a grid; the drop of the explained label's
+Plain patches, each over a part of the image, are slid over a grid; the drop of the explained label's
 probability when a part is hidden is how much the model relied on it. It needs only the forward
 pass of whatever serves the model (ONNX Runtime in the web process, or Keras), one batch of
 occluded copies, so it works for any model code and any starting point without TensorFlow's
@@ -25,6 +25,9 @@ GRID = 8
 PATCH_FRACTION = 0.2
 # The overlay is shown at most this large (its longer side), whatever the image's size.
 DISPLAY_SIDE = 384
+
+# Probabilities below this count as this (float32 softmax outputs reach about 1e-38).
+TINY = 1e-30
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -56,6 +59,14 @@ def _smooth(heat: np.ndarray, sigma: float) -> np.ndarray:
     return windows(rows, kernel.size, axis=0) @ kernel
 
 
+def log_odds(probabilities: np.ndarray, class_index: int) -> np.ndarray:
+    """log(p / (1 - p)) of the label for each row, with 1 - p summed from the other labels' probabilities:
+    a confident model's 0.99999 and 0.9999 differ here, though their difference as probabilities is nil."""
+    chosen = probabilities[:, class_index]
+    others = probabilities.sum(axis=1) - chosen
+    return np.log(np.clip(chosen, TINY, None)) - np.log(np.clip(others, TINY, None))
+
+
 def occlusion_map(
     predict: Predict,
     image_array: np.ndarray,
@@ -71,8 +82,8 @@ def occlusion_map(
     gives probabilities (N, labels); it is called once, with the image and its occluded copies. A
     patch is filled with the image's mean colour (`fill="mean"`) or mid grey (`"grey"`): a plain
     colour the model has no reason to read as any label. The heat of a pixel is the mean drop of
-    the label's probability over the patches that hide it (rises count as none), smoothed, and
-    scaled so the largest is 1; all zeros when hiding no part lowers the probability.
+    the label's probability, as log-odds (`log_odds`), over the patches that hide it (rises count
+    as none), smoothed, and scaled so the largest is 1; all zeros when hiding no part lowers it.
     """
     image_array = np.asarray(image_array)
     if image_array.ndim == 2:
@@ -97,7 +108,8 @@ def occlusion_map(
         raise ValueError(f"predict gave shape {probabilities.shape} for {len(batch)} images")
     if not 0 <= class_index < probabilities.shape[1]:
         raise ValueError(f"class_index {class_index} is not one of the model's {probabilities.shape[1]} labels")
-    drops = np.clip(probabilities[0, class_index] - probabilities[1:, class_index], 0.0, None)
+    score = log_odds(probabilities, class_index)
+    drops = np.clip(score[0] - score[1:], 0.0, None)
 
     total = np.zeros((height, width))
     covered = np.zeros((height, width))

@@ -99,13 +99,16 @@ def test_the_displayed_image_is_upright_and_at_most_the_display_size():
     assert shown.mode == "RGB" and shown.size == (100, 200)
 
 
-def test_onnx_runtime_explains_the_default_model(colour_model_file):
-    """The web process's engine: the heatmap comes from its forward pass alone (no TensorFlow needed)."""
+def test_a_trained_model_served_by_onnx_runtime_looks_at_the_red_square_for_red(colour_model_file):
+    """The default code trained on colours (tests/conftest.py), through the web process's engine: asked why
+    'red' on a green image with a red square, the heat is on the square."""
     predictor = load_predictor(ONNXRUNTIME, colour_model_file.with_suffix(".onnx"), threads=1)
-    image = square_on_background(16, (4, 4, 12, 12), colour=(220, 40, 40), background=(40, 200, 50))
-    label = int(predictor.predict(image[np.newaxis]).argmax())
-    heat = occlusion_map(predictor.predict, image, class_index=label)
+    box = (3, 8, 9, 14)
+    image = square_on_background(16, box, colour=(220, 40, 40), background=(40, 200, 50))
+    heat = occlusion_map(predictor.predict, image, class_index=["blue", "green", "red"].index("red"))
     assert heat.shape == (16, 16) and 0 <= heat.min() and heat.max() <= 1
+    inside, outside = inside_and_outside(heat, box)
+    assert inside > 2 * outside
 
 
 def test_a_pretrained_starting_point_is_explained_in_one_batch():
