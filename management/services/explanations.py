@@ -8,6 +8,7 @@ explanation is one batch of 65 forward passes through it, never a TensorFlow gra
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import uuid
@@ -21,7 +22,7 @@ from management.ml.explain import METHOD, display_image, occlusion_map, overlay_
 from management.ml.images import load_image
 from management.models import DataSetItem, TrainingRun
 from management.services.datasets import image_size_check
-from management.services.errors import Conflict, NotFound, ServiceError
+from management.services.errors import Conflict, InsufficientStorage, NotFound, ServiceError
 from management.services.prediction import model_cache
 
 
@@ -109,12 +110,17 @@ def explanation_run_item(*, run: TrainingRun, item_id: int) -> str:
     explanation = explanation_for_image(
         run=run, name=f"image {item.pk}", data=data, label=_evaluated_label(run, item.pk), field_name="item"
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
     # Written whole under a temporary name, then renamed: a reader never sees half a PNG.
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         temporary.write_bytes(explanation.png)
         os.replace(temporary, target)
+    except OSError as error:
+        raise InsufficientStorage(
+            f"the heatmap of image {item_id} cannot be kept ({error.strerror or error})", field="item"
+        ) from None
     finally:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
     return relative

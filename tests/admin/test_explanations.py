@@ -95,6 +95,16 @@ def test_a_misclassified_images_heatmap_is_a_png_made_once_and_kept(admin_client
     assert kept[0].stat().st_mtime_ns == before  # served from the file, not drawn again
 
 
+def test_a_heatmap_that_cannot_be_kept_is_a_507_not_a_crash(admin_client, mistakes, settings):
+    run, by_label = mistakes
+    blocker = Path(settings.MEDIA_ROOT) / f"explanations/run_{run.pk}"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where the run's folder should be")
+    response = admin_client.get(f"/admin/management/trainingrun/{run.pk}/explain/{by_label['red'][0].pk}.png")
+    assert response.status_code == 507 and b"cannot be kept" in response.content
+    assert sorted(path.name for path in blocker.parent.iterdir()) == [f"run_{run.pk}"]
+
+
 def test_a_heatmap_needs_the_permission_to_see_the_runs_images_and_an_image_of_the_run(mistakes):
     run, by_label = mistakes
     url = f"/admin/management/trainingrun/{run.pk}/explain/{by_label['red'][0].pk}.png"
