@@ -17,6 +17,7 @@ from management.files import PRIVATE_HEADERS
 from management.ml.evaluate import classification_report
 from management.models import TrainingRun
 from management.services.evaluations import evaluation_confusion_cell
+from tests.e2e.test_csp import INLINE_HANDLER, INLINE_SCRIPT
 from tests.images import colour_image
 
 LABELS = ["blue", "green", "red"]
@@ -132,6 +133,8 @@ def test_each_confusion_cell_links_to_exactly_its_images(admin_client, mistakes)
         f'data-cell-item="{by_label["red"][1].pk}"'
     )  # most confident first
     assert "0.800" in listed and "0.600" in listed
+    for html in (page, listed):  # the scripts are files (the policy runs no inline script)
+        assert not INLINE_SCRIPT.search(html) and not INLINE_HANDLER.search(html)
     diagonal = admin_client.get(f"/admin/management/trainingrun/{run.pk}/confusion/validation/{green}/{green}/")
     found = {int(value) for value in re.findall(r'data-cell-item="(\d+)"', diagonal.content.decode())}
     assert found == {item.pk for item in by_label["green"][:2]}
