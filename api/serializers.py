@@ -239,6 +239,39 @@ class TrainingRunDetailSerializer(TrainingRunSerializer):
         read_only_fields = fields
 
 
+class ConfusionCellQuerySerializer(serializers.Serializer):
+    """Which cell of a run's confusion matrix: the split and the two labels."""
+
+    split = serializers.CharField(help_text="validation, test, or training (when nothing was held out).")
+    true = serializers.CharField(help_text="The images' true label (the matrix's row).")
+    predicted = serializers.CharField(help_text="The label the model gave them (the matrix's column).")
+
+
+class CellImageSerializer(serializers.Serializer):
+    item = serializers.IntegerField(source="item_id", help_text="The dataset item's id.")
+    image = serializers.SerializerMethodField(help_text="The image's URL; null once the item is deleted.")
+    label = serializers.SerializerMethodField(help_text="The item's label now (it may have been fixed since).")
+    confidence = serializers.FloatField(help_text="The model's probability of the predicted label.")
+
+    def get_image(self, cell_image) -> str | None:
+        if cell_image.item is None:
+            return None
+        request = self.context.get("request")
+        url = cell_image.item.image.url
+        return request.build_absolute_uri(url) if request else url
+
+    def get_label(self, cell_image) -> str | None:
+        return cell_image.item.label if cell_image.item is not None else None
+
+
+class ConfusionCellSerializer(serializers.Serializer):
+    split = serializers.CharField()
+    true = serializers.CharField(source="true_label")
+    predicted = serializers.CharField(source="predicted_label")
+    count = serializers.IntegerField(help_text="The cell's number in the confusion matrix.")
+    images = CellImageSerializer(many=True, help_text="The images behind it, the most confident first.")
+
+
 class ModelImportSerializer(serializers.Serializer):
     """A trained .keras model and its labels, as a new version of a dataset."""
 
@@ -340,6 +373,12 @@ class PredictSerializer(serializers.Serializer):
         min_length=1,
         help_text="A batch of images, answered as {results: [...]} in the same order.",
     )
+    explain = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="true: add `explanation`, a heatmap (PNG, base64) of what the model looked at (one `image` only; "
+        "65 forward passes, counted against the explain rate too).",
+    )
 
     def validate_images(self, images):
         limit = settings.KERASUI_MAX_BATCH_IMAGES
@@ -352,6 +391,8 @@ class PredictSerializer(serializers.Serializer):
             raise serializers.ValidationError({"dataset": ["give the dataset (its current model answers) or a run"]})
         if ("image" in attrs) == ("images" in attrs):
             raise serializers.ValidationError({"image": ["send either 'image' (one image) or 'images' (a list)"]})
+        if attrs.get("explain") and "images" in attrs:
+            raise serializers.ValidationError({"explain": ["explain one image: send 'image', not 'images'"]})
         return attrs
 
 
@@ -364,6 +405,7 @@ class PredictMultipartSerializer(serializers.Serializer):
     images = serializers.ListField(
         child=serializers.FileField(), required=False, help_text="Several image files: the field repeated."
     )
+    explain = serializers.BooleanField(required=False, help_text="true: add a heatmap of what the model looked at.")
 
 
 class PredictionSerializer(serializers.Serializer):
@@ -371,6 +413,16 @@ class PredictionSerializer(serializers.Serializer):
     confidence = serializers.FloatField(help_text="Its probability, 0 to 1.")
     probabilities = serializers.DictField(child=serializers.FloatField(), help_text="Every label's probability.")
     run = serializers.IntegerField(help_text="The training run whose model answered.")
+
+
+class ExplanationSerializer(serializers.Serializer):
+    png_base64 = serializers.CharField(help_text="The image with a heatmap over it, a PNG in base64.")
+    method = serializers.CharField(help_text="occlusion: the drop of the label's probability when a part is hidden.")
+    label = serializers.CharField(help_text="The label explained (the predicted one).")
+
+
+class ExplainedPredictionSerializer(PredictionSerializer):
+    explanation = ExplanationSerializer(help_text="With `explain: true`: what the model looked at.")
 
 
 class BatchPredictionItemSerializer(PredictionSerializer):

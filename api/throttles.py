@@ -25,7 +25,10 @@ class ScopedThrottle(throttling.SimpleRateThrottle):
         self.wait_seconds = None
 
     def allow_request(self, request, view):
-        scope = getattr(view, "throttle_scope", None) or self.default_scope
+        return self.allow(request, getattr(view, "throttle_scope", None) or self.default_scope)
+
+    def allow(self, request, scope: str) -> bool:
+        """Count one request of `scope` for the client; False beyond the scope's rate (then see `wait`)."""
         rate = api_settings.DEFAULT_THROTTLE_RATES.get(scope)
         if rate is None:
             return True

@@ -44,9 +44,12 @@ from api.permissions import (
 )
 from api.serializers import (
     BatchPredictionSerializer,
+    ConfusionCellQuerySerializer,
+    ConfusionCellSerializer,
     DataSetItemMultipartSerializer,
     DataSetItemSerializer,
     DataSetSerializer,
+    ExplainedPredictionSerializer,
     ImportReportSerializer,
     ModelImportSerializer,
     ModelMetadataSerializer,
@@ -61,6 +64,7 @@ from api.serializers import (
     ValidationReportSerializer,
     ZipUploadSerializer,
 )
+from api.throttles import ScopedThrottle
 from management import metrics
 from management import permissions as rules
 from management.files import media_response
@@ -75,6 +79,8 @@ from management.services.datasets import (
     dataset_items_delete,
 )
 from management.services.errors import Conflict, NotFound, ServiceError
+from management.services.evaluations import evaluation_confusion_cell_by_label
+from management.services.explanations import explanation_for_image, explanation_run_item
 from management.services.exports import training_run_export, training_run_export_bundle
 from management.services.prediction import (
     model_cache,
@@ -329,6 +335,8 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
         "resume": [rules.TRAIN],
         "promote": [rules.PROMOTE],
         "compare": [rules.COMPARE],
+        "explain": [rules.INSPECT_RUN],
+        "confusion": [rules.INSPECT_RUN],
     }
 
     def get_queryset(self):
@@ -390,6 +398,40 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
         ids = compare_ids_parse(values=request.query_params.getlist("ids"))
         return Response(runs_compare(runs=runs_for_comparison(ids=ids)))
 
+    @extend_schema(
+        summary="What the run's model looked at in one of its images: a heatmap PNG (made once, then kept)",
+        responses={200: OpenApiResponse(OpenApiTypes.BINARY, description="The image with the heatmap over it.")},
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path=r"explain/(?P<item_id>[0-9]+)",
+        content_negotiation_class=ModelFileNegotiation,
+    )
+    def explain(self, request, pk=None, item_id=None):
+        relative = explanation_run_item(run=self.get_object(), item_id=int(item_id))
+        try:
+            return media_response(relative)
+        except Http404:
+            raise NotFound("the heatmap is missing from storage", field="item") from None
+
+    @extend_schema(
+        summary="The images behind a cell of the run's confusion matrix, with the model's confidence",
+        parameters=[ConfusionCellQuerySerializer],
+        responses={200: ConfusionCellSerializer},
+    )
+    @action(detail=True, methods=["get"])
+    def confusion(self, request, pk=None):
+        query = ConfusionCellQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        cell = evaluation_confusion_cell_by_label(
+            run=self.get_object(),
+            split=query.validated_data["split"],
+            true_label=query.validated_data["true"],
+            predicted_label=query.validated_data["predicted"],
+        )
+        return Response(ConfusionCellSerializer(cell, context={"request": request}).data)
+
     @extend_schema(summary="This run's training log (text)", responses={200: OpenApiResponse(OpenApiTypes.STR)})
     @action(detail=True, methods=["get"])
     def log(self, request, pk=None):
@@ -425,7 +467,7 @@ def _predict_payload(request) -> tuple[dict, bool]:
     data = request.data
     if not hasattr(data, "getlist"):
         return data, isinstance(data, dict) and "images" in data
-    payload = {key: data.get(key) for key in ("dataset", "run") if key in data}
+    payload = {key: data.get(key) for key in ("dataset", "run", "explain") if key in data}
     images = data.getlist("images")
     single = data.getlist("image")
     if len(single) > 1:
@@ -443,7 +485,7 @@ def _predict_payload(request) -> tuple[dict, bool]:
     responses={
         200: PolymorphicProxySerializer(
             component_name="PredictResult",
-            serializers=[PredictionSerializer, BatchPredictionSerializer],
+            serializers=[PredictionSerializer, ExplainedPredictionSerializer, BatchPredictionSerializer],
             resource_type_field_name=None,
         )
     },
@@ -456,6 +498,9 @@ class PredictView(APIView):
 
     One `image` is answered with its prediction; `images` (a JSON list, or several multipart
     files) with `{"results": [...]}` in the order sent. Needs the `predict` scope with a token.
+
+    `"explain": true` (one image) adds `explanation`: a heatmap of what the model looked at, by
+    occlusion (65 forward passes), counted against the explain rate as well as the predict rate.
     """
 
     permission_classes = [permissions.IsAuthenticated, TokenScopes, CanPredict]
@@ -475,8 +520,17 @@ class PredictView(APIView):
         else:
             run = prediction_current_run(dataset_id=data["dataset"])
         if not batch:
-            name, data = serializer.validated_data["image"]
-            return Response(prediction_predict(run=run, images=[(name, data)], current=current)[0].as_dict())
+            name, image = serializer.validated_data["image"]
+            if data["explain"]:
+                self._throttle_explanations(request)
+            prediction = prediction_predict(run=run, images=[(name, image)], current=current)[0]
+            answer = prediction.as_dict()
+            if data["explain"]:
+                explanation = explanation_for_image(
+                    run=run, name=name, data=image, label=prediction.label, current=current
+                )
+                answer["explanation"] = explanation.as_dict()
+            return Response(answer)
         images = [
             (f"images[{index}]" if name == "image" else name, data)
             for index, (name, data) in enumerate(serializer.validated_data["images"])
@@ -484,6 +538,11 @@ class PredictView(APIView):
         predictions = prediction_predict(run=run, images=images, field_name="images", current=current)
         results = [{"name": name, **p.as_dict()} for (name, _), p in zip(images, predictions, strict=True)]
         return Response({"results": results})
+
+    def _throttle_explanations(self, request) -> None:
+        throttle = ScopedThrottle()
+        if not throttle.allow(request, "explain"):
+            self.throttled(request, throttle.wait())
 
 
 @extend_schema(

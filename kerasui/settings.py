@@ -265,6 +265,8 @@ REST_FRAMEWORK = {
         "api": env_rate("KERASUI_THROTTLE_API", "1200/min"),
         "predict": env_rate("KERASUI_THROTTLE_PREDICT", "6000/min"),
         "metrics": env_rate("KERASUI_THROTTLE_METRICS", "120/min"),
+        # An explanation (`"explain": true` on /api/test/) is 65 forward passes: 60/min is 3,900 images.
+        "explain": env_rate("KERASUI_THROTTLE_EXPLAIN", "60/min"),
     },
     "NUM_PROXIES": KERASUI_PROXY_COUNT,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",

@@ -19,6 +19,7 @@ from management.ml.export import FORMATS, RUNTIMES
 from management.models import DataSet, DataSetItem, TrainingRun
 from management.services.datasets import dataset_delete, dataset_items_delete, dataset_label_counts
 from management.services.errors import ServiceError
+from management.services.evaluations import evaluation_has_predictions
 from management.services.training import (
     training_run_cancel,
     training_run_create,
@@ -376,12 +377,10 @@ class TrainingRunAdmin(admin.ModelAdmin):
                 (entry, items.get(entry["item"]), thumbnail(items[entry["item"]], 64) if entry["item"] in items else "")
                 for entry in report["misclassified"]
             ]
-            parts.append(
-                render_to_string(
-                    "management/evaluation.html",
-                    {"title": titles.get(name, name), "report": report, "rows": rows, "mistakes": mistakes},
-                )
-            )
+            context = {"title": titles.get(name, name), "report": report, "rows": rows, "mistakes": mistakes}
+            # Cells link to their images when the evaluation kept every prediction; a mistake shows its heatmap.
+            context |= {"run": obj, "split": name, "cell_links": evaluation_has_predictions(report=report)}
+            parts.append(render_to_string("management/evaluation.html", context))
         return format_html("{}", mark_safe("".join(parts)))  # noqa: S308 - rendered by templates with escaping
 
     @admin.display(description="current model?")
@@ -459,6 +458,16 @@ class TrainingRunAdmin(admin.ModelAdmin):
                 "<int:run_id>/export/<str:format>/",
                 guarded(self, views.download_export, rules.EXPORT),
                 name="management_trainingrun_export",
+            ),
+            path(
+                "<int:run_id>/explain/<int:item_id>.png",
+                guarded(self, views.explain_run_item, rules.INSPECT_RUN),
+                name="management_trainingrun_explain",
+            ),
+            path(
+                "<int:run_id>/confusion/<str:split>/<int:true_index>/<int:predicted_index>/",
+                guarded(self, views.confusion_cell, rules.INSPECT_RUN),
+                name="management_trainingrun_confusion",
             ),
             path(
                 "<int:run_id>/promote/",

@@ -72,6 +72,12 @@ class TestForm(forms.Form):
     )
     run = forms.IntegerField(required=False, min_value=1, help_text="A version of the dataset; empty: the current one.")
     image = forms.FileField(help_text="Any image: it is resized and converted as the model was trained.")
+    explain = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Show what the model looked at",
+        help_text="A heatmap over the image: where hiding a part lowers the predicted label's probability most.",
+    )
 
     def clean_image(self):
         # The prediction service decodes and judges the image; decoding it here too would be waste.

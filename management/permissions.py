@@ -43,6 +43,8 @@ SET_MODEL_CODE = Rule("set_model_code", (MODEL_CODE_PERMISSION,))  # the code ru
 PROMOTE = Rule("promote", ("management.change_dataset",))  # make a version the current model
 EXPORT = Rule("export", ("management.view_trainingrun",))  # download a model, any format, and its log
 COMPARE = Rule("compare", ("management.view_trainingrun",))  # runs side by side: whoever may view runs
+# A run's images: what its model looked at in one (a heatmap), the images behind a confusion cell.
+INSPECT_RUN = Rule("inspect_run", ("management.view_trainingrun", "management.view_datasetitem"))
 # A model file is close to code (it answers predictions): importing one needs the model-code permission too.
 IMPORT = Rule("import_model", ("management.change_dataset", MODEL_CODE_PERMISSION))
 
@@ -58,6 +60,7 @@ RULES = (
     PROMOTE,
     EXPORT,
     COMPARE,
+    INSPECT_RUN,
     IMPORT,
     LOAD_DEMO,
 )

@@ -6,7 +6,7 @@ import io
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.management import call_command
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.html import format_html
@@ -22,8 +22,10 @@ from management.models import Architecture, ColorMode, DataSet, TrainingRun
 from management.services.compare import compare_ids_parse, compare_thumbnails, runs_compare, runs_for_comparison
 from management.services.datasets import ImportReport, dataset_import_zip, dataset_item_create
 from management.services.errors import ServiceError
+from management.services.evaluations import evaluation_confusion_cell
+from management.services.explanations import explanation_for_image, explanation_run_item
 from management.services.exports import training_run_export, training_run_export_bundle
-from management.services.prediction import prediction_predict_one
+from management.services.prediction import prediction_predict_one, prediction_version_run
 from management.services.training import dataset_model_validate
 from management.services.versions import training_run_import, training_run_promote
 
@@ -130,14 +132,18 @@ def test_model(request):
     """The Test page: choose a dataset (and a version), send an image, see the predicted label. The page's
     script posts the dropped image here and shows the result part of the answer."""
     form = TestForm(request.POST or None, request.FILES or None, initial={"dataset": request.GET.get("dataset")})
-    result = preview = None
+    result = preview = explanation = None
     if request.method == "POST" and form.is_valid():
         name, data = form.cleaned_data["image"]
         try:
             result = prediction_predict_one(
                 dataset=form.cleaned_data["dataset"], name=name, data=data, run_id=form.cleaned_data["run"]
             )
+            if form.cleaned_data["explain"]:
+                run = prediction_version_run(run_id=result.run_id)
+                explanation = explanation_for_image(run=run, name=name, data=data, label=result.label)
         except ServiceError as error:
+            result = None
             form.add_error(error.field if error.field in {"image", "run"} else "dataset", error.message)
         else:
             # The preview's type is the detected format's, never the one the file's name claims.
@@ -156,6 +162,8 @@ def test_model(request):
         "result": result,
         "probabilities": probabilities,
         "preview": preview,
+        "explanation": explanation,
+        "explanation_src": f"data:image/png;base64,{explanation.as_dict()['png_base64']}" if explanation else "",
         "trained_count": DataSet.objects.filter(current_run__isnull=False).count(),
     }
     return render(request, "management/test_model.html", context)
@@ -223,6 +231,42 @@ def download_log(request, run_id):
     if not run.log_file:
         raise Http404("this run has no log")
     return media_response(run.log_file.name)
+
+
+def explain_run_item(request, run_id, item_id):
+    """A heatmap of what a version's model looked at in one of its run's images (made once, then kept),
+    served as private media are; the run page's 'why?' buttons show it."""
+    run = get_object_or_404(TrainingRun, pk=run_id)
+    try:
+        relative = explanation_run_item(run=run, item_id=item_id)
+    except ServiceError as error:
+        response = HttpResponse(error.message, status=error.status, content_type="text/plain; charset=utf-8")
+        if getattr(error, "retry_after", None):
+            response["Retry-After"] = str(error.retry_after)
+        return response
+    return media_response(relative)
+
+
+def confusion_cell(request, run_id, split, true_index, predicted_index):
+    """The images behind one cell of a run's confusion matrix, with the model's confidence in each."""
+    run = get_object_or_404(TrainingRun.objects.select_related("dataset"), pk=run_id)
+    try:
+        cell = evaluation_confusion_cell(run=run, split=split, true_index=true_index, predicted_index=predicted_index)
+    except ServiceError as error:
+        if error.status == 404:
+            raise Http404(error.message) from None
+        messages.error(request, error.message)
+        return redirect("admin:management_trainingrun_change", run.pk)
+    verdict = "right" if true_index == predicted_index else "wrong"
+    context = {
+        **admin.site.each_context(request),
+        "opts": TrainingRun._meta,
+        "title": f"{cell.true_label} predicted as {cell.predicted_label}",
+        "run": run,
+        "cell": cell,
+        "verdict": verdict,
+    }
+    return render(request, "management/confusion_cell.html", context)
 
 
 def run_link(run: TrainingRun | None) -> str:

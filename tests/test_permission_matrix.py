@@ -109,6 +109,12 @@ CASES = {
         api=Door("get", "/api/trainingrun/compare/?ids={run},{run}"),
         admin=Door("get", "/admin/management/trainingrun/compare/?ids={run},{run}"),
     ),
+    "inspect_run": UseCase(
+        rules.INSPECT_RUN,
+        # The run has no evaluation: allowed requests stop at 404.
+        api=Door("get", "/api/trainingrun/{run}/confusion/?split=validation&true=red&predicted=blue"),
+        admin=Door("get", "/admin/management/trainingrun/{run}/confusion/validation/2/0/"),
+    ),
     "import": UseCase(
         rules.IMPORT,
         api=Door("post", "/api/dataset/{dataset}/import_model/"),

@@ -309,7 +309,8 @@ def dataset_delete(*, dataset: DataSet) -> None:
     for run in dataset.runs.all():
         files += [(run.model_file.storage, run.model_file.name), (run.log_file.storage, run.log_file.name)]
     folders = list(dataset.runs.exclude(checkpoint="").values_list("checkpoint", flat=True))
-    folders += [f"exports/run_{run_id}" for run_id in dataset.runs.values_list("pk", flat=True)]
+    run_ids = list(dataset.runs.values_list("pk", flat=True))
+    folders += [f"{kind}/run_{run_id}" for run_id in run_ids for kind in ("exports", "explanations")]
     storage = dataset.weights_file.storage
     weights = {dataset.weights_file.name, *dataset.runs.values_list("weights_file", flat=True)}
     files += [(storage, name) for name in weights if name]

@@ -63,7 +63,7 @@ def training_run_delete(*, run: TrainingRun) -> None:
         raise Conflict(f"run {run.pk} is {run.status}: cancel it before deleting it", field="run")
     files = [(field.storage, field.name) for field in (run.model_file, run.log_file)]
     dataset_id = run.dataset_id
-    folders = [run.checkpoint, f"exports/run_{run.pk}"]
+    folders = [run.checkpoint, f"exports/run_{run.pk}", f"explanations/run_{run.pk}"]
     run.delete()
     runs.dataset_current_run_choose(dataset_id=dataset_id, reason="deleted")
     delete_files_on_commit(files)

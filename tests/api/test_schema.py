@@ -27,6 +27,8 @@ ROUTES = {
     "/api/trainingrun/compare/": {"get"},
     "/api/trainingrun/{id}/model/": {"get"},
     "/api/trainingrun/{id}/log/": {"get"},
+    "/api/trainingrun/{id}/confusion/": {"get"},
+    "/api/trainingrun/{id}/explain/{item_id}/": {"get"},
     "/api/test/": {"post"},
     "/api/health/": {"get"},
     "/api/starting-points/": {"get"},
@@ -50,7 +52,7 @@ def test_the_schema_documents_exactly_the_routes(schema):
     assert documented == ROUTES
     for path in documented:
         try:
-            resolve(path.replace("{id}", "1"))
+            resolve(path.replace("{id}", "1").replace("{item_id}", "2"))
         except Resolver404:  # pragma: no cover - the assertion says which
             pytest.fail(f"{path} is documented but not routed")
 

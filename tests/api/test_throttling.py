@@ -84,7 +84,7 @@ def test_anonymous_clients_are_counted_by_address_and_health_is_never_throttled(
 
 def test_the_default_rates_are_generous(settings):
     rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
-    assert rates == {"api": "1200/min", "predict": "6000/min", "metrics": "120/min"}
+    assert rates == {"api": "1200/min", "predict": "6000/min", "metrics": "120/min", "explain": "60/min"}
 
 
 def cache_backend(tmp_path, **environment: str) -> str:
