@@ -3,6 +3,7 @@
 import json
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect
@@ -12,7 +13,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from management import options, views
+from management import options, run_report, views
 from management import permissions as rules
 from management.forms import DataSetForm, DataSetItemForm
 from management.ml.export import FORMATS, RUNTIMES
@@ -269,7 +270,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
     list_filter = ["status", "dataset"]
     actions = ["cancel_selected"]
     fieldsets = [
-        (None, {"fields": ["dataset", "status", "phase", "progress_display", "epoch_display", "error"]}),
+        # Status, phase and progress are the page's headline (run_change_form.html): shown once.
+        (None, {"fields": ["dataset", "epoch_display", "error"]}),
         ("Results", {"fields": ["metrics_display", "history_display", "serving_display", "downloads"]}),
         ("Evaluation", {"fields": ["evaluation_display"]}),
         ("Log", {"fields": ["log_tail"]}),
@@ -334,20 +336,17 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="duration")
     def duration(self, obj):
-        seconds = obj.duration_seconds
-        return f"{seconds:.0f} s" if seconds is not None else "—"
+        return run_report.duration_text(obj.duration_seconds)
 
     @admin.display(description="final metrics")
     def metrics_display(self, obj):
-        return format_html("{}", render_to_string("management/metrics.html", {"metrics": obj.metrics}))
+        rows = run_report.metric_rows(obj.metrics)
+        return format_html("{}", render_to_string("management/metrics.html", {"rows": rows}))
 
     @admin.display(description="history")
     def history_display(self, obj):
-        columns = []
-        for row in obj.history:
-            columns += [key for key in row if key not in columns]
-        rows = [[row.get(column, "") for column in columns] for row in obj.history]
-        return format_html("{}", render_to_string("management/history.html", {"columns": columns, "rows": rows}))
+        table = run_report.history_table(obj.history, run_report.best_epoch(obj))
+        return format_html("{}", render_to_string("management/history.html", table))
 
     @admin.display(description="images per split")
     def split_counts(self, obj):
@@ -423,6 +422,9 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         context = {**(extra_context or {}), "can": rules.allowed(request.user)}
+        run = self.get_object(request, unquote(object_id)) if object_id else None
+        if run is not None:
+            context["headline"] = run_report.run_headline(run)
         return super().changeform_view(request, object_id, form_url, context)
 
     def get_urls(self):
