@@ -86,7 +86,8 @@ def held_out_accuracy(run: TrainingRun) -> dict | None:
             return {"percent": f"{report['accuracy']:.1%}", "on": f"{report['count']} {split} images"}
     if run.metrics.get("val_accuracy") is not None:
         count = run.metrics.get("validation_count")
-        return {"percent": f"{run.metrics['val_accuracy']:.1%}", "on": f"{count} validation images" if count else "validation"}
+        on = f"{count} validation images" if count else "the validation images"
+        return {"percent": f"{run.metrics['val_accuracy']:.1%}", "on": on}
     if run.metrics.get("accuracy") is not None:
         return {"percent": f"{run.metrics['accuracy']:.1%}", "on": "the training images: nothing was held out"}
     return None
