@@ -111,7 +111,7 @@ def run_status_text(run: TrainingRun) -> str:
         return f"cancelled by a person; {kept}"
     if run.interrupted:
         return f"its process stopped; {kept}"
-    return f"{kept}; the reason is below"
+    return kept
 
 
 def run_headline(run: TrainingRun) -> dict:
@@ -125,7 +125,7 @@ def run_headline(run: TrainingRun) -> dict:
         "best_epoch": best,
         "accuracy": held_out_accuracy(run),
         "duration": duration_text(seconds),
-        "duration_so_far": run.is_active,
+        "duration_so_far": run.is_active and run.started_at is not None,
     }
 
 

@@ -184,6 +184,7 @@ def test_the_run_page_reads_as_a_report_with_a_headline_readable_charts_and_metr
     assert title.startswith("Epoch 3:") and "training 55.0%" in title and "validation" in title, title
     band.hover()
     assert page.inner_text("[data-chart=accuracy] .kerasui-readout").startswith("Epoch 3:")
+    page.mouse.move(0, 0)
 
     # Final metrics in words and percentages; the history folded away.
     metrics = page.inner_text(".field-metrics_display")

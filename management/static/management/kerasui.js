@@ -117,7 +117,8 @@
     }).filter(function (line) { return line.points.length; });
     const values = series.flatMap(function (line) { return line.points.map(function (p) { return p[1]; }); });
     if (!values.length) {
-      chart.append(svg("text", { x: width / 2, y: height / 2, "text-anchor": "middle", class: "empty" },
+      chart.setAttribute("viewBox", "0 0 " + width + " 80");
+      chart.append(svg("text", { x: width / 2, y: 44, "text-anchor": "middle", class: "empty" },
                        "No epoch finished yet"));
       target.replaceChildren(chart);
       return;
@@ -285,6 +286,7 @@
 
     let shown = null;
     function draw() {
+      if (!loss || !accuracy) return;  // a finished run without a completed epoch has no charts
       const history = shown.history || [], best = bestEpoch(shown);
       lineChart(loss, history, ["loss", "val_loss"], { title: "loss", epochs: shown.epochs, fromZero: true, best: best });
       lineChart(accuracy, history, ["accuracy", "val_accuracy"], { title: "accuracy", epochs: shown.epochs, unit: true, best: best });
