@@ -270,8 +270,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
     list_filter = ["status", "dataset"]
     actions = ["cancel_selected"]
     fieldsets = [
-        # Status, phase and progress are the page's headline (run_change_form.html): shown once.
-        (None, {"fields": ["dataset", "epoch_display", "error"]}),
+        # Status, phase, progress and a failure's reason are the page's headline (run_headline.html): shown once.
+        (None, {"fields": ["dataset", "epoch_display"]}),
         ("Results", {"fields": ["metrics_display", "history_display", "serving_display", "downloads"]}),
         ("Evaluation", {"fields": ["evaluation_display"]}),
         ("Log", {"fields": ["log_tail"]}),

@@ -166,7 +166,7 @@ def test_the_run_page_reads_as_a_report_with_a_headline_readable_charts_and_metr
     # The headline: status, the best epoch, the held-out accuracy in percent, the duration.
     headline = page.inner_text("#kerasui-run h2 + *")
     accuracy = f"{succeeded_run.evaluation['validation']['accuracy']:.1%}"
-    assert "Succeeded" in headline and re.search(r"best epoch\s+9 of 12", headline, re.IGNORECASE), headline
+    assert "Succeeded" in headline and re.search(r"best epoch\s+9\s+of 12", headline, re.IGNORECASE), headline
     assert accuracy in headline and "1 min 40 s" in headline, headline
 
     # Every epoch is on the x axis, the value axis steps by a round number, the best epoch is marked.

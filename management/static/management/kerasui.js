@@ -96,6 +96,15 @@
     return null;
   }
 
+  /* "8 s", "2 min 5 s", "1 h 3 min": as the server writes a duration (management/run_report.py). */
+  function durationText(seconds) {
+    seconds = Math.max(0, Math.round(seconds));
+    if (seconds < 60) return seconds + " s";
+    const minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return minutes + " min" + (seconds % 60 ? " " + (seconds % 60) + " s" : "");
+    return Math.floor(minutes / 60) + " h " + (minutes % 60) + " min";
+  }
+
   const SERIES_NAMES = ["training", "validation"];
 
   /* A line chart of one metric per epoch: training and validation, drawn again with every new point.
@@ -254,6 +263,11 @@
     const progress = root.querySelector(".kerasui-live-progress"), epoch = root.querySelector(".kerasui-live-epoch");
     let wasActive = root.dataset.active === "1", lastLog = "";
 
+    function fact(name, content) {
+      const node = root.querySelector("[data-fact='" + name + "']");
+      if (node) node.replaceChildren(...(typeof content === "string" ? [document.createTextNode(content)] : content));
+    }
+
     function setField(name, nodes) {
       const field = document.querySelector(".field-" + name + " .readonly");
       if (field) field.replaceChildren(...nodes);
@@ -306,6 +320,14 @@
       if (run.status === "queued" || run.status === "running") {
         // The headline's status is the page's one progress display; a finished run's comes from the server.
         progress.replaceChildren(...progressMarkup(run));
+        const best = bestEpoch(run);
+        fact("best", best ? [document.createTextNode(String(best)),
+                             el("span", { class: "kerasui-muted", text: " of " + (run.history || []).length })] : "—");
+        fact("best-note", best ? "so far" : "no epoch completed yet");
+        if (run.started_at) {
+          fact("duration", durationText((Date.now() - Date.parse(run.started_at)) / 1000));
+          fact("duration-note", "so far");
+        }
         epoch.textContent = run.status === "queued" ? "waiting for the training process"
           : "epoch " + run.epoch + " of " + run.epochs;
       }
