@@ -301,6 +301,26 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
 
+    def get_fieldsets(self, request, obj=None):
+        """A finished run shows only what it has: a failed run no empty Results, Evaluation or Log."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or obj.is_active:
+            return fieldsets  # the page fills them in when the run ends
+        nothing = {
+            "metrics_display": not obj.metrics,
+            "history_display": not obj.history,
+            "serving_display": not obj.is_version,
+            "downloads": not obj.is_version and not obj.log_file,
+            "evaluation_display": not obj.evaluation,
+            "log_tail": not obj.log_file,
+        }
+        kept = []
+        for name, spec in fieldsets:
+            fields = [field for field in spec["fields"] if not nothing.get(field, False)]
+            if fields:
+                kept.append((name, {**spec, "fields": fields}))
+        return kept
+
     def has_add_permission(self, request):
         return False
 

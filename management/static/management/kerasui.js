@@ -291,9 +291,16 @@
       // The evaluation, metrics and buttons are rendered by the server: take them from a fresh copy.
       const response = await fetch(location.href, { credentials: "same-origin" });
       const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-      ["#content-main fieldset", ".object-tools", "#kerasui-run .kerasui-headline"].forEach(function (selector) {
+      const selectors = ["#content-main fieldset", ".object-tools", "#kerasui-run .kerasui-headline"];
+      if (selectors.some(function (selector) {
+        return document.querySelectorAll(selector).length !== fresh.querySelectorAll(selector).length;
+      })) {
+        location.reload();  // the finished run shows other sections (a failed run has no results)
+        return;
+      }
+      selectors.forEach(function (selector) {
         const old = document.querySelectorAll(selector), now = fresh.querySelectorAll(selector);
-        if (old.length === now.length) old.forEach(function (node, index) { node.replaceWith(document.importNode(now[index], true)); });
+        old.forEach(function (node, index) { node.replaceWith(document.importNode(now[index], true)); });
       });
       enhance(document);
     }
