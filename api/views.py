@@ -29,6 +29,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 from rest_framework.settings import APISettings
+from rest_framework.utils.formatting import markup_description
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -578,3 +579,8 @@ class ApiRootView(DefaultRouter.APIRootView):
     """
 
     name = "KerasUI API"
+
+    def get_view_description(self, html=False):
+        # The docstring's paragraphs, each on one line (its line breaks are the source's, not the reader's).
+        text = "\n\n".join(" ".join(part.split()) for part in (self.__doc__ or "").split("\n\n"))
+        return markup_description(text) if html else text
