@@ -260,9 +260,9 @@ class TrainingRunAdmin(admin.ModelAdmin):
     change_form_template = "management/run_change_form.html"
     list_display = [
         "__str__",
+        "accuracy_display",  # before the progress bar: still on screen on a phone
         "progress_display",
         "epoch_display",
-        "accuracy_display",
         "worker",
         "created_at",
         "duration",
