@@ -27,7 +27,9 @@ from rest_framework.exceptions import NotAcceptable, NotAuthenticated
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
+from rest_framework.routers import DefaultRouter
 from rest_framework.settings import APISettings
+from rest_framework.utils.formatting import markup_description
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -645,3 +647,18 @@ class MetricsView(APIView):
         metrics.record_process(cached_models=len(model_cache))
         body, content_type = metrics.exposition()
         return HttpResponse(body, content_type=content_type)
+
+
+class ApiRootView(DefaultRouter.APIRootView):
+    """Datasets of labelled images, their training runs and predictions: the links below list each resource.
+
+    The API docs (/api/docs/) describe every endpoint and let you try it from the browser. Authenticate
+    with an OAuth2 token from /o/token/ (scopes read, write, predict), a session, or Basic authentication.
+    """
+
+    name = "KerasUI API"
+
+    def get_view_description(self, html=False):
+        # The docstring's paragraphs, each on one line (its line breaks are the source's, not the reader's).
+        text = "\n\n".join(" ".join(part.split()) for part in (self.__doc__ or "").split("\n\n"))
+        return markup_description(text) if html else text

@@ -3,6 +3,7 @@
 import json
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect
@@ -12,7 +13,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from management import options, views
+from management import options, run_report, views
 from management import permissions as rules
 from management.forms import DataSetForm, DataSetItemForm
 from management.ml.export import FORMATS, RUNTIMES
@@ -260,9 +261,9 @@ class TrainingRunAdmin(admin.ModelAdmin):
     change_form_template = "management/run_change_form.html"
     list_display = [
         "__str__",
+        "accuracy_display",  # before the progress bar: still on screen on a phone
         "progress_display",
         "epoch_display",
-        "accuracy_display",
         "worker",
         "created_at",
         "duration",
@@ -270,7 +271,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
     list_filter = ["status", "dataset"]
     actions = ["cancel_selected", "compare_selected"]
     fieldsets = [
-        (None, {"fields": ["dataset", "status", "phase", "progress_display", "epoch_display", "error"]}),
+        # Status, phase, progress and a failure's reason are the page's headline (run_headline.html): shown once.
+        (None, {"fields": ["dataset", "epoch_display"]}),
         (
             "Results",
             {"fields": ["promotion_display", "metrics_display", "history_display", "serving_display", "downloads"]},
@@ -302,6 +304,27 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
+
+    def get_fieldsets(self, request, obj=None):
+        """A finished run shows only what it has: a failed run no empty Results, Evaluation or Log."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or obj.is_active:
+            return fieldsets  # the page fills them in when the run ends
+        nothing = {
+            "promotion_display": not obj.promotion,
+            "metrics_display": not obj.metrics,
+            "history_display": not obj.history,
+            "serving_display": not obj.is_version,
+            "downloads": not obj.is_version and not obj.log_file,
+            "evaluation_display": not obj.evaluation,
+            "log_tail": not obj.log_file,
+        }
+        kept = []
+        for name, spec in fieldsets:
+            fields = [field for field in spec["fields"] if not nothing.get(field, False)]
+            if fields:
+                kept.append((name, {**spec, "fields": fields}))
+        return kept
 
     def has_add_permission(self, request):
         return False
@@ -338,20 +361,17 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="duration")
     def duration(self, obj):
-        seconds = obj.duration_seconds
-        return f"{seconds:.0f} s" if seconds is not None else "—"
+        return run_report.duration_text(obj.duration_seconds)
 
     @admin.display(description="final metrics")
     def metrics_display(self, obj):
-        return format_html("{}", render_to_string("management/metrics.html", {"metrics": obj.metrics}))
+        rows = run_report.metric_rows(obj.metrics)
+        return format_html("{}", render_to_string("management/metrics.html", {"rows": rows}))
 
     @admin.display(description="history")
     def history_display(self, obj):
-        columns = []
-        for row in obj.history:
-            columns += [key for key in row if key not in columns]
-        rows = [[row.get(column, "") for column in columns] for row in obj.history]
-        return format_html("{}", render_to_string("management/history.html", {"columns": columns, "rows": rows}))
+        table = run_report.history_table(obj.history, run_report.best_epoch(obj))
+        return format_html("{}", render_to_string("management/history.html", table))
 
     @admin.display(description="images per split")
     def split_counts(self, obj):
@@ -446,6 +466,9 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         context = {**(extra_context or {}), "can": rules.allowed(request.user)}
+        run = self.get_object(request, unquote(object_id)) if object_id else None
+        if run is not None:
+            context["headline"] = run_report.run_headline(run)
         return super().changeform_view(request, object_id, form_url, context)
 
     def get_urls(self):

@@ -19,3 +19,9 @@ def kerasui_dashboard(context):
         datasets.append({"dataset": dataset, "balance": balance, "latest": dataset.latest_run})
     active = TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE).select_related("dataset")
     return {"datasets": datasets, "active_runs": list(active), "perms": context.get("perms")}
+
+
+@register.inclusion_tag("management/recent_runs.html")
+def kerasui_recent_runs(count: int = 8):
+    """The latest runs of every dataset, newest first: the home page's recent activity."""
+    return {"runs": list(TrainingRun.objects.select_related("dataset").order_by("-created_at")[:count])}

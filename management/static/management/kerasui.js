@@ -79,51 +79,130 @@
     return node;
   }
 
-  /* A line chart of one metric per epoch: training and validation, drawn again with every new point. */
+  /* A step of 1, 2 or 5 times a power of ten that cuts `span` into about `count` parts. */
+  function niceStep(span, count) {
+    const raw = span / count, power = Math.pow(10, Math.floor(Math.log10(raw)));
+    const fraction = raw / power;
+    return (fraction <= 1 ? 1 : fraction <= 2 ? 2 : fraction <= 5 ? 5 : 10) * power;
+  }
+
+  /* The epoch whose weights the model keeps: the run's record, else the lowest validation loss. */
+  function bestEpoch(run) {
+    if (run.metrics && run.metrics.best_epoch) return run.metrics.best_epoch;
+    for (const key of ["val_loss", "loss"]) {
+      const rows = (run.history || []).filter(function (row) { return typeof row[key] === "number" && isFinite(row[key]); });
+      if (rows.length) return rows.reduce(function (best, row) { return row[key] < best[key] ? row : best; }).epoch;
+    }
+    return null;
+  }
+
+  /* "8 s", "2 min 5 s", "1 h 3 min": as the server writes a duration (management/run_report.py). */
+  function durationText(seconds) {
+    seconds = Math.max(0, Math.round(seconds));
+    if (seconds < 60) return seconds + " s";
+    const minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return minutes + " min" + (seconds % 60 ? " " + (seconds % 60) + " s" : "");
+    return Math.floor(minutes / 60) + " h " + (minutes % 60) + " min";
+  }
+
+  const SERIES_NAMES = ["training", "validation"];
+
+  /* A line chart of one metric per epoch: training and validation, drawn again with every new point.
+     Every epoch has a tick (labels thinned evenly when there are many), the value axis has round steps,
+     the best epoch is marked, and hovering an epoch shows its values (in a title and under the chart). */
   function lineChart(target, rows, keys, options) {
-    const width = 600, height = 260, left = 48, right = 14, top = 12, bottom = 30;
+    // Drawn at the width it is shown (within 300–600), so its text stays readable on a phone.
+    const width = Math.round(Math.min(600, Math.max(300, target.clientWidth || 600)));
+    const height = width < 450 ? 220 : 260, left = 44, right = 14, top = 16, bottom = 30;
     const chart = svg("svg", { viewBox: "0 0 " + width + " " + height, role: "img",
                                "aria-label": options.title, "data-points": "0" });
+    const format = function (value) {
+      return options.unit ? (value * 100).toFixed(1) + "%" : value.toPrecision(3);
+    };
     const series = keys.map(function (key, index) {
-      return { key: key, css: index === 0 ? "train" : "validation",
+      return { key: key, name: SERIES_NAMES[index], css: index === 0 ? "train" : "validation",
                points: rows.filter(function (row) { return typeof row[key] === "number" && isFinite(row[key]); })
                            .map(function (row) { return [row.epoch, row[key]]; }) };
     }).filter(function (line) { return line.points.length; });
     const values = series.flatMap(function (line) { return line.points.map(function (p) { return p[1]; }); });
     if (!values.length) {
-      chart.append(svg("text", { x: width / 2, y: height / 2, "text-anchor": "middle", class: "empty" },
+      chart.setAttribute("viewBox", "0 0 " + width + " 80");
+      chart.append(svg("text", { x: width / 2, y: 44, "text-anchor": "middle", class: "empty" },
                        "No epoch finished yet"));
       target.replaceChildren(chart);
       return;
     }
     const lastEpoch = Math.max(options.epochs || 1, ...rows.map(function (row) { return row.epoch; }));
-    let low = options.fromZero ? 0 : Math.min(...values), high = Math.max(...values);
-    if (options.unit) { low = 0; high = Math.max(1, high); }
-    if (high - low < 1e-9) { high += 0.5; low = Math.max(0, low - 0.5); }
+    let low = options.fromZero || options.unit ? 0 : Math.min(...values), high = Math.max(...values);
+    if (options.unit) high = 1;
+    if (high - low < 1e-9) high = low + 1;
+    const step = options.unit ? 0.2 : niceStep(high - low, 5);
+    low = Math.floor(low / step + 1e-9) * step;
+    high = Math.ceil(high / step - 1e-9) * step;
+    const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
     const x = function (epoch) { return left + (lastEpoch <= 1 ? 0.5 : (epoch - 1) / (lastEpoch - 1)) * (width - left - right); };
     const y = function (value) { return top + (1 - (value - low) / (high - low)) * (height - top - bottom); };
-    for (let step = 0; step <= 4; step++) {
-      const value = low + (high - low) * step / 4;
-      chart.append(svg("line", { x1: left, x2: width - right, y1: y(value), y2: y(value), class: "grid" }));
-      chart.append(svg("text", { x: left - 6, y: y(value) + 4, "text-anchor": "end" },
-                       options.unit ? Math.round(value * 100) + "%" : value.toPrecision(2)));
+    const axis = svg("g", { class: "y-axis" });
+    for (let index = 0; low + index * step <= high + step / 1e6; index++) {
+      const value = low + index * step;
+      axis.append(svg("line", { x1: left, x2: width - right, y1: y(value), y2: y(value), class: "grid" }));
+      axis.append(svg("text", { x: left - 6, y: y(value) + 4, "text-anchor": "end" },
+                      options.unit ? Math.round(value * 100) + "%" : value.toFixed(decimals)));
     }
-    const ticks = Math.min(lastEpoch, 10);
-    for (let tick = 0; tick < ticks; tick++) {
-      const epoch = Math.round(1 + (lastEpoch - 1) * (ticks === 1 ? 0 : tick / (ticks - 1)));
-      chart.append(svg("text", { x: x(epoch), y: height - 10, "text-anchor": "middle" }, String(epoch)));
+    chart.append(axis);
+    // A tick per epoch; a label every 1, 2, 5, 10, 20, 25, 50… epochs so that the labels fit (12 at most).
+    const most = Math.max(4, Math.min(12, Math.floor((width - left - right) / 30)));
+    const every = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000].find(function (candidate) {
+      return lastEpoch / candidate <= most;
+    }) || Math.ceil(lastEpoch / most);
+    const xAxis = svg("g", { class: "x-axis" });
+    for (let epoch = 1; epoch <= lastEpoch; epoch++) {
+      const labelled = every === 1 || epoch % every === 0;
+      xAxis.append(svg("line", { x1: x(epoch), x2: x(epoch), y1: height - bottom, y2: height - bottom + (labelled ? 5 : 3),
+                                 class: "tick" }));
+      if (labelled) xAxis.append(svg("text", { x: x(epoch), y: height - 10, "text-anchor": "middle" }, String(epoch)));
+    }
+    chart.append(xAxis);
+    const best = options.best;
+    if (best && rows.some(function (row) { return row.epoch === best; })) {
+      const marker = svg("g", { class: "best-marker", "data-best-epoch": String(best) });
+      marker.append(svg("line", { x1: x(best), x2: x(best), y1: top, y2: height - bottom, class: "best" }));
+      marker.append(svg("text", { x: x(best) + (x(best) > width - 90 ? -4 : 4), y: top - 4, class: "best",
+                                  "text-anchor": x(best) > width - 90 ? "end" : "start" }, "best: epoch " + best));
+      chart.append(marker);
     }
     series.forEach(function (line) {
       chart.append(svg("polyline", { class: line.css, points: line.points.map(function (p) {
         return x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1); }).join(" ") }));
       line.points.forEach(function (p) {
-        const dot = svg("circle", { cx: x(p[0]), cy: y(p[1]), r: 3.2, class: line.css + " point" });
-        dot.append(svg("title", {}, line.key + " epoch " + p[0] + ": " + p[1].toFixed(4)));
-        chart.append(dot);
+        chart.append(svg("circle", { cx: x(p[0]), cy: y(p[1]), r: p[0] === best ? 5 : 3.2,
+                                     class: line.css + " point" + (p[0] === best ? " best-point" : "") }));
       });
     });
+    // Hover: a band per epoch with its values, as a title (any pointer) and in the line under the chart.
+    const readout = el("div", { class: "kerasui-readout", "aria-live": "polite" });
+    const describe = function (epoch) {
+      const parts = series.map(function (line) {
+        const point = line.points.find(function (p) { return p[0] === epoch; });
+        return point ? line.name + " " + format(point[1]) : null;
+      }).filter(Boolean);
+      return "Epoch " + epoch + (epoch === best ? " (best)" : "") + ": " + parts.join(", ");
+    };
+    const epochs = Array.from(new Set(series.flatMap(function (line) { return line.points.map(function (p) { return p[0]; }); })))
+      .sort(function (a, b) { return a - b; });
+    const band = lastEpoch <= 1 ? width - left - right : (width - left - right) / (lastEpoch - 1);
+    const resting = describe(epochs.includes(best) ? best : epochs[epochs.length - 1]);
+    epochs.forEach(function (epoch) {
+      const hover = svg("rect", { x: x(epoch) - band / 2, y: top, width: band, height: height - top - bottom,
+                                  class: "hover", "data-epoch": String(epoch) });
+      hover.append(svg("title", {}, describe(epoch)));
+      hover.addEventListener("mouseenter", function () { readout.textContent = describe(epoch); });
+      hover.addEventListener("mouseleave", function () { readout.textContent = resting; });
+      chart.append(hover);
+    });
+    readout.textContent = resting;
     chart.setAttribute("data-points", String(series.reduce(function (sum, line) { return sum + line.points.length; }, 0)));
-    target.replaceChildren(chart);
+    target.replaceChildren(chart, readout);
   }
 
   /* Colour every cell of a confusion matrix by its share of the row (true label). */
@@ -184,6 +263,11 @@
     const progress = root.querySelector(".kerasui-live-progress"), epoch = root.querySelector(".kerasui-live-epoch");
     let wasActive = root.dataset.active === "1", lastLog = "";
 
+    function fact(name, content) {
+      const node = root.querySelector("[data-fact='" + name + "']");
+      if (node) node.replaceChildren(...(typeof content === "string" ? [document.createTextNode(content)] : content));
+    }
+
     function setField(name, nodes) {
       const field = document.querySelector(".field-" + name + " .readonly");
       if (field) field.replaceChildren(...nodes);
@@ -207,25 +291,54 @@
       // The evaluation, metrics and buttons are rendered by the server: take them from a fresh copy.
       const response = await fetch(location.href, { credentials: "same-origin" });
       const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-      ["#content-main fieldset", ".object-tools"].forEach(function (selector) {
+      const selectors = ["#content-main fieldset", ".object-tools", "#kerasui-run .kerasui-headline"];
+      if (selectors.some(function (selector) {
+        return document.querySelectorAll(selector).length !== fresh.querySelectorAll(selector).length;
+      })) {
+        location.reload();  // the finished run shows other sections (a failed run has no results)
+        return;
+      }
+      selectors.forEach(function (selector) {
         const old = document.querySelectorAll(selector), now = fresh.querySelectorAll(selector);
-        if (old.length === now.length) old.forEach(function (node, index) { node.replaceWith(document.importNode(now[index], true)); });
+        old.forEach(function (node, index) { node.replaceWith(document.importNode(now[index], true)); });
       });
       enhance(document);
     }
 
+    let shown = null;
+    function draw() {
+      if (!loss || !accuracy) return;  // a finished run without a completed epoch has no charts
+      const history = shown.history || [], best = bestEpoch(shown);
+      lineChart(loss, history, ["loss", "val_loss"], { title: "loss", epochs: shown.epochs, fromZero: true, best: best });
+      lineChart(accuracy, history, ["accuracy", "val_accuracy"], { title: "accuracy", epochs: shown.epochs, unit: true, best: best });
+    }
+    let resizing = null;
+    window.addEventListener("resize", function () {
+      if (!shown) return;
+      clearTimeout(resizing);
+      resizing = setTimeout(draw, 50);
+    });
+
     async function tick() {
       let run;
       try { run = await api(url); } catch (error) { setTimeout(tick, 3000); return; }
-      const history = run.history || [];
-      lineChart(loss, history, ["loss", "val_loss"], { title: "loss", epochs: run.epochs, fromZero: true });
-      lineChart(accuracy, history, ["accuracy", "val_accuracy"], { title: "accuracy", epochs: run.epochs, unit: true });
-      progress.replaceChildren(...progressMarkup(run));
-      epoch.textContent = "epoch " + run.epoch + " of " + run.epochs;
-      setField("progress_display", progressMarkup(run));
+      shown = run;
+      draw();
+      if (run.status === "queued" || run.status === "running") {
+        // The headline's status is the page's one progress display; a finished run's comes from the server.
+        progress.replaceChildren(...progressMarkup(run));
+        const best = bestEpoch(run);
+        fact("best", best ? [document.createTextNode(String(best)),
+                             el("span", { class: "kerasui-muted", text: " of " + (run.history || []).length })] : "—");
+        fact("best-note", best ? "so far" : "no epoch completed yet");
+        if (run.started_at) {
+          fact("duration", durationText((Date.now() - Date.parse(run.started_at)) / 1000));
+          fact("duration-note", "so far");
+        }
+        epoch.textContent = run.status === "queued" ? "waiting for the training process"
+          : "epoch " + run.epoch + " of " + run.epochs;
+      }
       setField("epoch_display", [document.createTextNode(run.epoch + " / " + run.epochs)]);
-      setField("status", [document.createTextNode(run.status.charAt(0).toUpperCase() + run.status.slice(1))]);
-      setField("phase", [document.createTextNode(PHASES[run.phase] || run.phase || "-")]);
       const active = run.status === "queued" || run.status === "running";
       root.dataset.status = run.status;
       if (active || wasActive) await refreshLog();
