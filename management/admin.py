@@ -48,9 +48,10 @@ def progress_bar(run: TrainingRun | None) -> str:
 
 
 def thumbnail(item: DataSetItem, size: int = 48) -> str:
+    """The item's small thumbnail (never the original, which may weigh megabytes) at `size` px."""
     return format_html(
         '<img src="{}" alt="{}" title="{}" loading="lazy" width="{}" height="{}" class="kerasui-thumb">',
-        item.image.url,
+        item.thumbnail_url,
         item.label,
         item.label,
         size,
@@ -245,7 +246,14 @@ class DataSetItemAdmin(admin.ModelAdmin):
 
     @admin.display(description="preview")
     def large_preview(self, obj):
-        return thumbnail(obj, 192) if obj.pk and obj.image else "—"
+        if not (obj.pk and obj.image):
+            return "—"
+        # The original only when asked for: a click opens it.
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener" title="open the original">{}</a>',
+            obj.image.url,
+            thumbnail(obj, 192),
+        )
 
     def delete_model(self, request, obj):
         dataset_items_delete(items=[obj])

@@ -354,7 +354,7 @@
         });
         const card = el("div", { class: "kerasui-card", "data-item": item.id }, [
           el("a", { href: "/admin/management/datasetitem/" + item.id + "/change/" },
-             [el("img", { src: item.image, alt: item.label, loading: "lazy" })]),
+             [el("img", { src: item.thumbnail, alt: item.label, loading: "lazy" })]),
           input, status]);
         return card;
       }));
