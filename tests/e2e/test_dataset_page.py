@@ -118,6 +118,9 @@ def test_the_dataset_page_shows_the_model_then_the_images_then_the_options(
     page.reload()
     page.wait_for_selector(".CodeMirror-linenumber")
     shoot(page, screenshots, "21-dataset-page-dark")
+    # Train, from the model's section, queues a run and opens its page.
+    page.click("#train-button")
+    page.wait_for_selector("#kerasui-run")
 
 
 def test_newly_dropped_images_appear_first_in_the_gallery(page, live_server, colour_dataset):
