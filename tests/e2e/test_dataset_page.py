@@ -133,7 +133,9 @@ def test_newly_dropped_images_appear_first_in_the_gallery(page, live_server, col
     assert "11" in page.locator("#kerasui-label-chart tbody tr", has_text="red").inner_text()
 
 
-def test_what_an_upload_skipped_stays_on_the_page_with_its_reasons_until_dismissed(page, live_server, colour_dataset):
+def test_what_an_upload_skipped_stays_on_the_page_with_its_reasons_until_dismissed(
+    page, live_server, colour_dataset, screenshots
+):
     open_dataset(page, live_server, colour_dataset)
     archive = zip_of({"green/ok.png": colour_image("green", seed=5), "green/notes.txt": b"not an image"})
     drop_files(page, "#kerasui-upload .kerasui-drop", [("more.zip", "application/zip", archive)])
@@ -144,6 +146,7 @@ def test_what_an_upload_skipped_stays_on_the_page_with_its_reasons_until_dismiss
     # No reload wipes it: the gallery and counts were refreshed in place.
     assert "11" in page.locator("#kerasui-label-chart tbody tr", has_text="green").inner_text()
     assert report.is_visible()
+    shoot(page, screenshots, "23-dataset-upload-report")
     report.locator("button.kerasui-dismiss").click()
     assert page.locator(".kerasui-upload-report").count() == 0
 
