@@ -170,11 +170,20 @@ class DataSetItemSerializer(serializers.ModelSerializer):
     image = ItemImageField(
         help_text="The image: base64 text in JSON (a data: URI is fine) or a file in multipart; read back as its URL."
     )
+    thumbnail = serializers.SerializerMethodField(
+        help_text="The URL of a small WebP of the image (at most 256 px on its longest side), for lists."
+    )
 
     class Meta:
         model = DataSetItem
-        fields = ["id", "dataset", "label", "image", "original_name", "created_at"]
+        fields = ["id", "dataset", "label", "image", "thumbnail", "original_name", "created_at"]
         read_only_fields = ["original_name", "created_at"]
+
+    def get_thumbnail(self, obj) -> str | None:
+        if not obj.image.name:
+            return None
+        request = self.context.get("request")
+        return request.build_absolute_uri(obj.thumbnail_url) if request else obj.thumbnail_url
 
 
 class DataSetItemMultipartSerializer(serializers.Serializer):

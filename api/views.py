@@ -12,6 +12,7 @@ from django.db.models import Count
 from django.http import Http404, HttpResponse, JsonResponse
 from django.utils._os import safe_join
 from django.views import defaults
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -24,6 +25,7 @@ from drf_spectacular.utils import (
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotAcceptable, NotAuthenticated
+from rest_framework.filters import OrderingFilter
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -77,6 +79,7 @@ from management.services.datasets import (
     dataset_delete,
     dataset_import_zip,
     dataset_item_create,
+    dataset_item_thumbnail_make,
     dataset_item_update,
     dataset_items_delete,
 )
@@ -301,11 +304,13 @@ class DataSetViewSet(viewsets.ModelViewSet):
     ),
 )
 class DataSetItemViewSet(viewsets.ModelViewSet):
-    """Labelled images; filter with ?dataset=<id> and ?label=<label>."""
+    """Labelled images; filter with ?dataset=<id> and ?label=<label>, sort with ?ordering=-id (newest first)."""
 
     serializer_class = DataSetItemSerializer
     parser_classes = [JSONParser, MultiPartParser, FormParser]
+    filter_backends = [DjangoFilterBackend, OrderingFilter]
     filterset_fields = ["dataset", "label"]
+    ordering_fields = ["id", "label", "created_at"]
 
     def get_queryset(self):
         return DataSetItem.objects.order_by("id")
@@ -621,6 +626,9 @@ class MediaView(APIView):
         except SuspiciousFileOperation:  # ../ and absolute names
             raise Http404 from None
         relative = Path(os.path.relpath(full_path, os.path.abspath(settings.MEDIA_ROOT))).as_posix()
+        if not full_path.is_file():
+            # A thumbnail is made on its first request when its image came before thumbnails did.
+            dataset_item_thumbnail_make(name=relative)
         return media_response(relative)
 
     def handle_exception(self, exc):

@@ -28,7 +28,8 @@ from management.services.training import (
     training_run_resume,
 )
 
-THUMBNAILS_ON_DATASET_PAGE = 60
+GALLERY_PAGE = 24
+RUNS_ON_DATASET_PAGE = 5
 LOG_TAIL_LINES = 200
 
 
@@ -50,9 +51,10 @@ def progress_bar(run: TrainingRun | None) -> str:
 
 
 def thumbnail(item: DataSetItem, size: int = 48) -> str:
+    """The item's small thumbnail (never the original, which may weigh megabytes) at `size` px."""
     return format_html(
         '<img src="{}" alt="{}" title="{}" loading="lazy" width="{}" height="{}" class="kerasui-thumb">',
-        item.image.url,
+        item.thumbnail_url,
         item.label,
         item.label,
         size,
@@ -65,15 +67,17 @@ class DataSetAdmin(admin.ModelAdmin):
     form = DataSetForm
     change_form_template = "management/dataset_change_form.html"
     change_list_template = "management/dataset_change_list.html"
-    list_display = ["name", "item_count", "labels", "training", "current_accuracy", "updated_at"]
+    # Accuracy beside the name: on a phone the columns after the first few are off-screen (and the
+    # labels and the date are hidden there, see kerasui.css).
+    list_display = ["name", "current_accuracy", "item_count", "training", "labels", "updated_at"]
     search_fields = ["name"]
     actions = ["train_selected"]
     readonly_fields = ["label_counts", "thumbnails", "runs", "current_run_link"]
+    # The model and the images are the page's own sections above these (dataset_change_form.html):
+    # what a user does first comes first, the options last.
     fieldsets = [
         (None, {"fields": ["name"]}),
-        ("Images", {"fields": ["label_counts", "thumbnails"]}),
         *options.fieldsets(options.MODEL, options.TRAINING, options.AUGMENTATION),
-        ("Training runs", {"fields": ["current_run_link", "runs"]}),
     ]
 
     def get_queryset(self, request):
@@ -87,7 +91,22 @@ class DataSetAdmin(admin.ModelAdmin):
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         # The page shows the buttons of the use cases this user may do.
         context = {**(extra_context or {}), "can": rules.allowed(request.user)}
+        dataset = self.get_object(request, object_id) if object_id else None
+        if dataset is not None:
+            context |= self._sections(dataset)
         return super().changeform_view(request, object_id, form_url, context)
+
+    def _sections(self, dataset: DataSet) -> dict:
+        """The page's sections above the options: the current model and its last runs, then the images."""
+        runs = list(dataset.runs.order_by("-created_at", "-id")[:RUNS_ON_DATASET_PAGE])
+        return {
+            "current_run": dataset.current_run,
+            "latest_run": runs[0] if runs else None,
+            "runs_count": dataset.runs.count(),
+            "runs_table": self.runs(dataset, runs),
+            "label_counts_html": self.label_counts(dataset),
+            "gallery_html": self.thumbnails(dataset),
+        }
 
     def get_readonly_fields(self, request, obj=None):
         # The model code runs on the server: only holders of the model-code permission may edit it.
@@ -95,11 +114,6 @@ class DataSetAdmin(admin.ModelAdmin):
         if not rules.SET_MODEL_CODE.allows(request.user):
             fields.append("process")
         return fields
-
-    def get_fieldsets(self, request, obj=None):
-        if obj is None:
-            return [fieldset for fieldset in self.fieldsets if fieldset[0] not in {"Images", "Training runs"}]
-        return self.fieldsets
 
     @admin.display(description="images", ordering="item_count")
     def item_count(self, obj):
@@ -130,10 +144,9 @@ class DataSetAdmin(admin.ModelAdmin):
 
     @admin.display(description="thumbnails")
     def thumbnails(self, obj):
-        # A sample of every label, so a glance shows what each label looks like.
+        # The newest first, as the gallery's script shows them: what was just added is in view.
         labels = list(dataset_label_counts(dataset=obj))
-        per_label = max(1, THUMBNAILS_ON_DATASET_PAGE // max(1, len(labels)))
-        items = [item for label in labels for item in obj.items.filter(label=label).order_by("-id")[:per_label]]
+        items = list(obj.items.order_by("-id")[:GALLERY_PAGE])
         total = obj.items.count()
         list_url = reverse("admin:management_datasetitem_changelist") + f"?dataset__id__exact={obj.pk}"
         return format_html(
@@ -151,8 +164,8 @@ class DataSetAdmin(admin.ModelAdmin):
         )
 
     @admin.display(description="runs")
-    def runs(self, obj):
-        runs = obj.runs.all()[:20]
+    def runs(self, obj, runs=None):
+        runs = obj.runs.all()[:20] if runs is None else runs
         context = {"runs": runs, "current_run_id": obj.current_run_id}
         return format_html("{}", render_to_string("management/run_table.html", context))
 
@@ -247,7 +260,14 @@ class DataSetItemAdmin(admin.ModelAdmin):
 
     @admin.display(description="preview")
     def large_preview(self, obj):
-        return thumbnail(obj, 192) if obj.pk and obj.image else "—"
+        if not (obj.pk and obj.image):
+            return "—"
+        # The original only when asked for: a click opens it.
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener" title="open the original">{}</a>',
+            obj.image.url,
+            thumbnail(obj, 192),
+        )
 
     def delete_model(self, request, obj):
         dataset_items_delete(items=[obj])

@@ -38,6 +38,23 @@ def item_image_path(instance: "DataSetItem", filename: str) -> str:
     return f"datasets/{instance.dataset_id}/{uuid.uuid4().hex[:16]}.{extension}"
 
 
+THUMBNAIL_FOLDER = "thumbnails"
+
+
+def thumbnail_name(image_name: str) -> str:
+    """The thumbnail of datasets/<dataset>/<random>.<ext>: datasets/<dataset>/thumbnails/<random>.webp,
+    a name the server made (from the image's), served by the private media view like the image."""
+    path = PurePosixPath(image_name)
+    return str(path.parent / THUMBNAIL_FOLDER / f"{path.stem}.webp")
+
+
+def thumbnail_image_prefix(name: str) -> str | None:
+    """The image a thumbnail name belongs to, as the prefix of its name (datasets/<dataset>/<random>.),
+    or None when `name` is not the name of a thumbnail."""
+    match = re.fullmatch(rf"(datasets/\d+)/{THUMBNAIL_FOLDER}/([0-9a-zA-Z_-]{{1,64}})\.webp", name)
+    return f"{match.group(1)}/{match.group(2)}." if match else None
+
+
 def original_file_name(name: str | None) -> str:
     """The base name a client gave a file, kept as data only: no folders, no control or format
     characters (bidi overrides, zero-width), at most 255 characters (the end, with the extension)."""
@@ -133,6 +150,15 @@ class DataSetItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} #{self.pk}"
+
+    @property
+    def thumbnail_name(self) -> str:
+        return thumbnail_name(self.image.name) if self.image.name else ""
+
+    @property
+    def thumbnail_url(self) -> str:
+        """A small WebP of the image for lists: made at import, or on its first request."""
+        return self.image.storage.url(self.thumbnail_name) if self.image.name else ""
 
 
 class Phase(models.TextChoices):

@@ -192,3 +192,33 @@ def load_image(
     if channels == 1:
         array = array[:, :, np.newaxis]
     return array
+
+
+THUMBNAIL_SIDE = 256
+THUMBNAIL_QUALITY = 80
+
+
+def make_thumbnail(source: ImageSource, *, side: int = THUMBNAIL_SIDE, max_pixels: int | None = None) -> bytes:
+    """A small WebP of an image for lists and galleries: at most `side` pixels on its longest side,
+    EXIF orientation applied, colours as a viewer shows them (transparency kept). Raises ValueError
+    with a readable reason for anything that is not a decodable image."""
+    image = _open(source, max_pixels)
+    try:
+        with image:
+            if image.format == "JPEG":
+                # The JPEG decoder downscales by a power of two while decoding: a 40-megapixel photo
+                # never becomes 40 million decoded pixels.
+                image.draft("RGB", (side, side))
+            image = ImageOps.exif_transpose(image)
+            if image.mode in {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}:
+                image = _to_8_bit(image)
+            transparent = image.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or (
+                image.mode == "P" and "transparency" in image.info
+            )
+            image = image.convert("RGBA" if transparent else "RGB")
+            image.thumbnail((side, side), Image.Resampling.LANCZOS)
+            output = io.BytesIO()
+            image.save(output, format="WEBP", quality=THUMBNAIL_QUALITY, method=4)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ValueError(f"image is truncated or corrupt ({error})") from None
+    return output.getvalue()

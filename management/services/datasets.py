@@ -16,8 +16,15 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import Count
 
-from management.ml.images import ImageInfo, image_file_name, verify_image
-from management.models import DataSet, DataSetItem, TrainingRun, original_file_name
+from management.ml.images import ImageInfo, image_file_name, make_thumbnail, verify_image
+from management.models import (
+    DataSet,
+    DataSetItem,
+    TrainingRun,
+    original_file_name,
+    thumbnail_image_prefix,
+    thumbnail_name,
+)
 from management.services.errors import Conflict, InsufficientStorage, ServiceError
 from management.services.journal import MediaJournal, media_journal
 
@@ -88,6 +95,50 @@ def image_check(data: bytes, *, name: str, field_name: str = "image") -> ImageIn
         raise ServiceError(f"{name}: {error}", field=field_name) from None
 
 
+def _thumbnail_save(storage, name: str, data: bytes, journal: MediaJournal | None = None) -> bool:
+    """Write the thumbnail `name` from the image `data` unless it exists; False when the image cannot be
+    made smaller (the lists then show nothing for it, never the original)."""
+    if storage.exists(name):
+        return True
+    try:
+        thumbnail = make_thumbnail(data, max_pixels=settings.KERASUI_MAX_IMAGE_PIXELS)
+    except ValueError:
+        return False
+    if journal is not None:
+        journal.add(name)
+    saved = storage.save(name, ContentFile(thumbnail))
+    if saved != name:  # another request made it meanwhile: keep theirs
+        storage.delete(saved)
+    return True
+
+
+def dataset_item_thumbnail_make(*, name: str) -> bool:
+    """Make the thumbnail `name` on its first request, from its item's original (items added before
+    thumbnails existed, or through the admin's form). True when the thumbnail exists afterwards."""
+    prefix = thumbnail_image_prefix(name)
+    if prefix is None:
+        return False
+    item = DataSetItem.objects.filter(image__startswith=prefix).first()
+    if item is None or thumbnail_name(item.image.name) != name:
+        return False
+    storage = item.image.storage
+    if storage.exists(name):
+        return True
+    try:
+        with item.image.open("rb") as file:
+            data = file.read()
+    except OSError:
+        return False
+    return _thumbnail_save(storage, name, data)
+
+
+def _files_of(item: DataSetItem) -> list[tuple[object, str]]:
+    """An item's files: its image and its thumbnail."""
+    if not item.image.name:
+        return []
+    return [(item.image.storage, item.image.name), (item.image.storage, thumbnail_name(item.image.name))]
+
+
 def dataset_item_create(*, dataset: DataSet, label: str, file: BinaryIO, name: str = "") -> DataSetItem:
     """Add one verified image to a dataset, stored under a name the server gives it from its format;
     `name` (the sender's) is kept as the item's original name."""
@@ -98,9 +149,11 @@ def dataset_item_create(*, dataset: DataSet, label: str, file: BinaryIO, name: s
     with media_journal() as journal:
         journal.save(item.image, image_file_name(info.format), ContentFile(data))
         try:
+            _thumbnail_save(item.image.storage, item.thumbnail_name, data, journal)
             item.save()
         except BaseException:
-            item.image.storage.delete(item.image.name)
+            for storage, stored in _files_of(item):
+                storage.delete(stored)
             raise
     return item
 
@@ -113,24 +166,27 @@ def dataset_item_update(
         item.label = clean_label(label)
     if dataset is not None:
         item.dataset = dataset
-    old_name = None
+    old_files: list[tuple[object, str]] = []
     if file is not None:
         name = getattr(file, "name", "") or ""
         data = file.read()
         info = image_check(data, name=name or "image")
-        old_name = item.image.name
+        old_files = _files_of(item)
         item.original_name = original_file_name(name)
     with media_journal() as journal:
         if file is not None:
             journal.save(item.image, image_file_name(info.format), ContentFile(data))
         try:
+            if file is not None:
+                _thumbnail_save(item.image.storage, item.thumbnail_name, data, journal)
             with transaction.atomic():
                 item.save()
-                if old_name:
-                    delete_files_on_commit([(item.image.storage, old_name)])
+                if old_files:
+                    delete_files_on_commit(old_files)
         except BaseException:
-            if old_name:
-                item.image.storage.delete(item.image.name)
+            if old_files:
+                for storage, stored in _files_of(item):
+                    storage.delete(stored)
             raise
     return item
 
@@ -233,6 +289,7 @@ def _import_entries(
             # The server names the file from its format; the entry's name is kept only as data.
             journal.save(item.image, image_file_name(image_format), ContentFile(data))
             items.append(item)
+            _thumbnail_save(item.image.storage, item.thumbnail_name, data, journal)
         with transaction.atomic():
             DataSetItem.objects.bulk_create(items, batch_size=500)
     except OSError as error:
@@ -249,8 +306,8 @@ def _import_entries(
 
 def _delete_images(items: list[DataSetItem]) -> None:
     for item in items:
-        if item.image.name:
-            item.image.storage.delete(item.image.name)
+        for storage, name in _files_of(item):
+            storage.delete(name)
 
 
 def dataset_label_counts(*, dataset: DataSet) -> dict[str, int]:
@@ -290,7 +347,7 @@ def delete_folders_on_commit(names: list[str]) -> None:
 def dataset_items_delete(*, items) -> int:
     """Delete items and, once that is committed, their image files."""
     items = list(items)
-    files = [(item.image.storage, item.image.name) for item in items]
+    files = [file for item in items for file in _files_of(item)]
     DataSetItem.objects.filter(pk__in=[item.pk for item in items]).delete()
     delete_files_on_commit(files)
     return len(items)
@@ -305,7 +362,7 @@ def dataset_delete(*, dataset: DataSet) -> None:
             f"dataset '{dataset.name}' is being trained (run {active.pk} is {active.status}): cancel the run first",
             field="dataset",
         )
-    files = [(item.image.storage, item.image.name) for item in dataset.items.all()]
+    files = [file for item in dataset.items.all() for file in _files_of(item)]
     for run in dataset.runs.all():
         files += [(run.model_file.storage, run.model_file.name), (run.log_file.storage, run.log_file.name)]
     folders = list(dataset.runs.exclude(checkpoint="").values_list("checkpoint", flat=True))

@@ -42,7 +42,13 @@ def test_the_dataset_page_has_the_label_chart_drop_zone_gallery_and_code_editor(
 
 def test_every_browser_asset_is_served_by_the_app_with_its_licence(admin_client):
     static = Path(settings.BASE_DIR) / "management" / "static" / "management"
-    for name in ("kerasui.js", "kerasui.css", "vendor/codemirror/codemirror.js", "vendor/codemirror/python.js"):
+    for name in (
+        "kerasui.js",
+        "dataset.js",
+        "kerasui.css",
+        "vendor/codemirror/codemirror.js",
+        "vendor/codemirror/python.js",
+    ):
         assert (static / name).stat().st_size > 1000, name
     assert "MIT License" in (static / "vendor/codemirror/LICENSE").read_text()
     html = admin_client.get("/admin/login/").content.decode()

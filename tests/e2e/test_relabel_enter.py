@@ -27,7 +27,8 @@ def test_enter_in_a_gallery_label_box_relabels_without_promoting_an_older_versio
     older = install_model(colour_dataset, colour_model_file)
     newer = install_model(colour_dataset, colour_model_file)
     DataSet.objects.filter(pk=colour_dataset.pk).update(current_run=newer)
-    item = DataSetItem.objects.filter(dataset=colour_dataset).order_by("id").first()
+    # The gallery shows the newest first.
+    item = DataSetItem.objects.filter(dataset=colour_dataset).order_by("-id").first()
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 900})

@@ -67,7 +67,7 @@ def test_a_full_disk_during_a_zip_import_answers_507_and_leaves_nothing(admin_us
     assert response.json() == {"file": ["the server's disk is full: nothing of this zip was imported"]}
     assert not dataset.items.exists()
     folder = Path(settings.MEDIA_ROOT) / "datasets" / str(dataset.pk)
-    assert not folder.exists() or not any(folder.iterdir())
+    assert not folder.exists() or not any(path.is_file() for path in folder.rglob("*"))
     assert not any((Path(settings.MEDIA_ROOT) / "journal").glob("*.txt"))
 
 

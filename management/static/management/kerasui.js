@@ -385,106 +385,7 @@
     });
   }
 
-  /* The dataset page: upload by drag and drop, and the paginated gallery with a label on each image. */
-  function uploader(root) {
-    const zone = root.querySelector(".kerasui-drop"), input = zone.querySelector("input[type=file]");
-    const labelInput = root.querySelector("[data-upload-label]"), bar = root.querySelector(".kerasui-upload-progress");
-    const fill = bar.querySelector(".kerasui-progress > span"), text = bar.querySelector(".kerasui-status");
-    const dataset = root.dataset.dataset;
-    // The upload page answers each file by redirecting to itself (a light page) with its messages.
-    const url = root.dataset.url + "?next=" + encodeURIComponent(root.dataset.url);
-    dropZone(zone, input, async function (files) {
-      const label = labelInput.value.trim();
-      const images = files.filter(function (file) { return !/\.zip$/i.test(file.name); });
-      if (images.length && !label) {
-        text.textContent = "Type the label of these images first (a zip can label by folder).";
-        bar.hidden = false;
-        labelInput.focus();
-        return;
-      }
-      const total = files.reduce(function (sum, file) { return sum + file.size; }, 0) || 1;
-      let done = 0;
-      const notes = [], problems = [];
-      bar.hidden = false;
-      const show = function (loaded) {
-        const percent = Math.min(100, Math.round((done + loaded) / total * 100));
-        fill.style.width = percent + "%";
-        text.textContent = "Uploading " + files.length + " file(s): " + percent + "%";
-      };
-      for (const file of files) {
-        const form = new FormData();
-        form.append("dataset", dataset);
-        form.append("label", label);
-        form.append("file", file);
-        try {
-          const messages = await upload(url, form, show);
-          messages.forEach(function (message) { (/^Skipped/.test(message) ? problems : notes).push(message); });
-        } catch (error) {
-          problems.push(file.name + ": " + error.message);
-        }
-        done += file.size;
-        show(0);
-      }
-      fill.style.width = "100%";
-      const added = files.length > 3 ? notes.length + " file(s) imported." : notes.join(" ");
-      text.textContent = added + (problems.length ? " Problems: " + problems.slice(0, 5).join("; ") : "") + " Refreshing…";
-      setTimeout(function () { location.reload(); }, problems.length ? 2500 : 600);
-    });
-  }
-
-  function gallery(root) {
-    const dataset = root.dataset.dataset, pageSize = 24;
-    const labels = JSON.parse(root.dataset.labels || "[]");
-    const filter = root.querySelector("select[data-filter]"), cards = root.querySelector(".kerasui-cards");
-    const pager = root.querySelector(".kerasui-pager"), list = root.querySelector("datalist");
-    let page = 1;
-    async function show() {
-      const params = new URLSearchParams({ dataset: dataset, page: page, page_size: pageSize });
-      if (filter.value) params.set("label", filter.value);
-      let data;
-      try { data = await api("/api/datasetitem/?" + params); } catch (error) {
-        cards.replaceChildren(el("p", { class: "kerasui-error", text: error.message }));
-        return;
-      }
-      cards.replaceChildren(...data.results.map(function (item) {
-        const input = el("input", { type: "text", value: item.label, list: list.id, "aria-label": "label of image " + item.id });
-        const status = el("span", { class: "kerasui-muted", text: "#" + item.id });
-        /* Enter saves this label (through "change") and nothing else: the box sits inside the dataset's
-           form, whose first submit button would otherwise be pressed (a version's Promote). */
-        input.addEventListener("keydown", function (event) {
-          if (event.key === "Enter") { event.preventDefault(); input.blur(); }
-        });
-        input.addEventListener("change", async function () {
-          const label = input.value.trim();
-          if (!label) { input.value = item.label; return; }
-          status.textContent = "saving…";
-          try {
-            const saved = await api("/api/datasetitem/" + item.id + "/", { method: "PATCH", body: { label: label } });
-            item.label = saved.label;
-            card.classList.add("saved");
-            status.textContent = "✓ #" + item.id;
-          } catch (error) { status.textContent = "✗ " + error.message; input.value = item.label; }
-        });
-        const card = el("div", { class: "kerasui-card", "data-item": item.id }, [
-          el("a", { href: "/admin/management/datasetitem/" + item.id + "/change/" },
-             [el("img", { src: item.image, alt: item.label, loading: "lazy" })]),
-          input, status]);
-        return card;
-      }));
-      const pages = Math.max(1, Math.ceil(data.count / pageSize));
-      pager.replaceChildren(
-        el("button", { type: "button", class: "button", disabled: page <= 1, text: "‹ Previous",
-                       onclick: function () { page -= 1; show(); } }),
-        el("span", { text: " page " + page + " of " + pages + " · " + data.count + " image(s) " }),
-        el("button", { type: "button", class: "button", disabled: page >= pages, text: "Next ›",
-                       onclick: function () { page += 1; show(); } }));
-    }
-    filter.replaceChildren(el("option", { value: "", text: "All labels" }),
-                           ...labels.map(function (label) { return el("option", { value: label, text: label }); }));
-    list.replaceChildren(...labels.map(function (label) { return el("option", { value: label }); }));
-    filter.addEventListener("change", function () { page = 1; show(); });
-    show();
-  }
+  /* The dataset page's drop zone and gallery are in dataset.js. */
 
   /* The Test page: drop, paste or choose an image; the prediction shows as top-5 probability bars. */
   function testPage(root) {
@@ -549,7 +450,7 @@
     main.append(textarea);
     if (contract) box.append(contract.content.cloneNode(true));
     const editor = window.CodeMirror.fromTextArea(textarea, {
-      mode: "python", lineNumbers: true, indentUnit: 4, tabSize: 4, indentWithTabs: false, viewportMargin: Infinity,
+      mode: "python", lineNumbers: true, indentUnit: 4, tabSize: 4, indentWithTabs: false, viewportMargin: Infinity, lineWrapping: true,
       extraKeys: { Tab: function (cm) { cm.replaceSelection("    "); } },
     });
     window.kerasuiEditor = editor;
@@ -559,8 +460,10 @@
     const button = el("button", { type: "button", class: "button", text: "Validate the model code" });
     const status = el("span", { class: "kerasui-muted" });
     box.append(el("div", { class: "kerasui-validation" }, [el("div", { class: "kerasui-row" }, [button, status]), output]));
-    let marked = null;
+    let marked = null, latest = 0;
     button.addEventListener("click", async function () {
+      // A second Validate supersedes the first: a late answer to the first is dropped, not shown.
+      const request = ++latest;
       status.textContent = "Building the model in a separate process…";
       output.replaceChildren();
       if (marked !== null) { editor.removeLineClass(marked, "background", "kerasui-error-line"); marked = null; }
@@ -574,6 +477,7 @@
       try {
         // The Validate page builds the model as edited and answers with its report, shown here.
         const answer = await postPage(validateUrl, body);
+        if (request !== latest) return;
         const report = answer.page.getElementById("kerasui-validation-report");
         if (answer.status === 403) throw new Error("you may not validate this model code (it runs on the server)");
         if (!report) throw new Error(String(answer.status));
@@ -587,6 +491,7 @@
           editor.scrollIntoView({ line: marked, ch: 0 }, 60);
         }
       } catch (error) {
+        if (request !== latest) return;
         status.textContent = "";
         output.replaceChildren(el("ul", { class: "messagelist" }, [el("li", { class: "error", text: error.message })]));
       }
@@ -629,15 +534,12 @@
     if (startingPoint) pretrainedSize(startingPoint);
     const run = document.getElementById("kerasui-run");
     if (run) runPage(run);
-    const up = document.getElementById("kerasui-upload");
-    if (up) uploader(up);
-    const pictures = document.getElementById("kerasui-gallery");
-    if (pictures && pictures.querySelector("select[data-filter]")) gallery(pictures);
     const test = document.getElementById("kerasui-test");
     if (test) testPage(test);
     const code = document.querySelector("textarea[name=process]");
     if (code) codeEditor(code);
   });
 
-  window.kerasui = { api: api, lineChart: lineChart, heatmap: heatmap };
+  window.kerasui = { api: api, lineChart: lineChart, heatmap: heatmap, el: el, dropZone: dropZone, upload: upload,
+                    texts: texts };
 })();

@@ -1,0 +1,166 @@
+/* The dataset page's images: the drop zone, what an upload added and skipped (kept on the page until
+   dismissed), the gallery (newest first, a label box under each image) and the per-label counts, which
+   follow uploads and relabels without reloading the page. Helpers come from kerasui.js. */
+(function () {
+  "use strict";
+
+  const k = window.kerasui;
+  let refreshGallery = function () {};
+
+  /* The counts (and the gallery's label list) as the server renders them now: a fresh copy of this page. */
+  async function refreshSummary() {
+    const summary = document.getElementById("kerasui-images-summary");
+    if (!summary) return;
+    const response = await fetch(location.href, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    const now = fresh.getElementById("kerasui-images-summary");
+    if (now) summary.replaceChildren(...Array.from(now.childNodes).map(function (node) { return document.importNode(node, true); }));
+    summary.dataset.refreshed = String(parseInt(summary.dataset.refreshed || "0", 10) + 1);
+    const gallery = document.getElementById("kerasui-gallery"), freshGallery = fresh.getElementById("kerasui-gallery");
+    if (gallery && freshGallery) {
+      gallery.dataset.labels = freshGallery.dataset.labels;
+      gallery.dispatchEvent(new CustomEvent("kerasui:labels"));
+    }
+  }
+
+  /* One upload's outcome, kept until its × is pressed: what was imported, what was skipped and why. */
+  function report(results, notes, problems) {
+    const items = notes.map(function (text) { return k.el("li", { class: "success", text: text }); })
+      .concat(problems.map(function (text) { return k.el("li", { class: "warning", text: text }); }));
+    if (!items.length) return;
+    const close = k.el("button", { type: "button", class: "kerasui-dismiss", "aria-label": "dismiss", title: "dismiss", text: "×" });
+    const block = k.el("div", { class: "kerasui-upload-report" }, [close, k.el("ul", { class: "messagelist" }, items)]);
+    close.addEventListener("click", function () { block.remove(); });
+    results.prepend(block);
+  }
+
+  function uploader(root) {
+    const zone = root.querySelector(".kerasui-drop"), input = zone.querySelector("input[type=file]");
+    const labelInput = root.querySelector("[data-upload-label]"), bar = root.querySelector(".kerasui-upload-progress");
+    const fill = bar.querySelector(".kerasui-progress > span"), text = bar.querySelector(".kerasui-status");
+    const results = root.querySelector(".kerasui-upload-results");
+    const dataset = root.dataset.dataset;
+    // The upload page answers each file by redirecting to itself (a light page) with its messages.
+    const url = root.dataset.url + "?next=" + encodeURIComponent(root.dataset.url);
+    k.dropZone(zone, input, async function (files) {
+      const label = labelInput.value.trim();
+      const images = files.filter(function (file) { return !/\.zip$/i.test(file.name); });
+      if (images.length && !label) {
+        text.textContent = "Type the label of these images first (a zip can label by folder).";
+        bar.hidden = false;
+        labelInput.focus();
+        return;
+      }
+      root.dataset.state = "uploading";
+      const total = files.reduce(function (sum, file) { return sum + file.size; }, 0) || 1;
+      let done = 0;
+      const notes = [], problems = [];
+      bar.hidden = false;
+      const show = function (loaded) {
+        const percent = Math.min(100, Math.round((done + loaded) / total * 100));
+        fill.style.width = percent + "%";
+        text.textContent = "Uploading " + files.length + " file(s): " + percent + "%";
+      };
+      for (const file of files) {
+        const form = new FormData();
+        form.append("dataset", dataset);
+        form.append("label", label);
+        form.append("file", file);
+        try {
+          const messages = await k.upload(url, form, show);
+          messages.forEach(function (message) { (/^Skipped/.test(message) ? problems : notes).push(message); });
+        } catch (error) {
+          problems.push(file.name + ": " + error.message);
+        }
+        done += file.size;
+        show(0);
+      }
+      fill.style.width = "100%";
+      input.value = "";
+      const shown = files.length > 3 ? [notes.length + " file(s) imported."] : notes;
+      report(results, shown, problems);
+      text.textContent = problems.length ? "Done, with problems: see below." : "Done.";
+      await Promise.all([refreshSummary(), refreshGallery()]);
+      root.dataset.state = "done";
+    });
+  }
+
+  function gallery(root) {
+    const dataset = root.dataset.dataset, pageSize = 24;
+    const filter = root.querySelector("select[data-filter]"), sort = root.querySelector("select[data-sort]");
+    const cards = root.querySelector(".kerasui-cards"), pager = root.querySelector(".kerasui-pager");
+    const list = root.querySelector("datalist");
+    let page = 1;
+
+    function labels() {
+      const names = JSON.parse(root.dataset.labels || "[]"), chosen = filter.value;
+      filter.replaceChildren(k.el("option", { value: "", text: "All labels" }),
+                             ...names.map(function (label) { return k.el("option", { value: label, text: label }); }));
+      filter.value = names.includes(chosen) ? chosen : "";
+      list.replaceChildren(...names.map(function (label) { return k.el("option", { value: label }); }));
+    }
+
+    function card(item) {
+      const input = k.el("input", { type: "text", value: item.label, list: list.id, "aria-label": "label of image " + item.id });
+      const status = k.el("a", { class: "kerasui-muted", href: "/admin/management/datasetitem/" + item.id + "/change/",
+                                 text: "#" + item.id, title: "this image's page" });
+      /* Enter saves this label (through "change") and nothing else: the box sits inside the dataset's
+         form, whose first submit button would otherwise be pressed (a version's Promote). */
+      input.addEventListener("keydown", function (event) {
+        if (event.key === "Enter") { event.preventDefault(); input.blur(); }
+      });
+      const node = k.el("div", { class: "kerasui-card", "data-item": item.id }, [
+        // The thumbnail in the list; the original only when asked for.
+        k.el("a", { href: item.image, target: "_blank", rel: "noopener", title: "open the original" },
+             [k.el("img", { src: item.thumbnail, alt: item.label, loading: "lazy" })]),
+        input, status]);
+      input.addEventListener("change", async function () {
+        const label = input.value.trim();
+        if (!label) { input.value = item.label; return; }
+        status.textContent = "saving…";
+        try {
+          const saved = await k.api("/api/datasetitem/" + item.id + "/", { method: "PATCH", body: { label: label } });
+          item.label = saved.label;
+          input.value = saved.label;
+          status.textContent = "✓ #" + item.id;
+          await refreshSummary();
+          node.classList.add("saved");
+        } catch (error) { status.textContent = "✗ " + error.message; input.value = item.label; }
+      });
+      return node;
+    }
+
+    async function show() {
+      const params = new URLSearchParams({ dataset: dataset, page: page, page_size: pageSize, ordering: sort.value });
+      if (filter.value) params.set("label", filter.value);
+      let data;
+      try { data = await k.api("/api/datasetitem/?" + params); } catch (error) {
+        cards.replaceChildren(k.el("p", { class: "kerasui-error", text: error.message }));
+        return;
+      }
+      cards.replaceChildren(...data.results.map(card));
+      const pages = Math.max(1, Math.ceil(data.count / pageSize));
+      pager.replaceChildren(
+        k.el("button", { type: "button", class: "button", disabled: page <= 1, text: "‹ Previous",
+                         onclick: function () { page -= 1; show(); } }),
+        k.el("span", { text: " page " + page + " of " + pages + " · " + data.count + " image(s) " }),
+        k.el("button", { type: "button", class: "button", disabled: page >= pages, text: "Next ›",
+                         onclick: function () { page += 1; show(); } }));
+    }
+    labels();
+    root.addEventListener("kerasui:labels", labels);
+    filter.addEventListener("change", function () { page = 1; show(); });
+    sort.addEventListener("change", function () { page = 1; show(); });
+    refreshGallery = function () { page = 1; return show(); };
+    return show();
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    if (!k) return;
+    const pictures = document.getElementById("kerasui-gallery");
+    if (pictures && pictures.querySelector("select[data-filter]")) gallery(pictures);
+    const up = document.getElementById("kerasui-upload");
+    if (up) uploader(up);
+  });
+})();
