@@ -56,7 +56,10 @@ def head_fit_predict(features: np.ndarray, labels: np.ndarray, *, num_classes: i
 
     def fit_predict(train_rows: np.ndarray, held_out_rows: np.ndarray) -> np.ndarray:
         train_x = features[train_rows]
-        mean, scale = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
+        # Centred and scaled as a whole (not per dimension): with fewer images than dimensions,
+        # per-dimension scaling blows up noise and the head grows overconfident.
+        mean = train_x.mean(axis=0)
+        scale = float(np.linalg.norm(train_x - mean, axis=1).mean()) + 1e-6
         fitted = fit_softmax_head(
             (train_x - mean) / scale,
             labels[train_rows],

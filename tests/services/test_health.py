@@ -1,0 +1,123 @@
+"""Dataset health through the services: a check runs to done in the job function (in this process), its
+report has every section and finds what was planted, and the page's actions change the dataset."""
+
+import io
+
+import pytest
+from django.core.files.base import ContentFile
+
+from management.ml import backbones
+from management.ml.efficientnet_lite import ensure_weights
+from management.models import DataSet, DataSetItem, HealthCheck
+from management.services import health
+from management.services.datasets import dataset_import_zip, dataset_item_create
+from management.services.errors import ServiceError
+from management.services.health_job import health_check_execute
+from tests.images import colour_image, colour_zip
+
+SECTIONS = {"label_issues", "label_quality", "duplicates", "leaks", "outliers", "balance", "method", "seconds"}
+
+
+@pytest.fixture(scope="session")
+def lite0_weights(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("health-weights")
+    ensure_weights(folder)
+    return folder
+
+
+@pytest.fixture
+def planted(db, settings, lite0_weights, tmp_path, monkeypatch):
+    """Three colours × 8 images, one red image labelled blue, and an exact copy of a green one."""
+    settings.KERASUI_WEIGHTS_DIR = lite0_weights
+    settings.KERASUI_WEIGHTS_BASE_URL = ""
+    settings.KERASUI_PREPROCESS_WORKERS = 1
+    monkeypatch.setattr(backbones, "keras_cache_dir", lambda: tmp_path / "keras")
+    dataset = DataSet.objects.create(name="Health", image_size=16, epochs=1, batch_size=8)
+    dataset_import_zip(dataset=dataset, file=io.BytesIO(colour_zip(8)))
+    wrong = dataset_item_create(dataset=dataset, label="blue", file=ContentFile(colour_image("red", seed=999)))
+    copied = DataSetItem.objects.filter(dataset=dataset, label="green").first()
+    with copied.image.open("rb") as file:
+        copy = dataset_item_create(dataset=dataset, label="green", file=ContentFile(file.read()))
+    return dataset, wrong, copied, copy
+
+
+def run_check(dataset) -> HealthCheck:
+    check, created = health.health_check_start(dataset=dataset, enqueue=False)
+    assert created
+    return health_check_execute(check_id=check.pk, worker="test:1")
+
+
+def test_a_check_runs_to_done_and_finds_the_planted_label_error_and_duplicate(planted):
+    dataset, wrong, copied, copy = planted
+    check = run_check(dataset)
+    assert check.status == "done", check.error
+    assert check.progress == 1.0
+    report = check.report
+    assert SECTIONS <= set(report)
+    assert "EfficientNet-Lite0" in report["method"]
+    assert report["label_issues"][0]["item"] == wrong.pk
+    assert report["label_issues"][0]["given"] == "blue" and report["label_issues"][0]["suggested"] == "red"
+    assert len(report["label_quality"]) == 26
+    assert {"items": sorted([copied.pk, copy.pk]), "exact": True, "labels": ["green"]} in report["duplicates"]
+    assert report["balance"]["counts"] == {"blue": 9, "green": 9, "red": 8}
+
+
+def test_a_second_check_while_one_is_queued_returns_the_same_check(planted):
+    dataset = planted[0]
+    first, created = health.health_check_start(dataset=dataset, enqueue=False)
+    second, created_again = health.health_check_start(dataset=dataset, enqueue=False)
+    assert created and not created_again and first.pk == second.pk
+
+
+def test_a_cancelled_check_stops_and_keeps_no_report(planted, monkeypatch):
+    dataset = planted[0]
+    check, _ = health.health_check_start(dataset=dataset, enqueue=False)
+    from management.services import health_job
+
+    real = health_job.ml_health.image_hashes
+
+    def cancel_while_hashing(path, **options):
+        health.health_check_cancel(check=HealthCheck.objects.get(pk=check.pk))
+        return real(path, **options)
+
+    monkeypatch.setattr(health_job.ml_health, "image_hashes", cancel_while_hashing)
+    ended = health_check_execute(check_id=check.pk, worker="test:1")
+    assert ended.status == "cancelled" and ended.report == {}
+
+
+def test_the_report_hides_what_was_acted_on(planted):
+    dataset, wrong, copied, copy = planted
+    check = run_check(dataset)
+    assert [issue["item"] for issue in health.health_report_current(check=check)["label_issues"]][:1] == [wrong.pk]
+    health.health_relabel(dataset=dataset, item_id=wrong.pk, label="red")
+    assert DataSetItem.objects.get(pk=wrong.pk).label == "red"
+    current = health.health_report_current(check=check)
+    assert wrong.pk not in [issue["item"] for issue in current["label_issues"]]
+    health.health_keep_one(dataset=dataset, keep=copied.pk, item_ids=[copied.pk, copy.pk])
+    assert not DataSetItem.objects.filter(pk=copy.pk).exists() and DataSetItem.objects.filter(pk=copied.pk).exists()
+    assert not any(copy.pk in [m["item"] for m in g["items"]] for g in health.health_report_current(check=check)["duplicates"])
+
+
+def test_kept_suspects_are_not_listed_again_by_the_next_check(planted):
+    dataset, wrong, _, _ = planted
+    health.health_dismiss(dataset=dataset, item_ids=[wrong.pk], kind="label")
+    check = run_check(dataset)
+    assert wrong.pk not in [issue["item"] for issue in check.report["label_issues"]]
+
+
+def test_actions_refuse_items_of_another_dataset(planted):
+    dataset = planted[0]
+    other = DataSet.objects.create(name="Other")
+    stranger = dataset_item_create(dataset=other, label="x", file=ContentFile(colour_image("red", seed=1)))
+    with pytest.raises(ServiceError):
+        health.health_delete(dataset=dataset, item_ids=[stranger.pk])
+    with pytest.raises(ServiceError):
+        health.health_dismiss(dataset=dataset, item_ids=[stranger.pk], kind="label")
+    assert DataSetItem.objects.filter(pk=stranger.pk).exists()
+
+
+def test_without_a_backbone_the_models_own_code_is_trained_per_fold(planted, settings):
+    settings.KERASUI_HEALTH_BACKBONE = ""
+    check = run_check(planted[0])
+    assert check.status == "done", check.error
+    assert "model code" in check.report["method"] and len(check.report["label_quality"]) == 26
