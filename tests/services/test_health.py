@@ -95,7 +95,8 @@ def test_the_report_hides_what_was_acted_on(planted):
     assert wrong.pk not in [issue["item"] for issue in current["label_issues"]]
     health.health_keep_one(dataset=dataset, keep=copied.pk, item_ids=[copied.pk, copy.pk])
     assert not DataSetItem.objects.filter(pk=copy.pk).exists() and DataSetItem.objects.filter(pk=copied.pk).exists()
-    assert not any(copy.pk in [m["item"] for m in g["items"]] for g in health.health_report_current(check=check)["duplicates"])
+    groups = health.health_report_current(check=check)["duplicates"]
+    assert not any(copy.pk in [member["item"] for member in group["items"]] for group in groups)
 
 
 def test_kept_suspects_are_not_listed_again_by_the_next_check(planted):
