@@ -306,6 +306,11 @@ SPECTACULAR_SETTINGS = {
         "token from /o/token/ (scopes read, write, predict), or with a session or Basic authentication."
     ),
     "VERSION": "1.0.0",
+    # A health check's status and a run's share the field name, not the choices.
+    "ENUM_NAME_OVERRIDES": {
+        "HealthCheckStatusEnum": "management.models.HealthCheck.Status",
+        "StatusEnum": "management.models.TrainingRun.Status",
+    },
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],

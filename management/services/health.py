@@ -161,6 +161,8 @@ def health_dismiss(*, dataset: DataSet, item_ids, kind: str, user=None) -> int:
 def health_relabel(*, dataset: DataSet, item_id, label: str) -> DataSetItem:
     """Give a suspect the suggested (or any) label, through the datasets' own update."""
     (item,) = _items_of(dataset, [item_id])
+    if not isinstance(label, str) or not label.strip():
+        raise ServiceError("give the new label", field="label")
     return dataset_item_update(item=item, label=label)
 
 
