@@ -7,7 +7,6 @@ import pytest
 from django.core.files.base import ContentFile
 
 from management import health_runner
-from management.ml.efficientnet_lite import ensure_weights
 from management.models import DataSet, HealthCheck
 from management.services import health
 from management.services.datasets import dataset_import_zip, dataset_item_create
@@ -16,9 +15,8 @@ from tests.images import colour_image, colour_zip
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_queued_check_is_computed_by_the_health_command_in_a_subprocess(tmp_path, monkeypatch, settings):
-    weights = tmp_path / "weights"
-    ensure_weights(weights)
+def test_a_queued_check_is_computed_by_the_health_command_in_a_subprocess(lite0_weights, monkeypatch):
+    weights = lite0_weights
     # The subprocess gets this process's environment (supervisor.training_environment).
     monkeypatch.setenv("KERASUI_WEIGHTS_DIR", str(weights))
     monkeypatch.setenv("KERASUI_WEIGHTS_BASE_URL", "")

@@ -7,7 +7,6 @@ import pytest
 from django.core.files.base import ContentFile
 
 from management.ml import backbones
-from management.ml.efficientnet_lite import ensure_weights
 from management.models import DataSet, DataSetItem, HealthCheck
 from management.services import health
 from management.services.datasets import dataset_import_zip, dataset_item_create
@@ -16,13 +15,6 @@ from management.services.health_job import health_check_execute
 from tests.images import colour_image, colour_zip
 
 SECTIONS = {"label_issues", "label_quality", "duplicates", "leaks", "outliers", "balance", "method", "seconds"}
-
-
-@pytest.fixture(scope="session")
-def lite0_weights(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("health-weights")
-    ensure_weights(folder)
-    return folder
 
 
 @pytest.fixture
