@@ -67,9 +67,18 @@ def supervise(check_id: int, *, die_with_parent: bool = False) -> str:
                 cancelled_at = cancelled_at or time.monotonic()
                 if time.monotonic() - cancelled_at > supervisor.CANCEL_GRACE_SECONDS:
                     process.terminate()
-    cause = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-    health.health_check_fail(check_id=check_id, message=f"interrupted: the health check's process {cause}; check again")
-    return HealthCheck.objects.filter(pk=check_id).values_list("status", flat=True).first() or "deleted"
+    # Only a check this process left active failed with it: another process may have taken it meanwhile.
+    check = HealthCheck.objects.filter(pk=check_id).first()
+    if check is None:
+        return "deleted"
+    ours = check.status == HealthCheck.Status.QUEUED or check.worker.endswith(f":{process.pid}")
+    if check.is_active and ours:
+        cause = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        health.health_check_fail(
+            check_id=check_id, message=f"interrupted: the health check's process {cause}; see its log and check again"
+        )
+        check.refresh_from_db()
+    return check.status
 
 
 def _thread(check_id: int) -> None:

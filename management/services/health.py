@@ -22,13 +22,16 @@ from management.services.health_lifecycle import Status, health_check_cancel_mov
 
 
 def _fail_lost(dataset: DataSet) -> None:
-    """An active check whose process is gone (no sign of life for the heartbeat timeout) failed."""
+    """A running check whose process is gone failed: on this host, its process is not alive; elsewhere,
+    it has given no sign of life for the heartbeat timeout."""
     stale = timezone.now() - timedelta(seconds=settings.KERASUI_HEARTBEAT_TIMEOUT)
     for check in HealthCheck.objects.filter(dataset=dataset, status=Status.RUNNING):
-        beat = check.heartbeat_at or check.started_at or check.created_at
-        pid = check.worker.rpartition(":")[2]
-        local = check.worker.startswith(_host() + ":") and pid.isdigit()
-        if beat < stale or (local and not pid_alive(int(pid))):
+        host, _, pid = check.worker.rpartition(":")
+        if host == _host() and pid.isdigit():
+            lost = not pid_alive(int(pid))
+        else:
+            lost = (check.heartbeat_at or check.started_at or check.created_at) < stale
+        if lost:
             health_check_fail(check_id=check.pk, message="interrupted: the health check's process stopped; check again")
 
 
@@ -49,6 +52,11 @@ def health_check_start(*, dataset: DataSet, user=None, enqueue: bool = True) -> 
         raise ServiceError("the dataset has no images: add labelled images before checking its health", field="dataset")
     existing = dataset.health_checks.filter(status__in=HealthCheck.ACTIVE).first()
     if existing is not None:
+        waited = timezone.now() - existing.created_at
+        if enqueue and existing.status == Status.QUEUED and waited.total_seconds() > settings.KERASUI_HEARTBEAT_TIMEOUT:
+            # Queued before the server restarted, or its message was lost: hand it over again (a
+            # process that finds it taken already exits at once).
+            _enqueue_on_commit(existing.pk)
         return existing, False
     try:
         with transaction.atomic():
@@ -60,10 +68,14 @@ def health_check_start(*, dataset: DataSet, user=None, enqueue: bool = True) -> 
             raise Conflict("a health check of this dataset was just started; try again", field="dataset") from None
         return existing, False
     if enqueue:
-        from management import health_runner
-
-        transaction.on_commit(lambda: health_runner.enqueue(check.pk))
+        _enqueue_on_commit(check.pk)
     return check, True
+
+
+def _enqueue_on_commit(check_id: int) -> None:
+    from management import health_runner
+
+    transaction.on_commit(lambda: health_runner.enqueue(check_id))
 
 
 def health_check_cancel(*, check: HealthCheck) -> bool:

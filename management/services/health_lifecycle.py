@@ -45,6 +45,11 @@ def health_check_progress(*, check_id: int, phase: str, progress: float) -> bool
     return _move(check_id, "progress", phase=phase, progress=progress, heartbeat_at=Now())
 
 
+def health_check_heartbeat(*, check_id: int) -> bool:
+    """Record that the check's process is alive; False once the check is not running."""
+    return _move(check_id, "progress", heartbeat_at=Now())
+
+
 def health_check_finish(*, check_id: int, report: dict) -> bool:
     return _move(check_id, "finish", report=report, progress=1.0, phase="", finished_at=timezone.now())
 

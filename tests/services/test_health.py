@@ -8,7 +8,7 @@ from django.core.files.base import ContentFile
 
 from management.ml import backbones
 from management.models import DataSet, DataSetItem, HealthCheck
-from management.services import health
+from management.services import health, health_lifecycle
 from management.services.datasets import dataset_import_zip, dataset_item_create
 from management.services.errors import ServiceError
 from management.services.health_job import health_check_execute
@@ -140,3 +140,37 @@ def test_without_a_backbone_the_models_own_code_is_trained_per_fold(db, settings
     assert check.status == "done", check.error
     assert "model code" in check.report["method"] and check.report["folds"] == 2
     assert len(check.report["label_quality"]) == 6
+
+
+class ExitedProcess:
+    """A health process that has already exited with `code`."""
+
+    def __init__(self, code: int, pid: int = 4242):
+        self.code, self.pid = code, pid
+
+    def wait(self, timeout=None):
+        return self.code
+
+
+def test_a_process_that_exits_fails_only_the_check_it_left_active(planted, monkeypatch):
+    from management import health_runner
+
+    dataset = planted[0]
+    check, _ = health.health_check_start(dataset=dataset, enqueue=False)
+    monkeypatch.setattr(health_runner, "start_health_process", lambda check_id, **options: ExitedProcess(-9))
+    assert health_runner.supervise(check.pk) == "failed"
+    assert "killed by signal 9" in HealthCheck.objects.get(pk=check.pk).error
+
+    other, _ = health.health_check_start(dataset=dataset, enqueue=False)
+    health_lifecycle.health_check_claim(check_id=other.pk, worker="elsewhere:77")  # taken by another process
+    monkeypatch.setattr(health_runner, "start_health_process", lambda check_id, **options: ExitedProcess(1))
+    assert health_runner.supervise(other.pk) == "running"
+
+
+def test_a_check_whose_process_died_is_failed_when_the_dataset_is_checked_again(planted):
+    dataset = planted[0]
+    lost, _ = health.health_check_start(dataset=dataset, enqueue=False)
+    health_lifecycle.health_check_claim(check_id=lost.pk, worker=health.this_worker(2**22 + 12345))  # no such pid
+    new, created = health.health_check_start(dataset=dataset, enqueue=False)
+    assert created and new.pk != lost.pk
+    assert HealthCheck.objects.get(pk=lost.pk).status == "failed"
