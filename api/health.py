@@ -39,15 +39,21 @@ class HealthCheckSerializer(serializers.ModelSerializer):
         return health.health_report_current(check=check)
 
 
+ITEM_ID = {"min_value": 1, "max_value": 2**63 - 1}
+
+
 class DismissSerializer(serializers.Serializer):
-    items = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=1000)
+    items = serializers.ListField(child=serializers.IntegerField(**ITEM_ID), min_length=1, max_length=1000)
     kind = serializers.ChoiceField(choices=HealthDismissal.Kind.choices)
 
 
 class KeepOneSerializer(serializers.Serializer):
-    keep = serializers.IntegerField(help_text="The image to keep.")
+    keep = serializers.IntegerField(help_text="The image to keep.", **ITEM_ID)
     items = serializers.ListField(
-        child=serializers.IntegerField(), min_length=1, max_length=1000, help_text="The group: the others are deleted."
+        child=serializers.IntegerField(**ITEM_ID),
+        min_length=1,
+        max_length=1000,
+        help_text="The group: the others are deleted.",
     )
 
 

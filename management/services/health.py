@@ -152,6 +152,9 @@ def _items_of(dataset: DataSet, item_ids) -> list[DataSetItem]:
         ids = {int(item_id) for item_id in item_ids}
     except (TypeError, ValueError):
         raise ServiceError("items must be a list of item ids", field="items") from None
+    if any(not 0 < item_id < 2**63 for item_id in ids):
+        # No row has such an id, and SQLite cannot even compare one beyond 64 bits.
+        raise ServiceError("every item must be an image of this dataset", field="items")
     items = list(DataSetItem.objects.filter(dataset=dataset, pk__in=ids))
     if len(items) != len(ids) or not items:
         raise ServiceError("every item must be an image of this dataset", field="items")

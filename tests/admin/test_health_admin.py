@@ -83,6 +83,10 @@ def test_an_action_on_a_foreign_or_missing_item_is_a_message_not_an_error(admin_
         f"/admin/management/dataset/{colour_dataset.pk}/health/relabel/", {"item": "x", "label": "red"}, follow=True
     )
     assert response.status_code == 200 and "Items must be a list of item ids" in response.content.decode()
+    response = admin_client.post(
+        f"/admin/management/dataset/{colour_dataset.pk}/health/delete/", {"item": str(10**30)}, follow=True
+    )
+    assert response.status_code == 200 and "Every item must be an image of this dataset" in response.content.decode()
 
 
 def test_deleting_needs_the_delete_permission(colour_dataset):

@@ -69,9 +69,12 @@ def test_kept_and_relabelled_findings_leave_the_report(api, colour_dataset, comp
     assert DataSetItem.objects.filter(pk=second).exists() and not DataSetItem.objects.filter(pk=third).exists()
 
 
-def test_keeping_an_image_of_another_dataset_is_a_400_naming_the_field(api, colour_dataset):
+def test_keeping_an_image_of_another_dataset_or_no_image_is_a_400_naming_the_field(api, colour_dataset):
     response = api.post(f"/api/dataset/{colour_dataset.pk}/health/keep/", {"items": [999999], "kind": "label"})
     assert response.status_code == 400 and "items" in response.json()
+    huge = 10**30  # beyond what SQLite can compare
+    response = api.post(f"/api/dataset/{colour_dataset.pk}/health/keep_one/", {"keep": huge, "items": [huge]})
+    assert response.status_code == 400 and "keep" in response.json()
 
 
 def test_a_viewer_reads_but_cannot_start_or_delete(api_as, api, colour_dataset):
