@@ -2,7 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
-from api import views
+from api import health, views
 
 router = DefaultRouter()
 router.APIRootView = views.ApiRootView
@@ -15,6 +15,12 @@ urlpatterns = [
     path("test/", views.PredictView.as_view(), name="predict"),
     path("health/", views.HealthView.as_view(), name="health"),
     path("starting-points/", views.StartingPointsView.as_view(), name="starting-points"),
+    # Dataset health (api/health.py); /api/health/ above is the server's own liveness probe.
+    path("dataset/<int:pk>/health/", health.DataSetHealthView.as_view(), name="dataset-health"),
+    path("dataset/<int:pk>/health/keep/", health.HealthDismissView.as_view(), name="dataset-health-keep"),
+    path("dataset/<int:pk>/health/keep_one/", health.HealthKeepOneView.as_view(), name="dataset-health-keep-one"),
+    path("healthcheck/<int:pk>/", health.HealthCheckView.as_view(), name="healthcheck-detail"),
+    path("healthcheck/<int:pk>/cancel/", health.HealthCheckCancelView.as_view(), name="healthcheck-cancel"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script as a file: the CSP allows no inline script.
     path(

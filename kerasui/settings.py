@@ -308,6 +308,11 @@ SPECTACULAR_SETTINGS = {
         "token from /o/token/ (scopes read, write, predict), or with a session or Basic authentication."
     ),
     "VERSION": "1.0.0",
+    # A health check's status and a run's share the field name, not the choices.
+    "ENUM_NAME_OVERRIDES": {
+        "HealthCheckStatusEnum": "management.models.HealthCheck.Status",
+        "StatusEnum": "management.models.TrainingRun.Status",
+    },
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
@@ -383,6 +388,10 @@ KERASUI_PREPROCESS_WORKERS = env_int("KERASUI_PREPROCESS_WORKERS", os.cpu_count(
 # download; `python manage.py weights import NAME FILE` then brings them in.
 KERASUI_WEIGHTS_DIR = Path(os.environ.get("KERASUI_WEIGHTS_DIR") or DATA_DIR / "weights")
 KERASUI_WEIGHTS_BASE_URL = os.environ.get("KERASUI_WEIGHTS_BASE_URL", "https://storage.googleapis.com/").strip()
+# Dataset health checks compute features of every image with this pretrained backbone at this size
+# (cached like training's); empty: no backbone, the dataset's own model code is trained per fold instead.
+KERASUI_HEALTH_BACKBONE = os.environ.get("KERASUI_HEALTH_BACKBONE", "efficientnet_lite0").strip()
+KERASUI_HEALTH_IMAGE_SIZE = env_int("KERASUI_HEALTH_IMAGE_SIZE", 96)
 # Building a model to validate its code (in a child process) is stopped after this many seconds.
 KERASUI_VALIDATE_TIMEOUT = env_int("KERASUI_VALIDATE_TIMEOUT", 60)
 # Model exports (h5, SavedModel, TFLite, ONNX) are made in a child process stopped after this many

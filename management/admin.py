@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from management import options, run_report, views
+from management import health_views, options, run_report, views
 from management import permissions as rules
 from management.forms import DataSetForm, DataSetItemForm
 from management.ml.export import FORMATS, RUNTIMES
@@ -230,9 +230,26 @@ class DataSetAdmin(admin.ModelAdmin):
                 guarded(self, views.import_model, rules.IMPORT),
                 name="management_dataset_import_model",
             ),
+            *self._health_urls(),
             path("test/", guarded(self, views.test_model, rules.PREDICT), name="management_dataset_test"),
             path("demo/", guarded(self, views.load_demo, rules.LOAD_DEMO), name="management_dataset_demo"),
             *super().get_urls(),
+        ]
+
+    def _health_urls(self):
+        """Dataset → Health (management/health_views.py): the page, and each action behind its rule."""
+        pages = [
+            ("", health_views.health_page, rules.VIEW_HEALTH, ""),
+            ("check/", health_views.health_start, rules.CHECK_HEALTH, "_check"),
+            ("cancel/", health_views.health_cancel, rules.CHECK_HEALTH, "_cancel"),
+            ("relabel/", health_views.health_relabel, rules.RELABEL, "_relabel"),
+            ("keep/", health_views.health_keep, rules.RELABEL, "_keep"),
+            ("delete/", health_views.health_delete, rules.DELETE_IMAGES, "_delete"),
+            ("keep_one/", health_views.health_keep_one, rules.DELETE_IMAGES, "_keep_one"),
+        ]
+        return [
+            path(f"<int:dataset_id>/health/{url}", guarded(self, view, rule), name=f"management_dataset_health{name}")
+            for url, view, rule, name in pages
         ]
 
     def _train_view(self, request, dataset_id):

@@ -312,3 +312,72 @@ class TrainingRun(models.Model):
 
 
 add_fields(DataSet, TrainingRun)
+
+
+class HealthCheck(models.Model):
+    """One check of a dataset's health (label errors, duplicates, outliers, balance), run as a job."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="health_checks")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    phase = models.CharField(max_length=40, blank=True)
+    progress = models.FloatField(default=0.0, help_text="0 to 1.")
+    report = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "health check"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dataset"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="one_active_health_check_per_dataset",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(progress__gte=0) & models.Q(progress__lte=1),
+                name="health_progress_between_0_and_1",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Health check {self.pk} of {self.dataset}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+
+class HealthDismissal(models.Model):
+    """A finding about an item a person kept as it is: later checks and the page do not list it again."""
+
+    class Kind(models.TextChoices):
+        LABEL = "label", "Suspected label error"
+        DUPLICATE = "duplicate", "Duplicate"
+        OUTLIER = "outlier", "Outlier"
+
+    item = models.ForeignKey(DataSetItem, on_delete=models.CASCADE, related_name="health_dismissals")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["item", "kind"], name="one_dismissal_per_item_and_kind")]

@@ -48,6 +48,13 @@ INSPECT_RUN = Rule("inspect_run", ("management.view_trainingrun", "management.vi
 # A model file is close to code (it answers predictions): importing one needs the model-code permission too.
 IMPORT = Rule("import_model", ("management.change_dataset", MODEL_CODE_PERMISSION))
 
+# Dataset health: reading a report shows the images; a check is a long job on the dataset; its actions
+# change or delete images, as the item endpoints do.
+VIEW_HEALTH = Rule("view_health", ("management.view_dataset", "management.view_datasetitem"))
+CHECK_HEALTH = Rule("check_health", ("management.change_dataset",))  # start a check, cancel it
+RELABEL = Rule("relabel", ("management.change_datasetitem",))  # relabel a suspect, or keep it as it is
+DELETE_IMAGES = Rule("delete_images", ("management.delete_datasetitem",))  # delete, or keep one of duplicates
+
 LOAD_DEMO = Rule("load_demo", ("management.add_dataset", "management.add_datasetitem"))  # a dataset and its images
 
 RULES = (
@@ -63,6 +70,10 @@ RULES = (
     INSPECT_RUN,
     IMPORT,
     LOAD_DEMO,
+    VIEW_HEALTH,
+    CHECK_HEALTH,
+    RELABEL,
+    DELETE_IMAGES,
 )
 
 

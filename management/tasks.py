@@ -99,3 +99,11 @@ def _watchdog(stop: threading.Event) -> None:
 def start_watchdog(sender=None, **kwargs) -> None:
     """In the worker's main process: check at once (runs of this host's dead processes), then regularly."""
     threading.Thread(target=_watchdog, args=(threading.Event(),), name="kerasui-watchdog", daemon=True).start()
+
+
+@shared_task(bind=True, name="management.tasks.check_health", max_retries=0)
+def check_health(self, check_id: int) -> str:
+    """Compute queued health check `check_id` in a subprocess of this worker (health_runner.py)."""
+    from management import health_runner
+
+    return health_runner.supervise(check_id, die_with_parent=True)

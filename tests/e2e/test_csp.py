@@ -30,6 +30,7 @@ def pages(db, admin_user) -> list[str]:
         "/admin/management/dataset/add/",
         f"/admin/management/dataset/{dataset.pk}/change/",
         f"/admin/management/dataset/{dataset.pk}/upload/",
+        f"/admin/management/dataset/{dataset.pk}/health/",
         "/admin/management/dataset/test/",
         "/admin/management/datasetitem/",
         f"/admin/management/datasetitem/{item.pk}/change/",

@@ -11,7 +11,6 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from management.ml import backbones, transfer
-from management.ml.efficientnet_lite import ensure_weights
 from management.ml.images import load_image
 from management.models import DataSet, Phase, TrainingRun
 from management.services import runs, trainer, training
@@ -20,11 +19,9 @@ from tests.images import COLOURS, colour_image, colour_zip
 
 
 @pytest.fixture(scope="session")
-def lite0_folder(tmp_path_factory):
-    """EfficientNet-Lite0's converted weights, once per test session."""
-    folder = tmp_path_factory.mktemp("weights")
-    ensure_weights(folder)
-    return folder
+def lite0_folder(lite0_weights):
+    """EfficientNet-Lite0's converted weights, once per test session (shared with the health tests)."""
+    return lite0_weights
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,107 @@
+"""The admin's Dataset → Health page and its one-click actions (each a POST calling one service)."""
+
+from django.contrib import admin, messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from management import permissions as rules
+from management.models import DataSet, HealthCheck, HealthDismissal
+from management.services import health
+from management.services.errors import ServiceError
+
+KINDS = dict(HealthDismissal.Kind.choices)
+
+
+def health_page(request, dataset_id):
+    """The newest check's findings still open, with thumbnails and actions; live progress while it runs."""
+    dataset = get_object_or_404(DataSet, pk=dataset_id)
+    check = health.health_check_latest(dataset=dataset)
+    report = health.health_report_current(check=check) if check is not None else {}
+    suggested_labels = sorted(set(report.get("labels", [])))
+    context = {
+        **admin.site.each_context(request),
+        "opts": DataSet._meta,
+        "title": f"Health of '{dataset}'",
+        "dataset": dataset,
+        "check": check,
+        "report": report,
+        "labels": suggested_labels,
+        "can": rules.allowed(request.user),
+    }
+    return render(request, "management/health.html", context)
+
+
+def _back(dataset_id):
+    return redirect("admin:management_dataset_health", dataset_id)
+
+
+def _act(request, dataset_id, action) -> object:
+    dataset = get_object_or_404(DataSet, pk=dataset_id)
+    try:
+        message = action(dataset)
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, message)
+    return _back(dataset_id)
+
+
+@require_POST
+def health_start(request, dataset_id):
+    def start(dataset):
+        check, created = health.health_check_start(dataset=dataset, user=request.user)
+        return f"Health check {check.pk} {'queued' if created else 'is already ' + check.get_status_display().lower()}."
+
+    return _act(request, dataset_id, start)
+
+
+@require_POST
+def health_cancel(request, dataset_id):
+    def cancel(dataset):
+        check = get_object_or_404(HealthCheck, pk=request.POST.get("check") or 0, dataset=dataset)
+        if not health.health_check_cancel(check=check):
+            raise ServiceError(f"health check {check.pk} has already ended")
+        return f"Health check {check.pk} cancelled."
+
+    return _act(request, dataset_id, cancel)
+
+
+@require_POST
+def health_relabel(request, dataset_id):
+    def relabel(dataset):
+        item = health.health_relabel(dataset=dataset, item_id=request.POST.get("item"), label=request.POST.get("label"))
+        return f"Image {item.pk} is now labelled '{item.label}'."
+
+    return _act(request, dataset_id, relabel)
+
+
+@require_POST
+def health_keep(request, dataset_id):
+    def keep(dataset):
+        kind = request.POST.get("kind", "")
+        count = health.health_dismiss(
+            dataset=dataset, item_ids=request.POST.getlist("item"), kind=kind, user=request.user
+        )
+        images = "1 image" if count == 1 else f"{count} images"
+        return f"Kept {images} as they are: not listed again as {KINDS.get(kind, kind).lower()}."
+
+    return _act(request, dataset_id, keep)
+
+
+@require_POST
+def health_delete(request, dataset_id):
+    def delete(dataset):
+        count = health.health_delete(dataset=dataset, item_ids=request.POST.getlist("item"))
+        return f"Deleted {count} image{'s' if count != 1 else ''}."
+
+    return _act(request, dataset_id, delete)
+
+
+@require_POST
+def health_keep_one(request, dataset_id):
+    def keep_one(dataset):
+        keep = request.POST.get("keep")
+        count = health.health_keep_one(dataset=dataset, keep=keep, item_ids=request.POST.getlist("item"))
+        return f"Kept image {keep}, deleted its {count} duplicate{'s' if count != 1 else ''}."
+
+    return _act(request, dataset_id, keep_one)

@@ -1,0 +1,99 @@
+"""Check a dataset's health in the foreground, or execute a queued health check (what the runners start)."""
+
+import json as json_module
+import os
+import threading
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+
+from management.models import DataSet, HealthCheck
+from management.services import health, health_lifecycle
+from management.services.errors import ServiceError
+
+
+class Command(BaseCommand):
+    help = "Check DATASET_ID's health now and print the report's summary, or execute queued check --check ID."
+
+    def add_arguments(self, parser):
+        parser.add_argument("dataset_id", nargs="?", type=int, help="the dataset to check now")
+        parser.add_argument("--check", type=int, dest="check_id", help="execute this queued health check")
+        parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
+
+    def handle(self, *args, dataset_id=None, check_id=None, json: bool = False, **options):
+        if (dataset_id is None) == (check_id is None):
+            raise CommandError("give either a dataset id or --check CHECK_ID")
+        if dataset_id is not None:
+            dataset = DataSet.objects.filter(pk=dataset_id).first()
+            if dataset is None:
+                raise CommandError(f"dataset {dataset_id} does not exist")
+            try:
+                check, created = health.health_check_start(dataset=dataset, enqueue=False)
+            except ServiceError as error:
+                raise CommandError(error.message) from None
+            if not created:
+                raise CommandError(f"health check {check.pk} of this dataset is already {check.status}")
+            check_id = check.pk
+        else:
+            status = HealthCheck.objects.filter(pk=check_id).values_list("status", flat=True).first()
+            if status is None:
+                raise CommandError(f"health check {check_id} does not exist")
+            if status != HealthCheck.Status.QUEUED:
+                # Before Keras loads: a check handed over twice costs nothing the second time.
+                raise CommandError(f"health check {check_id} is {status}, not queued")
+
+        # Keras and cleanlab load here, in this process, never in the web server's.
+        from management.services.health_job import health_check_execute
+
+        with Heartbeat(check_id):
+            check = health_check_execute(check_id=check_id, worker=health.this_worker(os.getpid()))
+        if check is None:
+            status = HealthCheck.objects.filter(pk=check_id).values_list("status", flat=True).first()
+            raise CommandError(f"health check {check_id} is {status}, not queued")
+        if check.status != HealthCheck.Status.DONE:
+            raise CommandError(f"health check {check.pk} {check.status}: {check.error or 'no error recorded'}")
+        report = check.report
+        if json:
+            self.stdout.write(_json(report))
+            return
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"health check {check.pk} done in {report['seconds']['total']} s ({report['method']}): "
+                f"{len(report['label_issues'])} suspected label errors, {len(report['duplicates'])} duplicate groups, "
+                f"{len(report['leaks']['groups'])} leaking, {len(report['outliers'])} outliers"
+            )
+        )
+        for note in report["balance"]["notes"]:
+            self.stdout.write(f"- {note}")
+
+
+class Heartbeat:
+    """A daemon thread recording every few seconds that the check's process is alive (long phases
+    such as building the backbone write no progress)."""
+
+    def __init__(self, check_id: int, interval: float = 5.0) -> None:
+        self.check_id, self.interval = check_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-health-{check_id}", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    health_lifecycle.health_check_heartbeat(check_id=self.check_id)
+                except Exception:  # noqa: BLE001 - a missed beat is retried; the check goes on
+                    pass
+        finally:
+            connection.close()
+
+
+def _json(report: dict) -> str:
+    return json_module.dumps(report, indent=2)

@@ -1,0 +1,193 @@
+"""Dataset health checks as the web asks for them: start, cancel, read the report, act on its findings.
+
+The check itself is computed in another process (`manage.py health --check ID`, see health_job.py);
+its status changes are health_lifecycle.py's. The actions go through the datasets' own services.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from management.models import DataSet, DataSetItem, HealthCheck, HealthDismissal
+from management.processes import pid_alive
+from management.services.datasets import dataset_item_update, dataset_items_delete
+from management.services.errors import Conflict, ServiceError
+from management.services.health_lifecycle import Status, health_check_cancel_move, health_check_fail
+
+# --- what the web asks for ---------------------------------------------------------------------------
+
+
+def _fail_lost(dataset: DataSet) -> None:
+    """A running check whose process is gone failed: on this host, its process is not alive; elsewhere,
+    it has given no sign of life for the heartbeat timeout."""
+    stale = timezone.now() - timedelta(seconds=settings.KERASUI_HEARTBEAT_TIMEOUT)
+    for check in HealthCheck.objects.filter(dataset=dataset, status=Status.RUNNING):
+        host, _, pid = check.worker.rpartition(":")
+        if host == _host() and pid.isdigit():
+            lost = not pid_alive(int(pid))
+        else:
+            lost = (check.heartbeat_at or check.started_at or check.created_at) < stale
+        if lost:
+            health_check_fail(check_id=check.pk, message="interrupted: the health check's process stopped; check again")
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def this_worker(pid: int) -> str:
+    return f"{_host()}:{pid}"
+
+
+def health_check_start(*, dataset: DataSet, user=None, enqueue: bool = True) -> tuple[HealthCheck, bool]:
+    """Queue a check of `dataset`; (check, True), or (its queued or running check, False) if it has one."""
+    _fail_lost(dataset)
+    if not dataset.items.exists():
+        raise ServiceError("the dataset has no images: add labelled images before checking its health", field="dataset")
+    existing = dataset.health_checks.filter(status__in=HealthCheck.ACTIVE).first()
+    if existing is not None:
+        waited = timezone.now() - existing.created_at
+        if enqueue and existing.status == Status.QUEUED and waited.total_seconds() > settings.KERASUI_HEARTBEAT_TIMEOUT:
+            # Queued before the server restarted, or its message was lost: hand it over again (a
+            # process that finds it taken already exits at once).
+            _enqueue_on_commit(existing.pk)
+        return existing, False
+    try:
+        with transaction.atomic():
+            check = HealthCheck.objects.create(dataset=dataset, created_by=user if getattr(user, "pk", None) else None)
+    except IntegrityError:
+        # Another request queued one a moment ago.
+        existing = dataset.health_checks.filter(status__in=HealthCheck.ACTIVE).first()
+        if existing is None:
+            raise Conflict("a health check of this dataset was just started; try again", field="dataset") from None
+        return existing, False
+    if enqueue:
+        _enqueue_on_commit(check.pk)
+    return check, True
+
+
+def _enqueue_on_commit(check_id: int) -> None:
+    from management import health_runner
+
+    transaction.on_commit(lambda: health_runner.enqueue(check_id))
+
+
+def health_check_cancel(*, check: HealthCheck) -> bool:
+    """Stop a queued or running check (a running one stops within a second); False if it had ended."""
+    moved = health_check_cancel_move(check_id=check.pk)
+    check.refresh_from_db()
+    return moved
+
+
+def health_check_latest(*, dataset: DataSet) -> HealthCheck | None:
+    return dataset.health_checks.order_by("-created_at", "-id").first()
+
+
+# --- the report as the page and the API show it, and its actions ----------------------------------------
+
+
+def health_dismissed(*, dataset: DataSet) -> dict[str, set[int]]:
+    """The item ids a person kept as they are, by kind of finding."""
+    dismissed: dict[str, set[int]] = {kind: set() for kind in HealthDismissal.Kind.values}
+    for item_id, kind in HealthDismissal.objects.filter(item__dataset=dataset).values_list("item_id", "kind"):
+        dismissed[kind].add(item_id)
+    return dismissed
+
+
+def health_report_current(*, check: HealthCheck) -> dict:
+    """The check's report without what was acted on since: deleted items, relabelled suspects, kept findings.
+
+    Every listed item gets its current label and its image's URL (the API's media door).
+    """
+    report = dict(check.report or {})
+    if not report:
+        return report
+    dataset = check.dataset
+    items = {item.pk: item for item in DataSetItem.objects.filter(dataset=dataset)}
+    dismissed = health_dismissed(dataset=dataset)
+
+    def shown(item_id: int) -> dict | None:
+        item = items.get(item_id)
+        if item is None:
+            return None
+        return {"item": item_id, "label": item.label, "image": item.image.url}
+
+    label_issues = []
+    for issue in report.get("label_issues", []):
+        item = items.get(issue["item"])
+        if item is None or item.label != issue["given"] or issue["item"] in dismissed[HealthDismissal.Kind.LABEL]:
+            continue
+        label_issues.append({**issue, **shown(issue["item"])})
+    report["label_issues"] = label_issues
+
+    def groups(found: list[dict]) -> list[dict]:
+        kept = []
+        for group in found:
+            members = [shown(item_id) for item_id in group["items"]]
+            members = [member for member in members if member is not None]
+            if len(members) < 2 or all(m["item"] in dismissed[HealthDismissal.Kind.DUPLICATE] for m in members):
+                continue
+            kept.append({**group, "items": members})
+        return kept
+
+    report["duplicates"] = groups(report.get("duplicates", []))
+    if report.get("leaks"):
+        report["leaks"] = {**report["leaks"], "groups": groups(report["leaks"].get("groups", []))}
+    report["outliers"] = [
+        {**outlier, **shown(outlier["item"])}
+        for outlier in report.get("outliers", [])
+        if outlier["item"] in items and outlier["item"] not in dismissed[HealthDismissal.Kind.OUTLIER]
+    ]
+    return report
+
+
+def _items_of(dataset: DataSet, item_ids) -> list[DataSetItem]:
+    try:
+        ids = {int(item_id) for item_id in item_ids}
+    except (TypeError, ValueError):
+        raise ServiceError("items must be a list of item ids", field="items") from None
+    if any(not 0 < item_id < 2**63 for item_id in ids):
+        # No row has such an id, and SQLite cannot even compare one beyond 64 bits.
+        raise ServiceError("every item must be an image of this dataset", field="items")
+    items = list(DataSetItem.objects.filter(dataset=dataset, pk__in=ids))
+    if len(items) != len(ids) or not items:
+        raise ServiceError("every item must be an image of this dataset", field="items")
+    return items
+
+
+@transaction.atomic
+def health_dismiss(*, dataset: DataSet, item_ids, kind: str, user=None) -> int:
+    """Keep these items as they are for this kind of finding: not listed again."""
+    if kind not in HealthDismissal.Kind.values:
+        raise ServiceError(f"kind must be one of {', '.join(HealthDismissal.Kind.values)}", field="kind")
+    items = _items_of(dataset, item_ids)
+    creator = user if getattr(user, "pk", None) else None
+    for item in items:
+        HealthDismissal.objects.get_or_create(item=item, kind=kind, defaults={"created_by": creator})
+    return len(items)
+
+
+def health_relabel(*, dataset: DataSet, item_id, label: str) -> DataSetItem:
+    """Give a suspect the suggested (or any) label, through the datasets' own update."""
+    (item,) = _items_of(dataset, [item_id])
+    if not isinstance(label, str) or not label.strip():
+        raise ServiceError("give the new label", field="label")
+    return dataset_item_update(item=item, label=label)
+
+
+def health_delete(*, dataset: DataSet, item_ids) -> int:
+    return dataset_items_delete(items=_items_of(dataset, item_ids))
+
+
+@transaction.atomic
+def health_keep_one(*, dataset: DataSet, keep, item_ids) -> int:
+    """Of a duplicate group, keep `keep` and delete the others; the number deleted."""
+    items = _items_of(dataset, [*item_ids, keep])
+    others = [item for item in items if item.pk != int(keep)]
+    return dataset_items_delete(items=others)

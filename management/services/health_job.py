@@ -1,0 +1,306 @@
+"""What a health check's process does: hash, decode and featurise the images, then build the report.
+
+Run by `manage.py health --check ID` (never in a web request: it imports Keras and cleanlab). Features
+come from the pretrained EfficientNet-Lite0 backbone at a small size, cached per images × backbone ×
+size beside the training caches; without the backbone, the dataset's own model code is trained per fold.
+Status changes go through health_lifecycle.py; progress is written at most about once a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+
+from management.ml import health as ml_health
+from management.ml.backbones import WeightsUnavailable
+from management.ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache
+from management.ml.images import channels_for
+from management.models import DataSetItem, HealthCheck, HealthDismissal
+from management.services import health, health_lifecycle, pretrained
+from management.services.datasets import dataset_labels
+from management.services.trainer import _local_paths
+
+log = logging.getLogger(__name__)
+
+BACKBONE = "efficientnet_lite0"
+# Each phase's share of the progress bar, in order.
+PHASES = {"hashing": 0.15, "decoding": 0.15, "features": 0.3, "labels": 0.3, "report": 0.1}
+# The fallback trains a whole model per fold: fewer folds and epochs keep it within minutes.
+FALLBACK_EPOCHS = 5
+FALLBACK_FOLDS = 3
+
+
+class Cancelled(Exception):
+    """The check was cancelled while it ran."""
+
+
+class Progress:
+    """Writes the check's phase and overall progress, at most once a second (and at each new phase)."""
+
+    def __init__(self, check_id: int):
+        self.check_id = check_id
+        self.phase = ""
+        self.last = 0.0
+
+    def __call__(self, phase: str, fraction: float = 0.0) -> bool:
+        start = sum(share for name, share in PHASES.items() if list(PHASES).index(name) < list(PHASES).index(phase))
+        overall = start + PHASES[phase] * min(1.0, max(0.0, fraction))
+        if phase == self.phase and time.monotonic() - self.last < 1.0 and fraction < 1.0:
+            return True
+        self.phase, self.last = phase, time.monotonic()
+        if not health_lifecycle.health_check_progress(check_id=self.check_id, phase=phase, progress=overall):
+            raise Cancelled
+        return True
+
+
+def _hashes(items: list[DataSetItem], paths: list[str], progress: Progress):
+    """Each image's hashes, the rows of the readable ones, and why the others cannot be read."""
+    hashes, readable, unreadable = [], [], []
+    for number, (item, path) in enumerate(zip(items, paths, strict=True)):
+        try:
+            hashes.append(ml_health.image_hashes(path, max_pixels=settings.KERASUI_MAX_IMAGE_PIXELS))
+            readable.append(number)
+        except (OSError, ValueError) as error:
+            unreadable.append({"item": item.pk, "label": item.label, "reason": str(error)})
+        progress("hashing", (number + 1) / len(items))
+    return hashes, readable, unreadable
+
+
+def _images(items: list[DataSetItem], paths: list[str], *, image_size: int, color_mode: str, progress: Progress):
+    folder = Path(settings.KERASUI_CACHE_DIR)
+    key = cache_key([(item.pk, item.image.name) for item in items], image_size=image_size, color_mode=color_mode)
+    images = build_image_cache(
+        paths,
+        folder=folder,
+        key=key,
+        image_size=image_size,
+        color_mode=color_mode,
+        workers=settings.KERASUI_PREPROCESS_WORKERS,
+        report=lambda done, total: progress("decoding", done / max(1, total)),
+        max_pixels=settings.KERASUI_MAX_IMAGE_PIXELS,
+    )
+    prune_image_cache(folder, max_bytes=settings.KERASUI_CACHE_MAX_BYTES, keep={key})
+    return images, key
+
+
+def _features(images, image_key: str, *, image_size: int, color_mode: str, progress: Progress):
+    """The backbone's cached features of `images`, or None when the backbone is not available here."""
+    from management.ml import transfer
+
+    name = settings.KERASUI_HEALTH_BACKBONE
+    if not name:
+        return None
+    try:
+        backbone = pretrained.backbone_ready(name=name)
+    except (WeightsUnavailable, ValueError) as error:
+        log.warning("health check without a backbone: %s", error)
+        return None
+    folder = Path(settings.KERASUI_CACHE_DIR) / "features"
+    key = transfer.feature_cache_key(image_key, backbone=name, weights_id=backbone.weights_id, image_size=image_size)
+
+    def make_extractor():
+        model = pretrained.backbone_build(name=name, image_size=image_size)
+        return transfer.feature_extractor(model, channels=channels_for(color_mode)).predict_on_batch
+
+    features = transfer.build_feature_cache(
+        images,
+        folder=folder,
+        key=key,
+        make_extractor=make_extractor,
+        report=lambda done, total: progress("features", done / max(1, total)),
+    )
+    prune_image_cache(folder, max_bytes=settings.KERASUI_CACHE_MAX_BYTES, keep={key})
+    return np.asarray(features), backbone.label
+
+
+def _model_code_fit_predict(check: HealthCheck, images, labels, *, num_classes: int):
+    """The fallback classifier: the dataset's own model built from its code and trained on each fold."""
+    from management.ml.models import Augmentation, ModelSpec, build_model
+
+    dataset = check.dataset
+    spec = ModelSpec(
+        code=dataset.process,
+        image_size=dataset.image_size,
+        channels=channels_for(dataset.color_mode),
+        num_classes=num_classes,
+        learning_rate=dataset.learning_rate,
+        augmentation=Augmentation(),
+    )
+
+    def fit_predict(train_rows, held_out_rows):
+        model = build_model(spec)
+        model.fit(
+            np.asarray(images[np.sort(train_rows)]),
+            labels[np.sort(train_rows)],
+            epochs=min(dataset.epochs, FALLBACK_EPOCHS),
+            batch_size=dataset.batch_size,
+            verbose=0,
+        )
+        return np.asarray(model.predict(np.asarray(images[held_out_rows]), verbose=0), dtype=np.float64)
+
+    return fit_predict
+
+
+def _pixel_features(images) -> np.ndarray:
+    """Without a backbone, outliers are measured on the images themselves, pooled to 8×8."""
+    images = np.asarray(images, dtype=np.float32)
+    size = images.shape[1]
+    step = max(1, size // 8)
+    pooled = images[:, : step * 8, : step * 8].reshape(len(images), 8, step, 8, step, -1).mean(axis=(2, 4))
+    return pooled.reshape(len(images), -1)
+
+
+def health_check_compute(check: HealthCheck, progress: Progress) -> dict:
+    """The report of a claimed check (see ml/health.py for what each part means)."""
+    started = time.monotonic()
+    dataset = check.dataset
+    label_names = dataset_labels(dataset=dataset)
+    dismissed = health.health_dismissed(dataset=dataset)
+    items = list(DataSetItem.objects.filter(dataset=dataset).order_by("id"))
+    with tempfile.TemporaryDirectory() as copies:
+        paths = _local_paths(items, Path(copies))
+        progress("hashing")
+        hashes, readable, unreadable = _hashes(items, paths, progress)
+        items, paths = [items[row] for row in readable], [paths[row] for row in readable]
+        if not items:
+            raise ValueError("no image of the dataset can be read")
+        image_size = settings.KERASUI_HEALTH_IMAGE_SIZE
+        color_mode = dataset.color_mode
+        use_backbone = bool(settings.KERASUI_HEALTH_BACKBONE)
+        if not use_backbone:
+            image_size = dataset.image_size
+        progress("decoding")
+        try:
+            images, image_key = _images(items, paths, image_size=image_size, color_mode=color_mode, progress=progress)
+        except ImageDecodeError as error:
+            raise ValueError(f"item {items[error.index].pk} cannot be read: {error.reason}") from None
+    seconds = {"hashing_and_decoding": round(time.monotonic() - started, 2)}
+
+    item_ids = [item.pk for item in items]
+    index_of = {label: index for index, label in enumerate(label_names)}
+    labels = np.array([index_of[item.label] for item in items], dtype=np.int64)
+    num_classes = len(label_names)
+
+    mark = time.monotonic()
+    progress("features")
+    found = _features(images, image_key, image_size=image_size, color_mode=color_mode, progress=progress)
+    if found is not None:
+        features, backbone_label = found
+        method = f"{backbone_label} features at {image_size} px, softmax head per fold"
+    else:
+        features = _pixel_features(images)
+        method = "the dataset's own model code trained per fold (no pretrained backbone available)"
+    seconds["features"] = round(time.monotonic() - mark, 2)
+
+    mark = time.monotonic()
+    progress("labels")
+    label_issues, quality, folds = [], {}, 0
+    if num_classes >= 2 and len(items) >= 4:
+        if found is not None:
+            fit_predict = ml_health.head_fit_predict(features, labels, num_classes=num_classes)
+        else:
+            fit_predict = _model_code_fit_predict(check, images, labels, num_classes=num_classes)
+        folds = ml_health.fold_count(labels, ml_health.FOLDS if found is not None else FALLBACK_FOLDS)
+        try:
+            probabilities = ml_health.out_of_fold_probabilities(
+                labels,
+                num_classes=num_classes,
+                fit_predict=fit_predict,
+                folds=folds,
+                report=lambda fraction: progress("labels", fraction),
+            )
+        except ml_health.Stopped:
+            raise Cancelled from None
+        scores = ml_health.label_quality(labels, probabilities)
+        quality = {str(item_id): round(float(score), 4) for item_id, score in zip(item_ids, scores, strict=True)}
+        issues = ml_health.find_label_issues(labels, probabilities)
+        label_issues = [
+            issue
+            for issue in ml_health.label_report(issues, item_ids=item_ids, label_names=label_names)
+            if issue["item"] not in dismissed[HealthDismissal.Kind.LABEL]
+        ]
+    seconds["labels"] = round(time.monotonic() - mark, 2)
+
+    mark = time.monotonic()
+    progress("report")
+    groups = ml_health.duplicate_groups(hashes)
+    labels_of = [item.label for item in items]
+
+    def group_of(group: dict) -> dict:
+        return {
+            "items": [item_ids[row] for row in group["rows"]],
+            "exact": group["exact"],
+            "labels": sorted({labels_of[row] for row in group["rows"]}),
+            **({"splits": group["splits"]} if "splits" in group else {}),
+        }
+
+    duplicates = [
+        group_of(group)
+        for group in groups
+        if not all(item_ids[row] in dismissed[HealthDismissal.Kind.DUPLICATE] for row in group["rows"])
+    ]
+    run = dataset.current_run
+    leaks = {"run": None, "groups": []}
+    if run is not None and run.splits:
+        leaks = {
+            "run": run.pk,
+            "groups": [
+                group_of(group) for group in ml_health.leaking_groups(groups, item_ids=item_ids, splits=run.splits)
+            ],
+        }
+    outliers = []
+    if num_classes >= 1 and len(items) >= 3:
+        scores = ml_health.outlier_scores(features, labels, num_classes=num_classes)
+        outliers = [
+            {"item": item_ids[row], "label": labels_of[row], "score": round(float(scores[row]), 2)}
+            for row in ml_health.find_outliers(scores)
+            if item_ids[row] not in dismissed[HealthDismissal.Kind.OUTLIER]
+        ]
+    counts = {name: int((labels == index).sum()) for index, name in enumerate(label_names)}
+    balance = ml_health.label_balance(counts, validation_split=dataset.validation_split)
+    seconds["report"] = round(time.monotonic() - mark, 2)
+    seconds["total"] = round(time.monotonic() - started, 2)
+    return {
+        "images": len(items),
+        "labels": label_names,
+        "method": method,
+        "folds": folds,
+        "label_issues": label_issues,
+        "label_quality": quality,
+        "duplicates": duplicates,
+        "leaks": leaks,
+        "outliers": outliers,
+        "balance": balance,
+        "unreadable": unreadable,
+        "seconds": seconds,
+    }
+
+
+def health_check_execute(*, check_id: int, worker: str) -> HealthCheck | None:
+    """Claim a queued check and compute it to its end: done, failed with a readable message, or cancelled.
+
+    Never raises for a failure of the check itself; None when the check was not queued.
+    """
+    check = health_lifecycle.health_check_claim(check_id=check_id, worker=worker)
+    if check is None:
+        return None
+    progress = Progress(check.pk)
+    try:
+        report = health_check_compute(check, progress)
+        health_lifecycle.health_check_finish(check_id=check.pk, report=report)
+    except Cancelled:
+        log.info("Health check %s was cancelled.", check.pk)
+    except ValueError as error:
+        health_lifecycle.health_check_fail(check_id=check.pk, message=str(error))
+    except Exception as error:  # noqa: BLE001 - whatever happens, the check must not stay "running"
+        log.exception("Health check %s failed unexpectedly", check.pk)
+        health_lifecycle.health_check_fail(
+            check_id=check.pk, message=f"unexpected error: {type(error).__name__}: {error}"
+        )
+    check.refresh_from_db()
+    return check
