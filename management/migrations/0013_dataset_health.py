@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('management', '0011_serving_engine'),
+        ('management', '0012_promotion_policy'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
