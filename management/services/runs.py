@@ -93,7 +93,9 @@ def dataset_current_run_choose(*, dataset_id: int, reason: str, run_id: int | No
 
     trained, imported: the newest version is current; an older run finishing late does not win.
     promoted: a person chose this version (a rollback when it is older).
-    deleted: the current run was deleted; the newest remaining version, unless one was chosen meanwhile.
+    deleted: the current run was deleted; the newest remaining version that was current once (promoted when
+    it finished, or by a person), else the newest version, unless one was chosen meanwhile. A version the
+    promotion policy kept back does not come back through a deletion.
     """
     datasets = DataSet.objects.filter(pk=dataset_id)
     if reason in {"trained", "imported"}:
@@ -102,11 +104,9 @@ def dataset_current_run_choose(*, dataset_id: int, reason: str, run_id: int | No
     elif reason == "promoted":
         fields = {"current_run": run_id, "updated_at": timezone.now()}
     elif reason == "deleted":
+        versions = TrainingRun.objects.filter(dataset_id=dataset_id, status=Status.SUCCEEDED).exclude(model_file="")
         successor = (
-            TrainingRun.objects.filter(dataset_id=dataset_id, status=Status.SUCCEEDED)
-            .exclude(model_file="")
-            .order_by("-id")
-            .first()
+            versions.filter(promotion__promoted=True).order_by("-id").first() or versions.order_by("-id").first()
         )
         fields = {"current_run": successor}
         datasets = datasets.filter(current_run__isnull=True)

@@ -58,7 +58,8 @@ def training_run_resume(*, run: TrainingRun, enqueue: bool = True) -> TrainingRu
 
 @transaction.atomic
 def training_run_delete(*, run: TrainingRun) -> None:
-    """Delete an ended run and its files; the newest remaining succeeded run becomes current."""
+    """Delete an ended run and its files; when it was current, the newest remaining version that was current
+    once becomes current (runs.dataset_current_run_choose)."""
     if run.is_active:
         raise Conflict(f"run {run.pk} is {run.status}: cancel it before deleting it", field="run")
     files = [(field.storage, field.name) for field in (run.model_file, run.log_file)]

@@ -4,6 +4,7 @@
 import pytest
 
 from management.models import DataSet, TrainingRun
+from management.services.training import training_run_delete
 from management.services.versions import training_run_promote
 from tests.runs import finish_run, split_report
 
@@ -155,3 +156,11 @@ def test_a_run_with_test_images_is_measured_on_them_against_the_current_models_v
     )
     assert current_of(dataset) == good.pk
     assert run.promotion["reason"].startswith("test accuracy 0.750 < current's validation accuracy 1.000 (each run on")
+
+
+def test_deleting_the_current_model_brings_back_the_last_promoted_version_not_a_worse_one_kept_back(dataset, good):
+    better = finish_run(dataset, evaluation=validation([0, 0, 1, 1]), splits={"validation": VALIDATION})
+    worse = finish_run(dataset, evaluation=validation([1, 1, 1, 1]), splits={"validation": VALIDATION})
+    assert current_of(dataset) == better.pk and worse.promotion["promoted"] is False
+    training_run_delete(run=better)
+    assert current_of(dataset) == good.pk
