@@ -57,7 +57,8 @@ def upload_zip(request, dataset_id=None):
         else:
             counts = ", ".join(f"{label}: {count}" for label, count in report.counts.items()) or "none"
             level = messages.SUCCESS if report.added else messages.WARNING
-            messages.add_message(request, level, f"Imported {report.added} images into '{dataset}' ({counts}).")
+            images = "image" if report.added == 1 else "images"
+            messages.add_message(request, level, f"Imported {report.added} {images} into '{dataset}' ({counts}).")
             if report.skipped:
                 shown = "; ".join(f"{entry['name']}: {entry['reason']}" for entry in report.skipped[:20])
                 more = f" and {len(report.skipped) - 20} more" if len(report.skipped) > 20 else ""

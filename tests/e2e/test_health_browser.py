@@ -7,6 +7,7 @@ import pytest
 
 from management.models import DataSetItem, HealthCheck
 from management.services import health_lifecycle
+from tests.e2e.test_browser import screenshots, shoot  # noqa: F401 - fixture
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -18,7 +19,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (
 
 
 def test_a_check_started_in_the_browser_shows_its_progress_then_its_findings(
-    live_server, admin_user, colour_dataset, monkeypatch
+    live_server, admin_user, colour_dataset, monkeypatch, screenshots  # noqa: F811
 ):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     suspect = DataSetItem.objects.filter(dataset=colour_dataset, label="blue").first()
@@ -54,6 +55,7 @@ def test_a_check_started_in_the_browser_shows_its_progress_then_its_findings(
         }  # fmt: skip
         health_lifecycle.health_check_finish(check_id=check.pk, report=report)
         page.wait_for_selector("text=Suspected label errors (1)")
+        shoot(page, screenshots, "22-dataset-health")
         page.click("text=Relabel to 'red'")
         page.wait_for_selector("text=Suspected label errors (0)")
         browser.close()
