@@ -440,7 +440,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
             parts.append(render_to_string("management/evaluation.html", context))
         return format_html("{}", mark_safe("".join(parts)))  # noqa: S308 - rendered by templates with escaping
 
-    @admin.display(description="current model?")
+    @admin.display(description="current model")
     def promotion_display(self, obj):
         reason = (obj.promotion or {}).get("reason", "")
         if obj.is_current:

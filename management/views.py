@@ -2,6 +2,7 @@
 
 import base64
 import io
+from datetime import datetime
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -365,6 +366,14 @@ def compare_runs(request):
         "title": f"Compare runs {', '.join(str(run['id']) for run in runs)} of '{comparison['dataset']['name']}'",
         "comparison": comparison,
         "runs": runs,
+        "run_rows": [
+            {
+                **run,
+                "status_label": TrainingRun.Status(run["status"]).label,
+                "created": datetime.fromisoformat(run["created_at"]) if run["created_at"] else None,
+            }
+            for run in runs
+        ],
         "pairs": pairs,
         "options": [(row["name"], row["values"]) for row in comparison["options_that_differ"]],
         "tables": _side_by_side(runs),
