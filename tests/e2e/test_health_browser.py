@@ -43,7 +43,7 @@ def test_a_check_started_in_the_browser_shows_its_progress_then_its_findings(
         # The job, as its process would write it: a phase and progress, then the report.
         health_lifecycle.health_check_claim(check_id=check.pk, worker="test:1")
         health_lifecycle.health_check_progress(check_id=check.pk, phase="features", progress=0.4)
-        sync_api.expect(page.locator("#kerasui-health-phase")).to_have_text("features")
+        sync_api.expect(page.locator("#kerasui-health-phase")).to_have_text("computing what each image looks like")
         assert page.eval_on_selector("#kerasui-health-progress", "bar => bar.value") == pytest.approx(0.4)
         issue = {"item": suspect.pk, "given": "blue", "suggested": "red", "confidence": 0.97, "quality": 0.01}
         report = {
