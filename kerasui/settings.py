@@ -91,7 +91,6 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "django.contrib.humanize",  # naturaltime: "19 seconds ago", not "0 minutes ago"
     "corsheaders",
     "rest_framework",
     "django_filters",

@@ -55,6 +55,9 @@ def test_a_check_started_in_the_browser_shows_its_progress_then_its_findings(
         }  # fmt: skip
         health_lifecycle.health_check_finish(check_id=check.pk, report=report)
         page.wait_for_selector("text=Suspected label errors (1)")
+        # Without a current model the leak check did not run: the page says so, not "0 … None found".
+        assert page.inner_text("#leaks") == "Duplicates across training and held-out images (not checked)"
+        assert "97%" in page.inner_text("#label-issues + p + .kerasui-scroll")
         shoot(page, screenshots, "22-dataset-health")
         page.click("text=Relabel to 'red'")
         page.wait_for_selector("text=Suspected label errors (0)")
