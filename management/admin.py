@@ -308,8 +308,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
     list_filter = ["status", "dataset"]
     actions = ["cancel_selected", "compare_selected"]
     fieldsets = [
-        # Status, phase, progress and a failure's reason are the page's headline (run_headline.html): shown once.
-        (None, {"fields": ["dataset", "epoch_display"]}),
+        # Status, phase, progress, epochs and a failure's reason are the headline (run_headline.html): shown once.
+        (None, {"fields": ["dataset"]}),
         (
             "Results",
             {"fields": ["promotion_display", "metrics_display", "history_display", "serving_display", "downloads"]},

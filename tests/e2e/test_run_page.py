@@ -238,6 +238,8 @@ def test_cancelled_failed_and_queued_runs_show_one_progress_display_and_their_re
     assert "4 of 30 epochs completed" in page.inner_text("#kerasui-run .kerasui-headline")
     assert "training" not in page.inner_text("#kerasui-run .kerasui-fact-status").replace("epochs", "")
     assert "Phase" not in content
+    # The epochs are said once, in the headline: no second "Epoch: 5 / 30" that contradicts its "4 of 30".
+    assert "5 / 30" not in content and page.locator(".field-epoch_display").count() == 0
     # Thirty planned epochs: a tick for each, labels every fifth (evenly spaced, all visible).
     labels = [int(text) for text in _texts(page, "[data-chart=loss] .x-axis text")]
     assert labels == list(range(5, 31, 5)) and page.locator("[data-chart=loss] .x-axis line").count() == 30
