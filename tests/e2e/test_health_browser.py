@@ -19,7 +19,11 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (
 
 
 def test_a_check_started_in_the_browser_shows_its_progress_then_its_findings(
-    live_server, admin_user, colour_dataset, monkeypatch, screenshots  # noqa: F811
+    live_server,
+    admin_user,
+    colour_dataset,
+    monkeypatch,
+    screenshots,  # noqa: F811
 ):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     suspect = DataSetItem.objects.filter(dataset=colour_dataset, label="blue").first()
