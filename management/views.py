@@ -263,7 +263,7 @@ def confusion_cell(request, run_id, split, true_index, predicted_index):
     context = {
         **admin.site.each_context(request),
         "opts": TrainingRun._meta,
-        "title": f"{cell.true_label} predicted as {cell.predicted_label}",
+        "title": f"Labelled {cell.true_label}, predicted {cell.predicted_label}",
         "run": run,
         "cell": cell,
         "verdict": verdict,

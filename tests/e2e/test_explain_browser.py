@@ -48,6 +48,7 @@ def test_why_buttons_cell_links_and_the_test_pages_heatmap_in_the_browser(
     shown = page.locator("[data-cell-item]")
     assert shown.count() == 2
     assert {int(shown.nth(n).get_attribute("data-cell-item")) for n in range(2)} == {reds[0].pk, reds[1].pk}
+    assert page.inner_text("#content h1") == "Labelled red, predicted blue"
     shoot(page, screenshots, "24-confusion-cell")
 
     page.goto(f"{url}/admin/management/dataset/test/?dataset={trained_dataset.pk}")
