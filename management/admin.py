@@ -308,8 +308,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
     list_filter = ["status", "dataset"]
     actions = ["cancel_selected", "compare_selected"]
     fieldsets = [
-        # Status, phase, progress and a failure's reason are the page's headline (run_headline.html): shown once.
-        (None, {"fields": ["dataset", "epoch_display"]}),
+        # Status, phase, progress, epochs and a failure's reason are the headline (run_headline.html): shown once.
+        (None, {"fields": ["dataset"]}),
         (
             "Results",
             {"fields": ["promotion_display", "metrics_display", "history_display", "serving_display", "downloads"]},
@@ -440,7 +440,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
             parts.append(render_to_string("management/evaluation.html", context))
         return format_html("{}", mark_safe("".join(parts)))  # noqa: S308 - rendered by templates with escaping
 
-    @admin.display(description="current model?")
+    @admin.display(description="current model")
     def promotion_display(self, obj):
         reason = (obj.promotion or {}).get("reason", "")
         if obj.is_current:

@@ -363,6 +363,21 @@ class HealthCheck(models.Model):
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
 
+    @property
+    def phase_title(self) -> str:
+        """The phase as the page says it (health.js says the same from the API's `phase`)."""
+        return HEALTH_PHASE_TITLES.get(self.phase, self.phase)
+
+
+# What each phase of services/health_job.py does, in words (kept in step with health.js).
+HEALTH_PHASE_TITLES = {
+    "hashing": "looking for duplicates",
+    "decoding": "reading the images",
+    "features": "computing what each image looks like",
+    "labels": "checking the labels",
+    "report": "writing the report",
+}
+
 
 class HealthDismissal(models.Model):
     """A finding about an item a person kept as it is: later checks and the page do not list it again."""

@@ -2,6 +2,7 @@
 
 import base64
 import io
+from datetime import datetime
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -57,7 +58,8 @@ def upload_zip(request, dataset_id=None):
         else:
             counts = ", ".join(f"{label}: {count}" for label, count in report.counts.items()) or "none"
             level = messages.SUCCESS if report.added else messages.WARNING
-            messages.add_message(request, level, f"Imported {report.added} images into '{dataset}' ({counts}).")
+            images = "image" if report.added == 1 else "images"
+            messages.add_message(request, level, f"Imported {report.added} {images} into '{dataset}' ({counts}).")
             if report.skipped:
                 shown = "; ".join(f"{entry['name']}: {entry['reason']}" for entry in report.skipped[:20])
                 more = f" and {len(report.skipped) - 20} more" if len(report.skipped) > 20 else ""
@@ -261,7 +263,7 @@ def confusion_cell(request, run_id, split, true_index, predicted_index):
     context = {
         **admin.site.each_context(request),
         "opts": TrainingRun._meta,
-        "title": f"{cell.true_label} predicted as {cell.predicted_label}",
+        "title": f"Labelled {cell.true_label}, predicted {cell.predicted_label}",
         "run": run,
         "cell": cell,
         "verdict": verdict,
@@ -364,6 +366,14 @@ def compare_runs(request):
         "title": f"Compare runs {', '.join(str(run['id']) for run in runs)} of '{comparison['dataset']['name']}'",
         "comparison": comparison,
         "runs": runs,
+        "run_rows": [
+            {
+                **run,
+                "status_label": TrainingRun.Status(run["status"]).label,
+                "created": datetime.fromisoformat(run["created_at"]) if run["created_at"] else None,
+            }
+            for run in runs
+        ],
         "pairs": pairs,
         "options": [(row["name"], row["values"]) for row in comparison["options_that_differ"]],
         "tables": _side_by_side(runs),

@@ -63,7 +63,7 @@ def _open(source: ImageSource, max_pixels: int | None) -> Image.Image:
         limit = f"; at most {max_pixels:,} accepted" if max_pixels is not None else ""
         raise ValueError(f"image has too many pixels ({count}{limit})") from None
     except UnidentifiedImageError:
-        raise ValueError("not an image (Pillow cannot identify this file)") from None
+        raise ValueError("not an image (no image format recognised in this file)") from None
     except OSError as error:
         raise ValueError(f"cannot read the image: {error}") from None
     if max_pixels is not None and image.width * image.height > max_pixels:

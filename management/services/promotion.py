@@ -49,7 +49,7 @@ def promotion_decide(*, evaluation: dict, splits: dict, current: TrainingRun | N
     decision = {"promoted": True, "policy": policy, "measure": None, "same_images": False}
     decision |= {"candidate": None, "current": None, "current_run": current.pk if current else None}
     if current is None:
-        return decision | {"reason": "there was no current model: promoted"}
+        return decision | {"reason": "the dataset had no model yet: promoted"}
 
     ours = held_out_report(evaluation)
     theirs = held_out_report(current.evaluation)

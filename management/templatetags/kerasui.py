@@ -1,12 +1,20 @@
 """The home dashboard: every dataset with its size, label balance, current accuracy and training state."""
 
 from django import template
+from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.db.models import Count
 
 from management.models import DataSet, TrainingRun
 from management.services.datasets import dataset_label_counts
 
 register = template.Library()
+
+
+@register.filter
+def ago(value):
+    """'19 seconds ago', '3 hours ago', and 'just now' where humanize says a bare 'now'."""
+    said = naturaltime(value)
+    return "just now" if said == "now" else said
 
 
 @register.inclusion_tag("management/dashboard.html", takes_context=True)

@@ -132,7 +132,7 @@ def test_each_confusion_cell_links_to_exactly_its_images(admin_client, mistakes)
     assert listed.index(f'data-cell-item="{by_label["red"][0].pk}"') < listed.index(
         f'data-cell-item="{by_label["red"][1].pk}"'
     )  # most confident first
-    assert "0.800" in listed and "0.600" in listed
+    assert "(80% sure)" in listed and "(60% sure)" in listed
     for html in (page, listed):  # the scripts are files (the policy runs no inline script)
         assert not INLINE_SCRIPT.search(html) and not INLINE_HANDLER.search(html)
     diagonal = admin_client.get(f"/admin/management/trainingrun/{run.pk}/confusion/validation/{green}/{green}/")

@@ -33,7 +33,7 @@ def test_the_upload_page_takes_an_image_with_its_label_and_answers_on_the_page_i
         follow=True,
     )
     assert response.redirect_chain[-1][0] == url
-    assert "Imported 1 images into 'Colours' (red: 1)." in html.unescape(response.content.decode())
+    assert "Imported 1 image into 'Colours' (red: 1)." in html.unescape(response.content.decode())
     assert list(dataset.items.values_list("label", flat=True)) == ["red"]
 
     unlabelled = admin_client.post(url, {"dataset": dataset.pk, "file": SimpleUploadedFile("r.png", png())})

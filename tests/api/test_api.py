@@ -37,7 +37,8 @@ def test_upload_labels_by_folder_and_reports_skipped_entries(api, db):
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["counts"] == {"blue": 1, "red": 1}
-    assert body["skipped"] == [{"name": "blue/readme.txt", "reason": "not an image (Pillow cannot identify this file)"}]
+    reason = "not an image (no image format recognised in this file)"
+    assert body["skipped"] == [{"name": "blue/readme.txt", "reason": reason}]
 
 
 def test_upload_with_a_label_and_upload_of_a_non_zip(api, db):

@@ -69,5 +69,5 @@ def test_runs_ticked_on_the_dataset_page_are_compared_in_the_browser(
     assert page.locator(".kerasui-diff-add").inner_text() == "+model.add(layers.Dense(8))"
     assert page.locator(".kerasui-flips .kerasui-card").count() == 4  # 1 fixed, 3 broken
     assert page.locator(".kerasui-flips img").first.evaluate("image => image.naturalWidth") > 0
-    shoot(page, screenshots, "compare")
+    shoot(page, screenshots, "21-run-compare")
     assert not errors, errors

@@ -113,11 +113,7 @@ def test_the_dataset_page_shows_the_model_then_the_images_then_the_options(
     editor = page.locator(".CodeMirror").bounding_box()["width"]
     form = page.locator("#content-main").bounding_box()["width"]
     assert editor > 0.6 * form, (editor, form)
-    shoot(page, screenshots, "20-dataset-page")
-    page.emulate_media(color_scheme="dark")
-    page.reload()
-    page.wait_for_selector(".CodeMirror-linenumber")
-    shoot(page, screenshots, "21-dataset-page-dark")
+    shoot(page, screenshots, "11-dataset-page")
     # Train, from the model's section, queues a run and opens its page.
     page.click("#train-button")
     page.wait_for_selector("#kerasui-run")
@@ -142,11 +138,11 @@ def test_what_an_upload_skipped_stays_on_the_page_with_its_reasons_until_dismiss
     page.wait_for_selector("#kerasui-upload[data-state=done]")
     report = page.locator(".kerasui-upload-report")
     assert "green/notes.txt" in report.inner_text() and "not an image" in report.inner_text()
-    assert "Imported 1 images" in report.inner_text()
+    assert "Imported 1 image into" in report.inner_text()
     # No reload wipes it: the gallery and counts were refreshed in place.
     assert "11" in page.locator("#kerasui-label-chart tbody tr", has_text="green").inner_text()
     assert report.is_visible()
-    shoot(page, screenshots, "23-dataset-upload-report")
+    shoot(page, screenshots, "12-dataset-upload-report")
     report.locator("button.kerasui-dismiss").click()
     assert page.locator(".kerasui-upload-report").count() == 0
 
@@ -205,7 +201,7 @@ def test_the_dataset_list_on_a_phone_shows_the_accuracy(
     cell = page.locator("#result_list td.field-current_accuracy").first
     box = cell.bounding_box()
     assert box["x"] + box["width"] <= 390 and "%" in cell.inner_text()
-    shoot(page, screenshots, "22-dataset-list")
+    shoot(page, screenshots, "13-dataset-list")
     page.set_viewport_size({"width": 390, "height": 844})
     open_dataset(page, live_server, colour_dataset)
     page.wait_for_selector(".CodeMirror-linenumber")

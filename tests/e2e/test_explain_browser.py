@@ -38,7 +38,7 @@ def test_why_buttons_cell_links_and_the_test_pages_heatmap_in_the_browser(
     card.locator("button.kerasui-why").click()
     page.wait_for_selector(f"[data-relabel-item='{reds[0].pk}'] img.kerasui-why-heatmap:visible")
     assert card.locator("button.kerasui-why").get_attribute("aria-pressed") == "true"
-    shoot(page, screenshots, "explain-01-run-why")
+    shoot(page, screenshots, "23-run-why-misclassified")
     card.locator("button.kerasui-why").click()
     assert not card.locator("img.kerasui-why-heatmap").is_visible()
 
@@ -48,7 +48,8 @@ def test_why_buttons_cell_links_and_the_test_pages_heatmap_in_the_browser(
     shown = page.locator("[data-cell-item]")
     assert shown.count() == 2
     assert {int(shown.nth(n).get_attribute("data-cell-item")) for n in range(2)} == {reds[0].pk, reds[1].pk}
-    shoot(page, screenshots, "explain-02-confusion-cell")
+    assert page.inner_text("#content h1") == "Labelled red, predicted blue"
+    shoot(page, screenshots, "24-confusion-cell")
 
     page.goto(f"{url}/admin/management/dataset/test/?dataset={trained_dataset.pk}")
     assert page.is_checked("#id_explain")
@@ -56,5 +57,5 @@ def test_why_buttons_cell_links_and_the_test_pages_heatmap_in_the_browser(
     page.wait_for_selector(".kerasui-result .kerasui-explanation img")
     assert page.inner_text("#predicted-label") == "red"
     assert page.evaluate("document.querySelector('.kerasui-explanation img').naturalWidth") == 48
-    shoot(page, screenshots, "explain-03-test-page")
+    shoot(page, screenshots, "25-test-heatmap")
     assert errors == []

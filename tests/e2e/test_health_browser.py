@@ -7,6 +7,7 @@ import pytest
 
 from management.models import DataSetItem, HealthCheck
 from management.services import health_lifecycle
+from tests.e2e.test_browser import screenshots, shoot  # noqa: F401 - fixture
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -18,7 +19,11 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (
 
 
 def test_a_check_started_in_the_browser_shows_its_progress_then_its_findings(
-    live_server, admin_user, colour_dataset, monkeypatch
+    live_server,
+    admin_user,
+    colour_dataset,
+    monkeypatch,
+    screenshots,  # noqa: F811
 ):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     suspect = DataSetItem.objects.filter(dataset=colour_dataset, label="blue").first()
@@ -42,7 +47,7 @@ def test_a_check_started_in_the_browser_shows_its_progress_then_its_findings(
         # The job, as its process would write it: a phase and progress, then the report.
         health_lifecycle.health_check_claim(check_id=check.pk, worker="test:1")
         health_lifecycle.health_check_progress(check_id=check.pk, phase="features", progress=0.4)
-        sync_api.expect(page.locator("#kerasui-health-phase")).to_have_text("features")
+        sync_api.expect(page.locator("#kerasui-health-phase")).to_have_text("computing what each image looks like")
         assert page.eval_on_selector("#kerasui-health-progress", "bar => bar.value") == pytest.approx(0.4)
         issue = {"item": suspect.pk, "given": "blue", "suggested": "red", "confidence": 0.97, "quality": 0.01}
         report = {
@@ -54,6 +59,10 @@ def test_a_check_started_in_the_browser_shows_its_progress_then_its_findings(
         }  # fmt: skip
         health_lifecycle.health_check_finish(check_id=check.pk, report=report)
         page.wait_for_selector("text=Suspected label errors (1)")
+        # Without a current model the leak check did not run: the page says so, not "0 … None found".
+        assert page.inner_text("#leaks") == "Duplicates across training and held-out images (not checked)"
+        assert "97%" in page.inner_text("#label-issues + p + .kerasui-scroll")
+        shoot(page, screenshots, "22-dataset-health")
         page.click("text=Relabel to 'red'")
         page.wait_for_selector("text=Suspected label errors (0)")
         browser.close()

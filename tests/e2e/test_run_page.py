@@ -213,7 +213,7 @@ def test_the_run_page_reads_as_a_report_with_a_headline_readable_charts_and_metr
     for line in ("train", "validation"):
         assert _contrast(page, f"[data-chart=loss] polyline.{line}", "stroke") >= 4.5, line
     page.emulate_media(color_scheme="light")
-    shoot(page, "20-run-report")
+    shoot(page, "14-run-report")
 
 
 def test_cancelled_failed_and_queued_runs_show_one_progress_display_and_their_real_state(
@@ -238,10 +238,12 @@ def test_cancelled_failed_and_queued_runs_show_one_progress_display_and_their_re
     assert "4 of 30 epochs completed" in page.inner_text("#kerasui-run .kerasui-headline")
     assert "training" not in page.inner_text("#kerasui-run .kerasui-fact-status").replace("epochs", "")
     assert "Phase" not in content
+    # The epochs are said once, in the headline: no second "Epoch: 5 / 30" that contradicts its "4 of 30".
+    assert "5 / 30" not in content and page.locator(".field-epoch_display").count() == 0
     # Thirty planned epochs: a tick for each, labels every fifth (evenly spaced, all visible).
     labels = [int(text) for text in _texts(page, "[data-chart=loss] .x-axis text")]
     assert labels == list(range(5, 31, 5)) and page.locator("[data-chart=loss] .x-axis line").count() == 30
-    shoot(page, "21-run-cancelled")
+    shoot(page, "15-run-cancelled")
 
     failed = _run(
         colour_dataset,
@@ -255,7 +257,7 @@ def test_cancelled_failed_and_queued_runs_show_one_progress_display_and_their_re
     assert "Failed" in headline and "no epoch completed" in headline, headline
     assert "incompatible (line 7)" in page.inner_text("#content-main")
     assert page.locator("#content-main .kerasui-progress").count() == 0
-    shoot(page, "22-run-failed")
+    shoot(page, "16-run-failed")
 
     other = DataSet.objects.create(name="Shapes")
     queued = _run(other)
@@ -264,7 +266,7 @@ def test_cancelled_failed_and_queued_runs_show_one_progress_display_and_their_re
     headline = page.inner_text("#kerasui-run .kerasui-headline")
     assert "Queued" in headline and "waiting for the training process" in headline, headline
     assert page.locator("#content-main .kerasui-progress").count() == 1
-    shoot(page, "23-run-queued")
+    shoot(page, "17-run-queued")
 
 
 def _contrast(page, selector: str, colour_property: str) -> float:
@@ -307,7 +309,7 @@ def test_the_home_page_uses_the_width_and_links_api_pages_that_carry_the_product
     page.emulate_media(color_scheme="dark")  # the label bars stand out from the card in dark mode
     assert _contrast(page, "#kerasui-dashboard .kerasui-bar", "backgroundColor") >= 3
     page.emulate_media(color_scheme="light")
-    shoot(page, "24-home-wide")
+    shoot(page, "18-home-wide")
     page.goto(f"{live_server.url}/")
     assert page.locator("a[href='/api/docs/']").count() == 1
 
@@ -322,7 +324,7 @@ def test_the_home_page_uses_the_width_and_links_api_pages_that_carry_the_product
     dark = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert light != dark and _contrast(page, "body", "color") >= 7
     page.emulate_media(color_scheme="light")
-    shoot(page, "25-api-root")
+    shoot(page, "19-api-root")
 
     page.goto(f"{live_server.url}/api/docs/")
     page.wait_for_selector(".swagger-ui .info .title")
@@ -333,4 +335,4 @@ def test_the_home_page_uses_the_width_and_links_api_pages_that_carry_the_product
     assert light != dark and sum(map(float, re.findall(r"[\d.]+", dark)[:3])) < 3 * 60, dark
     assert _contrast(page, ".swagger-ui .info .title", "color") >= 7
     page.emulate_media(color_scheme="light")
-    shoot(page, "26-api-docs")
+    shoot(page, "20-api-docs")

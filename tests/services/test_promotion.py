@@ -37,7 +37,7 @@ def good(dataset):
 def test_the_first_run_is_promoted_because_there_is_no_current_model(dataset):
     run = finish_run(dataset, evaluation=validation([0, 1, 1, 1]), splits={"validation": VALIDATION})
     assert current_of(dataset) == run.pk
-    assert run.promotion["promoted"] and run.promotion["reason"] == "there was no current model: promoted"
+    assert run.promotion["promoted"] and run.promotion["reason"] == "the dataset had no model yet: promoted"
 
 
 def test_a_worse_run_stays_a_version_with_the_reason_on_the_same_images(dataset, good):

@@ -144,7 +144,7 @@
       pager.replaceChildren(
         k.el("button", { type: "button", class: "button", disabled: page <= 1, text: "‹ Previous",
                          onclick: function () { page -= 1; show(); } }),
-        k.el("span", { text: " page " + page + " of " + pages + " · " + data.count + " image(s) " }),
+        k.el("span", { text: " page " + page + " of " + pages + " · " + data.count + (data.count === 1 ? " image " : " images ") }),
         k.el("button", { type: "button", class: "button", disabled: page >= pages, text: "Next ›",
                          onclick: function () { page += 1; show(); } }));
     }

@@ -8,6 +8,11 @@
   const phase = document.getElementById("kerasui-health-phase");
   const bar = document.getElementById("kerasui-health-progress");
   const labels = { queued: "Queued", running: "Running", done: "Done", failed: "Failed", cancelled: "Cancelled" };
+  // The phases in words, as HealthCheck.phase_title says them (management/models.py).
+  const phases = {
+    hashing: "looking for duplicates", decoding: "reading the images",
+    features: "computing what each image looks like", labels: "checking the labels", report: "writing the report",
+  };
 
   async function poll() {
     let check;
@@ -20,7 +25,7 @@
       return;
     }
     state.textContent = labels[check.status] || check.status;
-    phase.textContent = check.phase || "";
+    phase.textContent = phases[check.phase] || check.phase || "";
     bar.value = check.progress;
     if (check.status === "queued" || check.status === "running") {
       setTimeout(poll, 1500);

@@ -338,7 +338,6 @@
         epoch.textContent = run.status === "queued" ? "waiting for the training process"
           : "epoch " + run.epoch + " of " + run.epochs;
       }
-      setField("epoch_display", [document.createTextNode(run.epoch + " / " + run.epochs)]);
       const active = run.status === "queued" || run.status === "running";
       root.dataset.status = run.status;
       if (active || wasActive) await refreshLog();
