@@ -114,6 +114,9 @@ def test_a_user_trains_reviews_fixes_and_tests_a_model_in_the_browser(
     page.fill("#id_batch_size", "8")
     page.fill("#id_validation_split", "0.5")
     page.fill("#id_early_stopping_patience", "0")
+    # A fixed seed whose split holds out all four mislabelled images (below): the misclassified gallery then
+    # always has a wrong label to fix (with a random seed all four trained 3.5 % of the time).
+    page.fill("#id_seed", "25")
     page.click("input[name=_continue]")
     page.wait_for_selector("#kerasui-upload")
     dataset = DataSet.objects.get(name="Colours")
@@ -150,6 +153,7 @@ def test_a_user_trains_reviews_fixes_and_tests_a_model_in_the_browser(
     page.click("#train-button")
     page.wait_for_selector("#kerasui-run")
     run = TrainingRun.objects.get(dataset=dataset)
+    assert run.seed == 25
     seen, shot = [], False
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
