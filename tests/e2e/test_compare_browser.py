@@ -66,6 +66,10 @@ def test_runs_ticked_on_the_dataset_page_are_compared_in_the_browser(
 
     page.wait_for_selector("[data-compare-chart=accuracy] svg polyline")
     assert page.locator("[data-compare-chart=loss] polyline").count() == 4  # two runs: validation and training
+    # The value axis in round steps (1, 2 or 5 times a power of ten), never 0.38 or 1.1.
+    ticks = [float(text) for text in page.locator("[data-compare-chart=loss] text.value-tick").all_text_contents()]
+    steps = {round(b - a, 6) for a, b in zip(ticks, ticks[1:])}
+    assert len(steps) == 1 and f"{steps.pop():.0e}"[0] in "125", ticks
     assert page.locator(".kerasui-diff-add").inner_text() == "+model.add(layers.Dense(8))"
     assert page.locator(".kerasui-flips .kerasui-card").count() == 4  # 1 fixed, 3 broken
     assert page.locator(".kerasui-flips img").first.evaluate("image => image.naturalWidth") > 0

@@ -27,13 +27,17 @@
     const lastEpoch = Math.max(1, ...lines.flatMap(function (line) { return line.points.map(function (p) { return p[0]; }); }));
     let low = options.unit ? 0 : Math.min(0, ...values), high = options.unit ? Math.max(1, ...values) : Math.max(...values);
     if (high - low < 1e-9) high = low + 1;
+    // Round steps on the value axis (1, 2 or 5 times a power of ten), as the run page's charts.
+    const step = options.unit ? 0.25 : niceStep(high - low, 4);
+    low = Math.floor(low / step + 1e-9) * step;
+    high = Math.ceil(high / step - 1e-9) * step;
+    const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
     const x = function (epoch) { return left + (lastEpoch <= 1 ? 0.5 : (epoch - 1) / (lastEpoch - 1)) * (width - left - right); };
     const y = function (value) { return top + (1 - (value - low) / (high - low)) * (height - top - bottom); };
-    for (let step = 0; step <= 4; step++) {
-      const value = low + (high - low) * step / 4;
+    for (let value = low; value <= high + step / 2; value += step) {
       chart.append(svg("line", { x1: left, x2: width - right, y1: y(value), y2: y(value), class: "grid" }));
-      chart.append(svg("text", { x: left - 6, y: y(value) + 4, "text-anchor": "end" },
-                       options.unit ? Math.round(value * 100) + "%" : value.toPrecision(2)));
+      chart.append(svg("text", { x: left - 6, y: y(value) + 4, "text-anchor": "end", class: "value-tick" },
+                       options.unit ? Math.round(value * 100) + "%" : value.toFixed(decimals)));
     }
     const ticks = Math.min(lastEpoch, 10);
     for (let tick = 0; tick < ticks; tick++) {
@@ -53,6 +57,13 @@
     });
     chart.setAttribute("data-lines", String(lines.length));
     target.replaceChildren(chart);
+  }
+
+  /* A step of 1, 2 or 5 times a power of ten that cuts `span` into about `count` parts. */
+  function niceStep(span, count) {
+    const raw = span / count, power = Math.pow(10, Math.floor(Math.log10(raw)));
+    const fraction = raw / power;
+    return (fraction <= 1 ? 1 : fraction <= 2 ? 2 : fraction <= 5 ? 5 : 10) * power;
   }
 
   function points(history, key) {
