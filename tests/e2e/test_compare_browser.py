@@ -2,6 +2,7 @@
 shown, no console error (the CSP allows no inline script). Saved as compare-desktop.png and compare-phone.png."""
 
 import io
+from itertools import pairwise
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_runs_ticked_on_the_dataset_page_are_compared_in_the_browser(
     assert page.locator("[data-compare-chart=loss] polyline").count() == 4  # two runs: validation and training
     # The value axis in round steps (1, 2 or 5 times a power of ten), never 0.38 or 1.1.
     ticks = [float(text) for text in page.locator("[data-compare-chart=loss] text.value-tick").all_text_contents()]
-    steps = {round(b - a, 6) for a, b in zip(ticks, ticks[1:])}
+    steps = {round(b - a, 6) for a, b in pairwise(ticks)}
     assert len(steps) == 1 and f"{steps.pop():.0e}"[0] in "125", ticks
     assert page.locator(".kerasui-diff-add").inner_text() == "+model.add(layers.Dense(8))"
     assert page.locator(".kerasui-flips .kerasui-card").count() == 4  # 1 fixed, 3 broken
