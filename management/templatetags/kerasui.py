@@ -17,6 +17,15 @@ def ago(value):
     return "just now" if said == "now" else said
 
 
+@register.filter
+def percent(value, decimals: int = 1):
+    """A fraction as a percentage with `decimals` places: 0.9444 → "94.4%"; anything else unchanged."""
+    try:
+        return f"{float(value) * 100:.{int(decimals)}f}%"
+    except (TypeError, ValueError):
+        return value
+
+
 @register.inclusion_tag("management/dashboard.html", takes_context=True)
 def kerasui_dashboard(context):
     datasets = []

@@ -208,6 +208,7 @@ def test_run_page_shows_the_evaluation_with_its_misclassified_images_and_a_resum
     )
     html = admin_client.get(f"/admin/management/trainingrun/{run.pk}/change/").content.decode()
     assert "Test images" in html and "true \\ predicted" in html and "<td>7</td>" in html
+    assert "accuracy 50.0%, loss 0.500" in html  # in percent, as the run's headline and cards say it
     assert f"/admin/management/datasetitem/{red.pk}/change/" in html and red.thumbnail_url in html
     assert "Resume from epoch 1" in html
     response = admin_client.post(f"/admin/management/trainingrun/{run.pk}/resume/")
