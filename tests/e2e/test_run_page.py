@@ -333,6 +333,9 @@ def test_the_home_page_uses_the_width_and_links_api_pages_that_carry_the_product
     page.emulate_media(color_scheme="dark")
     dark = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert light != dark and sum(map(float, re.findall(r"[\d.]+", dark)[:3])) < 3 * 60, dark
+    # swagger-theme.js switches Swagger UI's own dark theme on from the media query's change event, which
+    # the browser delivers after emulate_media returns: measured once it has arrived.
+    page.wait_for_selector("html.dark-mode", state="attached")
     assert _contrast(page, ".swagger-ui .info .title", "color") >= 7
     page.emulate_media(color_scheme="light")
     shoot(page, "20-api-docs")
