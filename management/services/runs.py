@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, Q, QuerySet
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
+from management import heartbeat
 from management.models import DataSet, TrainingRun
 from management.processes import pid_alive
 from management.services.errors import Conflict
@@ -198,37 +197,13 @@ def run_heartbeat(*, run_id: int) -> bool:
     return _move(run_id, "progress", {"heartbeat_at": Now()})
 
 
-class Heartbeat:
-    """A daemon thread beating for a run about once a second while the training process works.
-
-    A thread, not the progress callback, so that long steps without callbacks (the first epoch's
-    compilation, evaluation, saving a large model) still show the process alive.
-    """
+class Heartbeat(heartbeat.Heartbeat):
+    """Beats for a run about once a second while the training process works; stops when the run is
+    no longer running (a thread, not the progress callback: see management/heartbeat.py)."""
 
     def __init__(self, run_id: int, interval: float = 1.0) -> None:
         self.run_id = run_id
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-run-{run_id}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _beat(self) -> None:
-        try:
-            while not self._stop.wait(self.interval):
-                try:
-                    if not run_heartbeat(run_id=self.run_id):
-                        return
-                except Exception:  # noqa: BLE001 - a missed beat is retried; the training goes on
-                    time.sleep(self.interval)
-        finally:
-            connection.close()
+        super().__init__(lambda: run_heartbeat(run_id=run_id), interval=interval, name=f"heartbeat-run-{run_id}")
 
 
 # --- how it ends -------------------------------------------------------------------------------------

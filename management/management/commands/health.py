@@ -1,12 +1,12 @@
 """Check a dataset's health in the foreground, or execute a queued health check (what the runners start)."""
 
+import functools
 import json as json_module
 import os
-import threading
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
 
+from management.heartbeat import Heartbeat
 from management.models import DataSet, HealthCheck
 from management.services import health, health_lifecycle
 from management.services.errors import ServiceError
@@ -45,7 +45,8 @@ class Command(BaseCommand):
         # Keras and cleanlab load here, in this process, never in the web server's.
         from management.services.health_job import health_check_execute
 
-        with Heartbeat(check_id):
+        beat = functools.partial(health_lifecycle.health_check_heartbeat, check_id=check_id)
+        with Heartbeat(beat, interval=5.0, name=f"heartbeat-health-{check_id}"):
             check = health_check_execute(check_id=check_id, worker=health.this_worker(os.getpid()))
         if check is None:
             status = HealthCheck.objects.filter(pk=check_id).values_list("status", flat=True).first()
@@ -65,34 +66,6 @@ class Command(BaseCommand):
         )
         for note in report["balance"]["notes"]:
             self.stdout.write(f"- {note}")
-
-
-class Heartbeat:
-    """A daemon thread recording every few seconds that the check's process is alive (long phases
-    such as building the backbone write no progress)."""
-
-    def __init__(self, check_id: int, interval: float = 5.0) -> None:
-        self.check_id, self.interval = check_id, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-health-{check_id}", daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _beat(self) -> None:
-        try:
-            while not self._stop.wait(self.interval):
-                try:
-                    health_lifecycle.health_check_heartbeat(check_id=self.check_id)
-                except Exception:  # noqa: BLE001 - a missed beat is retried; the check goes on
-                    pass
-        finally:
-            connection.close()
 
 
 def _json(report: dict) -> str:
