@@ -3,14 +3,8 @@
 (function () {
   "use strict";
 
-  const SVG = "http://www.w3.org/2000/svg";
-
-  function svg(tag, attributes, text) {
-    const node = document.createElementNS(SVG, tag);
-    Object.entries(attributes || {}).forEach(function ([key, value]) { node.setAttribute(key, value); });
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
+  // kerasui.js (every admin page, loaded before this file): the SVG helper and the round-step rule of its charts.
+  const svg = window.kerasui.svg, niceStep = window.kerasui.niceStep;
 
   /* Lines of [epoch, value] points, each {name, css, dashed, points}, on shared axes. */
   function overlay(target, lines, options) {
@@ -57,13 +51,6 @@
     });
     chart.setAttribute("data-lines", String(lines.length));
     target.replaceChildren(chart);
-  }
-
-  /* A step of 1, 2 or 5 times a power of ten that cuts `span` into about `count` parts. */
-  function niceStep(span, count) {
-    const raw = span / count, power = Math.pow(10, Math.floor(Math.log10(raw)));
-    const fraction = raw / power;
-    return (fraction <= 1 ? 1 : fraction <= 2 ? 2 : fraction <= 5 ? 5 : 10) * power;
   }
 
   function points(history, key) {

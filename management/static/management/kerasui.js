@@ -540,5 +540,5 @@
   });
 
   window.kerasui = { api: api, lineChart: lineChart, heatmap: heatmap, el: el, dropZone: dropZone, upload: upload,
-                    texts: texts };
+                    texts: texts, svg: svg, niceStep: niceStep };
 })();
