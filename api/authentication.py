@@ -1,7 +1,8 @@
 """How API clients prove who they are: OAuth2 bearer tokens (from the Authorization header only, with
 client-credentials tokens acting as their application's user), Basic authentication, and the OAuth2
-password grant at /o/token/. The two that check a password answer 429 while django-axes has locked
-the username out from the client's address (see kerasui.logins)."""
+password grant at /o/token/. The doors that check a password or a client secret answer 429 before
+hashing it while the client's address has too many failed logins, and those that check a password
+while django-axes has locked the username out from the address (see kerasui.logins)."""
 
 from drf_spectacular.authentication import BasicScheme as BaseBasicScheme
 from drf_spectacular.contrib.django_oauth_toolkit import DjangoOAuthToolkitScheme
@@ -13,7 +14,14 @@ from rest_framework import authentication
 from rest_framework.authentication import get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 
-from kerasui.logins import lockout_message, lockout_seconds, log_lockout
+from kerasui.logins import (
+    failed_login_count,
+    failed_logins_message,
+    failed_logins_wait,
+    lockout_message,
+    lockout_seconds,
+    log_lockout,
+)
 
 
 class OAuth2Authentication(BaseOAuth2Authentication):
@@ -69,10 +77,22 @@ class LockedOut(Throttled):
         super().__init__(wait=seconds, detail=lockout_message(seconds))
 
 
+class TooManyFailedLogins(Throttled):
+    """429 with Retry-After: this address has too many failed logins for now."""
+
+    default_code = "too_many_failed_logins"
+
+    def __init__(self, seconds: int):
+        super().__init__(wait=seconds, detail=failed_logins_message(seconds))
+
+
 class BasicAuthentication(authentication.BasicAuthentication):
-    """DRF's Basic authentication; a locked-out username gets 429 instead of 401."""
+    """DRF's Basic authentication; 429 instead of 401 for a locked-out username, and before any hash
+    for an address with too many failed logins."""
 
     def authenticate_credentials(self, userid, password, request=None):
+        if request is not None and (seconds := failed_logins_wait(request.META)):
+            raise TooManyFailedLogins(seconds)
         try:
             return super().authenticate_credentials(userid, password, request)
         except AuthenticationFailed:
@@ -83,14 +103,15 @@ class BasicAuthentication(authentication.BasicAuthentication):
 
 
 class PasswordGrantLockedOut(OAuth2Error):
-    """The token endpoint's answer to a locked-out username: 429, Retry-After, and why."""
+    """The token endpoint's answer to a locked-out username or address: 429, Retry-After, and why."""
 
     error = "too_many_failed_logins"
     status_code = 429
 
-    def __init__(self, seconds: int, request):
+    def __init__(self, seconds: int, request, message: str | None = None):
         # oauthlib's error_description is plain ASCII by the RFC.
-        super().__init__(description=lockout_message(seconds).encode("ascii", "replace").decode(), request=request)
+        message = message or lockout_message(seconds)
+        super().__init__(description=message.encode("ascii", "replace").decode(), request=request)
         self.seconds = seconds
 
     @property
@@ -99,11 +120,26 @@ class PasswordGrantLockedOut(OAuth2Error):
 
 
 class OAuth2Validator(BaseOAuth2Validator):
-    """django-oauth-toolkit's validator; the password grant answers 429 while the username is locked out.
+    """django-oauth-toolkit's validator; the password grant answers 429 while the username is locked out,
+    and any client or user check before hashing while the address has too many failed logins.
 
     Its validate_user calls Django's authenticate() with a request it builds from oauthlib's, so
-    django-axes counts each failure by username and address as for the admin's login.
+    django-axes counts each failure by username and address as for the admin's login (and the last
+    backend counts it against the address); a client secret is checked without authenticate(), so a
+    wrong one is counted against the address here.
     """
+
+    def _refuse_when_too_many_failures(self, request) -> None:
+        # oauthlib's request carries the Django request's META as its headers.
+        if seconds := failed_logins_wait(request.headers):
+            raise PasswordGrantLockedOut(seconds, request, failed_logins_message(seconds))
+
+    def authenticate_client(self, request, *args, **kwargs):
+        self._refuse_when_too_many_failures(request)
+        if super().authenticate_client(request, *args, **kwargs):
+            return True
+        failed_login_count(request.headers)
+        return False
 
     def build_http_request(self, request):
         http_request = super().build_http_request(request)
@@ -111,6 +147,7 @@ class OAuth2Validator(BaseOAuth2Validator):
         return http_request
 
     def validate_user(self, username, password, client, request, *args, **kwargs):
+        self._refuse_when_too_many_failures(request)
         if super().validate_user(username, password, client, request, *args, **kwargs):
             return True
         http_request = getattr(request, "kerasui_http_request", None)

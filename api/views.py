@@ -395,8 +395,13 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
     @extend_schema(
         summary="Compare two or more runs of one dataset: options, code diff, curves, evaluation, flipped images",
         parameters=[
-            OpenApiParameter("ids", str, required=True, description="Run ids separated by commas; the first is "
-                             "the baseline every difference is measured from, e.g. 3,5."),
+            OpenApiParameter(
+                "ids",
+                str,
+                required=True,
+                description="Run ids separated by commas; the first is "
+                "the baseline every difference is measured from, e.g. 3,5.",
+            ),
         ],
         responses={200: OpenApiTypes.OBJECT},
     )

@@ -116,6 +116,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # An address with too many failed logins gets 429 at the admin's login form before any hash.
+    "kerasui.logins.FailedLoginThrottleMiddleware",
     # Last, as django-axes requires: turns a locked-out admin login into the page that says so.
     "axes.middleware.AxesMiddleware",
 ]
@@ -142,7 +144,10 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        # Connections are kept (and checked before reuse) rather than opened per request: SQLite's
+        # pragmas run once per connection, PostgreSQL's connection set-up once per thread.
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 600),
+        conn_health_checks=True,
     )
 }
 # A training process must use the very database of the process that started it (in tests, the
@@ -163,8 +168,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The cache every worker process shares: request-rate counters (DRF throttles) live there. The
-# database by default (its table is made by `migrate`); Redis when KERASUI_REDIS_URL (or CACHE_URL)
-# names one, e.g. redis://127.0.0.1:6379/2.
+# database by default (its table is made by `migrate`; each worker leases counts from it and counts
+# in memory, see api/throttles.py); Redis when KERASUI_REDIS_URL (or CACHE_URL) names one, e.g.
+# redis://127.0.0.1:6379/2 (every request counted there).
 KERASUI_REDIS_URL = os.environ.get("KERASUI_REDIS_URL") or os.environ.get("CACHE_URL") or ""
 if KERASUI_REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": KERASUI_REDIS_URL}}
@@ -183,7 +189,12 @@ else:
 # password (admin login, OAuth2 password grant, Basic authentication), even with the right password.
 # Failures are counted in the database, shared by every worker. Unlock: the admin's "Access attempts"
 # (delete the row) or `manage.py axes_reset_username NAME`.
-AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# The last backend counts each refused login against the client's address (see below).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+    "kerasui.logins.FailedLoginCounter",
+]
 AXES_FAILURE_LIMIT = env_int("KERASUI_LOGIN_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("KERASUI_LOGIN_LOCKOUT_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
@@ -194,6 +205,9 @@ AXES_LOCKOUT_CALLABLE = "kerasui.logins.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "kerasui.logins.client_ip"
 AXES_VERBOSE = False  # no start-up banner in every command's output
 AXES_SENSITIVE_PARAMETERS = ["password", "client_secret", "code", "refresh_token", "token"]
+# Failed credentials from one address, whatever the username or client id (a DRF rate; empty: no limit):
+# beyond it every door answers 429 with Retry-After before it hashes a password or client secret.
+KERASUI_FAILED_LOGIN_RATE = env_rate("KERASUI_FAILED_LOGIN_RATE", "20/min")
 # Proxies in front of the app that append to X-Forwarded-For (0: none; the client is REMOTE_ADDR).
 KERASUI_PROXY_COUNT = env_int("KERASUI_PROXY_COUNT", 0)
 

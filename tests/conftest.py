@@ -4,6 +4,7 @@ import uuid
 
 import pytest
 
+from api.throttles import counters
 from management import runners
 from management.models import DataSet
 from management.services.datasets import dataset_import_zip
@@ -17,10 +18,12 @@ def media_and_runner(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.KERASUI_CACHE_DIR = tmp_path / "cache"
     settings.KERASUI_TRAINING_BACKEND = "none"
-    # Throttle counters start at zero in every test (the servers the e2e tests start use the real cache).
+    # Throttle counters start at zero in every test (the servers the e2e tests start use the real cache),
+    # and so do the leases each process counts down in memory.
     settings.CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": uuid.uuid4().hex}
     }
+    counters.clear()
     runners.reset()
     # Run ids restart with every test database, so a model cached by an earlier test must go.
     model_cache.clear()
