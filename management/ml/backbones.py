@@ -9,7 +9,6 @@ images with values 0..255, carries its own preprocessing and ends on pooled feat
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import socket
@@ -32,22 +31,19 @@ __all__ = ["BACKBONES", "Backbone", "WeightsUnavailable", "keras_cache_dir"]
 
 
 def keras_cache_dir() -> Path:
-    """Keras' cache folder, where `keras.applications` look for weights: $KERAS_HOME or ~/.keras."""
-    try:
-        from keras.src.backend.config import keras_home
-
-        home = keras_home()
-    except ImportError:
-        home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    """Keras' cache folder, where `keras.applications` look for weights: $KERAS_HOME, else ~/.keras (or
+    /tmp/.keras when the home folder is not writable), found as Keras finds it but without importing
+    Keras (and TensorFlow with it): the web process lists starting points with this."""
+    home = os.environ.get("KERAS_HOME")
+    if not home:
+        base = os.path.expanduser("~")
+        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
     return Path(os.path.expanduser(home))
 
 
 def file_digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with Path(path).open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The file's digest, computed once per version of the file in this process."""
+    return efficientnet_lite.file_digest(path, algorithm)
 
 
 def _hash_algorithm(file_hash: str) -> str:

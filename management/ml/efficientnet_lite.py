@@ -169,12 +169,26 @@ def convert_weights(state: dict[str, np.ndarray], model) -> None:
         raise ValueError(f"the weights file has tensors no layer takes: {', '.join(unused[:5])}")
 
 
+# Digests already computed in this process, by file version: a weights file is hashed when first
+# used, after that checking that it is still there (the starting points a page lists) is a stat.
+_digests: dict[tuple, str] = {}
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """The file's digest, computed once per version of the file (path, inode, size, modification time)."""
+    stat = os.stat(path)
+    version = (os.path.abspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, algorithm)
+    if version not in _digests:
+        digest = hashlib.new(algorithm)
+        with Path(path).open("rb") as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
+                digest.update(chunk)
+        _digests[version] = digest.hexdigest()
+    return _digests[version]
+
+
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def _recorded(folder: Path) -> dict | None:
