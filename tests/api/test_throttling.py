@@ -2,6 +2,7 @@
 beyond the rate, 429 JSON with Retry-After."""
 
 import base64
+import io
 import os
 import subprocess
 import sys
@@ -11,7 +12,13 @@ from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
+from management.models import DataSet
 from tests.images import png
+
+# Queries of a bearer request between the throttle's leases (the token, its user, the object): not one
+# counts the request.
+QUERIES_BEARER_ROOT = 3
+QUERIES_BEARER_DATASET = 3
 
 
 @pytest.fixture
@@ -138,3 +145,95 @@ def test_media_downloads_are_not_counted_against_the_rate(tiny_rates, admin_user
     client = client_for(admin_user)
     assert [client.get(item.image.url).status_code for _ in range(5)] == [200] * 5
     assert client.get("/api/dataset/").status_code == 200
+
+
+# The embedded default: counts leased from the database cache, counted down in memory.
+
+
+@pytest.fixture
+def database_cache(settings):
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "kerasui_cache"}
+    }
+
+
+@pytest.fixture
+def bearer(admin_user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from oauth2_provider.models import get_access_token_model, get_application_model
+
+    Application = get_application_model()
+    application = Application.objects.create(
+        name="script",
+        user=admin_user,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+    )
+    token = get_access_token_model().objects.create(
+        user=admin_user,
+        application=application,
+        token="a-bearer-token-for-the-tests",
+        expires=timezone.now() + timedelta(hours=1),
+        scope="read write predict",
+    )
+    return {"HTTP_AUTHORIZATION": f"Bearer {token.token}"}
+
+
+def writes(queries) -> list[str]:
+    return [
+        query["sql"] for query in queries if query["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+    ]
+
+
+def test_counting_a_request_writes_to_the_database_once_per_lease_not_per_request(database_cache, bearer, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from api.throttles import lease_size
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api": "1200/min"}}
+    dataset = DataSet.objects.create(name="Pets")
+    client = APIClient()
+    written = []
+    for _ in range(3 * lease_size(1200)):
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(f"/api/dataset/{dataset.pk}/", **bearer).status_code == 200
+        written.append(bool(writes(queries.captured_queries)))
+    # A minute's window may end mid-loop: one more lease then.
+    assert 3 <= sum(written) <= 4, written
+
+
+def test_an_authenticated_requests_queries_do_not_grow_with_requests_or_images(
+    database_cache, bearer, settings, django_assert_max_num_queries
+):
+    from management.services.datasets import dataset_item_create
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api": "1200/min"}}
+    dataset = DataSet.objects.create(name="Pets")
+    client = APIClient()
+    client.get("/api/", **bearer)  # the first lease
+    with django_assert_max_num_queries(QUERIES_BEARER_ROOT):
+        assert client.get("/api/", **bearer).status_code == 200
+    with django_assert_max_num_queries(QUERIES_BEARER_DATASET):
+        assert client.get(f"/api/dataset/{dataset.pk}/", **bearer).status_code == 200
+    for label in ("cat", "dog") * 20:
+        dataset_item_create(dataset=dataset, label=label, file=io.BytesIO(png()))
+    for _ in range(10):
+        with django_assert_max_num_queries(QUERIES_BEARER_DATASET):
+            assert client.get(f"/api/dataset/{dataset.pk}/", **bearer).status_code == 200
+
+
+def test_a_client_over_its_rate_is_refused_from_memory_without_a_query(database_cache, bearer, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api": "3/day"}}
+    client = APIClient()
+    assert [client.get("/api/", **bearer).status_code for _ in range(4)] == [200, 200, 200, 429]
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/api/", **bearer)
+    assert_throttled(response)
+    # The bearer token's look-up only: the count is not read again.
+    assert not any("kerasui_cache" in query["sql"] for query in queries.captured_queries)
