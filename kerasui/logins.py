@@ -151,9 +151,9 @@ def failed_logins_response(request, seconds: int):
 
 
 class FailedLoginCounter:
-    """The last authentication backend: reached only when every one before it refused the credentials
-    (a wrong password, an unknown or inactive user, a django-axes lockout), it counts a failure against
-    the client's address and authenticates nobody."""
+    """The last authentication backend: reached only when every one before it returned no user (a wrong
+    password, an unknown or inactive user; a django-axes lockout stops authenticate() before it), it
+    counts a failure against the client's address and authenticates nobody."""
 
     def authenticate(self, request, username=None, password=None, **credentials):
         if request is not None:
