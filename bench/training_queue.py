@@ -116,7 +116,7 @@ def main() -> None:
     from django.core.management import call_command
 
     from kerasui.celery import app
-    from management import runners
+    from jobs import runner as runners
     from management.models import DataSet, TrainingRun
     from management.services.datasets import dataset_import_zip
     from management.services.training import training_run_cancel, training_run_create

@@ -19,7 +19,7 @@ from django.db import DatabaseError, close_old_connections
 
 from management import metrics
 from management.models import DataSet, TrainingRun
-from management.services.jobs import TooManyJobs
+from jobs.budgets import TooManyJobs
 from management.services.prediction import model_cache
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from management import runners
+from jobs import runner as runners
 from management.models import DataSet
 from management.services.datasets import dataset_import_zip
 from management.services.prediction import model_cache

@@ -27,7 +27,7 @@ from management.ml.export import FORMATS, PRECISIONS, export_in_child, file_name
 from management.ml.images import channels_for, load_image
 from management.models import DataSetItem, TrainingRun
 from management.services.errors import Conflict, ServiceError
-from management.services.jobs import model_job_slot
+from jobs.budgets import model_job_slot
 
 PREPROCESSING = (
     "EXIF orientation applied; converted to RGB (rgb) or 8-bit grayscale L (grayscale), transparency shown on "

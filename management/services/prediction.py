@@ -22,7 +22,7 @@ from management.ml.images import channels_for, load_image
 from management.models import DataSet, TrainingRun
 from management.services.datasets import image_size_check
 from management.services.errors import Conflict, ServiceError
-from management.services.jobs import TooManyJobs
+from jobs.budgets import TooManyJobs
 from management.services.serving import serving_engine, serving_predictor
 
 

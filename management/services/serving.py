@@ -21,7 +21,7 @@ from management.ml.export import file_name
 from management.models import TrainingRun
 from management.services.errors import ServiceError
 from management.services.exports import export_folder, training_run_export
-from management.services.jobs import TooManyJobs
+from jobs.budgets import TooManyJobs
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 
-from management.services.jobs import TooManyJobs, model_job_slot
+from jobs.budgets import TooManyJobs, model_job_slot
 from management.services.training import dataset_model_validate
 
 ROOT = Path(django_settings.BASE_DIR)
@@ -21,7 +21,7 @@ from contextlib import ExitStack
 import django
 
 django.setup()
-from management.services.jobs import model_job_slot
+from jobs.budgets import model_job_slot
 
 with ExitStack() as stack:
     for _ in range(int(sys.argv[1])):
