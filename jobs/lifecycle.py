@@ -48,7 +48,8 @@ class IllegalTransition(Conflict):
 
     def __init__(self, kind: str, job_id: int, event: str, status: str | None):
         noun = "run" if kind == "training" else f"{kind} job"
-        super().__init__(f"{noun} {job_id} cannot {event}: it is {status or 'deleted'}", field="run" if noun == "run" else "job")
+        field = "run" if kind == "training" else "job"
+        super().__init__(f"{noun} {job_id} cannot {event}: it is {status or 'deleted'}", field=field)
         self.kind, self.job_id, self.event, self.status = kind, job_id, event, status
 
 

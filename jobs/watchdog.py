@@ -15,8 +15,8 @@ from django.db.models import DateTimeField, ExpressionWrapper, Q
 from django.db.models.functions import Coalesce, Now
 
 from jobs import lifecycle
-from management.processes import pid_alive
 from jobs.registry import KINDS, kind_get
+from management.processes import pid_alive
 
 
 def jobs_fail_stale(*, timeout: int | None = None, kinds: list[str] | None = None) -> int:

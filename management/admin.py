@@ -17,10 +17,11 @@ from management import health_views, options, run_report, views
 from management import permissions as rules
 from management.forms import DataSetForm, DataSetItemForm
 from management.ml.export import FORMATS, RUNTIMES
-from management.models import DataSet, DataSetItem, TrainingRun
+from management.models import DataSet, DataSetItem, ExportJob, TrainingRun
 from management.services.datasets import dataset_delete, dataset_items_delete, dataset_label_counts
 from management.services.errors import ServiceError
 from management.services.evaluations import evaluation_has_predictions
+from management.services.exports import export_jobs_of
 from management.services.training import (
     training_run_cancel,
     training_run_create,
@@ -468,9 +469,13 @@ class TrainingRunAdmin(admin.ModelAdmin):
             for format in FORMATS
         ]
         rows.append({"format": "tflite", "precision": "float16", "title": "tflite float16", "runtime": "TFLite"})
+        jobs = {}
+        for job in export_jobs_of(run=obj):  # newest first: each format's latest job
+            jobs.setdefault((job.format, job.precision), job)
         for row in rows:
             key = row["format"] if row["precision"] == "float32" else f"{row['format']}_{row['precision']}"
             row["record"] = obj.exports.get(key)
+            row["job"] = jobs.get((row["format"], row["precision"]))
         return format_html("{}", render_to_string("management/run_downloads.html", {"run": obj, "exports": rows}))
 
     @admin.display(description="last lines of the log")
@@ -506,6 +511,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
         run = self.get_object(request, unquote(object_id)) if object_id else None
         if run is not None:
             context["headline"] = run_report.run_headline(run)
+            # The page reloads itself while an export of the run is being made, so its progress moves.
+            context["exporting"] = run.export_jobs.filter(status__in=ExportJob.ACTIVE).exists()
         return super().changeform_view(request, object_id, form_url, context)
 
     def get_urls(self):

@@ -266,7 +266,6 @@ class TrainingRun(Job):
         return f"{self.accuracy:.1%}" if self.accuracy is not None else "—"
 
 
-
 add_fields(DataSet, TrainingRun)
 
 

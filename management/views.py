@@ -25,7 +25,7 @@ from management.services.datasets import ImportReport, dataset_import_zip, datas
 from management.services.errors import ServiceError
 from management.services.evaluations import evaluation_confusion_cell
 from management.services.explanations import explanation_for_image, explanation_run_item
-from management.services.exports import training_run_export, training_run_export_bundle
+from management.services.exports import ExportFile, export_job_request
 from management.services.prediction import prediction_predict_one, prediction_version_run
 from management.services.training import dataset_model_validate
 from management.services.versions import training_run_import, training_run_promote
@@ -179,16 +179,24 @@ def download_model(request, run_id):
 
 
 def download_export(request, run_id, format):
-    """A version's model in a format (?precision=, ?bundle=1); a refused export says why on the run's page."""
+    """A version's model in a format (?precision=, ?bundle=1) when it is made; else the run's page, which
+    shows the export job making it; a refused export says why there."""
     run = get_object_or_404(TrainingRun.objects.select_related("dataset"), pk=run_id)
-    options = {"format": format, "precision": request.GET.get("precision") or "float32"}
-    make = training_run_export_bundle if request.GET.get("bundle") == "1" else training_run_export
     try:
-        export = make(run=run, **options)
+        result = export_job_request(
+            run=run,
+            format=format,
+            precision=request.GET.get("precision") or "float32",
+            bundle=request.GET.get("bundle") == "1",
+            user=request.user,
+        )
     except ServiceError as error:
         messages.error(request, f"{format}: {error.message}")
         return redirect("admin:management_trainingrun_change", run.pk)
-    return media_response(export.name, filename=export.filename)
+    if not isinstance(result, ExportFile):
+        messages.info(request, f"{format}: export {result.pk} is {result.status}; download it here once it is made.")
+        return redirect("admin:management_trainingrun_change", run.pk)
+    return media_response(result.name, filename=result.filename)
 
 
 @require_POST

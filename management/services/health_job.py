@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
+from jobs import lifecycle
 from management.ml import health as ml_health
 from management.ml.backbones import WeightsUnavailable
 from management.ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache
 from management.ml.images import channels_for
-from jobs import lifecycle
 from management.models import DataSetItem, HealthCheck, HealthDismissal
 from management.services import health, pretrained
 from management.services.datasets import dataset_labels

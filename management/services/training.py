@@ -13,10 +13,9 @@ import logging
 from django.conf import settings
 from django.db import transaction
 
-from kerasui.logs import RUN_LOGGER
-
 from jobs import runner
 from jobs.budgets import model_job_slot
+from kerasui.logs import RUN_LOGGER
 from management.ml.images import channels_for
 from management.ml.models import Augmentation, ModelSpec
 from management.ml.validate import ValidationReport, validate_model

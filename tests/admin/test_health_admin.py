@@ -12,7 +12,7 @@ def done_check(dataset) -> HealthCheck:
     issue = {"item": first.pk, "given": first.label, "suggested": "red", "confidence": 0.93, "quality": 0.02}
     return HealthCheck.objects.create(
         dataset=dataset,
-        status="done",
+        status="succeeded",
         progress=1.0,
         report={
             "images": 30,

@@ -131,8 +131,8 @@ def slots_taken(settings, tmp_path):
 
 
 def test_a_busy_machine_leaves_a_version_undecided_rather_than_served_by_keras(pending_run, slots_taken, monkeypatch):
-    from management.services import serving
     from jobs.budgets import TooManyJobs
+    from management.services import serving
 
     monkeypatch.setattr(serving, "SLOT_POLL_SECONDS", 0.01)
     # A request: 429, and nothing recorded.

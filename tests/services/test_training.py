@@ -115,7 +115,7 @@ def test_a_run_left_running_by_a_dead_process_is_marked_failed(colour_dataset):
 def test_training_succeeds_and_its_model_predicts_new_images_correctly(colour_dataset):
     run = execute(colour_dataset)
     assert run.status == Status.SUCCEEDED, run.error
-    assert run.progress == 100 and run.epoch == 6 and len(run.history) == 6
+    assert run.progress == 1.0 and run.epoch == 6 and len(run.history) == 6
     assert run.metrics["val_accuracy"] >= 0.9
     assert run.model_file.name == f"models/run_{run.pk}.keras"
     colour_dataset.refresh_from_db()
