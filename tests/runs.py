@@ -104,3 +104,15 @@ def download(client, url: str):
     ended = job_execute(kind="export", job_id=job["id"], worker="test:1")
     assert ended.status in {"succeeded", "failed"}, ended.error
     return client.get(url)
+
+
+def imported(client, response) -> dict:
+    """An upload answered 202 with its import job: run that job here, as its process would, and return
+    the job as the API shows it once it ended (status, report)."""
+    from jobs.process import job_execute
+
+    assert response.status_code == 202, response.content[:500]
+    job = response.json()
+    assert response["Location"] == job["url"] and job["status"] == "queued"
+    job_execute(kind="import", job_id=job["id"], worker="test:1")
+    return client.get(job["url"]).json()

@@ -290,7 +290,12 @@ def dataset_import_request(*, dataset: DataSet, file, label: str | None = None, 
     with _open_zip(file) as archive:
         _zip_entries(archive)
     file.seek(0)
-    name = default_storage.save(f"imports/{uuid.uuid4().hex}.zip", file)
+    try:
+        name = default_storage.save(f"imports/{uuid.uuid4().hex}.zip", file)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise InsufficientStorage("the server's disk is full: the zip cannot be kept", field="file") from None
+        raise
     fields = {
         "dataset": dataset,
         "upload": name,
