@@ -63,6 +63,10 @@ def thumbnail(item: DataSetItem, size: int = 48) -> str:
     )
 
 
+# The latest zip imports the dataset page lists (each links to its page with the whole report).
+IMPORTS_ON_DATASET_PAGE = 3
+
+
 @admin.register(DataSet)
 class DataSetAdmin(admin.ModelAdmin):
     form = DataSetForm
@@ -107,6 +111,7 @@ class DataSetAdmin(admin.ModelAdmin):
             "runs_table": self.runs(dataset, runs),
             "label_counts_html": self.label_counts(dataset),
             "gallery_html": self.thumbnails(dataset),
+            "imports": list(dataset.import_jobs.order_by("-created_at", "-id")[:IMPORTS_ON_DATASET_PAGE]),
         }
 
     def get_readonly_fields(self, request, obj=None):
@@ -216,6 +221,11 @@ class DataSetAdmin(admin.ModelAdmin):
         return [
             path("upload/", upload, name="management_dataset_upload"),
             path("<int:dataset_id>/upload/", upload, name="management_dataset_upload_into"),
+            path(
+                "import/<int:job_id>/",
+                guarded(self, views.import_progress, rules.ADD_IMAGES),
+                name="management_dataset_import",
+            ),
             path(
                 "<int:dataset_id>/train/",
                 guarded(self, require_POST(self._train_view), rules.TRAIN),

@@ -19,9 +19,9 @@ from management.files import IMAGE_TYPES, media_response
 from management.forms import ModelImportForm, TestForm, ValidateForm, ZipUploadForm
 from management.management.commands.demo import DEMO_NAME
 from management.ml.images import image_extension, image_format
-from management.models import Architecture, ColorMode, DataSet, TrainingRun
+from management.models import Architecture, ColorMode, DataSet, ImportJob, TrainingRun
 from management.services.compare import compare_ids_parse, compare_thumbnails, runs_compare, runs_for_comparison
-from management.services.datasets import ImportReport, dataset_import_zip, dataset_item_create
+from management.services.datasets import ImportReport, dataset_import_request, dataset_item_create
 from management.services.errors import ServiceError
 from management.services.evaluations import evaluation_confusion_cell
 from management.services.explanations import explanation_for_image, explanation_run_item
@@ -35,40 +35,50 @@ def home(request):
     return render(request, "home.html")
 
 
-def _import(form: ZipUploadForm) -> ImportReport:
-    """The form's zip, or its single image, into its dataset."""
-    dataset, file, label = form.cleaned_data["dataset"], form.cleaned_data["file"], form.cleaned_data["label"]
-    if form.is_zip():
-        return dataset_import_zip(dataset=dataset, file=file, label=label or None)
-    item = dataset_item_create(dataset=dataset, label=label, file=file, name=file.name)
-    return ImportReport(counts={item.label: 1})
+def _report_messages(request, report: ImportReport, dataset) -> None:
+    """What an import added, per label, and what it skipped and why, as the page's messages."""
+    counts = ", ".join(f"{label}: {count}" for label, count in report.counts.items()) or "none"
+    level = messages.SUCCESS if report.added else messages.WARNING
+    images = "image" if report.added == 1 else "images"
+    messages.add_message(request, level, f"Imported {report.added} {images} into '{dataset}' ({counts}).")
+    if report.skipped:
+        shown = "; ".join(f"{entry['name']}: {entry['reason']}" for entry in report.skipped[:20])
+        more = f" and {len(report.skipped) - 20} more" if len(report.skipped) > 20 else ""
+        entries = "entry" if len(report.skipped) == 1 else "entries"
+        messages.warning(request, f"Skipped {len(report.skipped)} {entries}: {shown}{more}.")
 
 
 def upload_zip(request, dataset_id=None):
     """The 'Upload a zip' page, and the door of the dataset page's drop zone (one file per request):
-    a zip labelled by folder or by the typed label, or an image and its label."""
+    a zip (stored, and imported by a job whose page shows its progress and report), or an image and its
+    label (added at once)."""
     initial = {"dataset": dataset_id} if dataset_id else {}
     form = ZipUploadForm(request.POST or None, request.FILES or None, initial=initial)
     if request.method == "POST" and form.is_valid():
-        dataset = form.cleaned_data["dataset"]
+        dataset, file, label = form.cleaned_data["dataset"], form.cleaned_data["file"], form.cleaned_data["label"]
         try:
-            report = _import(form)
+            if form.is_zip():
+                job = dataset_import_request(dataset=dataset, file=file, label=label or None, user=request.user)
+            else:
+                item = dataset_item_create(dataset=dataset, label=label, file=file, name=file.name)
+                job = None
         except ServiceError as error:
             form.add_error("file" if error.field in {"file", "image"} else "label", error.message)
         else:
-            counts = ", ".join(f"{label}: {count}" for label, count in report.counts.items()) or "none"
-            level = messages.SUCCESS if report.added else messages.WARNING
-            images = "image" if report.added == 1 else "images"
-            messages.add_message(request, level, f"Imported {report.added} {images} into '{dataset}' ({counts}).")
-            if report.skipped:
-                shown = "; ".join(f"{entry['name']}: {entry['reason']}" for entry in report.skipped[:20])
-                more = f" and {len(report.skipped) - 20} more" if len(report.skipped) > 20 else ""
-                entries = "entry" if len(report.skipped) == 1 else "entries"
-                messages.warning(request, f"Skipped {len(report.skipped)} {entries}: {shown}{more}.")
+            if job is None:
+                _report_messages(request, ImportReport(counts={item.label: 1}), dataset)
+            else:
+                messages.info(
+                    request,
+                    f"Importing {job.original_name or 'the zip'} into '{dataset}' (import {job.pk}): "
+                    "its progress and report are on the dataset's page.",
+                )
             # The drop zone reads the messages from the page it names (a light one), then reloads the dataset.
             after = request.GET.get("next", "")
             if url_has_allowed_host_and_scheme(after, allowed_hosts={request.get_host()}):
                 return redirect(after)
+            if job is not None:
+                return redirect("admin:management_dataset_import", job.pk)
             return redirect("admin:management_dataset_change", dataset.pk)
     context = {
         **admin.site.each_context(request),
@@ -399,3 +409,17 @@ def _thumbnail(item, size: int) -> str:
         size,
         size,
     )
+
+
+def import_progress(request, job_id):
+    """A zip import's page: its progress while it runs (the page reloads itself), then its report."""
+    job = get_object_or_404(ImportJob.objects.select_related("dataset"), pk=job_id)
+    report = ImportReport(counts=job.report.get("counts", {}), skipped=job.report.get("skipped", []))
+    context = {
+        **admin.site.each_context(request),
+        "opts": DataSet._meta,
+        "title": f"Import {job.pk} into {job.dataset}",
+        "job": job,
+        "report": report if job.status == ImportJob.Status.SUCCEEDED else None,
+    }
+    return render(request, "management/import_progress.html", context)

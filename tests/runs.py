@@ -116,3 +116,14 @@ def imported(client, response) -> dict:
     assert response["Location"] == job["url"] and job["status"] == "queued"
     job_execute(kind="import", job_id=job["id"], worker="test:1")
     return client.get(job["url"]).json()
+
+
+def run_queued_imports() -> list:
+    """Run every queued zip import here, as their processes would; the jobs as they ended."""
+    from jobs.process import job_execute
+    from management.models import ImportJob
+
+    return [
+        job_execute(kind="import", job_id=job_id, worker="test:1")
+        for job_id in ImportJob.objects.filter(status="queued").order_by("id").values_list("pk", flat=True)
+    ]

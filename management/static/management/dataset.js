@@ -24,6 +24,16 @@
     }
   }
 
+  /* While a zip import runs (a job), the summary follows it every two seconds; when it ends, the gallery too. */
+  async function followImports() {
+    const summary = document.getElementById("kerasui-images-summary");
+    while (summary && summary.querySelector("[data-import-active]")) {
+      await new Promise(function (resolve) { setTimeout(resolve, 2000); });
+      await refreshSummary();
+      if (!summary.querySelector("[data-import-active]")) await refreshGallery();
+    }
+  }
+
   /* One upload's outcome, kept until its × is pressed: what was imported, what was skipped and why. */
   function report(results, notes, problems) {
     const items = notes.map(function (text) { return k.el("li", { class: "success", text: text }); })
@@ -83,6 +93,7 @@
       text.textContent = problems.length ? "Done, with problems: see below." : "Done.";
       await Promise.all([refreshSummary(), refreshGallery()]);
       root.dataset.state = "done";
+      followImports();
     });
   }
 
@@ -162,5 +173,6 @@
     if (pictures && pictures.querySelector("select[data-filter]")) gallery(pictures);
     const up = document.getElementById("kerasui-upload");
     if (up) uploader(up);
+    followImports();
   });
 })();
