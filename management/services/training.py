@@ -1,21 +1,17 @@
 """Training as a person asks for it: create a run (the snapshot), cancel, resume or delete it, validate a model.
 
-The web requests' use cases, and the training job kind's entry points (training_job_execute, run in
-the job's own process; training_job_after, in the runner). The run's state changes are the lifecycle's
-(runs.py); what the training process does with a run is the trainer's (trainer.py); how a queued run gets
+The web requests' use cases. The run's state changes are the lifecycle's (runs.py); what the training
+process does with a run is the trainer's (trainer.py, entered by training_job.py); how a queued run gets
 executed is the job runner's (jobs/runner.py).
 """
 
 from __future__ import annotations
-
-import logging
 
 from django.conf import settings
 from django.db import transaction
 
 from jobs import runner
 from jobs.budgets import model_job_slot
-from kerasui.logs import RUN_LOGGER
 from management.ml.images import channels_for
 from management.ml.models import Augmentation, ModelSpec
 from management.ml.validate import ValidationReport, validate_model
@@ -24,8 +20,6 @@ from management.options import snapshot_of
 from management.services import runs
 from management.services.datasets import dataset_labels, delete_files_on_commit, delete_folders_on_commit
 from management.services.errors import Conflict
-
-log = logging.getLogger(RUN_LOGGER)
 
 
 def run_snapshot(*, dataset: DataSet) -> dict:
@@ -48,27 +42,6 @@ def training_run_create(*, dataset: DataSet, user=None, enqueue: bool = True) ->
     if enqueue:
         runner.enqueue_on_commit(kind=TrainingRun.KIND, job_id=run.pk)
     return run
-
-
-def training_job_execute(*, job: TrainingRun) -> None:
-    """Train a claimed run in this process (the job kind's entry). Keras loads only when there is
-    something to train, so a run refused at once (no images, one label) fails in one line."""
-    problem = training_run_problem(run=job)
-    if problem is not None:
-        log.info("Run %s failed: %s", job.pk, problem)
-        runs.run_fail(run_id=job.pk, message=problem)
-        return
-    from management.services import trainer
-
-    trainer.training_run_execute(run=job)
-
-
-def training_job_after(*, job_id: int) -> None:
-    """After a training process succeeded (in the runner): load the new model now, so this process's
-    first prediction with it is not slow."""
-    from management.services.prediction import prediction_warm
-
-    prediction_warm(run_id=job_id)
 
 
 def training_run_cancel(*, run: TrainingRun) -> bool:
