@@ -51,16 +51,7 @@ def progress_bar(run: TrainingRun | None) -> str:
     return render_to_string("management/progress.html", {"run": run})
 
 
-def thumbnail(item: DataSetItem, size: int = 48) -> str:
-    """The item's small thumbnail (never the original, which may weigh megabytes) at `size` px."""
-    return format_html(
-        '<img src="{}" alt="{}" title="{}" loading="lazy" width="{}" height="{}" class="kerasui-thumb">',
-        item.thumbnail_url,
-        item.label,
-        item.label,
-        size,
-        size,
-    )
+thumbnail = views.item_thumbnail
 
 
 # The latest zip imports the dataset page lists (each links to its page with the whole report).

@@ -367,7 +367,7 @@ def compare_runs(request):
     for pair in comparison["pairs"]:
         difference = pair["confusion_difference"]
         flips = [
-            (flip, items.get(flip["item"]), _thumbnail(items[flip["item"]], 64) if flip["item"] in items else "")
+            (flip, items.get(flip["item"]), item_thumbnail(items[flip["item"]], 64) if flip["item"] in items else "")
             for flip in pair["flips"]["items"]
         ]
         pairs.append(
@@ -400,10 +400,12 @@ def compare_runs(request):
     return render(request, "management/compare.html", context)
 
 
-def _thumbnail(item, size: int) -> str:
+def item_thumbnail(item, size: int = 48) -> str:
+    """The item's small thumbnail (never the original, which may weigh megabytes) at `size` px: every
+    gallery of the admin (dataset, items, runs, compare) shows images through here."""
     return format_html(
         '<img src="{}" alt="{}" title="{}" loading="lazy" width="{}" height="{}" class="kerasui-thumb">',
-        item.image.url,
+        item.thumbnail_url,
         item.label,
         item.label,
         size,

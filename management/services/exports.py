@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import time
-import uuid
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from filelock import FileLock
 from jobs import lifecycle, runner
 from jobs.budgets import TooManyJobs, model_job_slot
 from management.ml.export import FORMATS, PRECISIONS, export_in_child, file_name
+from management.ml.files import atomic_path
 from management.ml.images import channels_for, load_image
 from management.models import DataSetItem, ExportJob, TrainingRun
 from management.services.errors import Conflict, ServiceError
@@ -186,20 +185,10 @@ def training_run_export(
         if entry is not None:
             return ExportFile(entry["file"], filename)
         name = file_name(format, precision)
-        temporary = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp{Path(name).suffix}"
-        with tempfile.TemporaryDirectory() as work:
-            samples = Path(work) / "samples.npy"
-            np.save(samples, export_samples(run))
-            with model_job_slot(what=f"exporting to {format}"):
-                report = export_in_child(
-                    model_path or run.model_file.path,
-                    format=format,
-                    target=temporary,
-                    samples_path=samples,
-                    precision=precision,
-                    metadata=export_metadata(run),
-                    timeout=settings.KERASUI_EXPORT_TIMEOUT,
-                )
+        try:
+            report = _export_into(run, folder / name, format, precision, model_path)
+        except _NotKept as refused:
+            report = refused.report
         entry = {
             "status": "ok" if report.ok else "failed",
             "max_difference": report.max_difference,
@@ -211,16 +200,41 @@ def training_run_export(
             "made_at": timezone.now().isoformat(),
         }
         if report.ok:
-            # Renamed into place whole: a reader never sees a half-written export.
-            os.replace(temporary, folder / name)
             entry["file"] = f"{export_folder(run)}/{name}"
         else:
-            temporary.unlink(missing_ok=True)
             entry["error"] = report.error
         _record(run, key, entry)
     if not report.ok:
         raise ExportRefused(report.error, field="format")
     return ExportFile(entry["file"], filename)
+
+
+class _NotKept(Exception):
+    """An export its check refused: the atomic write must not put it in place."""
+
+    def __init__(self, report):
+        super().__init__(report.error)
+        self.report = report
+
+
+def _export_into(run: TrainingRun, target: Path, format: str, precision: str, model_path: str | None):
+    """Make the export in a child process and put it at `target` whole; _NotKept when its check refused it."""
+    with tempfile.TemporaryDirectory() as work, atomic_path(target) as temporary:
+        samples = Path(work) / "samples.npy"
+        np.save(samples, export_samples(run))
+        with model_job_slot(what=f"exporting to {format}"):
+            report = export_in_child(
+                model_path or run.model_file.path,
+                format=format,
+                target=temporary,
+                samples_path=samples,
+                precision=precision,
+                metadata=export_metadata(run),
+                timeout=settings.KERASUI_EXPORT_TIMEOUT,
+            )
+        if not report.ok:
+            raise _NotKept(report)
+    return report
 
 
 def _usable(run: TrainingRun, key: str) -> dict | None:
@@ -253,10 +267,9 @@ def training_run_export_bundle(*, run: TrainingRun, format: str = "keras", preci
     with _run_lock(run) as folder:
         if (folder / name).is_file():
             return ExportFile(relative, filename)
-        temporary = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
         source = Path(settings.MEDIA_ROOT) / export.name
         model_name = _download_name(run, format, precision, bundle=False)
-        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as bundle:
+        with atomic_path(folder / name) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as bundle:
             if format == "savedmodel":
                 with zipfile.ZipFile(source) as inner:
                     for entry in inner.infolist():
@@ -266,7 +279,6 @@ def training_run_export_bundle(*, run: TrainingRun, format: str = "keras", preci
                 bundle.write(source, model_name)
             bundle.writestr("labels.json", json.dumps(export_metadata(run), indent=2))
             bundle.writestr("README.txt", usage_note(run, format, model_name, precision))
-        os.replace(temporary, folder / name)
     return ExportFile(relative, filename)
 
 

@@ -82,7 +82,7 @@ def health_dismissed(*, dataset: DataSet) -> dict[str, set[int]]:
 def health_report_current(*, check: HealthCheck) -> dict:
     """The check's report without what was acted on since: deleted items, relabelled suspects, kept findings.
 
-    Every listed item gets its current label and its image's URL (the API's media door).
+    Every listed item gets its current label, its image's URL and its thumbnail's (the media door).
     """
     report = dict(check.report or {})
     if not report:
@@ -95,7 +95,8 @@ def health_report_current(*, check: HealthCheck) -> dict:
         item = items.get(item_id)
         if item is None:
             return None
-        return {"item": item_id, "label": item.label, "image": item.image.url}
+        # The page's galleries show the small thumbnail; the original stays one click away.
+        return {"item": item_id, "label": item.label, "image": item.image.url, "thumbnail": item.thumbnail_url}
 
     label_issues = []
     for issue in report.get("label_issues", []):
