@@ -35,17 +35,22 @@ def home(request):
     return render(request, "home.html")
 
 
-def _report_messages(request, report: ImportReport, dataset) -> None:
-    """What an import added, per label, and what it skipped and why, as the page's messages."""
+def _report_lines(report: ImportReport, dataset) -> list[tuple[int, str]]:
+    """What an import added, per label, and what it skipped and why: (message level, text) lines."""
     counts = ", ".join(f"{label}: {count}" for label, count in report.counts.items()) or "none"
-    level = messages.SUCCESS if report.added else messages.WARNING
     images = "image" if report.added == 1 else "images"
-    messages.add_message(request, level, f"Imported {report.added} {images} into '{dataset}' ({counts}).")
+    lines = [
+        (
+            messages.SUCCESS if report.added else messages.WARNING,
+            f"Imported {report.added} {images} into '{dataset}' ({counts}).",
+        )
+    ]
     if report.skipped:
         shown = "; ".join(f"{entry['name']}: {entry['reason']}" for entry in report.skipped[:20])
         more = f" and {len(report.skipped) - 20} more" if len(report.skipped) > 20 else ""
         entries = "entry" if len(report.skipped) == 1 else "entries"
-        messages.warning(request, f"Skipped {len(report.skipped)} {entries}: {shown}{more}.")
+        lines.append((messages.WARNING, f"Skipped {len(report.skipped)} {entries}: {shown}{more}."))
+    return lines
 
 
 def upload_zip(request, dataset_id=None):
@@ -66,7 +71,8 @@ def upload_zip(request, dataset_id=None):
             form.add_error("file" if error.field in {"file", "image"} else "label", error.message)
         else:
             if job is None:
-                _report_messages(request, ImportReport(counts={item.label: 1}), dataset)
+                for level, text in _report_lines(ImportReport(counts={item.label: 1}), dataset):
+                    messages.add_message(request, level, text)
             else:
                 messages.info(
                     request,
@@ -417,11 +423,18 @@ def import_progress(request, job_id):
     """A zip import's page: its progress while it runs (the page reloads itself), then its report."""
     job = get_object_or_404(ImportJob.objects.select_related("dataset"), pk=job_id)
     report = ImportReport(counts=job.report.get("counts", {}), skipped=job.report.get("skipped", []))
+    succeeded = job.status == ImportJob.Status.SUCCEEDED
     context = {
         **admin.site.each_context(request),
         "opts": DataSet._meta,
         "title": f"Import {job.pk} into {job.dataset}",
         "job": job,
-        "report": report if job.status == ImportJob.Status.SUCCEEDED else None,
+        "report": report if succeeded else None,
+        # The same lines the drop zone shows once the import has ended (dataset.js reads them here).
+        "lines": [
+            {"level": messages.DEFAULT_TAGS[level], "text": text} for level, text in _report_lines(report, job.dataset)
+        ]
+        if succeeded
+        else [],
     }
     return render(request, "management/import_progress.html", context)

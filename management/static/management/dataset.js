@@ -45,6 +45,24 @@
     results.prepend(block);
   }
 
+  /* A zip is imported by a job: its page is asked every second until the import has ended; then the
+     lines of its report (what was added, what was skipped and why) are what the drop zone shows. */
+  async function followImport(id) {
+    const url = document.getElementById("kerasui-upload").dataset.importUrl.replace(/\/0\/$/, "/" + id + "/");
+    for (let asked = 0; asked < 1800; asked += 1) {
+      const response = await fetch(url, { credentials: "same-origin" });
+      if (response.ok) {
+        const page = new DOMParser().parseFromString(await response.text(), "text/html");
+        const state = page.getElementById("kerasui-import");
+        if (state && !["queued", "running"].includes(state.dataset.status)) {
+          return Array.from(page.querySelectorAll("#kerasui-import-report li")).map(function (li) { return li.textContent.trim(); });
+        }
+      }
+      await new Promise(function (resolve) { setTimeout(resolve, 1000); });
+    }
+    return ["Import " + id + " is still running: its page shows how far it is."];
+  }
+
   function uploader(root) {
     const zone = root.querySelector(".kerasui-drop"), input = zone.querySelector("input[type=file]");
     const labelInput = root.querySelector("[data-upload-label]"), bar = root.querySelector(".kerasui-upload-progress");
@@ -79,7 +97,13 @@
         form.append("file", file);
         try {
           const messages = await k.upload(url, form, show);
-          messages.forEach(function (message) { (/^Skipped/.test(message) ? problems : notes).push(message); });
+          for (const message of messages) {
+            const queued = /\(import (\d+)\)/.exec(message);
+            if (queued) text.textContent = "Importing " + file.name + "…";
+            (queued ? await followImport(queued[1]) : [message]).forEach(function (line) {
+              (/^(Skipped|Import \d+ )/.test(line) ? problems : notes).push(line);
+            });
+          }
         } catch (error) {
           problems.push(file.name + ": " + error.message);
         }
@@ -93,7 +117,6 @@
       text.textContent = problems.length ? "Done, with problems: see below." : "Done.";
       await Promise.all([refreshSummary(), refreshGallery()]);
       root.dataset.state = "done";
-      followImports();
     });
   }
 
