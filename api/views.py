@@ -70,10 +70,11 @@ from api.serializers import (
     ZipUploadSerializer,
 )
 from api.throttles import ScopedThrottle
+from jobs import lifecycle
 from management import metrics
 from management import permissions as rules
 from management.files import media_response
-from management.models import DataSet, DataSetItem, ExportJob, ImportJob, TrainingRun
+from management.models import DataSet, DataSetItem, TrainingRun
 from management.permissions import MEDIA_PERMISSIONS
 from management.services.compare import compare_ids_parse, runs_compare, runs_for_comparison
 from management.services.datasets import (
@@ -83,12 +84,11 @@ from management.services.datasets import (
     dataset_item_thumbnail_make,
     dataset_item_update,
     dataset_items_delete,
-    import_job_cancel,
 )
 from management.services.errors import Conflict, NotFound, ServiceError
 from management.services.evaluations import evaluation_confusion_cell_by_label
 from management.services.explanations import explanation_for_image, explanation_run_item
-from management.services.exports import ExportFile, export_job_cancel, export_job_request
+from management.services.exports import ExportFile, export_job_request
 from management.services.prediction import (
     model_cache,
     prediction_current_run,
@@ -472,42 +472,35 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
         return file_download(run.log_file)
 
 
-class ExportJobViewSet(viewsets.ReadOnlyModelViewSet):
+class JobViewSet(viewsets.ReadOnlyModelViewSet):
+    """A kind of job through the API: read it (status, phase, progress 0 to 1, error, result) and cancel it."""
+
+    def get_queryset(self):
+        return self.get_serializer_class().Meta.model.objects.order_by("-id")
+
+    @extend_schema(summary="Cancel it: a queued job never starts; a running one stops and keeps nothing", request=None)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        job = self.get_object()
+        lifecycle.job_cancel(kind=job.KIND, job_id=job.pk)
+        job.refresh_from_db()
+        return Response(self.get_serializer(job).data)
+
+
+class ExportJobViewSet(JobViewSet):
     """Exports being made or made (jobs): status, phase, progress (0 to 1) and, when refused, why."""
 
     serializer_class = ExportJobSerializer
     filterset_fields = ["run", "status"]
     use_cases = {"list": [rules.EXPORT], "retrieve": [rules.EXPORT], "cancel": [rules.EXPORT]}
 
-    def get_queryset(self):
-        return ExportJob.objects.order_by("-id")
 
-    @extend_schema(summary="Cancel an export being made", request=None, responses={200: ExportJobSerializer})
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        job = self.get_object()
-        export_job_cancel(job=job)
-        return Response(ExportJobSerializer(job, context={"request": request}).data)
-
-
-class ImportJobViewSet(viewsets.ReadOnlyModelViewSet):
+class ImportJobViewSet(JobViewSet):
     """Zip imports being made or made (jobs): status, progress (0 to 1) and the per-file report."""
 
     serializer_class = ImportJobSerializer
     filterset_fields = ["dataset", "status"]
     use_cases = {"list": [rules.ADD_IMAGES], "retrieve": [rules.ADD_IMAGES], "cancel": [rules.ADD_IMAGES]}
-
-    def get_queryset(self):
-        return ImportJob.objects.order_by("-id")
-
-    @extend_schema(
-        summary="Cancel an import (nothing of it is kept)", request=None, responses={200: ImportJobSerializer}
-    )
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        job = self.get_object()
-        import_job_cancel(job=job)
-        return Response(ImportJobSerializer(job, context={"request": request}).data)
 
 
 class UserViewSet(viewsets.ModelViewSet):

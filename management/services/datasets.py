@@ -345,13 +345,6 @@ def import_job_execute(*, job: ImportJob) -> None:
         job.upload.storage.delete(job.upload.name)
 
 
-def import_job_cancel(*, job: ImportJob) -> bool:
-    """Stop an import (a queued one never starts; a running one keeps nothing); False if it had ended."""
-    cancelled = lifecycle.job_cancel(kind=ImportJob.KIND, job_id=job.pk)
-    job.refresh_from_db()
-    return cancelled
-
-
 def _import_entries(
     archive: zipfile.ZipFile,
     entries: list[zipfile.ZipInfo],

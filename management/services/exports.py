@@ -362,13 +362,6 @@ def export_job_execute(*, job: ExportJob) -> None:
     lifecycle.job_succeed(kind=KIND, job_id=job.pk)
 
 
-def export_job_cancel(*, job: ExportJob) -> bool:
-    """Stop an export being made (a queued one never starts); False if it had ended."""
-    cancelled = lifecycle.job_cancel(kind=KIND, job_id=job.pk)
-    job.refresh_from_db()
-    return cancelled
-
-
 def export_jobs_of(*, run: TrainingRun, limit: int = 10) -> list[ExportJob]:
     """The run's latest export jobs, newest first (the run page shows them)."""
     return list(run.export_jobs.order_by("-created_at", "-id")[:limit])
