@@ -9,11 +9,10 @@ keeping a finding and keeping one of a duplicate group are here.
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api.permissions import TokenScopes
+from api.permissions import TokenScopes, UseCasePermissions
 from management import permissions as rules
 from management.models import DataSet, HealthCheck, HealthDismissal
 from management.services import health
@@ -57,21 +56,8 @@ class KeepOneSerializer(serializers.Serializer):
     )
 
 
-class HealthRules(IsAuthenticated):
-    """Each method of the view needs its use cases (management/permissions.py)."""
-
-    def has_permission(self, request, view):
-        if not super().has_permission(request, view):
-            return False
-        for rule in view.rules[request.method if request.method != "HEAD" else "GET"]:
-            if not rule.allows(request.user):
-                self.message = rule.refusal(request.user)
-                return False
-        return True
-
-
 class HealthBase(APIView):
-    permission_classes = [TokenScopes, HealthRules]
+    permission_classes = [TokenScopes, UseCasePermissions]
 
     def dataset(self, pk) -> DataSet:
         return get_object_or_404(DataSet, pk=pk)
@@ -80,7 +66,7 @@ class HealthBase(APIView):
 class DataSetHealthView(HealthBase):
     """A dataset's health: its newest check (GET), or a new one (POST)."""
 
-    rules = {"GET": [rules.VIEW_HEALTH], "POST": [rules.CHECK_HEALTH]}
+    use_cases = {"GET": [rules.VIEW_HEALTH], "POST": [rules.CHECK_HEALTH]}
 
     @extend_schema(
         summary="The dataset's newest health check",
@@ -107,7 +93,7 @@ class DataSetHealthView(HealthBase):
 
 
 class HealthCheckView(HealthBase):
-    rules = {"GET": [rules.VIEW_HEALTH]}
+    use_cases = {"GET": [rules.VIEW_HEALTH]}
 
     @extend_schema(summary="A health check: status, progress (0 to 1) and report", responses=HealthCheckSerializer)
     def get(self, request, pk):
@@ -115,7 +101,7 @@ class HealthCheckView(HealthBase):
 
 
 class HealthCheckCancelView(HealthBase):
-    rules = {"POST": [rules.CHECK_HEALTH]}
+    use_cases = {"POST": [rules.CHECK_HEALTH]}
 
     @extend_schema(summary="Cancel a queued or running health check", request=None, responses=HealthCheckSerializer)
     def post(self, request, pk):
@@ -126,7 +112,7 @@ class HealthCheckCancelView(HealthBase):
 
 
 class HealthDismissView(HealthBase):
-    rules = {"POST": [rules.RELABEL]}
+    use_cases = {"POST": [rules.RELABEL]}
 
     @extend_schema(
         summary="Keep images as they are: this kind of finding about them is not listed again",
@@ -143,7 +129,7 @@ class HealthDismissView(HealthBase):
 
 
 class HealthKeepOneView(HealthBase):
-    rules = {"POST": [rules.DELETE_IMAGES]}
+    use_cases = {"POST": [rules.DELETE_IMAGES]}
 
     @extend_schema(
         summary="Of a group of duplicates, keep one image and delete the others",

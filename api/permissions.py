@@ -37,8 +37,9 @@ class TokenScopes(TokenHasScope):
 
 
 class UseCasePermissions(permissions.DjangoModelPermissions):
-    """A view's actions listed in its `use_cases` need those use cases' permissions (management/permissions.py);
-    every other action needs Django's model permission for its method, the view permission for reading."""
+    """A view's actions (a plain view's HTTP methods) listed in its `use_cases` need those use cases'
+    permissions (management/permissions.py); every other action needs Django's model permission for its
+    method, the view permission for reading. The one permission class shape of every API view."""
 
     perms_map = {
         **permissions.DjangoModelPermissions.perms_map,
@@ -47,8 +48,13 @@ class UseCasePermissions(permissions.DjangoModelPermissions):
     }
 
     def has_permission(self, request, view):
-        needed = getattr(view, "use_cases", {}).get(getattr(view, "action", None))
+        # A viewset's use cases are keyed by action; a plain view's (health's) by HTTP method.
+        key = getattr(view, "action", None) or ("GET" if request.method == "HEAD" else request.method)
+        needed = getattr(view, "use_cases", {}).get(key)
         if needed is None:
+            if getattr(view, "queryset", None) is None and not hasattr(view, "get_queryset"):
+                # A plain view does nothing it does not declare (405 follows), and only for a user.
+                return bool(request.user and request.user.is_authenticated)
             return super().has_permission(request, view)
         for rule in needed:
             if not rule.allows(request.user):

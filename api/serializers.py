@@ -10,6 +10,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
+from django.urls import reverse
 from drf_extra_fields.fields import Base64ImageField
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.plumbing import build_basic_type
@@ -21,7 +22,16 @@ from management import options
 from management.ml.backbones import DEFAULT_IMAGE_SIZE as DEFAULT_PRETRAINED_SIZE
 from management.ml.backbones import MIN_IMAGE_SIZE as MIN_PRETRAINED_SIZE
 from management.ml.backbones import check_image_size
-from management.models import PRETRAINED_ARCHITECTURES, Architecture, ColorMode, DataSet, DataSetItem, TrainingRun
+from management.models import (
+    PRETRAINED_ARCHITECTURES,
+    Architecture,
+    ColorMode,
+    DataSet,
+    DataSetItem,
+    ExportJob,
+    ImportJob,
+    TrainingRun,
+)
 from management.services.datasets import MAX_LABEL_LENGTH
 
 DATA_URI_PREFIX = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
@@ -119,7 +129,7 @@ class DataSetSerializer(serializers.ModelSerializer):
 
     def get_progress(self, obj) -> float:
         run = obj.latest_run
-        return run.progress if run else 0
+        return run.percent if run else 0
 
     def get_model_labels(self, obj) -> list[str]:
         return obj.current_run.labels if obj.current_run else []
@@ -195,6 +205,7 @@ class DataSetItemMultipartSerializer(serializers.Serializer):
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
+    progress = serializers.FloatField(source="percent", read_only=True, help_text="0 to 100.")
     accuracy = serializers.FloatField(read_only=True, allow_null=True)
     is_current = serializers.BooleanField(
         read_only=True, help_text="This version is the one its dataset predicts with (POST …/promote/ to change)."
@@ -489,3 +500,76 @@ class UserSerializer(serializers.ModelSerializer):
             user.set_password(password)
             user.save(update_fields=["password"])
         return user
+
+
+class ExportJobSerializer(serializers.ModelSerializer):
+    """An export being made (a job): follow `url` until it succeeds, then GET `download` for the file."""
+
+    url = serializers.SerializerMethodField(help_text="This job: its status, phase and progress (0 to 1).")
+    download = serializers.SerializerMethodField(help_text="Where the file is answered (200) once it is made.")
+
+    class Meta:
+        model = ExportJob
+        fields = [
+            "id",
+            "run",
+            "format",
+            "precision",
+            "bundle",
+            "status",
+            "phase",
+            "progress",
+            "error",
+            "url",
+            "download",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def _absolute(self, path: str) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+    def get_url(self, obj) -> str:
+        return self._absolute(reverse("exportjob-detail", args=[obj.pk]))
+
+    def get_download(self, obj) -> str:
+        query = f"?format={obj.format}&precision={obj.precision}" + ("&bundle=1" if obj.bundle else "")
+        return self._absolute(reverse("trainingrun-model-file", args=[obj.run_id]) + query)
+
+
+class ImportJobSerializer(serializers.ModelSerializer):
+    """A zip being imported (a job): follow `url` until it has ended; `report` is what became of each file."""
+
+    url = serializers.SerializerMethodField(help_text="This job: its status, phase, progress (0 to 1) and report.")
+    report = serializers.JSONField(
+        read_only=True,
+        help_text="Once succeeded: added (a number), counts (images per label) and skipped (each entry's name "
+        "and why).",
+    )
+
+    class Meta:
+        model = ImportJob
+        fields = [
+            "id",
+            "dataset",
+            "original_name",
+            "label",
+            "status",
+            "phase",
+            "progress",
+            "report",
+            "error",
+            "url",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_url(self, obj) -> str:
+        request = self.context.get("request")
+        path = reverse("importjob-detail", args=[obj.pk])
+        return request.build_absolute_uri(path) if request is not None else path

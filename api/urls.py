@@ -10,6 +10,8 @@ router.register("users", views.UserViewSet, basename="user")
 router.register("dataset", views.DataSetViewSet, basename="dataset")
 router.register("datasetitem", views.DataSetItemViewSet, basename="datasetitem")
 router.register("trainingrun", views.TrainingRunViewSet, basename="trainingrun")
+router.register("exportjob", views.ExportJobViewSet, basename="exportjob")
+router.register("importjob", views.ImportJobViewSet, basename="importjob")
 
 urlpatterns = [
     path("test/", views.PredictView.as_view(), name="predict"),

@@ -54,7 +54,8 @@ from api.serializers import (
     DataSetItemSerializer,
     DataSetSerializer,
     ExplainedPredictionSerializer,
-    ImportReportSerializer,
+    ExportJobSerializer,
+    ImportJobSerializer,
     ModelImportSerializer,
     ModelMetadataSerializer,
     PredictionSerializer,
@@ -69,6 +70,7 @@ from api.serializers import (
     ZipUploadSerializer,
 )
 from api.throttles import ScopedThrottle
+from jobs import lifecycle
 from management import metrics
 from management import permissions as rules
 from management.files import media_response
@@ -77,7 +79,7 @@ from management.permissions import MEDIA_PERMISSIONS
 from management.services.compare import compare_ids_parse, runs_compare, runs_for_comparison
 from management.services.datasets import (
     dataset_delete,
-    dataset_import_zip,
+    dataset_import_request,
     dataset_item_create,
     dataset_item_thumbnail_make,
     dataset_item_update,
@@ -86,7 +88,7 @@ from management.services.datasets import (
 from management.services.errors import Conflict, NotFound, ServiceError
 from management.services.evaluations import evaluation_confusion_cell_by_label
 from management.services.explanations import explanation_for_image, explanation_run_item
-from management.services.exports import training_run_export, training_run_export_bundle
+from management.services.exports import ExportFile, export_job_request
 from management.services.prediction import (
     model_cache,
     prediction_current_run,
@@ -113,7 +115,8 @@ EXPORT_PARAMETERS = [
         str,
         enum=["keras", "h5", "savedmodel", "tflite", "onnx"],
         description="keras (default), h5, savedmodel (a zip), tflite or onnx. Made and checked against the Keras "
-        "model on the first request (this can take a minute), then kept; 422 when the check refused it.",
+        "model by a job the first request starts (202 with the job to follow), then kept and answered at once; "
+        "422 when the check refused it.",
     ),
     OpenApiParameter("precision", str, enum=["float32", "float16"], description="float16 for tflite only."),
     OpenApiParameter(
@@ -122,6 +125,11 @@ EXPORT_PARAMETERS = [
 ]
 EXPORT_RESPONSES = {
     200: FILE_RESPONSE,
+    202: OpenApiResponse(
+        response=ExportJobSerializer,
+        description="Not made yet: the export job making it (Location: the job). Follow its `url` until it has "
+        "succeeded, then ask again (`download`) for the file.",
+    ),
     409: OpenApiResponse(description="The run has no model."),
     422: OpenApiResponse(description="The export failed its check against the Keras model; it is never served."),
 }
@@ -182,13 +190,21 @@ class ModelFileNegotiation(DefaultContentNegotiation):
 
 
 def model_download(request, run):
-    """The run's model in the format the query asks for (?format=, ?precision=, ?bundle=1)."""
+    """The run's model in the format the query asks for (?format=, ?precision=, ?bundle=1): the file when
+    it is made, else 202 with the export job that makes it."""
     params = request.query_params
-    options = {"format": params.get("format") or "keras", "precision": params.get("precision") or "float32"}
-    bundle = params.get("bundle", "").lower() in {"1", "true", "yes"}
-    export = training_run_export_bundle(run=run, **options) if bundle else training_run_export(run=run, **options)
+    result = export_job_request(
+        run=run,
+        format=params.get("format") or "keras",
+        precision=params.get("precision") or "float32",
+        bundle=params.get("bundle", "").lower() in {"1", "true", "yes"},
+        user=request.user,
+    )
+    if not isinstance(result, ExportFile):
+        body = ExportJobSerializer(result, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
     try:
-        return media_response(export.name, filename=export.filename)
+        return media_response(result.name, filename=result.filename)
     except Http404:
         raise NotFound("the file is missing from storage", field="file") from None
 
@@ -225,21 +241,26 @@ class DataSetViewSet(viewsets.ModelViewSet):
         dataset_delete(dataset=instance)
 
     @extend_schema(
-        summary="Import a zip of images",
+        summary="Import a zip of images (a job: 202 with the job to follow)",
+        description="The zip is stored and imported by a job in its own process; follow the answer's `url` "
+        "until its status is succeeded (its `report`: images added per label, entries skipped and why) or "
+        "failed (its `error`). One import of a dataset at a time (409 while one is under way).",
         request={"multipart/form-data": ZipUploadSerializer},
-        responses={201: ImportReportSerializer},
+        responses={202: ImportJobSerializer},
     )
     @action(detail=True, methods=["post"], parser_classes=[MultiPartParser, FormParser])
     def upload(self, request, pk=None):
         dataset = self.get_object()
         serializer = ZipUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        report = dataset_import_zip(
+        job = dataset_import_request(
             dataset=dataset,
             file=serializer.validated_data["file"],
             label=serializer.validated_data.get("label") or None,
+            user=request.user,
         )
-        return Response(report.as_dict(), status=status.HTTP_201_CREATED)
+        body = ImportJobSerializer(job, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
     @extend_schema(summary="Queue a training run", request=None, responses={202: TrainingRunSerializer})
     @action(detail=True, methods=["post"], parser_classes=[JSONParser, MultiPartParser, FormParser])
@@ -449,6 +470,37 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
     def log(self, request, pk=None):
         run = self.get_object()
         return file_download(run.log_file)
+
+
+class JobViewSet(viewsets.ReadOnlyModelViewSet):
+    """A kind of job through the API: read it (status, phase, progress 0 to 1, error, result) and cancel it."""
+
+    def get_queryset(self):
+        return self.get_serializer_class().Meta.model.objects.order_by("-id")
+
+    @extend_schema(summary="Cancel it: a queued job never starts; a running one stops and keeps nothing", request=None)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        job = self.get_object()
+        lifecycle.job_cancel(kind=job.KIND, job_id=job.pk)
+        job.refresh_from_db()
+        return Response(self.get_serializer(job).data)
+
+
+class ExportJobViewSet(JobViewSet):
+    """Exports being made or made (jobs): status, phase, progress (0 to 1) and, when refused, why."""
+
+    serializer_class = ExportJobSerializer
+    filterset_fields = ["run", "status"]
+    use_cases = {"list": [rules.EXPORT], "retrieve": [rules.EXPORT], "cancel": [rules.EXPORT]}
+
+
+class ImportJobViewSet(JobViewSet):
+    """Zip imports being made or made (jobs): status, progress (0 to 1) and the per-file report."""
+
+    serializer_class = ImportJobSerializer
+    filterset_fields = ["dataset", "status"]
+    use_cases = {"list": [rules.ADD_IMAGES], "retrieve": [rules.ADD_IMAGES], "cancel": [rules.ADD_IMAGES]}
 
 
 class UserViewSet(viewsets.ModelViewSet):

@@ -165,7 +165,7 @@ def setup(data_dir: Path) -> dict:
         model_path.parent.mkdir(parents=True, exist_ok=True)
         build_model(ModelSpec(code=DEFAULT_PROCESS, image_size=64, channels=3, num_classes=3)).save(model_path)
         TrainingRun.objects.filter(pk=run.pk).update(
-            status=TrainingRun.Status.SUCCEEDED, progress=100, labels=LABELS, model_file=f"models/run_{run.pk}.keras"
+            status=TrainingRun.Status.SUCCEEDED, progress=1.0, labels=LABELS, model_file=f"models/run_{run.pk}.keras"
         )
         run = serving_prepare_run(run=TrainingRun.objects.get(pk=run.pk))
         if run.serving_engine != "onnxruntime":

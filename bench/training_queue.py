@@ -115,8 +115,8 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
+    from jobs import runner as runners
     from kerasui.celery import app
-    from management import runners
     from management.models import DataSet, TrainingRun
     from management.services.datasets import dataset_import_zip
     from management.services.training import training_run_cancel, training_run_create

@@ -8,7 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kerasui.settings")
 
 application = get_asgi_application()
 
-from management import runners  # noqa: E402 - needs the app registry loaded above
+from jobs import runner  # noqa: E402 - needs the app registry loaded above
 from management.services.journal import media_journals_recover  # noqa: E402
 
 try:
@@ -17,4 +17,4 @@ except Exception:  # noqa: BLE001 - e.g. the database is not migrated yet; servi
     import logging
 
     logging.getLogger(__name__).warning("uploads interrupted by a crash were not cleaned up", exc_info=True)
-runners.start()
+runner.start()

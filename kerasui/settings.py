@@ -348,10 +348,11 @@ CORS_URLS_REGEX = r"^/(api|o)/.*$"
 
 LOGIN_URL = "admin:login"
 
-# Training: how a queued run gets executed. "thread": a daemon thread of the web process starts each
-# as a `manage.py train --run ID` subprocess, at most KERASUI_MAX_CONCURRENT_RUNS at once, the rest
-# wait. "celery": the run's id goes to the `training` queue and a Celery worker (on any machine
-# sharing the database and media) executes it. "none": runs stay queued (tests; `train --run` by hand).
+# Jobs (training runs, health checks, exports, zip imports; see jobs/): how a queued job gets executed.
+# "thread": a daemon thread of the web process starts each as a `manage.py job KIND ID` subprocess, at
+# most its kind's budget at once (the settings below), the rest wait. "celery": the job's kind and id go
+# to the `training` queue and a Celery worker (on any machine sharing the database and media) executes
+# it. "none": jobs stay queued (tests; `manage.py job KIND ID` by hand).
 # KERASUI_TRAINING_RUNNER is the deprecated name: "thread" or anything else (= "none").
 _legacy_runner = os.environ.get("KERASUI_TRAINING_RUNNER", "").strip().lower()
 KERASUI_TRAINING_BACKEND = os.environ.get("KERASUI_TRAINING_BACKEND", "").strip().lower() or (
@@ -361,9 +362,16 @@ if KERASUI_TRAINING_BACKEND not in {"thread", "celery", "none"}:
     raise ImproperlyConfigured(
         f"KERASUI_TRAINING_BACKEND is {KERASUI_TRAINING_BACKEND!r}: use 'thread', 'celery' or 'none'"
     )
+# The job budget: how many jobs of each kind run at once, on every machine together.
 KERASUI_MAX_CONCURRENT_RUNS = env_int("KERASUI_MAX_CONCURRENT_RUNS", 1)
-# A running run's training process writes a heartbeat to it about once a second; a run whose
-# heartbeat is older than this many seconds lost its process or machine and is marked interrupted.
+KERASUI_MAX_CONCURRENT_HEALTH_CHECKS = env_int("KERASUI_MAX_CONCURRENT_HEALTH_CHECKS", 1)
+KERASUI_MAX_CONCURRENT_EXPORTS = env_int("KERASUI_MAX_CONCURRENT_EXPORTS", 1)
+KERASUI_MAX_CONCURRENT_IMPORTS = env_int("KERASUI_MAX_CONCURRENT_IMPORTS", 2)
+# Health checks a user may start per minute (0: no limit): each costs minutes of every core.
+KERASUI_HEALTH_STARTS_PER_MINUTE = env_int("KERASUI_HEALTH_STARTS_PER_MINUTE", 6)
+# A running job's process writes a heartbeat to it about once a second; a job whose heartbeat is older
+# than this many seconds (the database's clock) lost its process or machine: the watchdog fails it
+# (a training run is marked interrupted, and can be resumed).
 KERASUI_HEARTBEAT_TIMEOUT = env_int("KERASUI_HEARTBEAT_TIMEOUT", 60)
 # The longest a training may take (seconds; Celery's time limit): a run still going after it is stopped
 # and marked interrupted (it can be resumed).
@@ -373,7 +381,7 @@ KERASUI_TRAINING_TIME_LIMIT = env_int("KERASUI_TRAINING_TIME_LIMIT", 2 * 24 * 36
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 # Results and states live on the run in the database: no result backend.
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ROUTES = {"management.tasks.train_run": {"queue": "training"}}
+CELERY_TASK_ROUTES = {"jobs.run": {"queue": "training"}}
 # A task is acknowledged when it ends, so a worker that dies before claiming its run leaves the
 # message to another worker; one message at a time per process, so a long run blocks nobody else.
 CELERY_TASK_ACKS_LATE = True

@@ -17,10 +17,11 @@ from management import health_views, options, run_report, views
 from management import permissions as rules
 from management.forms import DataSetForm, DataSetItemForm
 from management.ml.export import FORMATS, RUNTIMES
-from management.models import DataSet, DataSetItem, TrainingRun
+from management.models import DataSet, DataSetItem, ExportJob, TrainingRun
 from management.services.datasets import dataset_delete, dataset_items_delete, dataset_label_counts
 from management.services.errors import ServiceError
 from management.services.evaluations import evaluation_has_predictions
+from management.services.exports import export_jobs_of
 from management.services.training import (
     training_run_cancel,
     training_run_create,
@@ -50,16 +51,11 @@ def progress_bar(run: TrainingRun | None) -> str:
     return render_to_string("management/progress.html", {"run": run})
 
 
-def thumbnail(item: DataSetItem, size: int = 48) -> str:
-    """The item's small thumbnail (never the original, which may weigh megabytes) at `size` px."""
-    return format_html(
-        '<img src="{}" alt="{}" title="{}" loading="lazy" width="{}" height="{}" class="kerasui-thumb">',
-        item.thumbnail_url,
-        item.label,
-        item.label,
-        size,
-        size,
-    )
+thumbnail = views.item_thumbnail
+
+
+# The latest zip imports the dataset page lists (each links to its page with the whole report).
+IMPORTS_ON_DATASET_PAGE = 3
 
 
 @admin.register(DataSet)
@@ -106,6 +102,7 @@ class DataSetAdmin(admin.ModelAdmin):
             "runs_table": self.runs(dataset, runs),
             "label_counts_html": self.label_counts(dataset),
             "gallery_html": self.thumbnails(dataset),
+            "imports": list(dataset.import_jobs.order_by("-created_at", "-id")[:IMPORTS_ON_DATASET_PAGE]),
         }
 
     def get_readonly_fields(self, request, obj=None):
@@ -215,6 +212,11 @@ class DataSetAdmin(admin.ModelAdmin):
         return [
             path("upload/", upload, name="management_dataset_upload"),
             path("<int:dataset_id>/upload/", upload, name="management_dataset_upload_into"),
+            path(
+                "import/<int:job_id>/",
+                guarded(self, views.import_progress, rules.ADD_IMAGES),
+                name="management_dataset_import",
+            ),
             path(
                 "<int:dataset_id>/train/",
                 guarded(self, require_POST(self._train_view), rules.TRAIN),
@@ -468,9 +470,13 @@ class TrainingRunAdmin(admin.ModelAdmin):
             for format in FORMATS
         ]
         rows.append({"format": "tflite", "precision": "float16", "title": "tflite float16", "runtime": "TFLite"})
+        jobs = {}
+        for job in export_jobs_of(run=obj):  # newest first: each format's latest job
+            jobs.setdefault((job.format, job.precision), job)
         for row in rows:
             key = row["format"] if row["precision"] == "float32" else f"{row['format']}_{row['precision']}"
             row["record"] = obj.exports.get(key)
+            row["job"] = jobs.get((row["format"], row["precision"]))
         return format_html("{}", render_to_string("management/run_downloads.html", {"run": obj, "exports": rows}))
 
     @admin.display(description="last lines of the log")
@@ -506,6 +512,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
         run = self.get_object(request, unquote(object_id)) if object_id else None
         if run is not None:
             context["headline"] = run_report.run_headline(run)
+            # The page reloads itself while an export of the run is being made, so its progress moves.
+            context["exporting"] = run.export_jobs.filter(status__in=ExportJob.ACTIVE).exists()
         return super().changeform_view(request, object_id, form_url, context)
 
     def get_urls(self):

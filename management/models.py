@@ -12,6 +12,7 @@ from django.db import models
 from django.db.models.fields.files import ImageFieldFile
 from django.utils.text import slugify
 
+from jobs.models import Job
 from management.ml.backbones import check_image_size
 from management.ml.images import image_file_name, image_format
 from management.options import (  # noqa: F401 - the choices and weights_file_path are read from here too
@@ -181,21 +182,12 @@ class ServingEngine(models.TextChoices):
     KERAS = "keras", "Keras (fallback: TensorFlow in the web process)"
 
 
-class TrainingRun(models.Model):
-    """One training of a dataset: a snapshot of its options, and its progress and results."""
+class TrainingRun(Job):
+    """One training of a dataset (a job of kind "training"): a snapshot of its options, its progress and results."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
-
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    KIND = "training"
 
     dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="runs")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    progress = models.FloatField(default=0.0)
     epoch = models.PositiveIntegerField(default=0)
 
     # The snapshot: what this run trains with, whatever happens to the dataset afterwards. The options'
@@ -237,43 +229,12 @@ class TrainingRun(models.Model):
         help_text="What answers this version's predictions in the web process.",
     )
     serving_note = models.TextField(blank=True, help_text="Why that engine: its proof, or why the fallback.")
-    error = models.TextField(blank=True)
-    worker = models.CharField(
-        max_length=200,
-        blank=True,
-        help_text="Who trained it: host and process id (thread runner), or Celery node and process id.",
-    )
-    heartbeat_at = models.DateTimeField(
-        null=True, blank=True, help_text="The last sign of life of its training process (about every second)."
-    )
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at", "-id"]
+    class Meta(Job.Meta):
         verbose_name = "training run"
-        constraints = [
-            models.UniqueConstraint(
-                fields=["dataset"],
-                condition=models.Q(status__in=["queued", "running"]),
-                name="one_active_run_per_dataset",
-            ),
-            models.CheckConstraint(
-                condition=models.Q(progress__gte=0) & models.Q(progress__lte=100),
-                name="progress_between_0_and_100",
-            ),
-        ]
 
     def __str__(self) -> str:
         return f"Run {self.pk} of {self.dataset}"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
 
     @property
     def accuracy(self) -> float | None:
@@ -304,64 +265,23 @@ class TrainingRun(models.Model):
     def accuracy_percent(self) -> str:
         return f"{self.accuracy:.1%}" if self.accuracy is not None else "—"
 
-    @property
-    def duration_seconds(self) -> float | None:
-        if self.started_at and self.finished_at:
-            return (self.finished_at - self.started_at).total_seconds()
-        return None
-
 
 add_fields(DataSet, TrainingRun)
 
 
-class HealthCheck(models.Model):
-    """One check of a dataset's health (label errors, duplicates, outliers, balance), run as a job."""
+class HealthCheck(Job):
+    """One check of a dataset's health (label errors, duplicates, outliers, balance): a job of kind "health"."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
-
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    KIND = "health"
 
     dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="health_checks")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    phase = models.CharField(max_length=40, blank=True)
-    progress = models.FloatField(default=0.0, help_text="0 to 1.")
     report = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at", "-id"]
+    class Meta(Job.Meta):
         verbose_name = "health check"
-        constraints = [
-            models.UniqueConstraint(
-                fields=["dataset"],
-                condition=models.Q(status__in=["queued", "running"]),
-                name="one_active_health_check_per_dataset",
-            ),
-            models.CheckConstraint(
-                condition=models.Q(progress__gte=0) & models.Q(progress__lte=1),
-                name="health_progress_between_0_and_1",
-            ),
-        ]
 
     def __str__(self) -> str:
         return f"Health check {self.pk} of {self.dataset}"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
 
     @property
     def phase_title(self) -> str:
@@ -396,3 +316,39 @@ class HealthDismissal(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["item", "kind"], name="one_dismissal_per_item_and_kind")]
+
+
+class ExportJob(Job):
+    """The making of one export of a version (a job of kind "export"): its file lands in `run.exports`."""
+
+    KIND = "export"
+
+    dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="export_jobs")
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="export_jobs")
+    format = models.CharField(max_length=20)
+    precision = models.CharField(max_length=10, default="float32")
+    bundle = models.BooleanField(default=False, help_text="A zip of the model, labels.json and a README.")
+
+    class Meta(Job.Meta):
+        verbose_name = "export"
+
+    def __str__(self) -> str:
+        return f"Export {self.pk} of run {self.run_id} ({self.format})"
+
+
+class ImportJob(Job):
+    """A zip of images uploaded to a dataset and imported in its own process (a job of kind "import")."""
+
+    KIND = "import"
+
+    dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="import_jobs")
+    upload = models.FileField(upload_to="imports", max_length=255, blank=True, help_text="The zip, until imported.")
+    original_name = models.CharField(max_length=255, blank=True)
+    label = models.CharField(max_length=100, blank=True, help_text="The label of every image, if given.")
+    report = models.JSONField(default=dict, blank=True, help_text="What became of each file of the zip.")
+
+    class Meta(Job.Meta):
+        verbose_name = "zip import"
+
+    def __str__(self) -> str:
+        return f"Import {self.pk} into {self.dataset}"

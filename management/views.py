@@ -19,13 +19,13 @@ from management.files import IMAGE_TYPES, media_response
 from management.forms import ModelImportForm, TestForm, ValidateForm, ZipUploadForm
 from management.management.commands.demo import DEMO_NAME
 from management.ml.images import image_extension, image_format
-from management.models import Architecture, ColorMode, DataSet, TrainingRun
+from management.models import Architecture, ColorMode, DataSet, ImportJob, TrainingRun
 from management.services.compare import compare_ids_parse, compare_thumbnails, runs_compare, runs_for_comparison
-from management.services.datasets import ImportReport, dataset_import_zip, dataset_item_create
+from management.services.datasets import ImportReport, dataset_import_request, dataset_item_create
 from management.services.errors import ServiceError
 from management.services.evaluations import evaluation_confusion_cell
 from management.services.explanations import explanation_for_image, explanation_run_item
-from management.services.exports import training_run_export, training_run_export_bundle
+from management.services.exports import ExportFile, export_job_request
 from management.services.prediction import prediction_predict_one, prediction_version_run
 from management.services.training import dataset_model_validate
 from management.services.versions import training_run_import, training_run_promote
@@ -35,40 +35,56 @@ def home(request):
     return render(request, "home.html")
 
 
-def _import(form: ZipUploadForm) -> ImportReport:
-    """The form's zip, or its single image, into its dataset."""
-    dataset, file, label = form.cleaned_data["dataset"], form.cleaned_data["file"], form.cleaned_data["label"]
-    if form.is_zip():
-        return dataset_import_zip(dataset=dataset, file=file, label=label or None)
-    item = dataset_item_create(dataset=dataset, label=label, file=file, name=file.name)
-    return ImportReport(counts={item.label: 1})
+def _report_lines(report: ImportReport, dataset) -> list[tuple[int, str]]:
+    """What an import added, per label, and what it skipped and why: (message level, text) lines."""
+    counts = ", ".join(f"{label}: {count}" for label, count in report.counts.items()) or "none"
+    images = "image" if report.added == 1 else "images"
+    lines = [
+        (
+            messages.SUCCESS if report.added else messages.WARNING,
+            f"Imported {report.added} {images} into '{dataset}' ({counts}).",
+        )
+    ]
+    if report.skipped:
+        shown = "; ".join(f"{entry['name']}: {entry['reason']}" for entry in report.skipped[:20])
+        more = f" and {len(report.skipped) - 20} more" if len(report.skipped) > 20 else ""
+        entries = "entry" if len(report.skipped) == 1 else "entries"
+        lines.append((messages.WARNING, f"Skipped {len(report.skipped)} {entries}: {shown}{more}."))
+    return lines
 
 
 def upload_zip(request, dataset_id=None):
     """The 'Upload a zip' page, and the door of the dataset page's drop zone (one file per request):
-    a zip labelled by folder or by the typed label, or an image and its label."""
+    a zip (stored, and imported by a job whose page shows its progress and report), or an image and its
+    label (added at once)."""
     initial = {"dataset": dataset_id} if dataset_id else {}
     form = ZipUploadForm(request.POST or None, request.FILES or None, initial=initial)
     if request.method == "POST" and form.is_valid():
-        dataset = form.cleaned_data["dataset"]
+        dataset, file, label = form.cleaned_data["dataset"], form.cleaned_data["file"], form.cleaned_data["label"]
         try:
-            report = _import(form)
+            if form.is_zip():
+                job = dataset_import_request(dataset=dataset, file=file, label=label or None, user=request.user)
+            else:
+                item = dataset_item_create(dataset=dataset, label=label, file=file, name=file.name)
+                job = None
         except ServiceError as error:
             form.add_error("file" if error.field in {"file", "image"} else "label", error.message)
         else:
-            counts = ", ".join(f"{label}: {count}" for label, count in report.counts.items()) or "none"
-            level = messages.SUCCESS if report.added else messages.WARNING
-            images = "image" if report.added == 1 else "images"
-            messages.add_message(request, level, f"Imported {report.added} {images} into '{dataset}' ({counts}).")
-            if report.skipped:
-                shown = "; ".join(f"{entry['name']}: {entry['reason']}" for entry in report.skipped[:20])
-                more = f" and {len(report.skipped) - 20} more" if len(report.skipped) > 20 else ""
-                entries = "entry" if len(report.skipped) == 1 else "entries"
-                messages.warning(request, f"Skipped {len(report.skipped)} {entries}: {shown}{more}.")
+            if job is None:
+                for level, text in _report_lines(ImportReport(counts={item.label: 1}), dataset):
+                    messages.add_message(request, level, text)
+            else:
+                messages.info(
+                    request,
+                    f"Importing {job.original_name or 'the zip'} into '{dataset}' (import {job.pk}): "
+                    "its progress and report are on the dataset's page.",
+                )
             # The drop zone reads the messages from the page it names (a light one), then reloads the dataset.
             after = request.GET.get("next", "")
             if url_has_allowed_host_and_scheme(after, allowed_hosts={request.get_host()}):
                 return redirect(after)
+            if job is not None:
+                return redirect("admin:management_dataset_import", job.pk)
             return redirect("admin:management_dataset_change", dataset.pk)
     context = {
         **admin.site.each_context(request),
@@ -179,16 +195,24 @@ def download_model(request, run_id):
 
 
 def download_export(request, run_id, format):
-    """A version's model in a format (?precision=, ?bundle=1); a refused export says why on the run's page."""
+    """A version's model in a format (?precision=, ?bundle=1) when it is made; else the run's page, which
+    shows the export job making it; a refused export says why there."""
     run = get_object_or_404(TrainingRun.objects.select_related("dataset"), pk=run_id)
-    options = {"format": format, "precision": request.GET.get("precision") or "float32"}
-    make = training_run_export_bundle if request.GET.get("bundle") == "1" else training_run_export
     try:
-        export = make(run=run, **options)
+        result = export_job_request(
+            run=run,
+            format=format,
+            precision=request.GET.get("precision") or "float32",
+            bundle=request.GET.get("bundle") == "1",
+            user=request.user,
+        )
     except ServiceError as error:
         messages.error(request, f"{format}: {error.message}")
         return redirect("admin:management_trainingrun_change", run.pk)
-    return media_response(export.name, filename=export.filename)
+    if not isinstance(result, ExportFile):
+        messages.info(request, f"{format}: export {result.pk} is {result.status}; download it here once it is made.")
+        return redirect("admin:management_trainingrun_change", run.pk)
+    return media_response(result.name, filename=result.filename)
 
 
 @require_POST
@@ -349,7 +373,7 @@ def compare_runs(request):
     for pair in comparison["pairs"]:
         difference = pair["confusion_difference"]
         flips = [
-            (flip, items.get(flip["item"]), _thumbnail(items[flip["item"]], 64) if flip["item"] in items else "")
+            (flip, items.get(flip["item"]), item_thumbnail(items[flip["item"]], 64) if flip["item"] in items else "")
             for flip in pair["flips"]["items"]
         ]
         pairs.append(
@@ -382,12 +406,35 @@ def compare_runs(request):
     return render(request, "management/compare.html", context)
 
 
-def _thumbnail(item, size: int) -> str:
+def item_thumbnail(item, size: int = 48) -> str:
+    """The item's small thumbnail (never the original, which may weigh megabytes) at `size` px: every
+    gallery of the admin (dataset, items, runs, compare) shows images through here."""
     return format_html(
         '<img src="{}" alt="{}" title="{}" loading="lazy" width="{}" height="{}" class="kerasui-thumb">',
-        item.image.url,
+        item.thumbnail_url,
         item.label,
         item.label,
         size,
         size,
     )
+
+
+def import_progress(request, job_id):
+    """A zip import's page: its progress while it runs (the page reloads itself), then its report."""
+    job = get_object_or_404(ImportJob.objects.select_related("dataset"), pk=job_id)
+    report = ImportReport(counts=job.report.get("counts", {}), skipped=job.report.get("skipped", []))
+    succeeded = job.status == ImportJob.Status.SUCCEEDED
+    context = {
+        **admin.site.each_context(request),
+        "opts": DataSet._meta,
+        "title": f"Import {job.pk} into {job.dataset}",
+        "job": job,
+        "report": report if succeeded else None,
+        # The same lines the drop zone shows once the import has ended (dataset.js reads them here).
+        "lines": [
+            {"level": messages.DEFAULT_TAGS[level], "text": text} for level, text in _report_lines(report, job.dataset)
+        ]
+        if succeeded
+        else [],
+    }
+    return render(request, "management/import_progress.html", context)

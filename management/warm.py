@@ -17,9 +17,9 @@ import threading
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
+from jobs.budgets import TooManyJobs
 from management import metrics
 from management.models import DataSet, TrainingRun
-from management.services.jobs import TooManyJobs
 from management.services.prediction import model_cache
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from api.throttles import counters
-from management import runners
+from jobs import runner as runners
 from management.models import DataSet
 from management.services.datasets import dataset_import_zip
 from management.services.prediction import model_cache

@@ -35,7 +35,7 @@ def install_model(dataset: DataSet, model_file: Path, *, labels: list[str] | Non
         fields.update(exports={"onnx": proof}, serving_engine="onnxruntime", serving_note="proven beside the model")
     fields |= {
         "status": TrainingRun.Status.SUCCEEDED,
-        "progress": 100,
+        "progress": 1.0,
         "model_file": name,
         "metrics": {"val_accuracy": 1.0},
         "started_at": timezone.now(),
@@ -89,3 +89,41 @@ def finish_run(
         model_file=f"models/run_{run.pk}.keras",
     )
     return TrainingRun.objects.get(pk=run.pk)
+
+
+def download(client, url: str):
+    """GET a model download; when it answers 202 (an export job), run that job here, as its process would,
+    and GET it again: the file, or the refusal."""
+    from jobs.process import job_execute
+
+    response = client.get(url)
+    if response.status_code != 202:
+        return response
+    job = response.json()
+    assert response["Location"] == job["url"] and job["status"] == "queued"
+    ended = job_execute(kind="export", job_id=job["id"], worker="test:1")
+    assert ended.status in {"succeeded", "failed"}, ended.error
+    return client.get(url)
+
+
+def imported(client, response) -> dict:
+    """An upload answered 202 with its import job: run that job here, as its process would, and return
+    the job as the API shows it once it ended (status, report)."""
+    from jobs.process import job_execute
+
+    assert response.status_code == 202, response.content[:500]
+    job = response.json()
+    assert response["Location"] == job["url"] and job["status"] == "queued"
+    job_execute(kind="import", job_id=job["id"], worker="test:1")
+    return client.get(job["url"]).json()
+
+
+def run_queued_imports() -> list:
+    """Run every queued zip import here, as their processes would; the jobs as they ended."""
+    from jobs.process import job_execute
+    from management.models import ImportJob
+
+    return [
+        job_execute(kind="import", job_id=job_id, worker="test:1")
+        for job_id in ImportJob.objects.filter(status="queued").order_by("id").values_list("pk", flat=True)
+    ]

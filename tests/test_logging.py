@@ -11,9 +11,9 @@ STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
 
 
 def test_a_record_is_written_with_its_time_level_and_logger(capsys):
-    logging.getLogger("management.runners").warning("the runner noticed something")
+    logging.getLogger("jobs.runner").warning("the runner noticed something")
     err = capsys.readouterr().err
-    assert re.search(rf"^{STAMP} WARNING management.runners: the runner noticed something$", err, re.M)
+    assert re.search(rf"^{STAMP} WARNING jobs.runner: the runner noticed something$", err, re.M)
 
 
 def test_the_training_process_tells_its_run_through_the_run_log_with_times(db, capsys):

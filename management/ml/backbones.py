@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from management.ml import efficientnet_lite
 from management.ml.efficientnet_lite import WeightsUnavailable
+from management.ml.files import atomic_write
 
 # Keras' own origin for its applications' weights; each file's path below is relative to it.
 DEFAULT_BASE_URL = "https://storage.googleapis.com/"
@@ -170,13 +170,7 @@ class Backbone:
         folder = self.folder(cache_dir=cache_dir, weights_dir=weights_dir)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / self.file_name
-        descriptor, name = tempfile.mkstemp(dir=folder, prefix=f".{self.file_name}.", suffix=".tmp")
-        os.close(descriptor)
-        try:
-            shutil.copyfile(source, name)
-            os.replace(name, target)
-        finally:
-            Path(name).unlink(missing_ok=True)
+        atomic_write(target, lambda temporary: shutil.copyfile(source, temporary))
         return target
 
     # Using it.

@@ -12,7 +12,6 @@ import json
 import multiprocessing
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from management.ml.files import atomic_path
 from management.ml.images import channels_for, load_image
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ REPORT_INTERVAL = 0.5
 TEMP_SUFFIX = ".tmp"
 STALE_TEMP_SECONDS = 3600.0
 
-_KEY = re.compile(r"[0-9A-Za-z_-]{1,128}")
+CACHE_KEY_PATTERN = re.compile(r"[0-9A-Za-z_-]{1,128}")
 
 
 class ImageDecodeError(ValueError):
@@ -85,7 +85,7 @@ def build_image_cache(
     channels = channels_for(color_mode)
     if image_size < 1:
         raise ValueError(f"image_size must be positive, not {image_size}")
-    if not _KEY.fullmatch(key):
+    if not CACHE_KEY_PATTERN.fullmatch(key):
         raise ValueError(f"cache key must be 1 to 128 letters, digits, '-' or '_', not {key!r}")
     folder = Path(folder)
     final = folder / f"{key}.npy"
@@ -94,11 +94,7 @@ def build_image_cache(
     if cached is not None:
         return cached
 
-    folder.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(dir=folder, prefix=f"{key}.", suffix=TEMP_SUFFIX)
-    os.close(descriptor)
-    temporary = Path(name)
-    try:
+    with atomic_path(final, prefix=f"{key}.", suffix=TEMP_SUFFIX) as temporary:
         rows = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
         _reserve_space(temporary)
         progress = _Progress(len(sources), report)
@@ -109,11 +105,7 @@ def build_image_cache(
             del rows
             _decode_in_workers(temporary, sources, image_size, color_mode, max_pixels, workers, progress)
         progress.finish()
-        _sync(temporary)
-        os.replace(temporary, final)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+        sync_file(temporary)
     return np.load(final, mmap_mode="r")
 
 
@@ -144,7 +136,7 @@ def prune_image_cache(folder: Path, *, max_bytes: int, keep: Collection[str] = (
                 deleted.append(path)
             else:
                 total += status.st_size
-        elif path.suffix == ".npy" and _KEY.fullmatch(path.stem):
+        elif path.suffix == ".npy" and CACHE_KEY_PATTERN.fullmatch(path.stem):
             total += status.st_size
             if path.stem not in keep:
                 caches.append((status.st_mtime, status.st_size, path))
@@ -191,7 +183,7 @@ def _reserve_space(path: Path) -> None:
         os.close(descriptor)
 
 
-def _sync(path: Path) -> None:
+def sync_file(path: Path) -> None:
     """Write the rows to disk before the rename makes them the cache, so a power cut cannot leave zeros."""
     descriptor = os.open(path, os.O_RDWR)
     try:

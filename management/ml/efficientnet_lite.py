@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from management.ml.files import atomic_write
 
 NAME = "efficientnet_lite0"
 IMAGE_SIZE = 224
@@ -211,19 +212,6 @@ def cached_weights(folder: str | os.PathLike) -> Path | None:
     return path
 
 
-def _write_atomically(path: Path, write) -> None:
-    descriptor, name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes)
-    )
-    os.close(descriptor)
-    temporary = Path(name)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def _source_state() -> dict[str, np.ndarray]:
     """The tensors of the PyTorch file, once its hash is the known one."""
     from management.ml.torch_legacy import load_legacy_checkpoint
@@ -253,9 +241,9 @@ def ensure_weights(folder: str | os.PathLike) -> Path:
     convert_weights(_source_state(), model)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / WEIGHTS_FILE
-    _write_atomically(path, model.save_weights)
+    atomic_write(path, model.save_weights)
     record = {"version": CONVERSION_VERSION, "source_sha256": SOURCE_SHA256, "sha256": sha256_of(path)}
-    _write_atomically(folder / RECORD_FILE, lambda target: target.write_text(json.dumps(record, indent=1)))
+    atomic_write(folder / RECORD_FILE, lambda target: target.write_text(json.dumps(record, indent=1)))
     return path
 
 

@@ -126,12 +126,12 @@ def occlusion_map(
 
 def display_image(source: image_files.ImageSource, *, max_side: int = DISPLAY_SIDE, max_pixels: int | None = None):
     """An RGB Pillow image of `source` as a viewer shows it (EXIF orientation applied), at most `max_side`."""
-    image = image_files._open(source, max_pixels)  # the same refusals (formats, size) as the model's input
+    image = image_files.open_image(source, max_pixels)  # the same refusals (formats, size) as the model's input
     with image:
         if image.format == "JPEG":
             image.draft("RGB", (max_side, max_side))
         image = ImageOps.exif_transpose(image)
-        image = image_files._normalise_mode(image, image_files.RGB)
+        image = image_files.normalise_mode(image, image_files.RGB)
     image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return image
 

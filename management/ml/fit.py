@@ -8,7 +8,6 @@ folder, every completed epoch leaves the model and its optimizer there, so a run
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import keras
 import numpy as np
 
 from management.ml.feed import batches
+from management.ml.files import atomic_write
 
 BEST_WEIGHTS = "best.weights.h5"
 CHECKPOINT_PATTERN = "epoch-*.keras"
@@ -253,13 +253,7 @@ def last_checkpoint(folder: Path) -> tuple[int, Path] | None:
 
 def _replace(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a temporary name and rename, so a crash never leaves half a checkpoint."""
-    suffix = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
-    temporary = path.with_name(f"partial-{os.getpid()}{suffix}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    atomic_write(path, write)
 
 
 def fit(

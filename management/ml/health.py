@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from management.ml.head import fit_softmax_head
-from management.ml.images import _open
+from management.ml.images import open_image
 
 FOLDS = 5
 # The head takes about HEAD_STEPS steps of HEAD_BATCH images per fold, in HEAD_EPOCHS_RANGE epochs: as
@@ -223,7 +223,7 @@ def image_hashes(path: str | os.PathLike, *, max_pixels: int | None = None) -> I
     with open(path, "rb") as file:
         data = file.read()
     try:
-        with _open(data, max_pixels) as opened:
+        with open_image(data, max_pixels) as opened:
             image = ImageOps.exif_transpose(opened).convert("RGB")
     except (OSError, Image.DecompressionBombError, SyntaxError) as error:
         raise ValueError(f"cannot be decoded: {error}") from None

@@ -46,7 +46,7 @@ def channels_for(color_mode: str) -> int:
     return 1 if color_mode == GRAYSCALE else 3
 
 
-def _open(source: ImageSource, max_pixels: int | None) -> Image.Image:
+def open_image(source: ImageSource, max_pixels: int | None) -> Image.Image:
     """Open (read only the header of) an image, refusing it before decoding when it is too large.
 
     The limit is checked here rather than through Pillow's process-wide MAX_IMAGE_PIXELS, so
@@ -74,7 +74,7 @@ def _open(source: ImageSource, max_pixels: int | None) -> Image.Image:
 
 def verify_image(source: ImageSource, *, max_pixels: int | None = None) -> ImageInfo:
     """Decode the whole image once; raise ValueError saying why it is not a usable image."""
-    image = _open(source, max_pixels)
+    image = open_image(source, max_pixels)
     try:
         with image:
             image.load()
@@ -148,7 +148,7 @@ def _to_8_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
 
 
-def _normalise_mode(image: Image.Image, color_mode: str) -> Image.Image:
+def normalise_mode(image: Image.Image, color_mode: str) -> Image.Image:
     if image.mode in {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}:
         image = _to_8_bit(image)
     if image.mode == "P":
@@ -175,7 +175,7 @@ def load_image(
     channels = channels_for(color_mode)
     if image_size < 1:
         raise ValueError(f"image_size must be positive, not {image_size}")
-    image = _open(source, max_pixels)
+    image = open_image(source, max_pixels)
     try:
         with image:
             if image.format == "JPEG":
@@ -183,7 +183,7 @@ def load_image(
                 # decoding every pixel of a large photo only to throw most of them away.
                 image.draft("L" if channels == 1 else "RGB", (image_size, image_size))
             image = ImageOps.exif_transpose(image)
-            image = _normalise_mode(image, color_mode)
+            image = normalise_mode(image, color_mode)
             if image.size != (image_size, image_size):
                 image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
@@ -202,7 +202,7 @@ def make_thumbnail(source: ImageSource, *, side: int = THUMBNAIL_SIDE, max_pixel
     """A small WebP of an image for lists and galleries: at most `side` pixels on its longest side,
     EXIF orientation applied, colours as a viewer shows them (transparency kept). Raises ValueError
     with a readable reason for anything that is not a decodable image."""
-    image = _open(source, max_pixels)
+    image = open_image(source, max_pixels)
     try:
         with image:
             if image.format == "JPEG":

@@ -161,7 +161,7 @@ def _describe(error: BaseException, line: int | None) -> str:
     return f"{where}{type(error).__name__}: {error}"
 
 
-def _augmentation_layers(augmentation: Augmentation):
+def augmentation_layers(augmentation: Augmentation):
     """A `Sequential` of the random layers, or None when augmentation is off."""
     import keras
     from keras import layers
@@ -326,7 +326,7 @@ def build_model(spec: ModelSpec):
     check_spec(spec)
     model = keras.Sequential(name="kerasui")
     model.add(keras.Input(shape=(spec.image_size, spec.image_size, spec.channels)))
-    augmentation = _augmentation_layers(spec.augmentation)
+    augmentation = augmentation_layers(spec.augmentation)
     if augmentation is not None:
         model.add(augmentation)
 

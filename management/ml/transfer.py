@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,10 +24,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from management.ml.cache import _KEY, _sync
+from management.ml.cache import CACHE_KEY_PATTERN, sync_file
+from management.ml.files import atomic_path
 from management.ml.fit import BestEpoch, Progress, ProgressCallback, Reporter, Splits, balanced_class_weights
 from management.ml.head import HeadFit, fit_softmax_head
-from management.ml.models import Augmentation, _augmentation_layers
+from management.ml.models import Augmentation, augmentation_layers
 
 # Bump when the features a key names change (e.g. the feature extractor's input adapter).
 FEATURES_FORMAT = 1
@@ -126,7 +126,7 @@ def build_feature_cache(
     `make_extractor()` gives a function from a uint8 batch to its features, run batch by batch into a
     temporary file renamed into place. `report(done, total)` answering False stops with Stopped.
     """
-    if not _KEY.fullmatch(key):
+    if not CACHE_KEY_PATTERN.fullmatch(key):
         raise ValueError(f"cache key must be 1 to 128 letters, digits, '-' or '_', not {key!r}")
     folder = Path(folder)
     final = folder / f"{key}.npy"
@@ -135,11 +135,7 @@ def build_feature_cache(
         return cached
 
     extract = make_extractor()
-    folder.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(dir=folder, prefix=f"{key}.", suffix=".tmp")
-    os.close(descriptor)
-    temporary = Path(name)
-    try:
+    with atomic_path(final, prefix=f"{key}.", suffix=".tmp") as temporary:
         rows = None
         last_report = 0.0
         for start in range(0, len(images), batch_size):
@@ -158,11 +154,7 @@ def build_feature_cache(
             raise ValueError("there are no images to compute features of")
         rows.flush()
         del rows
-        _sync(temporary)
-        os.replace(temporary, final)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+        sync_file(temporary)
     return np.load(final, mmap_mode="r")
 
 
@@ -321,7 +313,7 @@ def fine_tune(
     before = model.get_weights()
     unfreeze_top(backbone)
     trainer = model
-    random_layers = _augmentation_layers(options.augmentation)
+    random_layers = augmentation_layers(options.augmentation)
     if random_layers is not None:
         # The random layers see the images only here, in front of the model they train.
         trainer = keras.Sequential([keras.Input(model.input_shape[1:]), random_layers, model], name="fine_tuning")

@@ -1,25 +1,36 @@
-"""Use cases for datasets and their images: add one image, import a zip, count labels, delete."""
+"""Use cases for datasets and their images: add one image, import a zip, count labels, delete.
+
+A zip sent through the web is a job of kind "import" (dataset_import_request stores it and queues the
+job; import_job_execute decodes its entries in the job's own process); dataset_import_zip imports one
+in the caller's process (the shell, the demo, tests).
+"""
 
 from __future__ import annotations
 
 import errno
+import logging
 import shutil
 import unicodedata
+import uuid
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
 from django.db.models import Count
 
+from jobs import lifecycle, runner
 from management.ml.images import ImageInfo, image_file_name, make_thumbnail, verify_image
 from management.models import (
     DataSet,
     DataSetItem,
+    ImportJob,
     TrainingRun,
     original_file_name,
     thumbnail_image_prefix,
@@ -29,6 +40,7 @@ from management.services.errors import Conflict, InsufficientStorage, ServiceErr
 from management.services.journal import MediaJournal, media_journal
 
 MAX_LABEL_LENGTH = DataSetItem._meta.get_field("label").max_length
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -208,46 +220,129 @@ def _is_ignored(parts: tuple[str, ...]) -> bool:
     return parts[0] == "__MACOSX" or any(part.startswith(".") for part in parts)
 
 
-def dataset_import_zip(*, dataset: DataSet, file: BinaryIO, label: str | None = None) -> ImportReport:
+def _zip_entries(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """The zip's file entries, refused (naming the limit) when it has too many, too many bytes, or is a
+    bomb. Reads the central directory only: nothing is decompressed."""
+    entries = [info for info in archive.infolist() if not info.is_dir()]
+    if len(entries) > settings.KERASUI_MAX_ZIP_ENTRIES:
+        raise ServiceError(
+            f"the zip has {len(entries)} entries; at most {settings.KERASUI_MAX_ZIP_ENTRIES} are accepted",
+            field="file",
+        )
+    total = sum(info.file_size for info in entries)
+    if total > settings.KERASUI_MAX_ZIP_BYTES:
+        raise ServiceError(
+            f"the zip holds {total} bytes uncompressed; at most {settings.KERASUI_MAX_ZIP_BYTES} are accepted",
+            field="file",
+        )
+    # Images barely compress; a zip that inflates hundreds of times is a zip bomb.
+    compressed = sum(info.compress_size for info in entries)
+    ratio = total / max(compressed, 1)
+    if total > 1024 * 1024 and ratio > settings.KERASUI_MAX_ZIP_RATIO:
+        raise ServiceError(
+            f"the zip inflates {ratio:.0f} times ({compressed} bytes to {total}); at most "
+            f"{settings.KERASUI_MAX_ZIP_RATIO} times is accepted (a zip bomb?)",
+            field="file",
+        )
+    return entries
+
+
+def _open_zip(file: BinaryIO) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(file)
+    except (zipfile.BadZipFile, OSError):
+        raise ServiceError("the file is not a zip archive", field="file") from None
+
+
+class ImportStopped(Exception):
+    """The import job was cancelled while its entries were read: nothing of it is kept."""
+
+
+def dataset_import_zip(
+    *,
+    dataset: DataSet,
+    file: BinaryIO,
+    label: str | None = None,
+    progress: Callable[[int, int], bool] | None = None,
+) -> ImportReport:
     """Import every image of a zip, labelled by `label` or else by its top-level folder.
 
     Entries that are not usable images are skipped and reported. Either every accepted image is
-    saved with its row, or (on an unexpected error) nothing is left behind.
+    saved with its row, or (on an unexpected error, or `progress(done, total)` answering False) nothing
+    is left behind.
     """
     label = clean_label(label) if label and label.strip() else None
-    try:
-        archive = zipfile.ZipFile(file)
-    except (zipfile.BadZipFile, OSError):
-        raise ServiceError("the file is not a zip archive", field="file") from None
-    with archive:
-        entries = [info for info in archive.infolist() if not info.is_dir()]
-        if len(entries) > settings.KERASUI_MAX_ZIP_ENTRIES:
-            raise ServiceError(
-                f"the zip has {len(entries)} entries; at most {settings.KERASUI_MAX_ZIP_ENTRIES} are accepted",
-                field="file",
-            )
-        total = sum(info.file_size for info in entries)
-        if total > settings.KERASUI_MAX_ZIP_BYTES:
-            raise ServiceError(
-                f"the zip holds {total} bytes uncompressed; at most {settings.KERASUI_MAX_ZIP_BYTES} are accepted",
-                field="file",
-            )
-        # Images barely compress; a zip that inflates hundreds of times is a zip bomb.
-        compressed = sum(info.compress_size for info in entries)
-        ratio = total / max(compressed, 1)
-        if total > 1024 * 1024 and ratio > settings.KERASUI_MAX_ZIP_RATIO:
-            raise ServiceError(
-                f"the zip inflates {ratio:.0f} times ({compressed} bytes to {total}); at most "
-                f"{settings.KERASUI_MAX_ZIP_RATIO} times is accepted (a zip bomb?)",
-                field="file",
-            )
-
+    with _open_zip(file) as archive:
+        entries = _zip_entries(archive)
         report = ImportReport()
         items: list[DataSetItem] = []
         with media_journal() as journal:
-            _import_entries(archive, entries, dataset, label, report, items, journal)
+            _import_entries(archive, entries, dataset, label, report, items, journal, progress)
     report.counts = dict(sorted(Counter(item.label for item in items).items()))
     return report
+
+
+@transaction.atomic
+def dataset_import_request(*, dataset: DataSet, file, label: str | None = None, user=None) -> ImportJob:
+    """Keep an uploaded zip and queue the job that imports it (202 for the API): the request only checks
+    that it is a zip within the limits (its directory, nothing decoded) and stores it."""
+    label = clean_label(label) if label and label.strip() else ""
+    with _open_zip(file) as archive:
+        _zip_entries(archive)
+    file.seek(0)
+    try:
+        name = default_storage.save(f"imports/{uuid.uuid4().hex}.zip", file)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise InsufficientStorage("the server's disk is full: the zip cannot be kept", field="file") from None
+        raise
+    fields = {
+        "dataset": dataset,
+        "upload": name,
+        "original_name": original_file_name(getattr(file, "name", "")),
+        "label": label,
+        "created_by": user if getattr(user, "pk", None) else None,
+    }
+    try:
+        with transaction.atomic():
+            job = lifecycle.job_create(kind=ImportJob.KIND, fields=fields)
+    except IntegrityError:
+        default_storage.delete(name)
+        active = dataset.import_jobs.filter(status__in=ImportJob.ACTIVE).first()
+        raise Conflict(
+            f"import {getattr(active, 'pk', '')} of this dataset is still under way: one zip at a time; "
+            "send this one when it has ended",
+            field="file",
+        ) from None
+    runner.enqueue_on_commit(kind=ImportJob.KIND, job_id=job.pk)
+    return job
+
+
+def import_job_execute(*, job: ImportJob) -> None:
+    """Import a claimed job's zip (the job kind's entry): succeeded with the per-file report, failed with
+    the reason; the stored zip is deleted either way. Progress is written at most about once a second."""
+    kind = ImportJob.KIND
+    last = 0.0
+
+    def progress(done: int, total: int) -> bool:
+        nonlocal last
+        import time
+
+        if done < total and time.monotonic() - last < 1.0:
+            return True
+        last = time.monotonic()
+        return lifecycle.job_progress(kind=kind, job_id=job.pk, phase="importing", progress=done / max(1, total))
+
+    try:
+        with job.upload.open("rb") as file:
+            report = dataset_import_zip(dataset=job.dataset, file=file, label=job.label or None, progress=progress)
+        lifecycle.job_succeed(kind=kind, job_id=job.pk, report=report.as_dict())
+    except ImportStopped:
+        log.info("Import %s was cancelled: nothing of it was kept.", job.pk)
+    except ServiceError as error:
+        lifecycle.job_fail(kind=kind, job_id=job.pk, message=error.message)
+    finally:
+        job.upload.storage.delete(job.upload.name)
 
 
 def _import_entries(
@@ -258,11 +353,14 @@ def _import_entries(
     report: ImportReport,
     items: list[DataSetItem],
     journal: MediaJournal,
+    progress: Callable[[int, int], bool] | None = None,
 ) -> None:
     """Save every usable entry's file, then all their rows in one transaction; on any error delete
     the files again (and a killed process's files are deleted by `media_journals_recover`)."""
     try:
-        for info in entries:
+        for number, info in enumerate(entries):
+            if progress is not None and not progress(number, len(entries)):
+                raise ImportStopped
             # "..", "." and leading slashes mean nothing inside a dataset: drop them.
             name = info.filename.replace("\\", "/")
             parts = tuple(part for part in name.split("/") if part not in {"", ".", ".."})

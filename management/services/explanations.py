@@ -8,10 +8,7 @@ explanation is one batch of 65 forward passes through it, never a TensorFlow gra
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import numpy as np
 from django.conf import settings
 
 from management.ml.explain import METHOD, display_image, occlusion_map, overlay_png
+from management.ml.files import atomic_write_bytes
 from management.ml.images import load_image
 from management.models import DataSetItem, TrainingRun
 from management.services.datasets import image_size_check
@@ -111,16 +109,10 @@ def explanation_run_item(*, run: TrainingRun, item_id: int) -> str:
         run=run, name=f"image {item.pk}", data=data, label=_evaluated_label(run, item.pk), field_name="item"
     )
     # Written whole under a temporary name, then renamed: a reader never sees half a PNG.
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_bytes(explanation.png)
-        os.replace(temporary, target)
+        atomic_write_bytes(target, explanation.png)
     except OSError as error:
         raise InsufficientStorage(
             f"the heatmap of image {item_id} cannot be kept ({error.strerror or error})", field="item"
         ) from None
-    finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
     return relative

@@ -1,17 +1,18 @@
 """Downloads of a model version in other formats: made once per run and format, proven, kept under media.
 
-An export is made in a child process (`management.ml.export`, with a time limit) the first time it
-is asked for, loaded back in its own runtime and compared with the Keras model on the run's own
-images. It is kept under `exports/run_<id>/` and recorded on the run (`TrainingRun.exports`) with its
-largest difference; one that fails its check is recorded with the reason and refused, never served.
+An export is a job of kind "export" (export_job_request queues it; export_job_execute runs in the job's
+own process), never work in a request: it is made in a child process (`management.ml.export`, with a
+time limit), loaded back in its own runtime and compared with the Keras model on the run's own images.
+It is kept under `exports/run_<id>/` and recorded on the run (`TrainingRun.exports`) with its largest
+difference; one that fails its check is recorded with the reason and refused, never served.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import tempfile
-import uuid
+import time
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,15 +20,21 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.db import IntegrityError
 from django.utils import timezone
 from django.utils.text import slugify
 from filelock import FileLock
 
+from jobs import lifecycle, runner
+from jobs.budgets import TooManyJobs, model_job_slot
 from management.ml.export import FORMATS, PRECISIONS, export_in_child, file_name
+from management.ml.files import atomic_path
 from management.ml.images import channels_for, load_image
-from management.models import DataSetItem, TrainingRun
+from management.models import DataSetItem, ExportJob, TrainingRun
 from management.services.errors import Conflict, ServiceError
-from management.services.jobs import model_job_slot
+
+log = logging.getLogger(__name__)
+KIND = ExportJob.KIND
 
 PREPROCESSING = (
     "EXIF orientation applied; converted to RGB (rgb) or 8-bit grayscale L (grayscale), transparency shown on "
@@ -178,20 +185,10 @@ def training_run_export(
         if entry is not None:
             return ExportFile(entry["file"], filename)
         name = file_name(format, precision)
-        temporary = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp{Path(name).suffix}"
-        with tempfile.TemporaryDirectory() as work:
-            samples = Path(work) / "samples.npy"
-            np.save(samples, export_samples(run))
-            with model_job_slot(what=f"exporting to {format}"):
-                report = export_in_child(
-                    model_path or run.model_file.path,
-                    format=format,
-                    target=temporary,
-                    samples_path=samples,
-                    precision=precision,
-                    metadata=export_metadata(run),
-                    timeout=settings.KERASUI_EXPORT_TIMEOUT,
-                )
+        try:
+            report = _export_into(run, folder / name, format, precision, model_path)
+        except _NotKept as refused:
+            report = refused.report
         entry = {
             "status": "ok" if report.ok else "failed",
             "max_difference": report.max_difference,
@@ -203,16 +200,41 @@ def training_run_export(
             "made_at": timezone.now().isoformat(),
         }
         if report.ok:
-            # Renamed into place whole: a reader never sees a half-written export.
-            os.replace(temporary, folder / name)
             entry["file"] = f"{export_folder(run)}/{name}"
         else:
-            temporary.unlink(missing_ok=True)
             entry["error"] = report.error
         _record(run, key, entry)
     if not report.ok:
         raise ExportRefused(report.error, field="format")
     return ExportFile(entry["file"], filename)
+
+
+class _NotKept(Exception):
+    """An export its check refused: the atomic write must not put it in place."""
+
+    def __init__(self, report):
+        super().__init__(report.error)
+        self.report = report
+
+
+def _export_into(run: TrainingRun, target: Path, format: str, precision: str, model_path: str | None):
+    """Make the export in a child process and put it at `target` whole; _NotKept when its check refused it."""
+    with tempfile.TemporaryDirectory() as work, atomic_path(target) as temporary:
+        samples = Path(work) / "samples.npy"
+        np.save(samples, export_samples(run))
+        with model_job_slot(what=f"exporting to {format}"):
+            report = export_in_child(
+                model_path or run.model_file.path,
+                format=format,
+                target=temporary,
+                samples_path=samples,
+                precision=precision,
+                metadata=export_metadata(run),
+                timeout=settings.KERASUI_EXPORT_TIMEOUT,
+            )
+        if not report.ok:
+            raise _NotKept(report)
+    return report
 
 
 def _usable(run: TrainingRun, key: str) -> dict | None:
@@ -245,10 +267,9 @@ def training_run_export_bundle(*, run: TrainingRun, format: str = "keras", preci
     with _run_lock(run) as folder:
         if (folder / name).is_file():
             return ExportFile(relative, filename)
-        temporary = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
         source = Path(settings.MEDIA_ROOT) / export.name
         model_name = _download_name(run, format, precision, bundle=False)
-        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as bundle:
+        with atomic_path(folder / name) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as bundle:
             if format == "savedmodel":
                 with zipfile.ZipFile(source) as inner:
                     for entry in inner.infolist():
@@ -258,8 +279,92 @@ def training_run_export_bundle(*, run: TrainingRun, format: str = "keras", preci
                 bundle.write(source, model_name)
             bundle.writestr("labels.json", json.dumps(export_metadata(run), indent=2))
             bundle.writestr("README.txt", usage_note(run, format, model_name, precision))
-        os.replace(temporary, folder / name)
     return ExportFile(relative, filename)
+
+
+# --- exports as jobs -----------------------------------------------------------------------------------
+
+
+def _ready(run: TrainingRun, format: str, precision: str, bundle: bool) -> ExportFile | None:
+    """The file if it can be sent now: the Keras original (and its bundle, a small zip), or an export
+    made before. ExportRefused when it was refused; None when it has to be made (a job)."""
+    if format == "keras":
+        return training_run_export_bundle(run=run) if bundle else training_run_export(run=run)
+    key = export_key(format, precision)
+    entry = _usable(run, key)
+    if entry is None:
+        return None
+    if not bundle:
+        return ExportFile(entry["file"], _download_name(run, format, precision, bundle=False))
+    name = f"{export_folder(run)}/{format}-{precision}-bundle.zip"
+    if (Path(settings.MEDIA_ROOT) / name).is_file():
+        return ExportFile(name, _download_name(run, format, precision, bundle=True))
+    return None
+
+
+def export_job_request(
+    *, run: TrainingRun, format: str = "keras", precision: str = "float32", bundle: bool = False, user=None
+) -> ExportFile | ExportJob:
+    """The file when it is ready; else the job that makes it (queued now, or the one already under way).
+
+    Conflict (409) while another export of the dataset's versions is being made; ExportRefused (422)
+    when this one was refused by its check.
+    """
+    _check_request(run, format, precision)
+    ready = _ready(run, format, precision, bundle)
+    if ready is not None:
+        return ready
+    wanted = {"run": run, "format": format, "precision": precision, "bundle": bundle}
+    active = ExportJob.objects.filter(dataset_id=run.dataset_id, status__in=ExportJob.ACTIVE).first()
+    if active is not None:
+        if (active.run_id, active.format, active.precision, active.bundle) == (run.pk, format, precision, bundle):
+            return active
+        raise Conflict(
+            f"export {active.pk} ({active.format} of run {active.run_id}) of this dataset is {active.status}: "
+            "one export of a dataset is made at a time; ask again when it has ended",
+            field="format",
+        )
+    creator = user if getattr(user, "pk", None) else None
+    try:
+        job = lifecycle.job_create(kind=KIND, fields={**wanted, "dataset_id": run.dataset_id, "created_by": creator})
+    except IntegrityError:
+        raise Conflict(
+            "another export of this dataset was just asked for; ask again in a moment", field="format"
+        ) from None
+    runner.enqueue_on_commit(kind=KIND, job_id=job.pk)
+    return job
+
+
+# A model slot held by a validation is free within seconds: the job waits for one rather than failing.
+SLOT_POLL_SECONDS = 2.0
+
+
+def export_job_execute(*, job: ExportJob) -> None:
+    """Make a claimed export (the job kind's entry): succeeded once its file is there, failed with the
+    check's reason when it was refused. Waits while every model slot is taken, stops once cancelled."""
+    run = job.run
+    while True:
+        if not lifecycle.job_progress(kind=KIND, job_id=job.pk, phase="exporting", progress=0.1):
+            log.info("Export %s was cancelled.", job.pk)
+            return
+        try:
+            training_run_export(run=run, format=job.format, precision=job.precision)
+            break
+        except TooManyJobs:
+            lifecycle.job_progress(kind=KIND, job_id=job.pk, phase="waiting for a model slot", progress=0.05)
+            time.sleep(SLOT_POLL_SECONDS)
+        except ServiceError as error:
+            lifecycle.job_fail(kind=KIND, job_id=job.pk, message=error.message)
+            return
+    if job.bundle:
+        lifecycle.job_progress(kind=KIND, job_id=job.pk, phase="bundling", progress=0.9)
+        training_run_export_bundle(run=run, format=job.format, precision=job.precision)
+    lifecycle.job_succeed(kind=KIND, job_id=job.pk)
+
+
+def export_jobs_of(*, run: TrainingRun, limit: int = 10) -> list[ExportJob]:
+    """The run's latest export jobs, newest first (the run page shows them)."""
+    return list(run.export_jobs.order_by("-created_at", "-id")[:limit])
 
 
 EXAMPLES = {

@@ -1,53 +1,35 @@
 """Dataset health checks as the web asks for them: start, cancel, read the report, act on its findings.
 
-The check itself is computed in another process (`manage.py health --check ID`, see health_job.py);
-its status changes are health_lifecycle.py's. The actions go through the datasets' own services.
+A check is a job of kind "health": computed in its own process (`manage.py job health ID`, see
+health_job.py), its status changed only by the job lifecycle. The actions go through the datasets' own
+services.
 """
 
 from __future__ import annotations
-
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from jobs import lifecycle, runner, watchdog
+from jobs.budgets import job_rate_check
 from management.models import DataSet, DataSetItem, HealthCheck, HealthDismissal
-from management.processes import pid_alive
 from management.services.datasets import dataset_item_update, dataset_items_delete
 from management.services.errors import Conflict, ServiceError
-from management.services.health_lifecycle import Status, health_check_cancel_move, health_check_fail
+
+KIND = HealthCheck.KIND
+Status = HealthCheck.Status
 
 # --- what the web asks for ---------------------------------------------------------------------------
 
 
-def _fail_lost(dataset: DataSet) -> None:
-    """A running check whose process is gone failed: on this host, its process is not alive; elsewhere,
-    it has given no sign of life for the heartbeat timeout."""
-    stale = timezone.now() - timedelta(seconds=settings.KERASUI_HEARTBEAT_TIMEOUT)
-    for check in HealthCheck.objects.filter(dataset=dataset, status=Status.RUNNING):
-        host, _, pid = check.worker.rpartition(":")
-        if host == _host() and pid.isdigit():
-            lost = not pid_alive(int(pid))
-        else:
-            lost = (check.heartbeat_at or check.started_at or check.created_at) < stale
-        if lost:
-            health_check_fail(check_id=check.pk, message="interrupted: the health check's process stopped; check again")
-
-
-def _host() -> str:
-    import socket
-
-    return socket.gethostname()
-
-
-def this_worker(pid: int) -> str:
-    return f"{_host()}:{pid}"
-
-
 def health_check_start(*, dataset: DataSet, user=None, enqueue: bool = True) -> tuple[HealthCheck, bool]:
-    """Queue a check of `dataset`; (check, True), or (its queued or running check, False) if it has one."""
-    _fail_lost(dataset)
+    """Queue a check of `dataset`; (check, True), or (its queued or running check, False) if it has one.
+
+    A check whose process was lost is failed first (the watchdog), so a new one can start. A user's
+    starts count against KERASUI_HEALTH_STARTS_PER_MINUTE (429 beyond it).
+    """
+    watchdog.jobs_watch(kinds=[KIND])
     if not dataset.items.exists():
         raise ServiceError("the dataset has no images: add labelled images before checking its health", field="dataset")
     existing = dataset.health_checks.filter(status__in=HealthCheck.ACTIVE).first()
@@ -56,11 +38,13 @@ def health_check_start(*, dataset: DataSet, user=None, enqueue: bool = True) -> 
         if enqueue and existing.status == Status.QUEUED and waited.total_seconds() > settings.KERASUI_HEARTBEAT_TIMEOUT:
             # Queued before the server restarted, or its message was lost: hand it over again (a
             # process that finds it taken already exits at once).
-            _enqueue_on_commit(existing.pk)
+            runner.enqueue_on_commit(kind=KIND, job_id=existing.pk)
         return existing, False
+    job_rate_check(kind=KIND, user=user, setting="KERASUI_HEALTH_STARTS_PER_MINUTE")
     try:
-        with transaction.atomic():
-            check = HealthCheck.objects.create(dataset=dataset, created_by=user if getattr(user, "pk", None) else None)
+        check = lifecycle.job_create(
+            kind=KIND, fields={"dataset": dataset, "created_by": user if getattr(user, "pk", None) else None}
+        )
     except IntegrityError:
         # Another request queued one a moment ago.
         existing = dataset.health_checks.filter(status__in=HealthCheck.ACTIVE).first()
@@ -68,19 +52,14 @@ def health_check_start(*, dataset: DataSet, user=None, enqueue: bool = True) -> 
             raise Conflict("a health check of this dataset was just started; try again", field="dataset") from None
         return existing, False
     if enqueue:
-        _enqueue_on_commit(check.pk)
+        runner.enqueue_on_commit(kind=KIND, job_id=check.pk)
     return check, True
 
 
-def _enqueue_on_commit(check_id: int) -> None:
-    from management import health_runner
-
-    transaction.on_commit(lambda: health_runner.enqueue(check_id))
-
-
 def health_check_cancel(*, check: HealthCheck) -> bool:
-    """Stop a queued or running check (a running one stops within a second); False if it had ended."""
-    moved = health_check_cancel_move(check_id=check.pk)
+    """Stop a queued check (its process never starts) or a running one (it stops within a second);
+    False if it had ended."""
+    moved = lifecycle.job_cancel(kind=KIND, job_id=check.pk)
     check.refresh_from_db()
     return moved
 
@@ -103,7 +82,7 @@ def health_dismissed(*, dataset: DataSet) -> dict[str, set[int]]:
 def health_report_current(*, check: HealthCheck) -> dict:
     """The check's report without what was acted on since: deleted items, relabelled suspects, kept findings.
 
-    Every listed item gets its current label and its image's URL (the API's media door).
+    Every listed item gets its current label, its image's URL and its thumbnail's (the media door).
     """
     report = dict(check.report or {})
     if not report:
@@ -116,7 +95,8 @@ def health_report_current(*, check: HealthCheck) -> dict:
         item = items.get(item_id)
         if item is None:
             return None
-        return {"item": item_id, "label": item.label, "image": item.image.url}
+        # The page's galleries show the small thumbnail; the original stays one click away.
+        return {"item": item_id, "label": item.label, "image": item.image.url, "thumbnail": item.thumbnail_url}
 
     label_issues = []
     for issue in report.get("label_issues", []):

@@ -1,9 +1,11 @@
 """What a health check's process does: hash, decode and featurise the images, then build the report.
 
-Run by `manage.py health --check ID` (never in a web request: it imports Keras and cleanlab). Features
-come from the pretrained EfficientNet-Lite0 backbone at a small size, cached per images × backbone ×
-size beside the training caches; without the backbone, the dataset's own model code is trained per fold.
-Status changes go through health_lifecycle.py; progress is written at most about once a second.
+The health job kind's entry (health_job_execute), run in the job's own process (`manage.py job health
+ID`, never in a web request: it imports Keras and cleanlab). Features come from the pretrained
+EfficientNet-Lite0 backbone at a small size, cached per images × backbone × size beside the training
+caches; when the configured backbone has no weights here (or none is configured), the dataset's own
+model code is trained per fold at the dataset's image size, and the report says so. Status changes go
+through the job lifecycle; progress is written at most about once a second.
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
+from jobs import lifecycle
 from management.ml import health as ml_health
 from management.ml.backbones import WeightsUnavailable
 from management.ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache
 from management.ml.images import channels_for
 from management.models import DataSetItem, HealthCheck, HealthDismissal
-from management.services import health, health_lifecycle, pretrained
+from management.services import health, pretrained
 from management.services.datasets import dataset_labels
-from management.services.trainer import _local_paths
+from management.services.trainer import local_paths
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ class Progress:
         if phase == self.phase and time.monotonic() - self.last < 1.0 and fraction < 1.0:
             return True
         self.phase, self.last = phase, time.monotonic()
-        if not health_lifecycle.health_check_progress(check_id=self.check_id, phase=phase, progress=overall):
+        if not lifecycle.job_progress(kind=HealthCheck.KIND, job_id=self.check_id, phase=phase, progress=overall):
             raise Cancelled
         return True
 
@@ -88,18 +91,22 @@ def _images(items: list[DataSetItem], paths: list[str], *, image_size: int, colo
     return images, key
 
 
-def _features(images, image_key: str, *, image_size: int, color_mode: str, progress: Progress):
-    """The backbone's cached features of `images`, or None when the backbone is not available here."""
-    from management.ml import transfer
-
+def _backbone():
+    """The configured backbone if its weights are here: (name, backbone, ""), or (None, None, why not)."""
     name = settings.KERASUI_HEALTH_BACKBONE
     if not name:
-        return None
+        return None, None, "no pretrained backbone is configured (KERASUI_HEALTH_BACKBONE)"
     try:
-        backbone = pretrained.backbone_ready(name=name)
+        return name, pretrained.backbone_ready(name=name), ""
     except (WeightsUnavailable, ValueError) as error:
         log.warning("health check without a backbone: %s", error)
-        return None
+        return None, None, f"the configured backbone {name} has no weights here ({error})"
+
+
+def _features(images, image_key: str, *, name: str, backbone, image_size: int, color_mode: str, progress: Progress):
+    """The backbone's features of `images`, cached per images × backbone × size."""
+    from management.ml import transfer
+
     folder = Path(settings.KERASUI_CACHE_DIR) / "features"
     key = transfer.feature_cache_key(image_key, backbone=name, weights_id=backbone.weights_id, image_size=image_size)
 
@@ -115,7 +122,7 @@ def _features(images, image_key: str, *, image_size: int, color_mode: str, progr
         report=lambda done, total: progress("features", done / max(1, total)),
     )
     prune_image_cache(folder, max_bytes=settings.KERASUI_CACHE_MAX_BYTES, keep={key})
-    return np.asarray(features), backbone.label
+    return np.asarray(features)
 
 
 def _model_code_fit_predict(check: HealthCheck, images, labels, *, num_classes: int):
@@ -155,7 +162,7 @@ def _pixel_features(images) -> np.ndarray:
     return pooled.reshape(len(images), -1)
 
 
-def health_check_compute(check: HealthCheck, progress: Progress) -> dict:
+def health_check_compute(*, check: HealthCheck, progress: Progress) -> dict:
     """The report of a claimed check (see ml/health.py for what each part means)."""
     started = time.monotonic()
     dataset = check.dataset
@@ -163,17 +170,16 @@ def health_check_compute(check: HealthCheck, progress: Progress) -> dict:
     dismissed = health.health_dismissed(dataset=dataset)
     items = list(DataSetItem.objects.filter(dataset=dataset).order_by("id"))
     with tempfile.TemporaryDirectory() as copies:
-        paths = _local_paths(items, Path(copies))
+        paths = local_paths(items, Path(copies))
         progress("hashing")
         hashes, readable, unreadable = _hashes(items, paths, progress)
         items, paths = [items[row] for row in readable], [paths[row] for row in readable]
         if not items:
             raise ValueError("no image of the dataset can be read")
-        image_size = settings.KERASUI_HEALTH_IMAGE_SIZE
+        # Decided before decoding: the fallback builds the dataset's model code, which takes its own size.
+        backbone_name, backbone, fallback = _backbone()
+        image_size = settings.KERASUI_HEALTH_IMAGE_SIZE if backbone is not None else dataset.image_size
         color_mode = dataset.color_mode
-        use_backbone = bool(settings.KERASUI_HEALTH_BACKBONE)
-        if not use_backbone:
-            image_size = dataset.image_size
         progress("decoding")
         try:
             images, image_key = _images(items, paths, image_size=image_size, color_mode=color_mode, progress=progress)
@@ -188,24 +194,32 @@ def health_check_compute(check: HealthCheck, progress: Progress) -> dict:
 
     mark = time.monotonic()
     progress("features")
-    found = _features(images, image_key, image_size=image_size, color_mode=color_mode, progress=progress)
-    if found is not None:
-        features, backbone_label = found
-        method = f"{backbone_label} features at {image_size} px, softmax head per fold"
+    found = backbone is not None
+    if found:
+        features = _features(
+            images,
+            image_key,
+            name=backbone_name,
+            backbone=backbone,
+            image_size=image_size,
+            color_mode=color_mode,
+            progress=progress,
+        )
+        method = f"{backbone.label} features at {image_size} px, softmax head per fold"
     else:
         features = _pixel_features(images)
-        method = "the dataset's own model code trained per fold (no pretrained backbone available)"
+        method = f"the dataset's own model code trained per fold at {image_size} px: {fallback}"
     seconds["features"] = round(time.monotonic() - mark, 2)
 
     mark = time.monotonic()
     progress("labels")
     label_issues, quality, folds = [], {}, 0
     if num_classes >= 2 and len(items) >= 4:
-        if found is not None:
+        if found:
             fit_predict = ml_health.head_fit_predict(features, labels, num_classes=num_classes)
         else:
             fit_predict = _model_code_fit_predict(check, images, labels, num_classes=num_classes)
-        folds = ml_health.fold_count(labels, ml_health.FOLDS if found is not None else FALLBACK_FOLDS)
+        folds = ml_health.fold_count(labels, ml_health.FOLDS if found else FALLBACK_FOLDS)
         try:
             probabilities = ml_health.out_of_fold_probabilities(
                 labels,
@@ -269,6 +283,7 @@ def health_check_compute(check: HealthCheck, progress: Progress) -> dict:
         "images": len(items),
         "labels": label_names,
         "method": method,
+        "fallback": fallback,
         "folds": folds,
         "label_issues": label_issues,
         "label_quality": quality,
@@ -281,26 +296,14 @@ def health_check_compute(check: HealthCheck, progress: Progress) -> dict:
     }
 
 
-def health_check_execute(*, check_id: int, worker: str) -> HealthCheck | None:
-    """Claim a queued check and compute it to its end: done, failed with a readable message, or cancelled.
-
-    Never raises for a failure of the check itself; None when the check was not queued.
-    """
-    check = health_lifecycle.health_check_claim(check_id=check_id, worker=worker)
-    if check is None:
-        return None
-    progress = Progress(check.pk)
+def health_job_execute(*, job: HealthCheck) -> None:
+    """Compute a claimed check to its end (the job kind's entry): succeeded with its report, failed with
+    a readable message, or cancelled. Never raises for a failure of the check itself."""
+    progress = Progress(job.pk)
     try:
-        report = health_check_compute(check, progress)
-        health_lifecycle.health_check_finish(check_id=check.pk, report=report)
+        report = health_check_compute(check=job, progress=progress)
+        lifecycle.job_succeed(kind=HealthCheck.KIND, job_id=job.pk, report=report)
     except Cancelled:
-        log.info("Health check %s was cancelled.", check.pk)
+        log.info("Health check %s was cancelled.", job.pk)
     except ValueError as error:
-        health_lifecycle.health_check_fail(check_id=check.pk, message=str(error))
-    except Exception as error:  # noqa: BLE001 - whatever happens, the check must not stay "running"
-        log.exception("Health check %s failed unexpectedly", check.pk)
-        health_lifecycle.health_check_fail(
-            check_id=check.pk, message=f"unexpected error: {type(error).__name__}: {error}"
-        )
-    check.refresh_from_db()
-    return check
+        lifecycle.job_fail(kind=HealthCheck.KIND, job_id=job.pk, message=str(error))

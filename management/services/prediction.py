@@ -17,12 +17,12 @@ import numpy as np
 from django.conf import settings
 from django.db import connection
 
+from jobs.budgets import TooManyJobs
 from management import metrics
 from management.ml.images import channels_for, load_image
 from management.models import DataSet, TrainingRun
 from management.services.datasets import image_size_check
 from management.services.errors import Conflict, ServiceError
-from management.services.jobs import TooManyJobs
 from management.services.serving import serving_engine, serving_predictor
 
 

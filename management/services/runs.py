@@ -1,87 +1,40 @@
-"""The run lifecycle: every change of a TrainingRun's status, and of which run is its dataset's current one.
+"""The training runs' lifecycle: the moves of a run (a job of kind "training") and which run is its
+dataset's current one.
 
-The only module that writes `TrainingRun.status` and `DataSet.current_run`. The moves a run may make
-are the table TRANSITIONS; each is a compare-and-set on the status in the database, so processes racing
-for one run (a cancel during a claim, a watchdog and a finishing process) settle there. Its callers (the
-web use cases, the runners, the Celery tasks, the trainer) import it; it imports none of them.
+The only module that writes `DataSet.current_run`. A run's status changes through the job lifecycle
+(jobs/lifecycle.py), whose table for training (the common moves plus import, stop, resume, promote)
+holds every move a run may make; here are the training-specific rules around those moves. Its callers
+(the web use cases, the trainer) import it; it imports none of them.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import DateTimeField, ExpressionWrapper, Q, QuerySet
-from django.db.models.functions import Coalesce, Now
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from management import heartbeat
+from jobs import lifecycle
+from jobs.lifecycle import IllegalTransition, this_worker  # noqa: F401 - the run lifecycle's public names
+from jobs.registry import kind_get
 from management.models import DataSet, TrainingRun
-from management.processes import pid_alive
 from management.services.errors import Conflict
 from management.services.promotion import promotion_decide
 
 Status = TrainingRun.Status
-
-# event: (the statuses a run may make it from, the status it leaves the run in). No source: a new run.
-# An event whose source is its target records something about a run in that status (progress, a beat).
-TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "queue": ((), Status.QUEUED),  # a person asks for a training: the snapshot is taken
-    "import": ((), Status.SUCCEEDED),  # a trained model uploaded as a version
-    "claim": ((Status.QUEUED,), Status.RUNNING),  # a runner or worker takes it
-    "start": ((Status.RUNNING,), Status.RUNNING),  # its training process started
-    "progress": ((Status.RUNNING,), Status.RUNNING),  # phase, epoch, history, heartbeat
-    "succeed": ((Status.RUNNING,), Status.SUCCEEDED),  # its model saved; it may become current
-    "fail": ((Status.QUEUED, Status.RUNNING), Status.FAILED),  # it cannot go on (its own error)
-    "interrupt": ((Status.QUEUED, Status.RUNNING), Status.FAILED),  # its process was lost; resumable
-    "cancel": ((Status.QUEUED, Status.RUNNING), Status.CANCELLED),  # a person stopped it
-    "stop": ((Status.CANCELLED,), Status.CANCELLED),  # its process stopped; completed epochs kept
-    "resume": ((Status.CANCELLED, Status.FAILED), Status.QUEUED),  # continue from its checkpoint
-    "promote": ((Status.SUCCEEDED,), Status.SUCCEEDED),  # a person makes this version current
-}
-
-INTERRUPTED_HINT = "Resume the run to continue from its last completed epoch, or train again."
-
-
-class IllegalTransition(Conflict):
-    """A run asked to make a move that TRANSITIONS does not allow from its status."""
-
-    def __init__(self, run_id: int, event: str, status: str | None):
-        super().__init__(f"run {run_id} cannot {event}: it is {status or 'deleted'}", field="run")
-        self.run_id, self.event, self.status = run_id, event, status
+KIND = TrainingRun.KIND
+INTERRUPTED_HINT = kind_get(KIND).lost_hint
 
 
 def _move(run_id: int, event: str, fields: dict | None = None, narrow: Callable[[QuerySet], QuerySet] | None = None):
-    """The one write of a status: compare-and-set from the event's sources; True when it happened."""
-    sources, target = TRANSITIONS[event]
-    if not sources:
-        raise ValueError(f"'{event}' makes a new run; it is not a move of run {run_id}")
-    runs = TrainingRun.objects.filter(pk=run_id, status__in=sources)
-    if narrow is not None:
-        runs = narrow(runs)
-    return bool(runs.update(status=target, **(fields or {})))
-
-
-def _status(run_id: int) -> str | None:
-    return TrainingRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
+    return lifecycle.job_move(kind=KIND, job_id=run_id, event=event, fields=fields, narrow=narrow)
 
 
 def transition(*, run_id: int, event: str, **fields) -> None:
     """Move run `run_id` by `event`, writing `fields` with it; IllegalTransition when its status forbids it."""
-    if not _move(run_id, event, fields):
-        raise IllegalTransition(run_id, event, _status(run_id))
-
-
-def _create(event: str, fields: dict) -> TrainingRun:
-    sources, target = TRANSITIONS[event]
-    if sources:
-        raise ValueError(f"'{event}' moves an existing run; it does not make one")
-    return TrainingRun.objects.create(**fields, status=target)
+    lifecycle.job_transition(kind=KIND, job_id=run_id, event=event, **fields)
 
 
 # --- which run answers predictions -----------------------------------------------------------------
@@ -117,10 +70,6 @@ def dataset_current_run_choose(*, dataset_id: int, reason: str, run_id: int | No
 # --- from queued to running --------------------------------------------------------------------------
 
 
-def this_worker(pid: int | None = None) -> str:
-    return f"{socket.gethostname()}:{pid or os.getpid()}"
-
-
 def _refuse_while_training(dataset: DataSet, *, other_than: TrainingRun | None = None) -> None:
     """Conflict when another run of the dataset is queued or running (the database's constraint
     settles a race past this check)."""
@@ -138,8 +87,9 @@ def run_queue(*, snapshot: dict, user=None) -> TrainingRun:
     _refuse_while_training(dataset)
     try:
         with transaction.atomic():
-            return _create(
-                "queue", {**snapshot, "created_by": user if user is not None and user.is_authenticated else None}
+            return lifecycle.job_create(
+                kind=KIND,
+                fields={**snapshot, "created_by": user if user is not None and user.is_authenticated else None},
             )
     except IntegrityError:
         # Two requests raced past the check above; the database's constraint settled it.
@@ -148,62 +98,31 @@ def run_queue(*, snapshot: dict, user=None) -> TrainingRun:
 
 def run_claim(*, run_id: int, worker: str) -> TrainingRun | None:
     """Move a queued run to running for `worker`; None when it was not queued any more."""
-    fields = dict(started_at=timezone.now(), heartbeat_at=Now(), worker=worker, progress=0, phase="")
-    return TrainingRun.objects.get(pk=run_id) if _move(run_id, "claim", fields) else None
-
-
-def run_claim_next(*, worker: str, max_running: int) -> TrainingRun | None:
-    """Claim the oldest queued run if fewer than `max_running` runs are running."""
-    with transaction.atomic():
-        if TrainingRun.objects.filter(status=Status.RUNNING).count() >= max_running:
-            return None
-        run = TrainingRun.objects.filter(status=Status.QUEUED).order_by("created_at", "id").first()
-        if run is None:
-            return None
-        return run_claim(run_id=run.pk, worker=worker)
+    return lifecycle.job_claim(kind=KIND, job_id=run_id, worker=worker)
 
 
 def run_log_path(*, run: TrainingRun) -> Path:
     """Give the run its log file under media and return where to write it."""
-    name = f"logs/run_{run.pk}.log"
-    path = Path(settings.MEDIA_ROOT) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    TrainingRun.objects.filter(pk=run.pk).update(log_file=name)
-    run.log_file.name = name
-    return path
-
-
-def run_start(*, run_id: int, worker: str) -> bool:
-    """Record which process trains the run (`host:pid`, or a Celery node's); False once it is not running."""
-    return _move(run_id, "start", {"worker": worker})
+    return lifecycle.job_log_path(job=run)
 
 
 # --- while it runs ---------------------------------------------------------------------------------
 
 
 def run_set_phase(*, run_id: int, phase: str, progress: float = 0.0) -> bool:
-    """Show what the training process does now; False once the run is not running (cancelled)."""
-    return _move(run_id, "progress", {"phase": phase, "progress": progress})
+    """Show what the training process does now (progress 0–1); False once the run is not running (cancelled)."""
+    return lifecycle.job_progress(kind=KIND, job_id=run_id, phase=phase, progress=progress)
 
 
 def run_progress(*, run_id: int, progress) -> bool:
     """Write an epoch's progress (an ml.fit.Progress) to the run; False once it was cancelled."""
-    fields = {"progress": round(progress.percent, 2), "epoch": progress.epoch, "history": progress.history}
-    return _move(run_id, "progress", fields)
+    fields = {"progress": progress.percent / 100, "epoch": progress.epoch, "history": progress.history}
+    return lifecycle.job_progress(kind=KIND, job_id=run_id, **fields)
 
 
 def run_heartbeat(*, run_id: int) -> bool:
     """Record that the run's training process is alive (the database's clock); False once it ended."""
-    return _move(run_id, "progress", {"heartbeat_at": Now()})
-
-
-class Heartbeat(heartbeat.Heartbeat):
-    """Beats for a run about once a second while the training process works; stops when the run is
-    no longer running (a thread, not the progress callback: see management/heartbeat.py)."""
-
-    def __init__(self, run_id: int, interval: float = 1.0) -> None:
-        self.run_id = run_id
-        super().__init__(lambda: run_heartbeat(run_id=run_id), interval=interval, name=f"heartbeat-run-{run_id}")
+    return lifecycle.job_heartbeat(kind=KIND, job_id=run_id)
 
 
 # --- how it ends -------------------------------------------------------------------------------------
@@ -213,7 +132,7 @@ def run_succeed(*, run: TrainingRun, **results) -> bool:
     """End a running run as succeeded with its results (model_file, metrics, evaluation, …); it becomes
     current when its dataset's promotion policy says so (promotion.py), and the decision and its reason
     are stored with the status. False, with nothing written, when it was not running any more."""
-    fields = dict(progress=100, phase="", checkpoint="", finished_at=timezone.now(), **results)
+    fields = dict(progress=1.0, phase="", checkpoint="", finished_at=timezone.now(), **results)
     with transaction.atomic():
         # The dataset's row is locked so that a promotion meanwhile cannot slip between reading and choosing.
         current_id = (
@@ -239,23 +158,17 @@ def run_succeed(*, run: TrainingRun, **results) -> bool:
     return True
 
 
-def run_fail(*, run_id: int, message: str, interrupted: bool = False, only_if_stale_before=None) -> bool:
+def run_fail(*, run_id: int, message: str, interrupted: bool = False) -> bool:
     """End an active run as failed with a readable message; False if it had already ended.
 
     An interrupted run (its process died) keeps its checkpoint and can be resumed.
-    `only_if_stale_before` (a time expression) leaves the run alone if it beat since.
     """
-
-    def stale(runs: QuerySet) -> QuerySet:
-        return runs.alias(last_sign=Coalesce("heartbeat_at", "started_at")).filter(last_sign__lt=only_if_stale_before)
-
-    fields = {"error": message, "finished_at": timezone.now(), "interrupted": interrupted}
-    return _move(run_id, "interrupt" if interrupted else "fail", fields, stale if only_if_stale_before else None)
+    return lifecycle.job_fail(kind=KIND, job_id=run_id, message=message, lost=interrupted)
 
 
 def run_cancel(*, run: TrainingRun) -> bool:
     """Cancel a queued or running run; a running one stops after its current batch."""
-    cancelled = _move(run.pk, "cancel", {"finished_at": timezone.now()})
+    cancelled = lifecycle.job_cancel(kind=KIND, job_id=run.pk)
     run.refresh_from_db()
     return cancelled
 
@@ -324,11 +237,12 @@ def run_add_imported(*, snapshot: dict, user=None, save_model: Callable[[Trainin
     """
     now = timezone.now()
     with transaction.atomic():
-        run = _create(
-            "import",
-            {
+        run = lifecycle.job_create(
+            kind=KIND,
+            event="import",
+            fields={
                 **snapshot,
-                "progress": 100,
+                "progress": 1.0,
                 "imported": True,
                 "worker": "imported",
                 "promotion": {"promoted": True, "manual": True, "reason": "imported by a person: made current"},
@@ -342,55 +256,3 @@ def run_add_imported(*, snapshot: dict, user=None, save_model: Callable[[Trainin
     run.refresh_from_db()
     snapshot["dataset"].current_run = run
     return run
-
-
-# --- runs whose process was lost (the watchdogs) -------------------------------------------------------
-
-
-def runs_fail_stale(*, timeout: int | None = None) -> int:
-    """Mark running runs whose heartbeat is older than `timeout` seconds failed and interrupted.
-
-    Their process or machine stopped without ending them (killed, crashed, powered off, cut off).
-    The comparison uses the database's clock, which every machine shares.
-    """
-    timeout = settings.KERASUI_HEARTBEAT_TIMEOUT if timeout is None else timeout
-    limit = ExpressionWrapper(Now() - timedelta(seconds=timeout), output_field=DateTimeField())
-    stale = (
-        TrainingRun.objects.filter(status=Status.RUNNING)
-        .alias(last_sign=Coalesce("heartbeat_at", "started_at"))
-        .filter(last_sign__lt=limit)
-    )
-    failed = 0
-    for run in stale.only("pk", "worker"):
-        failed += run_fail(
-            run_id=run.pk,
-            message=(
-                f"interrupted: no sign of life from its training process ({run.worker or 'unknown worker'}) "
-                f"for more than {timeout} s: the process, its worker or its machine stopped. {INTERRUPTED_HINT}"
-            ),
-            interrupted=True,
-            only_if_stale_before=limit,
-        )
-    return failed
-
-
-def runs_fail_interrupted() -> int:
-    """Mark runs left 'running' by a training process of this host that no longer exists.
-
-    `worker` is `host:pid` (thread runner, `train`) or `node@host:pid` (a Celery worker's).
-    """
-    host = socket.gethostname()
-    failed = 0
-    candidates = TrainingRun.objects.filter(status=Status.RUNNING).filter(
-        Q(worker__startswith=f"{host}:") | Q(worker__contains=f"@{host}:")
-    )
-    for run in candidates:
-        where, _, pid = run.worker.rpartition(":")
-        if where.rpartition("@")[2] == host and pid.isdigit() and not pid_alive(int(pid)):
-            failed += run_fail(
-                run_id=run.pk,
-                message="interrupted: the training process stopped before the run finished "
-                f"(was the server restarted?). {INTERRUPTED_HINT}",
-                interrupted=True,
-            )
-    return failed

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from django.conf import settings
 
+from jobs.budgets import TooManyJobs
 from management.ml.engines import KERAS, ONNXRUNTIME, load_predictor
 from management.ml.export import file_name
 from management.models import TrainingRun
 from management.services.errors import ServiceError
 from management.services.exports import export_folder, training_run_export
-from management.services.jobs import TooManyJobs
 
 log = logging.getLogger(__name__)
 

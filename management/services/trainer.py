@@ -76,7 +76,7 @@ def _run_items(run: TrainingRun) -> list[DataSetItem]:
     return items
 
 
-def _local_paths(items: list[DataSetItem], folder: Path) -> list[str]:
+def local_paths(items: list[DataSetItem], folder: Path) -> list[str]:
     """Paths the decoding processes can open: the files themselves, or copies from a remote storage."""
     paths = []
     for item in items:
@@ -102,12 +102,12 @@ def _prepare_images(run: TrainingRun, items: list[DataSetItem]) -> np.ndarray:
         nonlocal last_report
         if time.monotonic() - last_report >= 1.0 or done == total:
             last_report = time.monotonic()
-            _set_phase(run.pk, Phase.PREPARING, round(100.0 * done / max(1, total), 2))
+            _set_phase(run.pk, Phase.PREPARING, done / max(1, total))
 
     with tempfile.TemporaryDirectory() as copies:
         try:
             images = build_image_cache(
-                _local_paths(items, Path(copies)),
+                local_paths(items, Path(copies)),
                 folder=folder,
                 key=key,
                 image_size=run.image_size,
@@ -233,7 +233,7 @@ def _fit_from_scratch(run: TrainingRun, images, labels, splits) -> tuple[Path, k
     _set_phase(run.pk, Phase.BUILDING)
     folder = _checkpoint_folder(run)
     model, history = _build_or_resume(run, folder)
-    _set_phase(run.pk, Phase.TRAINING, 100.0 * len(history) / run.epochs)
+    _set_phase(run.pk, Phase.TRAINING, len(history) / run.epochs)
     options = ml_fit.FitOptions(**fit_arguments(run))
     try:
         result = ml_fit.fit(
@@ -293,7 +293,7 @@ def _fit_pretrained(run: TrainingRun, backbone, images, labels, splits, items: l
     key = _feature_key(run, items, backbone)
 
     def phase(name: str, percent: float) -> bool:
-        _set_phase(run.pk, _TRANSFER_PHASES[name], percent)  # raises Cancelled once the run was cancelled
+        _set_phase(run.pk, _TRANSFER_PHASES[name], percent / 100)  # raises Cancelled once the run was cancelled
         return True
 
     def make_backbone() -> keras.Model:
@@ -398,7 +398,7 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
         if result.stopped_early:
             log.info("Stopped early: no improvement since epoch %s", result.best_epoch)
 
-        _set_phase(run.pk, Phase.EVALUATING, 100)
+        _set_phase(run.pk, Phase.EVALUATING, 1.0)
         if evaluation is None:
             evaluation = _evaluation(model, images, labels, splits, run, items)
         metrics = dict(result.metrics)
@@ -407,7 +407,7 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
                 prefix = "val" if name == "validation" else "test"
                 metrics[f"{prefix}_loss"] = evaluation[name]["loss"]
                 metrics[f"{prefix}_accuracy"] = evaluation[name]["accuracy"]
-        _set_phase(run.pk, Phase.SAVING, 100)
+        _set_phase(run.pk, Phase.SAVING, 1.0)
         with media_journal() as journal:
             model_name = _save_model(run, model, journal)
             # Issue 17 (serving): the ONNX export is made and proven before the run becomes current.

@@ -1,7 +1,8 @@
 """Training as a person asks for it: create a run (the snapshot), cancel, resume or delete it, validate a model.
 
 The web requests' use cases. The run's state changes are the lifecycle's (runs.py); what the training
-process does with a run is the trainer's (trainer.py); how a queued run gets executed is the runners'.
+process does with a run is the trainer's (trainer.py, entered by training_job.py); how a queued run gets
+executed is the job runner's (jobs/runner.py).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import transaction
 
-from management import runners
+from jobs import runner
+from jobs.budgets import model_job_slot
 from management.ml.images import channels_for
 from management.ml.models import Augmentation, ModelSpec
 from management.ml.validate import ValidationReport, validate_model
@@ -18,7 +20,6 @@ from management.options import snapshot_of
 from management.services import runs
 from management.services.datasets import dataset_labels, delete_files_on_commit, delete_folders_on_commit
 from management.services.errors import Conflict
-from management.services.jobs import model_job_slot
 
 
 def run_snapshot(*, dataset: DataSet) -> dict:
@@ -39,7 +40,7 @@ def training_run_create(*, dataset: DataSet, user=None, enqueue: bool = True) ->
     """Snapshot the dataset into a queued run; refuse while another run of it is queued or running."""
     run = runs.run_queue(snapshot=run_snapshot(dataset=dataset), user=user)
     if enqueue:
-        transaction.on_commit(lambda: runners.enqueue(run.pk))
+        runner.enqueue_on_commit(kind=TrainingRun.KIND, job_id=run.pk)
     return run
 
 
@@ -52,7 +53,7 @@ def training_run_resume(*, run: TrainingRun, enqueue: bool = True) -> TrainingRu
     """Queue a cancelled or interrupted run again; it continues from its last completed epoch."""
     run = runs.run_queue_again(run=run)
     if enqueue:
-        transaction.on_commit(lambda: runners.enqueue(run.pk))
+        runner.enqueue_on_commit(kind=TrainingRun.KIND, job_id=run.pk)
     return run
 
 

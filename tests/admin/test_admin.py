@@ -3,6 +3,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from management.models import DataSet, DataSetItem, TrainingRun
 from tests.images import colour_image, colour_zip, png, zip_of
+from tests.runs import run_queued_imports
 
 
 def test_every_admin_page_renders(admin_client, trained_dataset):
@@ -45,7 +46,16 @@ def test_upload_zip_page_labels_by_folder_or_by_the_typed_label(admin_client, db
         follow=True,
     )
     assert response.status_code == 200
-    assert "Imported 6 images" in response.content.decode()
+    page = response.content.decode()
+    assert "Importing c.zip into &#x27;Colours&#x27;" in page and "This page reloads itself" in page
+    assert not dataset.items.exists()  # the request only kept the zip
+    (job,) = run_queued_imports()
+    page = admin_client.get(response.redirect_chain[-1][0]).content.decode()
+    assert "Imported 6 images" in page and "blue: 2, green: 2, red: 2" in page and "reloads itself" not in page
+    assert (
+        f"/admin/management/dataset/import/{job.pk}/"
+        in admin_client.get(f"/admin/management/dataset/{dataset.pk}/change/").content.decode()
+    )
     admin_client.post(
         f"/admin/management/dataset/{dataset.pk}/upload/",
         {
@@ -55,7 +65,10 @@ def test_upload_zip_page_labels_by_folder_or_by_the_typed_label(admin_client, db
         },
         follow=True,
     )
+    (job,) = run_queued_imports()
     assert dataset.items.filter(label="mixed").count() == 1
+    page = admin_client.get(f"/admin/management/dataset/import/{job.pk}/").content.decode()
+    assert "Skipped 1 entry" in page and "x.txt" in page
     refused = admin_client.post(
         "/admin/management/dataset/upload/",
         {"dataset": dataset.pk, "file": SimpleUploadedFile("c.zip", b"not a zip")},
@@ -275,5 +288,7 @@ def test_the_upload_zip_page_needs_the_add_dataset_item_permission_as_the_api_do
         "/admin/management/dataset/upload/",
         {"dataset": dataset.pk, "label": "red", "file": SimpleUploadedFile("c.zip", zip_of({"a.png": png()}))},
     )
-    assert added.status_code == 302 and dataset.items.count() == 1
+    assert added.status_code == 302 and client.get(added["Location"]).status_code == 200
+    run_queued_imports()
+    assert dataset.items.count() == 1
     assert "/upload/" in client.get(f"/admin/management/dataset/{dataset.pk}/change/").content.decode()

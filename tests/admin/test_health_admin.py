@@ -12,7 +12,7 @@ def done_check(dataset) -> HealthCheck:
     issue = {"item": first.pk, "given": first.label, "suggested": "red", "confidence": 0.93, "quality": 0.02}
     return HealthCheck.objects.create(
         dataset=dataset,
-        status="done",
+        status="succeeded",
         progress=1.0,
         report={
             "images": 30,
@@ -50,7 +50,8 @@ def test_the_page_lists_findings_with_thumbnails_and_escapes_what_it_shows(admin
     check = done_check(colour_dataset)
     page = admin_client.get(f"/admin/management/dataset/{colour_dataset.pk}/health/").content.decode()
     suspect = check.report["label_issues"][0]["item"]
-    assert DataSetItem.objects.get(pk=suspect).image.url in page
+    item = DataSetItem.objects.get(pk=suspect)
+    assert item.thumbnail_url in page and f'src="{item.image.url}"' not in page  # thumbnails, never originals
     assert "Relabel to 'red'" in page and "Keep this one" in page and "Keep them all" in page
     assert "add &lt;b&gt;more&lt;/b&gt;" in page
     assert "<script>" not in page.split("<body")[1]

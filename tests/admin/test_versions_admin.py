@@ -3,7 +3,8 @@
 import io
 import zipfile
 
-from management.models import DataSet, TrainingRun
+from jobs.process import job_execute
+from management.models import DataSet, ExportJob, TrainingRun
 from tests.runs import install_model
 
 
@@ -24,12 +25,21 @@ def test_the_run_page_downloads_a_format_and_then_shows_its_difference(admin_cli
     run = trained_dataset.current_run
     response = admin_client.get(f"/admin/management/trainingrun/{run.pk}/export/onnx/")
     assert response.status_code == 200 and f"run{run.pk}.onnx" in response["Content-Disposition"]
+    # The bundle is not made yet: an export job makes it; the page says so, and then it downloads.
+    queued = admin_client.get(f"/admin/management/trainingrun/{run.pk}/export/onnx/?bundle=1", follow=True)
+    job = ExportJob.objects.get(run=run)
+    assert f"Onnx: export {job.pk} is queued" in queued.content.decode()
+    job_execute(kind="export", job_id=job.pk)
     bundle = admin_client.get(f"/admin/management/trainingrun/{run.pk}/export/onnx/?bundle=1")
     names = zipfile.ZipFile(io.BytesIO(b"".join(bundle.streaming_content))).namelist()
     assert {"labels.json", "README.txt"} <= set(names)
     page = admin_client.get(f"/admin/management/trainingrun/{run.pk}/change/").content.decode()
     difference = TrainingRun.objects.get(pk=run.pk).exports["onnx"]["max_difference"]
     assert f"{difference:.2g} on 16 images" in page
+    # A format not made yet: the run's page shows its job being made, and follows it.
+    page = admin_client.get(f"/admin/management/trainingrun/{run.pk}/export/h5/", follow=True).content.decode()
+    h5 = ExportJob.objects.get(run=run, format="h5")
+    assert f"being made (export {h5.pk}): queued" in page and '<meta http-equiv="refresh" content="3">' in page
 
 
 def test_a_refused_format_sends_back_to_the_run_page_with_the_reason(admin_client, trained_dataset):

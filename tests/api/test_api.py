@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 
 from management.models import DataSet, TrainingRun
 from tests.images import colour_image, colour_zip, png, zip_of
+from tests.runs import imported
 
 
 def test_datasets_can_be_created_listed_and_changed(api):
@@ -34,8 +35,10 @@ def test_upload_labels_by_folder_and_reports_skipped_entries(api, db):
     response = api.post(
         f"/api/dataset/{dataset.pk}/upload/", {"file": SimpleUploadedFile("d.zip", data)}, format="multipart"
     )
-    assert response.status_code == 201, response.content
-    body = response.json()
+    assert not dataset.items.exists()  # nothing decoded in the request
+    job = imported(api, response)
+    assert job["status"] == "succeeded" and job["progress"] == 1.0 and job["original_name"] == "d.zip"
+    body = job["report"]
     assert body["counts"] == {"blue": 1, "red": 1}
     reason = "not an image (no image format recognised in this file)"
     assert body["skipped"] == [{"name": "blue/readme.txt", "reason": reason}]
@@ -45,7 +48,7 @@ def test_upload_with_a_label_and_upload_of_a_non_zip(api, db):
     dataset = DataSet.objects.create(name="Colours")
     data = zip_of({"1.png": png(), "2.png": png()})
     ok = api.post(f"/api/dataset/{dataset.pk}/upload/", {"file": SimpleUploadedFile("d.zip", data), "label": "red"})
-    assert ok.status_code == 201 and ok.json()["counts"] == {"red": 2}
+    assert imported(api, ok)["report"]["counts"] == {"red": 2}
     bad = api.post(f"/api/dataset/{dataset.pk}/upload/", {"file": SimpleUploadedFile("d.zip", b"nope")})
     assert bad.status_code == 400 and "file" in bad.json()
     missing = api.post(f"/api/dataset/{dataset.pk}/upload/", {})
@@ -188,7 +191,7 @@ def test_media_is_private(client, admin_client, trained_dataset):
 def test_upload_zip_via_api_with_many_images(api, db):
     dataset = DataSet.objects.create(name="Many")
     response = api.post(f"/api/dataset/{dataset.pk}/upload/", {"file": SimpleUploadedFile("c.zip", colour_zip(5))})
-    assert response.json()["added"] == 15
+    assert imported(api, response)["report"]["added"] == 15
     assert api.get(f"/api/dataset/{dataset.pk}/").json()["item_count"] == 15
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 
+from jobs.process import NotRunnable, job_execute
 from management.models import DataSetItem, HealthCheck
 from management.services import health_job
 
@@ -11,7 +12,7 @@ def computed(monkeypatch):
     """The check's computation replaced by a small report naming the dataset's first items (the ML is
     tested in tests/ml and tests/services); everything around it, lifecycle included, is the real one."""
 
-    def compute(check, progress):
+    def compute(*, check, progress):
         progress("labels", 0.5)
         first, second, third = DataSetItem.objects.filter(dataset=check.dataset).order_by("id")[:3]
         return {
@@ -42,10 +43,10 @@ def test_start_then_poll_until_the_report_is_there(api, colour_dataset, computed
     assert again.status_code == 200 and again.json()["id"] == check_id
     assert api.get(f"/api/healthcheck/{check_id}/").json()["report"] == {}
 
-    health_job.health_check_execute(check_id=check_id, worker="test:1")
+    job_execute(kind="health", job_id=check_id, worker="test:1")
 
     polled = api.get(f"/api/healthcheck/{check_id}/").json()
-    assert polled["status"] == "done" and polled["progress"] == 1.0
+    assert polled["status"] == "succeeded" and polled["progress"] == 1.0
     first = DataSetItem.objects.filter(dataset=colour_dataset).order_by("id").first()
     assert polled["report"]["label_issues"][0]["item"] == first.pk
     assert polled["report"]["label_issues"][0]["image"].startswith("/media/")
@@ -54,7 +55,7 @@ def test_start_then_poll_until_the_report_is_there(api, colour_dataset, computed
 
 def test_kept_and_relabelled_findings_leave_the_report(api, colour_dataset, computed):
     check_id = api.post(f"/api/dataset/{colour_dataset.pk}/health/").json()["id"]
-    health_job.health_check_execute(check_id=check_id, worker="test:1")
+    job_execute(kind="health", job_id=check_id, worker="test:1")
     report = api.get(f"/api/healthcheck/{check_id}/").json()["report"]
     suspect = report["label_issues"][0]["item"]
     second, third = (member["item"] for member in report["duplicates"][0]["items"])
@@ -91,4 +92,5 @@ def test_cancel_a_queued_check_then_it_is_409(api, colour_dataset):
     check_id = api.post(f"/api/dataset/{colour_dataset.pk}/health/").json()["id"]
     assert api.post(f"/api/healthcheck/{check_id}/cancel/").json()["status"] == "cancelled"
     assert api.post(f"/api/healthcheck/{check_id}/cancel/").status_code == 409
-    assert health_job.health_check_execute(check_id=check_id, worker="test:1") is None
+    with pytest.raises(NotRunnable, match="is cancelled, not queued"):
+        job_execute(kind="health", job_id=check_id, worker="test:1")

@@ -16,6 +16,7 @@ from management.models import DataSet, DataSetItem
 from management.services.datasets import dataset_import_zip
 from tests.api.test_permissions import token_client, user_with
 from tests.images import png, zip_of
+from tests.runs import imported
 
 # A valid PNG with a script after its end: every image decoder accepts it, a browser told it is
 # HTML runs the script.
@@ -85,8 +86,8 @@ def test_replacing_an_items_image_with_a_dangerous_name_stores_it_as_png(api, ad
 
 def test_a_zip_entry_named_html_is_stored_and_served_as_png(api, admin_client, dataset):
     archive = SimpleUploadedFile("pets.zip", zip_of({"cat/evil.html": POLYGLOT, "folder/evil.svg": POLYGLOT}))
-    report = api.post(f"/api/dataset/{dataset.pk}/upload/", {"file": archive})
-    assert report.status_code == 201 and report.json()["added"] == 2, report.content
+    job = imported(api, api.post(f"/api/dataset/{dataset.pk}/upload/", {"file": archive}))
+    assert job["report"]["added"] == 2, job
     for item in dataset.items.all():
         assert item.original_name in {"evil.html", "evil.svg"}
         assert_served_as_png(admin_client, item)

@@ -37,6 +37,12 @@ ROUTES = {
     "/api/dataset/{id}/health/keep_one/": {"post"},
     "/api/healthcheck/{id}/": {"get"},
     "/api/healthcheck/{id}/cancel/": {"post"},
+    "/api/exportjob/": {"get"},
+    "/api/exportjob/{id}/": {"get"},
+    "/api/exportjob/{id}/cancel/": {"post"},
+    "/api/importjob/": {"get"},
+    "/api/importjob/{id}/": {"get"},
+    "/api/importjob/{id}/cancel/": {"post"},
 }
 
 

@@ -13,7 +13,7 @@ from django.conf import settings
 from management.models import TrainingRun
 from management.services import exports
 from tests.images import colour_image
-from tests.runs import install_model
+from tests.runs import download, install_model
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_predict_by_version_names_the_run_when_it_cannot(api, two_versions):
 
 @pytest.mark.parametrize("format", ["keras", "h5", "savedmodel", "tflite", "onnx"])
 def test_each_format_downloads_and_records_its_parity_with_keras(api, trained_dataset, format):
-    response = api.get(f"/api/dataset/{trained_dataset.pk}/model/?format={format}")
+    response = download(api, f"/api/dataset/{trained_dataset.pk}/model/?format={format}")
     assert response.status_code == 200, response.content[:300]
     assert response["Content-Disposition"].startswith("attachment")
     content = b"".join(response.streaming_content)
@@ -102,7 +102,7 @@ def test_each_format_downloads_and_records_its_parity_with_keras(api, trained_da
 
 def test_float16_tflite_and_a_bundle_with_labels_and_a_usage_note(api, trained_dataset):
     run_id = trained_dataset.current_run_id
-    response = api.get(f"/api/trainingrun/{run_id}/model/?format=tflite&precision=float16&bundle=1")
+    response = download(api, f"/api/trainingrun/{run_id}/model/?format=tflite&precision=float16&bundle=1")
     assert response.status_code == 200
     bundle = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
     names = set(bundle.namelist())
@@ -116,9 +116,9 @@ def test_float16_tflite_and_a_bundle_with_labels_and_a_usage_note(api, trained_d
 
 def test_an_export_is_made_once_and_kept(api, trained_dataset, monkeypatch):
     url = f"/api/dataset/{trained_dataset.pk}/model/?format=h5"
-    assert api.get(url).status_code == 200
+    assert download(api, url).status_code == 200
     monkeypatch.setattr(exports, "export_in_child", lambda *args, **kwargs: pytest.fail("exported twice"))
-    assert api.get(url).status_code == 200
+    assert api.get(url).status_code == 200  # at once: no job
 
 
 def test_an_export_failing_its_check_is_refused_recorded_and_never_served(api, trained_dataset, monkeypatch):
@@ -131,7 +131,7 @@ def test_an_export_failing_its_check_is_refused_recorded_and_never_served(api, t
 
     monkeypatch.setattr(exports, "export_in_child", diverging)
     url = f"/api/dataset/{trained_dataset.pk}/model/?format=tflite"
-    response = api.get(url)
+    response = download(api, url)
     assert response.status_code == 422
     assert "differs from the Keras model by up to 0.2" in response.json()["format"][0]
     record = TrainingRun.objects.get(pk=trained_dataset.current_run_id).exports["tflite"]
@@ -150,7 +150,7 @@ def test_a_bad_format_or_precision_is_a_400_naming_it(api, trained_dataset):
 
 def test_deleting_a_version_removes_its_model_and_exports(api, two_versions, django_capture_on_commit_callbacks):
     older, newer = two_versions
-    assert api.get(f"/api/trainingrun/{older.pk}/model/?format=h5").status_code == 200
+    assert download(api, f"/api/trainingrun/{older.pk}/model/?format=h5").status_code == 200
     model = Path(settings.MEDIA_ROOT) / f"models/run_{older.pk}.keras"
     folder = Path(settings.MEDIA_ROOT) / f"exports/run_{older.pk}"
     assert model.is_file() and folder.is_dir()
@@ -187,7 +187,7 @@ def test_importing_a_good_model_makes_a_current_version_that_predicts(api, colou
     assert body["labels"] == ["blue", "green", "red"] and body["image_size"] == 16
     answer = api.post("/api/test/", {"dataset": colour_dataset.pk, "image": _image("green")}, format="json")
     assert answer.json()["run"] == body["id"] and answer.json()["result"] == "green"
-    assert api.get(f"/api/trainingrun/{body['id']}/model/?format=onnx").status_code == 200
+    assert download(api, f"/api/trainingrun/{body['id']}/model/?format=onnx").status_code == 200
 
 
 def test_importing_a_model_of_another_input_size_is_refused(api, colour_dataset, tmp_path):

@@ -125,7 +125,7 @@ def test_a_user_trains_reviews_fixes_and_tests_a_model_in_the_browser(
     wrong = {f"blue/mislabelled_{n}.png": colour_image("red", seed=900 + n) for n in range(4)}
     archive = zip_of({**dict(_entries(colour_zip(10))), **wrong})
     drop_files(page, "#kerasui-upload .kerasui-drop", [("colours.zip", "application/zip", archive)])
-    page.wait_for_selector("#kerasui-upload[data-state=done]")
+    page.wait_for_selector("#kerasui-upload[data-state=done]", timeout=120_000)  # imported by a job
     assert dataset.items.count() == 34
     rows = page.locator("#kerasui-label-chart tbody tr")
     assert rows.count() == 3 and "14" in rows.nth(0).inner_text()

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from jobs import lifecycle
 from management.models import DataSetItem, HealthCheck
-from management.services import health_lifecycle
 from tests.e2e.test_browser import screenshots, shoot  # noqa: F401 - fixture
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,8 +45,8 @@ def test_a_check_started_in_the_browser_shows_its_progress_then_its_findings(
         check = HealthCheck.objects.get(dataset=colour_dataset)
 
         # The job, as its process would write it: a phase and progress, then the report.
-        health_lifecycle.health_check_claim(check_id=check.pk, worker="test:1")
-        health_lifecycle.health_check_progress(check_id=check.pk, phase="features", progress=0.4)
+        lifecycle.job_claim(kind="health", job_id=check.pk, worker="test:1")
+        lifecycle.job_progress(kind="health", job_id=check.pk, phase="features", progress=0.4)
         sync_api.expect(page.locator("#kerasui-health-phase")).to_have_text("computing what each image looks like")
         assert page.eval_on_selector("#kerasui-health-progress", "bar => bar.value") == pytest.approx(0.4)
         issue = {"item": suspect.pk, "given": "blue", "suggested": "red", "confidence": 0.97, "quality": 0.01}
@@ -57,7 +57,7 @@ def test_a_check_started_in_the_browser_shows_its_progress_then_its_findings(
                         "notes": []},
             "unreadable": [], "seconds": {"total": 1.0},
         }  # fmt: skip
-        health_lifecycle.health_check_finish(check_id=check.pk, report=report)
+        lifecycle.job_succeed(kind="health", job_id=check.pk, report=report)
         page.wait_for_selector("text=Suspected label errors (1)")
         # Without a current model the leak check did not run: the page says so, not "0 … None found".
         assert page.inner_text("#leaks") == "Duplicates across training and held-out images (not checked)"

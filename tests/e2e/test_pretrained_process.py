@@ -62,7 +62,7 @@ def test_a_pretrained_run_trains_in_the_train_process_and_every_export_passes_it
 
     assert completed.returncode == 0, completed.stdout + completed.stderr
     run = TrainingRun.objects.get(dataset=dataset)
-    assert run.status == "succeeded" and run.progress == 100 and len(run.history) == 15
+    assert run.status == "succeeded" and run.progress == 1.0 and len(run.history) == 15
     assert "Building EfficientNet-Lite0" in completed.stdout
     client = APIClient()
     client.force_authenticate(admin_user)

@@ -128,7 +128,7 @@ def succeeded_run(colour_dataset) -> TrainingRun:
     return _run(
         colour_dataset,
         status="succeeded",
-        progress=100,
+        progress=1.0,
         epoch=12,
         epochs=12,
         labels=labels,
@@ -223,7 +223,7 @@ def test_cancelled_failed_and_queued_runs_show_one_progress_display_and_their_re
         colour_dataset,
         status="cancelled",
         phase="training",
-        progress=14,
+        progress=0.14,
         epoch=5,
         epochs=30,
         history=_history(4, best=4),

@@ -52,7 +52,7 @@ def test_train_command_trains_in_the_foreground_and_the_model_predicts_correctly
     assert "succeeded" in completed.stdout and "Epoch 5/5" in completed.stdout
 
     run = TrainingRun.objects.get(dataset=dataset)
-    assert run.status == "succeeded" and run.progress == 100 and len(run.history) == 5
+    assert run.status == "succeeded" and run.progress == 1.0 and len(run.history) == 5
     assert Path(run.model_file.path).exists() and "Epoch 5/5" in Path(run.log_file.path).read_text()
     client = APIClient()
     client.force_authenticate(admin_user)

@@ -161,7 +161,7 @@ def workers(servers, shared_folder, django_db_blocker):
 @pytest.fixture
 def celery_backend(settings, workers):
     """The test process is the web process, with KERASUI_TRAINING_BACKEND=celery and both workers up."""
-    from management import runners
+    from jobs import runner as runners
 
     settings.KERASUI_TRAINING_BACKEND = "celery"
     settings.KERASUI_HEARTBEAT_TIMEOUT = HEARTBEAT_TIMEOUT

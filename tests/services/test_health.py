@@ -1,4 +1,4 @@
-"""Dataset health through the services: a check runs to done in the job function (in this process), its
+"""Dataset health through the services: a check runs to its end as a job (in this process), its
 report has every section and finds what was planted, and the page's actions change the dataset."""
 
 import io
@@ -6,12 +6,13 @@ import io
 import pytest
 from django.core.files.base import ContentFile
 
+from jobs import lifecycle
+from jobs.process import job_execute
 from management.ml import backbones
 from management.models import DataSet, DataSetItem, HealthCheck
-from management.services import health, health_lifecycle
+from management.services import health
 from management.services.datasets import dataset_import_zip, dataset_item_create
 from management.services.errors import ServiceError
-from management.services.health_job import health_check_execute
 from tests.images import colour_image, colour_zip
 
 SECTIONS = {"label_issues", "label_quality", "duplicates", "leaks", "outliers", "balance", "method", "seconds"}
@@ -36,13 +37,13 @@ def planted(db, settings, lite0_weights, tmp_path, monkeypatch):
 def run_check(dataset) -> HealthCheck:
     check, created = health.health_check_start(dataset=dataset, enqueue=False)
     assert created
-    return health_check_execute(check_id=check.pk, worker="test:1")
+    return job_execute(kind="health", job_id=check.pk, worker="test:1")
 
 
 def test_a_check_runs_to_done_finds_the_planted_label_error_and_duplicate_and_the_next_omits_kept_ones(planted):
     dataset, wrong, copied, copy = planted
     check = run_check(dataset)
-    assert check.status == "done", check.error
+    assert check.status == "succeeded", check.error
     assert check.progress == 1.0
     report = check.report
     assert SECTIONS <= set(report)
@@ -56,7 +57,7 @@ def test_a_check_runs_to_done_finds_the_planted_label_error_and_duplicate_and_th
     health.health_dismiss(dataset=dataset, item_ids=[wrong.pk], kind="label")
     health.health_dismiss(dataset=dataset, item_ids=[copied.pk, copy.pk], kind="duplicate")
     again = run_check(dataset)  # the features are cached now
-    assert again.status == "done"
+    assert again.status == "succeeded"
     assert wrong.pk not in [issue["item"] for issue in again.report["label_issues"]]
     assert again.report["duplicates"] == []
 
@@ -80,7 +81,7 @@ def test_a_cancelled_check_stops_and_keeps_no_report(planted, monkeypatch):
         return real(path, **options)
 
     monkeypatch.setattr(health_job.ml_health, "image_hashes", cancel_while_hashing)
-    ended = health_check_execute(check_id=check.pk, worker="test:1")
+    ended = job_execute(kind="health", job_id=check.pk, worker="test:1")
     assert ended.status == "cancelled" and ended.report == {}
 
 
@@ -89,7 +90,7 @@ def a_done_check(dataset, wrong, copied, copy) -> HealthCheck:
     issue = {"item": wrong.pk, "given": "blue", "suggested": "red", "confidence": 0.9, "quality": 0.05}
     return HealthCheck.objects.create(
         dataset=dataset,
-        status="done",
+        status="succeeded",
         progress=1.0,
         report={
             "label_issues": [issue],
@@ -137,40 +138,38 @@ def test_without_a_backbone_the_models_own_code_is_trained_per_fold(db, settings
     for number in range(2):  # two images: two folds
         dataset_item_create(dataset=dataset, label="blue", file=ContentFile(colour_image("blue", seed=number)))
     check = run_check(dataset)
-    assert check.status == "done", check.error
+    assert check.status == "succeeded", check.error
     assert "model code" in check.report["method"] and check.report["folds"] == 2
     assert len(check.report["label_quality"]) == 6
 
 
-class ExitedProcess:
-    """A health process that has already exited with `code`."""
-
-    def __init__(self, code: int, pid: int = 4242):
-        self.code, self.pid = code, pid
-
-    def wait(self, timeout=None):
-        return self.code
-
-
-def test_a_process_that_exits_fails_only_the_check_it_left_active(planted, monkeypatch):
-    from management import health_runner
-
-    dataset = planted[0]
-    check, _ = health.health_check_start(dataset=dataset, enqueue=False)
-    monkeypatch.setattr(health_runner, "start_health_process", lambda check_id, **options: ExitedProcess(-9))
-    assert health_runner.supervise(check.pk) == "failed"
-    assert "killed by signal 9" in HealthCheck.objects.get(pk=check.pk).error
-
-    other, _ = health.health_check_start(dataset=dataset, enqueue=False)
-    health_lifecycle.health_check_claim(check_id=other.pk, worker="elsewhere:77")  # taken by another process
-    monkeypatch.setattr(health_runner, "start_health_process", lambda check_id, **options: ExitedProcess(1))
-    assert health_runner.supervise(other.pk) == "running"
+def test_a_configured_backbone_without_weights_falls_back_to_the_model_code_at_the_datasets_size(
+    db, settings, tmp_path, monkeypatch
+):
+    # Keras' ImageNet weights for MobileNetV3: not in this (empty) cache, and never downloaded.
+    settings.KERASUI_HEALTH_BACKBONE = "mobilenet_v3_small_imagenet"
+    settings.KERASUI_HEALTH_IMAGE_SIZE = 96
+    settings.KERASUI_WEIGHTS_DIR = tmp_path / "no-weights"
+    settings.KERASUI_WEIGHTS_BASE_URL = ""
+    monkeypatch.setattr(backbones, "keras_cache_dir", lambda: tmp_path / "keras")
+    dataset = DataSet.objects.create(name="No weights", image_size=16, epochs=1, batch_size=8)
+    for number in range(4):
+        dataset_item_create(dataset=dataset, label="red", file=ContentFile(colour_image("red", seed=number)))
+        dataset_item_create(dataset=dataset, label="blue", file=ContentFile(colour_image("blue", seed=number)))
+    check = run_check(dataset)
+    assert check.status == "succeeded", check.error
+    report = check.report
+    assert "model code trained per fold at 16 px" in report["method"]
+    assert "mobilenet_v3_small_imagenet has no weights here" in report["method"]
+    assert report["fallback"].startswith("the configured backbone mobilenet_v3_small_imagenet has no weights here")
+    assert len(report["label_quality"]) == 8 and report["folds"] >= 2
 
 
-def test_a_check_whose_process_died_is_failed_when_the_dataset_is_checked_again(planted):
+def test_a_check_whose_process_died_is_failed_by_the_watchdog_and_a_new_one_can_start(planted):
     dataset = planted[0]
     lost, _ = health.health_check_start(dataset=dataset, enqueue=False)
-    health_lifecycle.health_check_claim(check_id=lost.pk, worker=health.this_worker(2**22 + 12345))  # no such pid
+    lifecycle.job_claim(kind="health", job_id=lost.pk, worker=lifecycle.this_worker(2**22 + 12345))  # no such pid
     new, created = health.health_check_start(dataset=dataset, enqueue=False)
     assert created and new.pk != lost.pk
-    assert HealthCheck.objects.get(pk=lost.pk).status == "failed"
+    lost.refresh_from_db()
+    assert lost.status == "failed" and "health check's process stopped before it finished" in lost.error

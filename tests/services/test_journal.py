@@ -15,6 +15,7 @@ from management.models import DataSet, DataSetItem, TrainingRun
 from management.services import runs, trainer, training
 from management.services.journal import media_journals_recover
 from tests.images import colour_zip
+from tests.runs import imported
 
 
 def write(name: str, data: bytes = b"x") -> Path:
@@ -62,10 +63,11 @@ def test_a_full_disk_during_a_zip_import_answers_507_and_leaves_nothing(admin_us
     upload = io.BytesIO(colour_zip(4))
     upload.name = "colours.zip"
     with mock.patch.object(FileSystemStorage, "_save", save_until_full):
-        response = client.post(f"/api/dataset/{dataset.pk}/upload/", {"file": upload})
-    assert response.status_code == 507
-    assert response.json() == {"file": ["the server's disk is full: nothing of this zip was imported"]}
+        job = imported(client, client.post(f"/api/dataset/{dataset.pk}/upload/", {"file": upload}))
+    assert job["status"] == "failed"
+    assert job["error"] == "the server's disk is full: nothing of this zip was imported"
     assert not dataset.items.exists()
+    assert not any((Path(settings.MEDIA_ROOT) / "imports").iterdir())  # the zip kept for the job is gone
     folder = Path(settings.MEDIA_ROOT) / "datasets" / str(dataset.pk)
     assert not folder.exists() or not any(path.is_file() for path in folder.rglob("*"))
     assert not any((Path(settings.MEDIA_ROOT) / "journal").glob("*.txt"))

@@ -1,14 +1,17 @@
-"""The run lifecycle: the moves a run may make, written once in TRANSITIONS, and which run is current."""
+"""The run lifecycle: the moves a run may make, written once in the job lifecycle's table for training
+(jobs/lifecycle.py), and which run is current."""
 
 import pytest
 
+from jobs import lifecycle
 from management.models import DataSet, TrainingRun
 from management.services import runs
 from management.services.errors import Conflict
 from management.services.training import run_snapshot
 
 Status = TrainingRun.Status
-MOVES = [(event, sources, target) for event, (sources, target) in runs.TRANSITIONS.items() if sources]
+TRANSITIONS = lifecycle.transitions("training")
+MOVES = [(event, sources, target) for event, (sources, target) in TRANSITIONS.items() if sources]
 
 
 def run_in(status: str, dataset: DataSet | None = None) -> TrainingRun:
@@ -19,11 +22,11 @@ def run_in(status: str, dataset: DataSet | None = None) -> TrainingRun:
 
 
 def test_the_table_names_every_status_and_only_real_ones():
-    statuses = {status for sources, target in runs.TRANSITIONS.values() for status in (*sources, target)}
+    statuses = {status for sources, target in TRANSITIONS.values() for status in (*sources, target)}
     assert statuses == set(Status.values)
     # A succeeded run is a version: no move takes it anywhere else.
-    leaving = [event for event, (sources, target) in runs.TRANSITIONS.items() if Status.SUCCEEDED in sources]
-    assert all(runs.TRANSITIONS[event][1] == Status.SUCCEEDED for event in leaving)
+    leaving = [event for event, (sources, target) in TRANSITIONS.items() if Status.SUCCEEDED in sources]
+    assert all(TRANSITIONS[event][1] == Status.SUCCEEDED for event in leaving)
 
 
 @pytest.mark.parametrize("event, sources, target", MOVES, ids=[event for event, _, _ in MOVES])
@@ -50,7 +53,7 @@ def test_an_illegal_transition_is_a_conflict_naming_the_run_and_its_status(db):
 
 def test_events_that_make_a_run_are_not_moves_and_unknown_events_are_refused(db):
     run = run_in(Status.QUEUED)
-    with pytest.raises(ValueError, match="makes a new run"):
+    with pytest.raises(ValueError, match="makes a new training job"):
         runs.transition(run_id=run.pk, event="queue")
     with pytest.raises(KeyError):
         runs.transition(run_id=run.pk, event="teleport")

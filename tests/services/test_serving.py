@@ -121,7 +121,7 @@ def slots_taken(settings, tmp_path):
     """Every slot for model jobs (validations, imports, exports) held by other work."""
     from contextlib import ExitStack
 
-    from management.services.jobs import model_job_slot
+    from jobs.budgets import model_job_slot
 
     settings.KERASUI_MAX_CONCURRENT_JOBS = 1
     settings.KERASUI_LOCK_DIR = tmp_path / "locks"
@@ -131,8 +131,8 @@ def slots_taken(settings, tmp_path):
 
 
 def test_a_busy_machine_leaves_a_version_undecided_rather_than_served_by_keras(pending_run, slots_taken, monkeypatch):
+    from jobs.budgets import TooManyJobs
     from management.services import serving
-    from management.services.jobs import TooManyJobs
 
     monkeypatch.setattr(serving, "SLOT_POLL_SECONDS", 0.01)
     # A request: 429, and nothing recorded.

@@ -5,6 +5,7 @@ import socket
 import pytest
 from django.core.files.base import ContentFile
 
+from jobs import watchdog
 from management.models import DataSet, DataSetItem, TrainingRun
 from management.services import runs, trainer, training
 from management.services.errors import Conflict
@@ -105,7 +106,7 @@ def test_a_run_left_running_by_a_dead_process_is_marked_failed(colour_dataset):
     runs.run_claim(run_id=run.pk, worker=f"{socket.gethostname()}:{dead_pid}")
     alive = training.training_run_create(dataset=DataSet.objects.create(name="Alive"), enqueue=False)
     runs.run_claim(run_id=alive.pk, worker=f"{socket.gethostname()}:{os.getpid()}")
-    assert runs.runs_fail_interrupted() == 1
+    assert watchdog.jobs_fail_interrupted() == 1
     run.refresh_from_db()
     alive.refresh_from_db()
     assert run.status == Status.FAILED and "interrupted" in run.error
@@ -115,7 +116,7 @@ def test_a_run_left_running_by_a_dead_process_is_marked_failed(colour_dataset):
 def test_training_succeeds_and_its_model_predicts_new_images_correctly(colour_dataset):
     run = execute(colour_dataset)
     assert run.status == Status.SUCCEEDED, run.error
-    assert run.progress == 100 and run.epoch == 6 and len(run.history) == 6
+    assert run.progress == 1.0 and run.epoch == 6 and len(run.history) == 6
     assert run.metrics["val_accuracy"] >= 0.9
     assert run.model_file.name == f"models/run_{run.pk}.keras"
     colour_dataset.refresh_from_db()
@@ -267,7 +268,7 @@ def test_a_run_killed_mid_way_is_interrupted_and_resumable(colour_dataset):
     dead_pid = 2**22 + 54321
     runs.run_claim(run_id=run.pk, worker=f"{socket.gethostname()}:{dead_pid}")
     TrainingRun.objects.filter(pk=run.pk).update(checkpoint=f"checkpoints/run_{run.pk}", history=[{"epoch": 1}])
-    runs.runs_fail_interrupted()
+    watchdog.jobs_fail_interrupted()
     run.refresh_from_db()
     assert run.status == Status.FAILED and run.interrupted and run.resumable
     assert "Resume the run" in run.error

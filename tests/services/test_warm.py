@@ -146,7 +146,7 @@ def test_a_version_waiting_for_a_model_job_slot_is_loaded_at_a_later_poll(
     import shutil
     from contextlib import ExitStack
 
-    from management.services.jobs import model_job_slot
+    from jobs.budgets import model_job_slot
 
     settings.KERASUI_MAX_CONCURRENT_JOBS = 1
     settings.KERASUI_LOCK_DIR = tmp_path / "locks"

@@ -1,4 +1,5 @@
-"""Runs on other machines: heartbeats, the watchdog, and what a Celery task does with a run's id."""
+"""Jobs on other machines: heartbeats, the watchdog, and what a Celery task does with a job's kind and id
+(shown with training runs, the kind with the most moves)."""
 
 import socket
 import time
@@ -8,7 +9,10 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from management import runners, tasks
+from jobs import runner as runners
+from jobs import watchdog
+from jobs.process import job_heartbeat
+from jobs.tasks import job_celery_execute
 from management.models import DataSet, TrainingRun
 from management.services import runs, training
 
@@ -27,7 +31,7 @@ def test_a_run_whose_heartbeat_is_older_than_the_timeout_is_marked_interrupted_a
     TrainingRun.objects.filter(pk=lost.pk).update(
         heartbeat_at=timezone.now() - timedelta(seconds=90), checkpoint=f"checkpoints/run_{lost.pk}"
     )
-    assert runs.runs_fail_stale(timeout=60) == 1
+    assert watchdog.jobs_fail_stale(timeout=60) == 1
     lost.refresh_from_db()
     alive.refresh_from_db()
     assert lost.status == Status.FAILED and lost.interrupted and lost.resumable
@@ -38,7 +42,7 @@ def test_a_run_whose_heartbeat_is_older_than_the_timeout_is_marked_interrupted_a
 def test_a_claimed_run_counts_as_alive_until_its_process_beats(db):
     run = running("Starting", "w1@far-away:1")
     assert run.heartbeat_at is not None
-    assert runs.runs_fail_stale(timeout=60) == 0
+    assert watchdog.jobs_fail_stale(timeout=60) == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -46,7 +50,7 @@ def test_the_heartbeat_thread_beats_while_the_run_runs_and_stops_when_it_ends():
     run = running("Beating", "here:1")
     old = timezone.now() - timedelta(seconds=300)
     TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=old)
-    with runs.Heartbeat(run.pk, interval=0.1):
+    with job_heartbeat(kind="training", job_id=run.pk, interval=0.1):
         time.sleep(0.6)
         run.refresh_from_db()
         assert run.heartbeat_at > old + timedelta(seconds=200)
@@ -58,7 +62,7 @@ def test_runs_of_dead_celery_worker_processes_on_this_host_are_marked_interrupte
     host = socket.gethostname()
     dead = running("Dead", f"w1@{host}:{DEAD_PID}")
     elsewhere = running("Elsewhere", f"w1@other-{host}:{DEAD_PID}")
-    assert runs.runs_fail_interrupted() == 1
+    assert watchdog.jobs_fail_interrupted() == 1
     dead.refresh_from_db()
     elsewhere.refresh_from_db()
     assert dead.status == Status.FAILED and dead.interrupted
@@ -68,29 +72,29 @@ def test_runs_of_dead_celery_worker_processes_on_this_host_are_marked_interrupte
 def test_a_task_for_a_run_that_is_no_longer_queued_trains_nothing(db):
     cancelled = training.training_run_create(dataset=DataSet.objects.create(name="Cancelled"), enqueue=False)
     training.training_run_cancel(run=cancelled)
-    assert tasks.celery_execute(run_id=cancelled.pk, node="w1@here") == "skipped: cancelled"
+    assert job_celery_execute(kind="training", job_id=cancelled.pk, node="w1@here") == "skipped: cancelled"
 
     # Delivered again while another worker trains it: left alone.
     busy = running("Busy", "w2@far-away:77")
-    assert tasks.celery_execute(run_id=busy.pk, node="w1@here") == "skipped: running"
+    assert job_celery_execute(kind="training", job_id=busy.pk, node="w1@here") == "skipped: running"
     busy.refresh_from_db()
     assert busy.status == Status.RUNNING and busy.worker == "w2@far-away:77"
 
     # Delivered again after its worker died: marked interrupted, never trained twice.
     TrainingRun.objects.filter(pk=busy.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=3600))
-    assert tasks.celery_execute(run_id=busy.pk, node="w1@here") == "skipped: failed"
+    assert job_celery_execute(kind="training", job_id=busy.pk, node="w1@here") == "skipped: failed"
     busy.refresh_from_db()
     assert busy.interrupted and busy.worker == "w2@far-away:77"
-    assert tasks.celery_execute(run_id=424242, node="w1@here") == "skipped: deleted"
+    assert job_celery_execute(kind="training", job_id=424242, node="w1@here") == "skipped: deleted"
 
 
 def test_the_celery_backend_sends_only_the_run_id_after_commit(
     colour_dataset, settings, monkeypatch, django_capture_on_commit_callbacks
 ):
-    from management.tasks import train_run
+    from kerasui.celery import app
 
     sent = []
-    monkeypatch.setattr(train_run, "apply_async", lambda args: sent.append(args))
+    monkeypatch.setattr(app, "send_task", lambda name, args, queue: sent.append((name, args, queue)))
     settings.KERASUI_TRAINING_BACKEND = "celery"
     runners.reset()
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
@@ -101,18 +105,18 @@ def test_the_celery_backend_sends_only_the_run_id_after_commit(
     with django_capture_on_commit_callbacks(execute=True):
         run = training.training_run_create(dataset=colour_dataset)
         assert sent == []
-    assert sent == [[run.pk]]
+    assert sent == [("jobs.run", ["training", run.pk], "training")]
 
 
 def test_an_unreachable_broker_fails_the_run_with_a_readable_message(
     colour_dataset, settings, monkeypatch, django_capture_on_commit_callbacks
 ):
-    from management.tasks import train_run
+    from kerasui.celery import app
 
-    def refuse(args):
+    def refuse(name, args, queue):
         raise ConnectionRefusedError(111, "Connection refused")
 
-    monkeypatch.setattr(train_run, "apply_async", refuse)
+    monkeypatch.setattr(app, "send_task", refuse)
     settings.KERASUI_TRAINING_BACKEND = "celery"
     runners.reset()
     with django_capture_on_commit_callbacks(execute=True):
@@ -129,6 +133,8 @@ def test_the_celery_app_is_configured_for_long_trainings(settings):
     assert conf.task_acks_late is True and conf.worker_prefetch_multiplier == 1
     assert conf.task_reject_on_worker_lost is False  # a lost worker's run is not trained again
     assert conf.task_time_limit > conf.task_soft_time_limit >= settings.KERASUI_TRAINING_TIME_LIMIT
-    assert conf.task_routes["management.tasks.train_run"] == {"queue": "training"}
+    assert conf.task_routes["jobs.run"] == {"queue": "training"}
     assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
-    assert app.tasks["management.tasks.train_run"].max_retries == 0
+    import management.tasks  # noqa: F401 - what the worker's autodiscovery imports
+
+    assert app.tasks["jobs.run"].max_retries == 0

@@ -1,14 +1,13 @@
-"""Check a dataset's health in the foreground, or execute a queued health check (what the runners start)."""
+"""Check a dataset's health in the foreground, or execute a queued health check: a thin shell over the
+health job kind (`manage.py job health ID` is what the runners start)."""
 
-import functools
 import json as json_module
-import os
 
 from django.core.management.base import BaseCommand, CommandError
 
-from management.heartbeat import Heartbeat
+from jobs.process import NotRunnable, job_execute
 from management.models import DataSet, HealthCheck
-from management.services import health, health_lifecycle
+from management.services import health
 from management.services.errors import ServiceError
 
 
@@ -34,24 +33,12 @@ class Command(BaseCommand):
             if not created:
                 raise CommandError(f"health check {check.pk} of this dataset is already {check.status}")
             check_id = check.pk
-        else:
-            status = HealthCheck.objects.filter(pk=check_id).values_list("status", flat=True).first()
-            if status is None:
-                raise CommandError(f"health check {check_id} does not exist")
-            if status != HealthCheck.Status.QUEUED:
-                # Before Keras loads: a check handed over twice costs nothing the second time.
-                raise CommandError(f"health check {check_id} is {status}, not queued")
-
-        # Keras and cleanlab load here, in this process, never in the web server's.
-        from management.services.health_job import health_check_execute
-
-        beat = functools.partial(health_lifecycle.health_check_heartbeat, check_id=check_id)
-        with Heartbeat(beat, interval=5.0, name=f"heartbeat-health-{check_id}"):
-            check = health_check_execute(check_id=check_id, worker=health.this_worker(os.getpid()))
-        if check is None:
-            status = HealthCheck.objects.filter(pk=check_id).values_list("status", flat=True).first()
-            raise CommandError(f"health check {check_id} is {status}, not queued")
-        if check.status != HealthCheck.Status.DONE:
+        # Keras and cleanlab load in the job's code, in this process, never in the web server's.
+        try:
+            check = job_execute(kind=HealthCheck.KIND, job_id=check_id)
+        except NotRunnable as error:
+            raise CommandError(str(error)) from None
+        if check.status != HealthCheck.Status.SUCCEEDED:
             raise CommandError(f"health check {check.pk} {check.status}: {check.error or 'no error recorded'}")
         report = check.report
         if json:

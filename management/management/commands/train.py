@@ -1,12 +1,12 @@
-"""Train a dataset in the foreground, or execute a queued run (what the runners start)."""
+"""Train a dataset in the foreground, or execute a queued run: a thin shell over the training job kind
+(`manage.py job training ID` is what the runners start)."""
 
-import logging
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from kerasui.logs import RUN_LOGGER
+from jobs.process import NotRunnable, job_execute
 from management.models import DataSet, TrainingRun
 from management.services import runs, training
 from management.services.errors import ServiceError
@@ -55,14 +55,14 @@ class Command(BaseCommand):
         if sum(value is not None for value in (dataset_id, run_id, resume_id)) != 1:
             raise CommandError("give either a dataset id, --run RUN_ID or --resume RUN_ID")
         if run_id is not None:
-            run = self._claimed_run(run_id)
+            run = TrainingRun.objects.filter(pk=run_id).first()
+            if run is None:
+                raise CommandError(f"training run {run_id} does not exist")
             # Started by a runner, standard output already is the run's log file.
-            with runs.Heartbeat(run.pk):
-                run = self._execute(run) if run.log_file else self._execute_with_log(run)
+            run = self._execute(run) if run.log_file else self._execute_with_log(run)
         else:
             run = self._resumed_run(resume_id) if resume_id is not None else self._new_run(dataset_id)
-            with runs.Heartbeat(run.pk):
-                run = self._execute_with_log(run)
+            run = self._execute_with_log(run)
 
         if run.status == TrainingRun.Status.SUCCEEDED:
             accuracy = run.accuracy
@@ -98,16 +98,6 @@ class Command(BaseCommand):
             raise CommandError(f"training run {run_id} was taken by another process")
         return claimed
 
-    def _claimed_run(self, run_id: int) -> TrainingRun:
-        run = TrainingRun.objects.filter(pk=run_id).first()
-        if run is None:
-            raise CommandError(f"training run {run_id} does not exist")
-        if run.status == TrainingRun.Status.QUEUED:
-            run = runs.run_claim(run_id=run_id, worker=runs.this_worker()) or run
-        if run.status != TrainingRun.Status.RUNNING:
-            raise CommandError(f"training run {run_id} is {run.status}, not queued")
-        return run
-
     def _execute_with_log(self, run: TrainingRun) -> TrainingRun:
         log_path = runs.run_log_path(run=run)
         stdout, stderr = sys.stdout, sys.stderr
@@ -119,14 +109,7 @@ class Command(BaseCommand):
                 sys.stdout, sys.stderr = stdout, stderr
 
     def _execute(self, run: TrainingRun) -> TrainingRun:
-        """Train the run. Keras loads only when there is something to train, so a run refused at once
-        (no images, one label) fails in one line, without TensorFlow's start-up messages."""
-        problem = training.training_run_problem(run=run)
-        if problem is not None:
-            logging.getLogger(RUN_LOGGER).info("Run %s failed: %s", run.pk, problem)
-            runs.run_fail(run_id=run.pk, message=problem)
-            run.refresh_from_db()
-            return run
-        from management.services import trainer
-
-        return trainer.training_run_execute(run=run)
+        try:
+            return job_execute(kind=TrainingRun.KIND, job_id=run.pk)
+        except NotRunnable as error:
+            raise CommandError(str(error)) from None

@@ -24,6 +24,16 @@
     }
   }
 
+  /* While a zip import runs (a job), the summary follows it every two seconds; when it ends, the gallery too. */
+  async function followImports() {
+    const summary = document.getElementById("kerasui-images-summary");
+    while (summary && summary.querySelector("[data-import-active]")) {
+      await new Promise(function (resolve) { setTimeout(resolve, 2000); });
+      await refreshSummary();
+      if (!summary.querySelector("[data-import-active]")) await refreshGallery();
+    }
+  }
+
   /* One upload's outcome, kept until its × is pressed: what was imported, what was skipped and why. */
   function report(results, notes, problems) {
     const items = notes.map(function (text) { return k.el("li", { class: "success", text: text }); })
@@ -33,6 +43,24 @@
     const block = k.el("div", { class: "kerasui-upload-report" }, [close, k.el("ul", { class: "messagelist" }, items)]);
     close.addEventListener("click", function () { block.remove(); });
     results.prepend(block);
+  }
+
+  /* A zip is imported by a job: its page is asked every second until the import has ended; then the
+     lines of its report (what was added, what was skipped and why) are what the drop zone shows. */
+  async function followImport(id) {
+    const url = document.getElementById("kerasui-upload").dataset.importUrl.replace(/\/0\/$/, "/" + id + "/");
+    for (let asked = 0; asked < 1800; asked += 1) {
+      const response = await fetch(url, { credentials: "same-origin" });
+      if (response.ok) {
+        const page = new DOMParser().parseFromString(await response.text(), "text/html");
+        const state = page.getElementById("kerasui-import");
+        if (state && !["queued", "running"].includes(state.dataset.status)) {
+          return Array.from(page.querySelectorAll("#kerasui-import-report li")).map(function (li) { return li.textContent.trim(); });
+        }
+      }
+      await new Promise(function (resolve) { setTimeout(resolve, 1000); });
+    }
+    return ["Import " + id + " is still running: its page shows how far it is."];
   }
 
   function uploader(root) {
@@ -69,7 +97,13 @@
         form.append("file", file);
         try {
           const messages = await k.upload(url, form, show);
-          messages.forEach(function (message) { (/^Skipped/.test(message) ? problems : notes).push(message); });
+          for (const message of messages) {
+            const queued = /\(import (\d+)\)/.exec(message);
+            if (queued) text.textContent = "Importing " + file.name + "…";
+            (queued ? await followImport(queued[1]) : [message]).forEach(function (line) {
+              (/^(Skipped|Import \d+ )/.test(line) ? problems : notes).push(line);
+            });
+          }
         } catch (error) {
           problems.push(file.name + ": " + error.message);
         }
@@ -162,5 +196,6 @@
     if (pictures && pictures.querySelector("select[data-filter]")) gallery(pictures);
     const up = document.getElementById("kerasui-upload");
     if (up) uploader(up);
+    followImports();
   });
 })();

@@ -7,7 +7,7 @@
   const state = document.getElementById("kerasui-health-state");
   const phase = document.getElementById("kerasui-health-phase");
   const bar = document.getElementById("kerasui-health-progress");
-  const labels = { queued: "Queued", running: "Running", done: "Done", failed: "Failed", cancelled: "Cancelled" };
+  const labels = { queued: "Queued", running: "Running", succeeded: "Done", failed: "Failed", cancelled: "Cancelled" };
   // The phases in words, as HealthCheck.phase_title says them (management/models.py).
   const phases = {
     hashing: "looking for duplicates", decoding: "reading the images",
