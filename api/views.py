@@ -319,7 +319,11 @@ class DataSetItemViewSet(viewsets.ModelViewSet):
         data = serializer.validated_data
         image = data["image"]
         serializer.instance = dataset_item_create(
-            dataset=data["dataset"], label=data["label"], file=image, name=getattr(image, "name", None) or ""
+            dataset=data["dataset"],
+            label=data["label"],
+            file=image,
+            name=getattr(image, "name", None) or "",
+            user_id=self.request.user.pk,
         )
 
     def perform_update(self, serializer):
@@ -395,8 +399,13 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
     @extend_schema(
         summary="Compare two or more runs of one dataset: options, code diff, curves, evaluation, flipped images",
         parameters=[
-            OpenApiParameter("ids", str, required=True, description="Run ids separated by commas; the first is "
-                             "the baseline every difference is measured from, e.g. 3,5."),
+            OpenApiParameter(
+                "ids",
+                str,
+                required=True,
+                description="Run ids separated by commas; the first is "
+                "the baseline every difference is measured from, e.g. 3,5.",
+            ),
         ],
         responses={200: OpenApiTypes.OBJECT},
     )
@@ -530,7 +539,9 @@ class PredictView(APIView):
             name, image = serializer.validated_data["image"]
             if data["explain"]:
                 self._throttle_explanations(request)
-            prediction = prediction_predict(run=run, images=[(name, image)], current=current)[0]
+            prediction = prediction_predict(run=run, images=[(name, image)], current=current, user_id=request.user.pk)[
+                0
+            ]
             answer = prediction.as_dict()
             if data["explain"]:
                 explanation = explanation_for_image(
@@ -542,7 +553,9 @@ class PredictView(APIView):
             (f"images[{index}]" if name == "image" else name, data)
             for index, (name, data) in enumerate(serializer.validated_data["images"])
         ]
-        predictions = prediction_predict(run=run, images=images, field_name="images", current=current)
+        predictions = prediction_predict(
+            run=run, images=images, field_name="images", current=current, user_id=request.user.pk
+        )
         results = [{"name": name, **p.as_dict()} for (name, _), p in zip(images, predictions, strict=True)]
         return Response({"results": results})
 

@@ -139,7 +139,11 @@ def test_model(request):
         name, data = form.cleaned_data["image"]
         try:
             result = prediction_predict_one(
-                dataset=form.cleaned_data["dataset"], name=name, data=data, run_id=form.cleaned_data["run"]
+                dataset=form.cleaned_data["dataset"],
+                name=name,
+                data=data,
+                run_id=form.cleaned_data["run"],
+                user_id=request.user.pk,
             )
             if form.cleaned_data["explain"]:
                 run = prediction_version_run(run_id=result.run_id)
