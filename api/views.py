@@ -1,5 +1,6 @@
 """API views: validate input, call one service, present the result."""
 
+import contextlib
 import os
 from pathlib import Path, PurePosixPath
 
@@ -68,7 +69,6 @@ from api.serializers import (
     ValidationReportSerializer,
     ZipUploadSerializer,
 )
-from api.throttles import ScopedThrottle
 from management import metrics
 from management import permissions as rules
 from management.files import media_response
@@ -85,7 +85,7 @@ from management.services.datasets import (
 )
 from management.services.errors import Conflict, NotFound, ServiceError
 from management.services.evaluations import evaluation_confusion_cell_by_label
-from management.services.explanations import explanation_for_image, explanation_run_item
+from management.services.explanations import explanation_budget, explanation_for_image, explanation_run_item
 from management.services.exports import training_run_export, training_run_export_bundle
 from management.services.prediction import (
     model_cache,
@@ -425,7 +425,7 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
         content_negotiation_class=ModelFileNegotiation,
     )
     def explain(self, request, pk=None, item_id=None):
-        relative = explanation_run_item(run=self.get_object(), item_id=int(item_id))
+        relative = explanation_run_item(run=self.get_object(), item_id=int(item_id), user_id=request.user.pk)
         try:
             return media_response(relative)
         except Http404:
@@ -478,12 +478,17 @@ class UserViewSet(viewsets.ModelViewSet):
         instance.delete()
 
 
+FORM_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+
+
 def _predict_payload(request) -> tuple[dict, bool]:
     """The request's fields for PredictSerializer, and whether it asks for a batch."""
     data = request.data
     if not hasattr(data, "getlist"):
         return data, isinstance(data, dict) and "images" in data
     payload = {key: data.get(key) for key in ("dataset", "run", "explain") if key in data}
+    if "explain" in payload:  # a form's text; anything else stays text and is refused as not a boolean
+        payload["explain"] = FORM_BOOLEANS.get(str(payload["explain"]).strip().lower(), payload["explain"])
     images = data.getlist("images")
     single = data.getlist("image")
     if len(single) > 1:
@@ -537,17 +542,18 @@ class PredictView(APIView):
             run = prediction_current_run(dataset_id=data["dataset"])
         if not batch:
             name, image = serializer.validated_data["image"]
-            if data["explain"]:
-                self._throttle_explanations(request)
-            prediction = prediction_predict(run=run, images=[(name, image)], current=current, user_id=request.user.pk)[
-                0
-            ]
-            answer = prediction.as_dict()
-            if data["explain"]:
-                explanation = explanation_for_image(
-                    run=run, name=name, data=image, label=prediction.label, current=current
-                )
-                answer["explanation"] = explanation.as_dict()
+            # An explanation spends the explain rate and holds one of its slots from here to its end.
+            budget = explanation_budget(user_id=request.user.pk) if data["explain"] else contextlib.nullcontext()
+            with budget:
+                prediction = prediction_predict(
+                    run=run, images=[(name, image)], current=current, user_id=request.user.pk
+                )[0]
+                answer = prediction.as_dict()
+                if data["explain"]:
+                    explanation = explanation_for_image(
+                        run=run, name=name, data=image, label=prediction.label, current=current
+                    )
+                    answer["explanation"] = explanation.as_dict()
             return Response(answer)
         images = [
             (f"images[{index}]" if name == "image" else name, data)
@@ -558,11 +564,6 @@ class PredictView(APIView):
         )
         results = [{"name": name, **p.as_dict()} for (name, _), p in zip(images, predictions, strict=True)]
         return Response({"results": results})
-
-    def _throttle_explanations(self, request) -> None:
-        throttle = ScopedThrottle()
-        if not throttle.allow(request, "explain"):
-            self.throttled(request, throttle.wait())
 
 
 @extend_schema(

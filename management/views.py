@@ -24,7 +24,7 @@ from management.services.compare import compare_ids_parse, compare_thumbnails, r
 from management.services.datasets import ImportReport, dataset_import_zip, dataset_item_create
 from management.services.errors import ServiceError
 from management.services.evaluations import evaluation_confusion_cell
-from management.services.explanations import explanation_for_image, explanation_run_item
+from management.services.explanations import explanation_budget, explanation_for_image, explanation_run_item
 from management.services.exports import training_run_export, training_run_export_bundle
 from management.services.prediction import prediction_predict_one, prediction_version_run
 from management.services.training import dataset_model_validate
@@ -147,7 +147,8 @@ def test_model(request):
             )
             if form.cleaned_data["explain"]:
                 run = prediction_version_run(run_id=result.run_id)
-                explanation = explanation_for_image(run=run, name=name, data=data, label=result.label)
+                with explanation_budget(user_id=request.user.pk, field_name="image"):
+                    explanation = explanation_for_image(run=run, name=name, data=data, label=result.label)
         except ServiceError as error:
             result = None
             form.add_error(error.field if error.field in {"image", "run"} else "dataset", error.message)
@@ -244,7 +245,7 @@ def explain_run_item(request, run_id, item_id):
     served as private media are; the run page's 'why?' buttons show it."""
     run = get_object_or_404(TrainingRun, pk=run_id)
     try:
-        relative = explanation_run_item(run=run, item_id=item_id)
+        relative = explanation_run_item(run=run, item_id=item_id, user_id=request.user.pk)
     except ServiceError as error:
         response = HttpResponse(error.message, status=error.status, content_type="text/plain; charset=utf-8")
         if getattr(error, "retry_after", None):
