@@ -33,7 +33,8 @@ def compare_ids_parse(*, values: Iterable[str]) -> list[int]:
             part = part.strip()
             if not part:
                 continue
-            if not part.isdigit() or len(part) > 18:
+            # isdigit() is true for '²' and other Unicode digits that int() refuses: ASCII digits only.
+            if not (part.isascii() and part.isdigit()) or len(part) > 18:
                 raise ServiceError(f"'{part[:30]}' is not a run id: give run ids separated by commas", field="ids")
             if int(part) not in ids:
                 ids.append(int(part))
