@@ -38,12 +38,16 @@ class TokenScopes(TokenHasScope):
 
 class UseCasePermissions(permissions.DjangoModelPermissions):
     """A view's actions listed in its `use_cases` need those use cases' permissions (management/permissions.py);
-    every other action needs Django's model permission for its method, the view permission for reading."""
+    every other action needs Django's model permission for its method, the view permission for reading
+    (and for changing, whose answer shows the object)."""
 
     perms_map = {
         **permissions.DjangoModelPermissions.perms_map,
         "GET": ["%(app_label)s.view_%(model_name)s"],
         "HEAD": ["%(app_label)s.view_%(model_name)s"],
+        # A change answers with the object: whoever may not GET it may not PUT or PATCH it either.
+        "PUT": ["%(app_label)s.view_%(model_name)s", "%(app_label)s.change_%(model_name)s"],
+        "PATCH": ["%(app_label)s.view_%(model_name)s", "%(app_label)s.change_%(model_name)s"],
     }
 
     def has_permission(self, request, view):

@@ -73,7 +73,7 @@ from management import metrics
 from management import permissions as rules
 from management.files import media_response
 from management.models import DataSet, DataSetItem, TrainingRun
-from management.permissions import MEDIA_PERMISSIONS
+from management.permissions import media_permissions
 from management.services.compare import compare_ids_parse, runs_compare, runs_for_comparison
 from management.services.datasets import (
     dataset_delete,
@@ -412,7 +412,8 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
     @action(detail=False, methods=["get"])
     def compare(self, request):
         ids = compare_ids_parse(values=request.query_params.getlist("ids"))
-        return Response(runs_compare(runs=runs_for_comparison(ids=ids)))
+        show = rules.VIEW_DATASETS.allows(request.user)
+        return Response(runs_compare(runs=runs_for_comparison(ids=ids), show_dataset=show))
 
     @extend_schema(
         summary="What the run's model looked at in one of its images: a heatmap PNG (made once, then kept)",
@@ -618,9 +619,8 @@ class CanViewMedia(permissions.BasePermission):
     message = "you may not see this file"
 
     def has_permission(self, request, view):
-        parts = PurePosixPath(view.kwargs.get("path", "")).parts
-        permission = MEDIA_PERMISSIONS.get(parts[0] if parts else "")
-        return permission is not None and request.user.has_perm(permission)
+        needed = media_permissions(PurePosixPath(view.kwargs.get("path", "")).as_posix())
+        return needed is not None and request.user.has_perms(needed)
 
 
 @extend_schema(exclude=True)

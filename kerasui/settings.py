@@ -108,6 +108,7 @@ MIDDLEWARE = [
     "kerasui.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "kerasui.middleware.ContentSecurityPolicyMiddleware",
+    "kerasui.middleware.PrivateApiMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "corsheaders.middleware.CorsMiddleware",

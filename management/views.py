@@ -344,7 +344,8 @@ def compare_runs(request):
         if len(values) > 1:
             # Ticked in a run table (newest first): the oldest is the baseline.
             ids.sort()
-        comparison = runs_compare(runs=runs_for_comparison(ids=ids))
+        show = rules.VIEW_DATASETS.allows(request.user)
+        comparison = runs_compare(runs=runs_for_comparison(ids=ids), show_dataset=show)
     except ServiceError as error:
         messages.error(request, f"Compare: {error.message}")
         return redirect("admin:management_trainingrun_changelist")
@@ -368,7 +369,7 @@ def compare_runs(request):
     context = {
         **admin.site.each_context(request),
         "opts": TrainingRun._meta,
-        "title": f"Compare runs {', '.join(str(run['id']) for run in runs)} of '{comparison['dataset']['name']}'",
+        "title": f"Compare runs {', '.join(str(run['id']) for run in runs)} of '{comparison['dataset']['name'] or 'dataset ' + str(comparison['dataset']['id'])}'",
         "comparison": comparison,
         "runs": runs,
         "run_rows": [
