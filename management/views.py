@@ -366,10 +366,12 @@ def compare_runs(request):
                 "flip_cards": flips,
             }
         )
+    dataset = comparison["dataset"]
+    dataset_name = f"'{dataset['name']}'" if dataset["name"] is not None else f"dataset {dataset['id']}"
     context = {
         **admin.site.each_context(request),
         "opts": TrainingRun._meta,
-        "title": f"Compare runs {', '.join(str(run['id']) for run in runs)} of '{comparison['dataset']['name'] or 'dataset ' + str(comparison['dataset']['id'])}'",
+        "title": f"Compare runs {', '.join(str(run['id']) for run in runs)} of {dataset_name}",
         "comparison": comparison,
         "runs": runs,
         "run_rows": [
