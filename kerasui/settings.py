@@ -109,6 +109,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "kerasui.middleware.ContentSecurityPolicyMiddleware",
     "kerasui.middleware.PrivateApiMiddleware",
+    # Issue 30: a time limit for each request's database work (503 past it).
+    "kerasui.deadlines.RequestTimeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -160,6 +162,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test_db.sqlite3")}
+# Issue 30: a request's database work stops after this many seconds (kerasui/deadlines.py: SQLite
+# interrupts a request's statement past it; PostgreSQL ends any statement running longer); 0: no limit.
+KERASUI_REQUEST_TIME_LIMIT = env_int("KERASUI_REQUEST_TIME_LIMIT", 30)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and KERASUI_REQUEST_TIME_LIMIT > 0:
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options["options"] = (
+        f"{options.get('options', '')} -c statement_timeout={KERASUI_REQUEST_TIME_LIMIT * 1000}".strip()
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
