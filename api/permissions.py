@@ -38,21 +38,25 @@ class TokenScopes(TokenHasScope):
 
 class UseCasePermissions(permissions.DjangoModelPermissions):
     """A view's actions listed in its `use_cases` need those use cases' permissions (management/permissions.py);
-    every other action needs Django's model permission for its method, the view permission for reading
-    (and for changing, whose answer shows the object)."""
+    every other action needs Django's model permission for its method, the view permission for reading.
+
+    As in Django's admin, the change permission includes viewing: a PUT or PATCH answers with the object,
+    so whoever may change an object may also GET it (the two answers never disagree)."""
 
     perms_map = {
         **permissions.DjangoModelPermissions.perms_map,
         "GET": ["%(app_label)s.view_%(model_name)s"],
         "HEAD": ["%(app_label)s.view_%(model_name)s"],
-        # A change answers with the object: whoever may not GET it may not PUT or PATCH it either.
-        "PUT": ["%(app_label)s.view_%(model_name)s", "%(app_label)s.change_%(model_name)s"],
-        "PATCH": ["%(app_label)s.view_%(model_name)s", "%(app_label)s.change_%(model_name)s"],
     }
 
     def has_permission(self, request, view):
         needed = getattr(view, "use_cases", {}).get(getattr(view, "action", None))
         if needed is None:
+            has_model = getattr(view, "queryset", None) is not None or hasattr(view, "get_queryset")
+            if has_model and request.method in {"GET", "HEAD"} and request.user and request.user.is_authenticated:
+                meta = self._queryset(view).model._meta
+                if request.user.has_perm(f"{meta.app_label}.change_{meta.model_name}"):
+                    return True
             return super().has_permission(request, view)
         for rule in needed:
             if not rule.allows(request.user):
