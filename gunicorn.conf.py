@@ -16,8 +16,15 @@ bind = os.environ.get("KERASUI_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("KERASUI_WORKERS", min(2, multiprocessing.cpu_count())))
 threads = int(os.environ.get("KERASUI_THREADS", 2))
 worker_class = "gthread"
-# A zip upload or a model download can take a while on a slow link.
+# A zip upload or a model download can take a while on a slow link. With gthread workers this timeout
+# only notices a worker whose main loop stops answering (a worker process hung as a whole), not one
+# busy request thread: requests are bounded by KERASUI_REQUEST_TIME_LIMIT (database work, see
+# kerasui/deadlines.py) and by the pixel budgets and explanation slots (CPU work) instead.
 timeout = int(os.environ.get("KERASUI_TIMEOUT", 120))
+# Each worker is replaced, gracefully, after this many requests (plus up to the jitter, so that the
+# workers do not restart together): memory a worker grew (a large decode, a fallback model) goes back.
+max_requests = int(os.environ.get("KERASUI_MAX_REQUESTS", 2000))
+max_requests_jitter = int(os.environ.get("KERASUI_MAX_REQUESTS_JITTER", 200))
 graceful_timeout = 30
 keepalive = 5
 # Each worker loads its models and starts its threads (training runner, serving watcher) itself:

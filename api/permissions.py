@@ -39,7 +39,10 @@ class TokenScopes(TokenHasScope):
 class UseCasePermissions(permissions.DjangoModelPermissions):
     """A view's actions (a plain view's HTTP methods) listed in its `use_cases` need those use cases'
     permissions (management/permissions.py); every other action needs Django's model permission for its
-    method, the view permission for reading. The one permission class shape of every API view."""
+    method, the view permission for reading. The one permission class shape of every API view.
+
+    As in Django's admin, the change permission includes viewing: a PUT or PATCH answers with the object,
+    so whoever may change an object may also GET it (the two answers never disagree)."""
 
     perms_map = {
         **permissions.DjangoModelPermissions.perms_map,
@@ -55,6 +58,10 @@ class UseCasePermissions(permissions.DjangoModelPermissions):
             if getattr(view, "queryset", None) is None and not hasattr(view, "get_queryset"):
                 # A plain view does nothing it does not declare (405 follows), and only for a user.
                 return bool(request.user and request.user.is_authenticated)
+            if request.method in {"GET", "HEAD"} and request.user and request.user.is_authenticated:
+                meta = self._queryset(view).model._meta
+                if request.user.has_perm(f"{meta.app_label}.change_{meta.model_name}"):
+                    return True
             return super().has_permission(request, view)
         for rule in needed:
             if not rule.allows(request.user):

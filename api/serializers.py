@@ -377,6 +377,18 @@ class ImageField(serializers.Field):
         return None
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON boolean, nothing else: "yes", 1 or "true" in JSON are refused (a form's text is turned
+    into a boolean before, by the view that reads the form)."""
+
+    default_error_messages = {"invalid": "must be true or false (a JSON boolean), not {input!r}"}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            return data
+        self.fail("invalid", input=data)
+
+
 class PredictSerializer(serializers.Serializer):
     """One image (`image`) or a batch (`images`), and the dataset whose model answers."""
 
@@ -393,11 +405,12 @@ class PredictSerializer(serializers.Serializer):
         min_length=1,
         help_text="A batch of images, answered as {results: [...]} in the same order.",
     )
-    explain = serializers.BooleanField(
+    explain = StrictBooleanField(
         required=False,
         default=False,
         help_text="true: add `explanation`, a heatmap (PNG, base64) of what the model looked at (one `image` only; "
-        "65 forward passes, counted against the explain rate too).",
+        "65 forward passes, counted against the explain rate too). JSON: true or false only; a multipart "
+        "form: true, false, 1 or 0.",
     )
 
     def validate_images(self, images):

@@ -5,6 +5,9 @@ from rest_framework.routers import DefaultRouter
 from api import health, views
 
 router = DefaultRouter()
+# No `.json` suffix routes: the viewsets' actions take no `format` argument (a suffix was a 500), and
+# `?format=` or the Accept header already choose the answer's type.
+router.include_format_suffixes = False
 router.APIRootView = views.ApiRootView
 router.register("users", views.UserViewSet, basename="user")
 router.register("dataset", views.DataSetViewSet, basename="dataset")
@@ -27,7 +30,10 @@ urlpatterns = [
     # The split view serves Swagger UI's start-up script as a file: the CSP allows no inline script.
     path(
         "docs/",
-        SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="kerasui/swagger_ui.html"),
+        # GET only: its HTML renderer has no template for an OPTIONS answer (that was a 500).
+        SpectacularSwaggerSplitView.as_view(
+            url_name="schema", template_name="kerasui/swagger_ui.html", http_method_names=["get", "head"]
+        ),
         name="docs",
     ),
     *router.urls,

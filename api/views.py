@@ -1,5 +1,6 @@
 """API views: validate input, call one service, present the result."""
 
+import contextlib
 import os
 from pathlib import Path, PurePosixPath
 
@@ -69,13 +70,12 @@ from api.serializers import (
     ValidationReportSerializer,
     ZipUploadSerializer,
 )
-from api.throttles import ScopedThrottle
 from jobs import lifecycle
 from management import metrics
 from management import permissions as rules
 from management.files import media_response
 from management.models import DataSet, DataSetItem, TrainingRun
-from management.permissions import MEDIA_PERMISSIONS
+from management.permissions import media_permissions
 from management.services.compare import compare_ids_parse, runs_compare, runs_for_comparison
 from management.services.datasets import (
     dataset_delete,
@@ -87,7 +87,7 @@ from management.services.datasets import (
 )
 from management.services.errors import Conflict, NotFound, ServiceError
 from management.services.evaluations import evaluation_confusion_cell_by_label
-from management.services.explanations import explanation_for_image, explanation_run_item
+from management.services.explanations import explanation_budget, explanation_for_image, explanation_run_item
 from management.services.exports import ExportFile, export_job_request
 from management.services.prediction import (
     model_cache,
@@ -340,7 +340,11 @@ class DataSetItemViewSet(viewsets.ModelViewSet):
         data = serializer.validated_data
         image = data["image"]
         serializer.instance = dataset_item_create(
-            dataset=data["dataset"], label=data["label"], file=image, name=getattr(image, "name", None) or ""
+            dataset=data["dataset"],
+            label=data["label"],
+            file=image,
+            name=getattr(image, "name", None) or "",
+            user_id=self.request.user.pk,
         )
 
     def perform_update(self, serializer):
@@ -429,7 +433,8 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
     @action(detail=False, methods=["get"])
     def compare(self, request):
         ids = compare_ids_parse(values=request.query_params.getlist("ids"))
-        return Response(runs_compare(runs=runs_for_comparison(ids=ids)))
+        show = rules.VIEW_DATASETS.allows(request.user)
+        return Response(runs_compare(runs=runs_for_comparison(ids=ids), show_dataset=show))
 
     @extend_schema(
         summary="What the run's model looked at in one of its images: a heatmap PNG (made once, then kept)",
@@ -442,7 +447,7 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
         content_negotiation_class=ModelFileNegotiation,
     )
     def explain(self, request, pk=None, item_id=None):
-        relative = explanation_run_item(run=self.get_object(), item_id=int(item_id))
+        relative = explanation_run_item(run=self.get_object(), item_id=int(item_id), user_id=request.user.pk)
         try:
             return media_response(relative)
         except Http404:
@@ -526,12 +531,17 @@ class UserViewSet(viewsets.ModelViewSet):
         instance.delete()
 
 
+FORM_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+
+
 def _predict_payload(request) -> tuple[dict, bool]:
     """The request's fields for PredictSerializer, and whether it asks for a batch."""
     data = request.data
     if not hasattr(data, "getlist"):
         return data, isinstance(data, dict) and "images" in data
     payload = {key: data.get(key) for key in ("dataset", "run", "explain") if key in data}
+    if "explain" in payload:  # a form's text; anything else stays text and is refused as not a boolean
+        payload["explain"] = FORM_BOOLEANS.get(str(payload["explain"]).strip().lower(), payload["explain"])
     images = data.getlist("images")
     single = data.getlist("image")
     if len(single) > 1:
@@ -585,28 +595,28 @@ class PredictView(APIView):
             run = prediction_current_run(dataset_id=data["dataset"])
         if not batch:
             name, image = serializer.validated_data["image"]
-            if data["explain"]:
-                self._throttle_explanations(request)
-            prediction = prediction_predict(run=run, images=[(name, image)], current=current)[0]
-            answer = prediction.as_dict()
-            if data["explain"]:
-                explanation = explanation_for_image(
-                    run=run, name=name, data=image, label=prediction.label, current=current
-                )
-                answer["explanation"] = explanation.as_dict()
+            # An explanation spends the explain rate and holds one of its slots from here to its end.
+            budget = explanation_budget(user_id=request.user.pk) if data["explain"] else contextlib.nullcontext()
+            with budget:
+                prediction = prediction_predict(
+                    run=run, images=[(name, image)], current=current, user_id=request.user.pk
+                )[0]
+                answer = prediction.as_dict()
+                if data["explain"]:
+                    explanation = explanation_for_image(
+                        run=run, name=name, data=image, label=prediction.label, current=current
+                    )
+                    answer["explanation"] = explanation.as_dict()
             return Response(answer)
         images = [
             (f"images[{index}]" if name == "image" else name, data)
             for index, (name, data) in enumerate(serializer.validated_data["images"])
         ]
-        predictions = prediction_predict(run=run, images=images, field_name="images", current=current)
+        predictions = prediction_predict(
+            run=run, images=images, field_name="images", current=current, user_id=request.user.pk
+        )
         results = [{"name": name, **p.as_dict()} for (name, _), p in zip(images, predictions, strict=True)]
         return Response({"results": results})
-
-    def _throttle_explanations(self, request) -> None:
-        throttle = ScopedThrottle()
-        if not throttle.allow(request, "explain"):
-            self.throttled(request, throttle.wait())
 
 
 @extend_schema(
@@ -661,9 +671,8 @@ class CanViewMedia(permissions.BasePermission):
     message = "you may not see this file"
 
     def has_permission(self, request, view):
-        parts = PurePosixPath(view.kwargs.get("path", "")).parts
-        permission = MEDIA_PERMISSIONS.get(parts[0] if parts else "")
-        return permission is not None and request.user.has_perm(permission)
+        needed = media_permissions(PurePosixPath(view.kwargs.get("path", "")).as_posix())
+        return needed is not None and request.user.has_perms(needed)
 
 
 @extend_schema(exclude=True)

@@ -1,5 +1,5 @@
-"""Refuse a request whose body is over KERASUI_MAX_UPLOAD_BYTES before anything reads it, and give
-every answer a Content-Security-Policy."""
+"""Refuse a request whose body is over KERASUI_MAX_UPLOAD_BYTES before anything reads it, give every
+answer a Content-Security-Policy, and keep the API's answers out of every cache."""
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
@@ -18,10 +18,15 @@ class RequestSizeLimitMiddleware:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        if length > limit:
-            message = f"the request body is {length} bytes; at most {limit} are accepted (KERASUI_MAX_UPLOAD_BYTES)"
+        setting = "KERASUI_MAX_UPLOAD_BYTES"
+        if length <= limit and not request.content_type.startswith("multipart/"):
+            # A body that is not a multipart upload is read into memory whole: Django refuses it above
+            # this limit when a view reads it, with a logged traceback. Refused here first, as a 413.
+            limit, setting = settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "KERASUI_MAX_REQUEST_BYTES"
+        if limit is not None and length > limit:
+            message = f"the request body is {length} bytes; at most {limit} are accepted ({setting})"
             if request.path.startswith(("/api/", "/o/")):
-                return JsonResponse({"detail": message}, status=413)
+                return JsonResponse({"detail": message, "setting": setting, "limit": limit}, status=413)
             return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
         return self.get_response(request)
 
@@ -39,4 +44,19 @@ class ContentSecurityPolicyMiddleware:
         policy = settings.KERASUI_CONTENT_SECURITY_POLICY
         if policy:
             response.headers.setdefault("Content-Security-Policy", policy)
+        return response
+
+
+class PrivateApiMiddleware:
+    """`Cache-Control: private, no-store` on every answer under /api/ and /o/ that sets no policy of its
+    own: they carry a user's data (reports, items, users, predictions, tokens), which neither a shared
+    proxy nor the browser's disk should keep."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if request.path.startswith(("/api/", "/o/")):
+            response.headers.setdefault("Cache-Control", "private, no-store")
         return response

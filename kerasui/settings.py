@@ -108,6 +108,9 @@ MIDDLEWARE = [
     "kerasui.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "kerasui.middleware.ContentSecurityPolicyMiddleware",
+    "kerasui.middleware.PrivateApiMiddleware",
+    # Issue 30: a time limit for each request's database work (503 past it).
+    "kerasui.deadlines.RequestTimeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -164,6 +167,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test_db.sqlite3")}
+# Issue 30: a request's database work stops after this many seconds (kerasui/deadlines.py: SQLite
+# interrupts a request's statement past it; PostgreSQL ends any statement running longer); 0: no limit.
+KERASUI_REQUEST_TIME_LIMIT = env_int("KERASUI_REQUEST_TIME_LIMIT", 30)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and KERASUI_REQUEST_TIME_LIMIT > 0:
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options["options"] = (
+        f"{options.get('options', '')} -c statement_timeout={KERASUI_REQUEST_TIME_LIMIT * 1000}".strip()
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -442,9 +453,17 @@ KERASUI_SERVING_TOLERANCE = float(os.environ.get("KERASUI_SERVING_TOLERANCE") or
 # Web workers load current models when they start and look for newly current runs this often (seconds).
 KERASUI_WARM_WORKERS = env_bool("KERASUI_WARM_WORKERS", True)
 KERASUI_SERVING_POLL_SECONDS = float(os.environ.get("KERASUI_SERVING_POLL_SECONDS") or 2.0)
-# Largest single image accepted (bytes) and largest image (pixels) decoded.
+# Largest single image accepted (bytes) and largest image (pixels) decoded, well under Pillow's own
+# decompression-bomb limit (89 million): a 6000x4000 photo passes, a 16-bit 8000x5000 PNG does not.
 KERASUI_MAX_IMAGE_BYTES = env_int("KERASUI_MAX_IMAGE_BYTES", 20 * 1024 * 1024)
-KERASUI_MAX_IMAGE_PIXELS = env_int("KERASUI_MAX_IMAGE_PIXELS", 40_000_000)
+KERASUI_MAX_IMAGE_PIXELS = env_int("KERASUI_MAX_IMAGE_PIXELS", 25_000_000)
+# Decoded pixels per request (a batch's sum) and per user per minute, counted from the images' headers
+# before anything is decoded (management/services/budgets.py); 0 switches a budget off.
+KERASUI_MAX_REQUEST_PIXELS = env_int("KERASUI_MAX_REQUEST_PIXELS", 100_000_000)
+KERASUI_MAX_USER_PIXELS_PER_MINUTE = env_int("KERASUI_MAX_USER_PIXELS_PER_MINUTE", 500_000_000)
+# Explanations (65 forward passes each) computed at once per user and on the whole machine.
+KERASUI_MAX_EXPLANATIONS_PER_USER = env_int("KERASUI_MAX_EXPLANATIONS_PER_USER", 1)
+KERASUI_MAX_CONCURRENT_EXPLANATIONS = env_int("KERASUI_MAX_CONCURRENT_EXPLANATIONS", 2)
 # Most images one /api/test/ request may predict at once.
 KERASUI_MAX_BATCH_IMAGES = env_int("KERASUI_MAX_BATCH_IMAGES", 64)
 # Zips: largest total uncompressed size and number of entries accepted.

@@ -58,7 +58,10 @@ def health_start(request, dataset_id):
 @require_POST
 def health_cancel(request, dataset_id):
     def cancel(dataset):
-        check = get_object_or_404(HealthCheck, pk=request.POST.get("check") or 0, dataset=dataset)
+        check_id = (request.POST.get("check") or "").strip()
+        if not (check_id.isascii() and check_id.isdigit() and len(check_id) <= 18):
+            raise ServiceError(f"'{check_id[:30]}' is not a health check's id")
+        check = get_object_or_404(HealthCheck, pk=int(check_id), dataset=dataset)
         if not health.health_check_cancel(check=check):
             raise ServiceError(f"health check {check.pk} has already ended")
         return f"Health check {check.pk} cancelled."

@@ -114,3 +114,13 @@ MEDIA_PERMISSIONS = {
     "exports": "management.view_trainingrun",
     "weights": "management.view_dataset",
 }
+
+
+def media_permissions(relative: str) -> tuple[str, ...] | None:
+    """The permissions a media file needs (None: not served). A health check's log tells about a
+    dataset's images, so it needs what reading the check's report needs (VIEW_HEALTH), not a run's."""
+    parts = relative.strip("/").split("/")
+    if parts[0] == "logs" and len(parts) == 2 and parts[1].startswith("health_"):
+        return VIEW_HEALTH.permissions
+    permission = MEDIA_PERMISSIONS.get(parts[0])
+    return (permission,) if permission else None

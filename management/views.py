@@ -24,7 +24,7 @@ from management.services.compare import compare_ids_parse, compare_thumbnails, r
 from management.services.datasets import ImportReport, dataset_import_request, dataset_item_create
 from management.services.errors import ServiceError
 from management.services.evaluations import evaluation_confusion_cell
-from management.services.explanations import explanation_for_image, explanation_run_item
+from management.services.explanations import explanation_budget, explanation_for_image, explanation_run_item
 from management.services.exports import ExportFile, export_job_request
 from management.services.prediction import prediction_predict_one, prediction_version_run
 from management.services.training import dataset_model_validate
@@ -155,11 +155,16 @@ def test_model(request):
         name, data = form.cleaned_data["image"]
         try:
             result = prediction_predict_one(
-                dataset=form.cleaned_data["dataset"], name=name, data=data, run_id=form.cleaned_data["run"]
+                dataset=form.cleaned_data["dataset"],
+                name=name,
+                data=data,
+                run_id=form.cleaned_data["run"],
+                user_id=request.user.pk,
             )
             if form.cleaned_data["explain"]:
                 run = prediction_version_run(run_id=result.run_id)
-                explanation = explanation_for_image(run=run, name=name, data=data, label=result.label)
+                with explanation_budget(user_id=request.user.pk, field_name="image"):
+                    explanation = explanation_for_image(run=run, name=name, data=data, label=result.label)
         except ServiceError as error:
             result = None
             form.add_error(error.field if error.field in {"image", "run"} else "dataset", error.message)
@@ -264,7 +269,7 @@ def explain_run_item(request, run_id, item_id):
     served as private media are; the run page's 'why?' buttons show it."""
     run = get_object_or_404(TrainingRun, pk=run_id)
     try:
-        relative = explanation_run_item(run=run, item_id=item_id)
+        relative = explanation_run_item(run=run, item_id=item_id, user_id=request.user.pk)
     except ServiceError as error:
         response = HttpResponse(error.message, status=error.status, content_type="text/plain; charset=utf-8")
         if getattr(error, "retry_after", None):
@@ -363,7 +368,8 @@ def compare_runs(request):
         if len(values) > 1:
             # Ticked in a run table (newest first): the oldest is the baseline.
             ids.sort()
-        comparison = runs_compare(runs=runs_for_comparison(ids=ids))
+        show = rules.VIEW_DATASETS.allows(request.user)
+        comparison = runs_compare(runs=runs_for_comparison(ids=ids), show_dataset=show)
     except ServiceError as error:
         messages.error(request, f"Compare: {error.message}")
         return redirect("admin:management_trainingrun_changelist")
@@ -384,10 +390,12 @@ def compare_runs(request):
                 "flip_cards": flips,
             }
         )
+    dataset = comparison["dataset"]
+    dataset_name = f"'{dataset['name']}'" if dataset["name"] is not None else f"dataset {dataset['id']}"
     context = {
         **admin.site.each_context(request),
         "opts": TrainingRun._meta,
-        "title": f"Compare runs {', '.join(str(run['id']) for run in runs)} of '{comparison['dataset']['name']}'",
+        "title": f"Compare runs {', '.join(str(run['id']) for run in runs)} of {dataset_name}",
         "comparison": comparison,
         "runs": runs,
         "run_rows": [

@@ -46,12 +46,22 @@ def channels_for(color_mode: str) -> int:
     return 1 if color_mode == GRAYSCALE else 3
 
 
+class TooManyPixels(ValueError):
+    """An image with more pixels than a limit allows, found from its header before any decoding."""
+
+    def __init__(self, message: str, *, pixels: int, limit: int | None):
+        super().__init__(message)
+        self.pixels = pixels
+        self.limit = limit
+
+
 def open_image(source: ImageSource, max_pixels: int | None) -> Image.Image:
     """Open (read only the header of) an image, refusing it before decoding when it is too large.
 
     The limit is checked here rather than through Pillow's process-wide MAX_IMAGE_PIXELS, so
     callers with different limits (web requests, the training process) never change each other's.
-    Pillow's own decompression-bomb error still applies above its limit.
+    Pillow's own decompression-bomb error still applies above its limit. The size read is the one
+    the decoder fills: a GIF's logical screen, a PNG's or TIFF's full frame.
     """
     if isinstance(source, bytes):
         source = io.BytesIO(source)
@@ -59,17 +69,43 @@ def open_image(source: ImageSource, max_pixels: int | None) -> Image.Image:
         image = Image.open(source, formats=_readable_formats())
     except Image.DecompressionBombError as error:
         pixels = re.search(r"\((\d+) pixels\)", str(error))
-        count = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+        count = int(pixels.group(1)) if pixels else 0
+        shown = f"{count:,} pixels" if count else "too many pixels"
         limit = f"; at most {max_pixels:,} accepted" if max_pixels is not None else ""
-        raise ValueError(f"image has too many pixels ({count}{limit})") from None
+        raise TooManyPixels(f"image has too many pixels ({shown}{limit})", pixels=count, limit=max_pixels) from None
     except UnidentifiedImageError:
         raise ValueError("not an image (no image format recognised in this file)") from None
     except OSError as error:
         raise ValueError(f"cannot read the image: {error}") from None
-    if max_pixels is not None and image.width * image.height > max_pixels:
+    pixels = image.width * image.height
+    if max_pixels is not None and pixels > max_pixels:
         image.close()
-        raise ValueError(f"image has too many pixels ({image.width}x{image.height}; at most {max_pixels} accepted)")
+        raise TooManyPixels(
+            f"image has too many pixels ({image.width}x{image.height} = {pixels:,}; at most {max_pixels:,} accepted)",
+            pixels=pixels,
+            limit=max_pixels,
+        )
     return image
+
+
+def decoded_pixels(source: ImageSource, *, side: int | None = None, max_pixels: int | None = None) -> int:
+    """How many pixels decoding the image will fill, read from its header only (nothing is decoded).
+
+    `side` is the size the caller then shrinks to (a model's input, a thumbnail): a JPEG is decoded
+    at the smallest power-of-two reduction still at least that large, as `load_image` and
+    `make_thumbnail` ask its decoder to; every other format is decoded whole. Raises ValueError for
+    what is not an image and TooManyPixels above `max_pixels` (the whole image's count).
+    """
+    rewind = hasattr(source, "seek")
+    try:
+        image = open_image(source, max_pixels)
+        with image:
+            if side is not None and image.format == "JPEG":
+                image.draft(image.mode, (side, side))  # changes the size to decode, decodes nothing
+            return image.width * image.height
+    finally:
+        if rewind:
+            source.seek(0)
 
 
 def verify_image(source: ImageSource, *, max_pixels: int | None = None) -> ImageInfo:

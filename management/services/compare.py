@@ -33,7 +33,8 @@ def compare_ids_parse(*, values: Iterable[str]) -> list[int]:
             part = part.strip()
             if not part:
                 continue
-            if not part.isdigit() or len(part) > 18:
+            # isdigit() is true for '²' and other Unicode digits that int() refuses: ASCII digits only.
+            if not (part.isascii() and part.isdigit()) or len(part) > 18:
                 raise ServiceError(f"'{part[:30]}' is not a run id: give run ids separated by commas", field="ids")
             if int(part) not in ids:
                 ids.append(int(part))
@@ -233,10 +234,15 @@ def _pair(baseline: TrainingRun, other: TrainingRun) -> dict:
     }
 
 
-def runs_compare(*, runs: list[TrainingRun]) -> dict:
+HIDDEN_CODE = "the model code is shown only to accounts that may view the dataset"
+
+
+def runs_compare(*, runs: list[TrainingRun], show_dataset: bool = True) -> dict:
     """Two or more runs of one dataset side by side; the first is the baseline of every difference.
 
-    A ServiceError naming `ids` for fewer than two runs or runs of different datasets.
+    A ServiceError naming `ids` for fewer than two runs or runs of different datasets. Without
+    `show_dataset` (a user who may view runs but not their dataset) the dataset's name and the runs'
+    model code are left out (None, and a note instead of the code's diff).
     """
     if len({run.pk for run in runs}) < 2:
         raise ServiceError("give at least two different runs to compare", field="ids")
@@ -245,13 +251,20 @@ def runs_compare(*, runs: list[TrainingRun]) -> dict:
         owners = ", ".join(f"run {run.pk} of dataset {run.dataset_id}" for run in runs)
         raise ServiceError(f"compare runs of one dataset: {owners}", field="ids")
     baseline = runs[0]
-    return {
+    comparison = {
         "dataset": {"id": baseline.dataset_id, "name": baseline.dataset.name},
         "baseline": baseline.pk,
         "runs": [_run_summary(run) for run in runs],
         "options_that_differ": _options_that_differ(runs),
         "pairs": [_pair(baseline, other) for other in runs[1:]],
     }
+    if not show_dataset:
+        comparison["dataset"]["name"] = None
+        for summary in comparison["runs"]:
+            summary["process"] = None
+        for pair in comparison["pairs"]:
+            pair["code"] = {"runs": pair["runs"], "same": None, "diff": "", "note": HIDDEN_CODE}
+    return comparison
 
 
 def compare_thumbnails(*, comparison: dict) -> dict[int, DataSetItem]:

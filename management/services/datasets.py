@@ -36,6 +36,7 @@ from management.models import (
     thumbnail_image_prefix,
     thumbnail_name,
 )
+from management.services.budgets import pixel_budget_charge
 from management.services.errors import Conflict, InsufficientStorage, ServiceError
 from management.services.journal import MediaJournal, media_journal
 
@@ -98,9 +99,12 @@ def image_size_check(data: bytes, *, name: str, field_name: str = "image") -> No
         )
 
 
-def image_check(data: bytes, *, name: str, field_name: str = "image") -> ImageInfo:
-    """Refuse anything that is not a whole, decodable image of acceptable size; say what it is."""
+def image_check(data: bytes, *, name: str, field_name: str = "image", user_id: int | None = None) -> ImageInfo:
+    """Refuse anything that is not a whole, decodable image of acceptable size; say what it is.
+
+    Its pixels are held to the budgets (413/429, services/budgets.py) from its header, before decoding."""
     image_size_check(data, name=name, field_name=field_name)
+    pixel_budget_charge(images=[(name, data)], user_id=user_id, field_name=field_name)
     try:
         return verify_image(data, max_pixels=settings.KERASUI_MAX_IMAGE_PIXELS)
     except ValueError as error:
@@ -151,12 +155,14 @@ def _files_of(item: DataSetItem) -> list[tuple[object, str]]:
     return [(item.image.storage, item.image.name), (item.image.storage, thumbnail_name(item.image.name))]
 
 
-def dataset_item_create(*, dataset: DataSet, label: str, file: BinaryIO, name: str = "") -> DataSetItem:
+def dataset_item_create(
+    *, dataset: DataSet, label: str, file: BinaryIO, name: str = "", user_id: int | None = None
+) -> DataSetItem:
     """Add one verified image to a dataset, stored under a name the server gives it from its format;
-    `name` (the sender's) is kept as the item's original name."""
+    `name` (the sender's) is kept as the item's original name. `user_id`: whose pixel budget it spends."""
     name = name or getattr(file, "name", "") or ""
     data = file.read()
-    info = image_check(data, name=name or "image")
+    info = image_check(data, name=name or "image", user_id=user_id)
     item = DataSetItem(dataset=dataset, label=clean_label(label), original_name=original_file_name(name))
     with media_journal() as journal:
         journal.save(item.image, image_file_name(info.format), ContentFile(data))

@@ -2,18 +2,26 @@
 over an image a run evaluated, cached under media/explanations/run_<id>/.
 
 The model is the one the prediction service serves (ONNX Runtime, or Keras as the fallback): an
-explanation is one batch of 65 forward passes through it, never a TensorFlow gradient.
+explanation is one batch of 65 forward passes through it, never a TensorFlow gradient. Every one made,
+wherever it is asked for (the API, the Test page, a run's heatmaps), counts against the explain rate and
+holds one of a few slots (`explanation_budget`): at most KERASUI_MAX_EXPLANATIONS_PER_USER per user and
+KERASUI_MAX_CONCURRENT_EXPLANATIONS on the machine at once, counted by lock files across processes.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.core.cache import cache
+from filelock import FileLock, Timeout
 
 from management.ml.explain import METHOD, display_image, occlusion_map, overlay_png
 from management.ml.files import atomic_write_bytes
@@ -22,6 +30,94 @@ from management.models import DataSetItem, TrainingRun
 from management.services.datasets import image_size_check
 from management.services.errors import Conflict, InsufficientStorage, NotFound, ServiceError
 from management.services.prediction import model_cache
+
+# One heatmap takes a fraction of a second to a few seconds: a client told to wait this long finds a slot.
+SLOT_RETRY_SECONDS = 5
+PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class TooManyExplanations(ServiceError):
+    """Over the explain rate, or every explanation slot (the user's or the machine's) is taken."""
+
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int, field: str = "explain"):
+        super().__init__(message, field=field)
+        self.retry_after = retry_after
+
+
+def _explain_rate_spend(user_id: int, field_name: str) -> None:
+    """Count one explanation against KERASUI_THROTTLE_EXPLAIN, on the counter the API's throttle keeps
+    for the "explain" scope (api/throttles.py: the same key), so every door shares one rate."""
+    rate = settings.REST_FRAMEWORK.get("DEFAULT_THROTTLE_RATES", {}).get("explain")
+    if not rate:
+        return
+    count, period = rate.split("/")
+    limit, duration = int(count), PERIODS[period[0]]
+    now = time.time()
+    window = int(now // duration)
+    key = f"throttle:explain:user-{user_id}:{duration}:{window}"
+    cache.add(key, 0, timeout=duration + 5)
+    try:
+        spent = cache.incr(key)
+    except ValueError:  # the window ended between add() and incr()
+        cache.set(key, 1, timeout=duration + 5)
+        spent = 1
+    if spent > limit:
+        wait = int((window + 1) * duration - now) + 1
+        raise TooManyExplanations(
+            f"at most {rate} explanations per account (KERASUI_THROTTLE_EXPLAIN): try again in {wait} seconds",
+            retry_after=wait,
+            field=field_name,
+        )
+
+
+def _slot(names: list[str]) -> FileLock | None:
+    folder = Path(settings.KERASUI_LOCK_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        lock = FileLock(folder / name, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            continue
+        return lock
+    return None
+
+
+@contextlib.contextmanager
+def explanation_budget(*, user_id: int | None, field_name: str = "explain") -> Iterator[None]:
+    """Count one explanation against the explain rate and hold a slot (the user's and the machine's)
+    while the block computes it; 429 with Retry-After when the rate is spent or no slot is free."""
+    if user_id is not None:
+        _explain_rate_spend(user_id, field_name)
+    held = []
+    try:
+        per_user, total = settings.KERASUI_MAX_EXPLANATIONS_PER_USER, settings.KERASUI_MAX_CONCURRENT_EXPLANATIONS
+        if user_id is not None and per_user > 0:
+            lock = _slot([f"explain-user-{user_id}-{number}.lock" for number in range(per_user)])
+            if lock is None:
+                raise TooManyExplanations(
+                    f"{per_user} explanation(s) of yours are being made (at most KERASUI_MAX_EXPLANATIONS_PER_USER "
+                    f"at once): try again in {SLOT_RETRY_SECONDS} seconds",
+                    retry_after=SLOT_RETRY_SECONDS,
+                    field=field_name,
+                )
+            held.append(lock)
+        if total > 0:
+            lock = _slot([f"explain-{number}.lock" for number in range(total)])
+            if lock is None:
+                raise TooManyExplanations(
+                    f"{total} explanations are being made (at most KERASUI_MAX_CONCURRENT_EXPLANATIONS at once): "
+                    f"try again in {SLOT_RETRY_SECONDS} seconds",
+                    retry_after=SLOT_RETRY_SECONDS,
+                    field=field_name,
+                )
+            held.append(lock)
+        yield
+    finally:
+        for lock in held:
+            lock.release()
 
 
 @dataclass(frozen=True)
@@ -82,14 +178,22 @@ def _evaluated_label(run: TrainingRun, item_id: int) -> str | None:
     return None
 
 
-def explanation_run_item(*, run: TrainingRun, item_id: int) -> str:
+def _evaluated_items(run: TrainingRun) -> list[int]:
+    """The images the run's evaluation measured: its held-out splits, its training images when it held
+    out none (trainer._evaluation)."""
+    splits = run.splits or {}
+    held_out = [*splits.get("validation", []), *splits.get("test", [])]
+    return held_out or list(splits.get("train", []))
+
+
+def explanation_run_item(*, run: TrainingRun, item_id: int, user_id: int | None = None) -> str:
     """The heatmap (a PNG's path under MEDIA_ROOT) of what the run's model looked at in one of the run's
     images, for the label its evaluation predicted; made on first request, then kept.
 
     The file's name carries the image's stored name, so an image replaced since is explained anew.
     """
-    if not any(item_id in ids for ids in run.splits.values()):
-        raise NotFound(f"image {item_id} is not one of the images of run {run.pk}", field="item")
+    if item_id not in _evaluated_items(run):
+        raise NotFound(f"image {item_id} is not one of the images run {run.pk} evaluated", field="item")
     item = DataSetItem.objects.filter(pk=item_id, dataset_id=run.dataset_id).first()
     if item is None or not item.image:
         raise NotFound(f"image {item_id} of run {run.pk} has been deleted", field="item")
@@ -105,9 +209,10 @@ def explanation_run_item(*, run: TrainingRun, item_id: int) -> str:
             data = file.read()
     except OSError:
         raise NotFound(f"the file of image {item_id} is missing from storage", field="item") from None
-    explanation = explanation_for_image(
-        run=run, name=f"image {item.pk}", data=data, label=_evaluated_label(run, item.pk), field_name="item"
-    )
+    with explanation_budget(user_id=user_id, field_name="item"):
+        explanation = explanation_for_image(
+            run=run, name=f"image {item.pk}", data=data, label=_evaluated_label(run, item.pk), field_name="item"
+        )
     # Written whole under a temporary name, then renamed: a reader never sees half a PNG.
     try:
         atomic_write_bytes(target, explanation.png)

@@ -21,6 +21,7 @@ from jobs.budgets import TooManyJobs
 from management import metrics
 from management.ml.images import channels_for, load_image
 from management.models import DataSet, TrainingRun
+from management.services.budgets import pixel_budget_charge
 from management.services.datasets import image_size_check
 from management.services.errors import Conflict, ServiceError
 from management.services.serving import serving_engine, serving_predictor
@@ -322,18 +323,23 @@ def prediction_predict(
     run: TrainingRun | None = None,
     field_name: str = "image",
     current: bool | None = None,
+    user_id: int | None = None,
 ) -> list[Prediction]:
     """Predict each (name, bytes) image with a run's model (the dataset's current one by default), in order.
 
     `current` says whether `run` is its dataset's current model (by default: when no run is given).
+    The images are held to the pixel budgets (services/budgets.py) before any is decoded, the user's
+    minute counted when `user_id` is given.
     """
     current = run is None if current is None else current
     if run is None:
         run = prediction_run_for(dataset=dataset)
+    for name, data in images:
+        image_size_check(data, name=name, field_name=field_name)
+    pixel_budget_charge(images=images, user_id=user_id, field_name=field_name, side=run.image_size)
     arrays = []
     for name, data in images:
         # load_image decodes the whole image and says why it cannot; no separate verification pass.
-        image_size_check(data, name=name, field_name=field_name)
         try:
             arrays.append(
                 load_image(
@@ -365,9 +371,11 @@ def prediction_predict(
     return predictions
 
 
-def prediction_predict_one(*, dataset: DataSet, name: str, data: bytes, run_id: int | None = None) -> Prediction:
+def prediction_predict_one(
+    *, dataset: DataSet, name: str, data: bytes, run_id: int | None = None, user_id: int | None = None
+) -> Prediction:
     """One image with the dataset's current model, or with its version `run_id`."""
     if run_id is None:
-        return prediction_predict(dataset=dataset, images=[(name, data)])[0]
+        return prediction_predict(dataset=dataset, images=[(name, data)], user_id=user_id)[0]
     run = prediction_version_run(run_id=run_id, dataset_id=dataset.pk)
-    return prediction_predict(run=run, images=[(name, data)], current=False)[0]
+    return prediction_predict(run=run, images=[(name, data)], current=False, user_id=user_id)[0]
