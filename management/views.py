@@ -123,6 +123,7 @@ def _versions(datasets) -> dict[int, list[dict]]:
     current = {dataset.pk: dataset.current_run_id for dataset in datasets}
     versions: dict[int, list[dict]] = {}
     runs = TrainingRun.objects.filter(dataset_id__in=current, status=TrainingRun.Status.SUCCEEDED)
+    runs = runs.defer(*TrainingRun.HEAVY_FIELDS)
     for run in runs.exclude(model_file="").order_by("-id"):
         accuracy = f", accuracy {run.accuracy * 100:.1f}%" if run.accuracy is not None else ""
         mark = " (current)" if current[run.dataset_id] == run.pk else ""
