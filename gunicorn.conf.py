@@ -19,6 +19,12 @@ worker_class = "gthread"
 # A zip upload or a model download can take a while on a slow link.
 timeout = int(os.environ.get("KERASUI_TIMEOUT", 120))
 graceful_timeout = 30
+# A stuck request thread does not stop a gthread worker's heartbeat, so `timeout` alone never frees it:
+# each database statement has a time limit (KERASUI_STATEMENT_TIMEOUT), and every worker is replaced
+# after about max_requests answers (jittered so that they do not all restart at once), a stuck thread
+# getting graceful_timeout seconds to finish before its process is killed.
+max_requests = int(os.environ.get("KERASUI_MAX_REQUESTS", 2000))
+max_requests_jitter = int(os.environ.get("KERASUI_MAX_REQUESTS_JITTER", 200))
 keepalive = 5
 # Each worker loads its models and starts its threads (training runner, serving watcher) itself:
 # threads do not survive a fork, and forking after TensorFlow (the fallback) has started is not safe.

@@ -116,6 +116,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Issue 24: a time limit on each database statement of a request (kerasui/deadlines.py).
+    "kerasui.deadlines.StatementDeadlineMiddleware",
     # Last, as django-axes requires: turns a locked-out admin login into the page that says so.
     "axes.middleware.AxesMiddleware",
 ]
@@ -159,6 +161,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test_db.sqlite3")}
+
+# No statement of a request may hold a worker longer than this many seconds (0: no limit): PostgreSQL
+# stops it itself (every process's statements: the training and health processes' are short too), SQLite
+# through a progress handler during requests (kerasui/deadlines.py). The request then answers 503.
+KERASUI_STATEMENT_TIMEOUT = env_int("KERASUI_STATEMENT_TIMEOUT", 10)
+if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql") and KERASUI_STATEMENT_TIMEOUT > 0:
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"]["options"] = f"-c statement_timeout={KERASUI_STATEMENT_TIMEOUT * 1000}"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
