@@ -35,6 +35,7 @@ from management.services.training import (
 
 GALLERY_PAGE = 24
 RUNS_ON_DATASET_PAGE = 5
+MISTAKES_ON_RUN_PAGE = 24
 LOG_TAIL_LINES = 200
 
 
@@ -464,11 +465,13 @@ class TrainingRunAdmin(admin.ModelAdmin):
             if not report.get("count"):
                 continue
             rows = list(zip(report["labels"], report["confusion_matrix"], strict=True))
-            wrong_ids = [entry["item"] for entry in report["misclassified"]]
+            # The most confident mistakes first; the rest are a click away (each cell of the matrix lists its images).
+            shown = report["misclassified"][:MISTAKES_ON_RUN_PAGE]
+            wrong_ids = [entry["item"] for entry in shown]
             items = {item.pk: item for item in DataSetItem.objects.filter(pk__in=wrong_ids)}
             mistakes = [
                 (entry, items.get(entry["item"]), thumbnail(items[entry["item"]], 64) if entry["item"] in items else "")
-                for entry in report["misclassified"]
+                for entry in shown
             ]
             context = {"title": titles.get(name, name), "report": report, "rows": rows, "mistakes": mistakes}
             # Cells link to their images when the evaluation kept every prediction; a mistake shows its heatmap.

@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,14 +33,18 @@ __all__ = ["BACKBONES", "Backbone", "WeightsUnavailable", "keras_cache_dir"]
 
 
 def keras_cache_dir() -> Path:
-    """Keras' cache folder, where `keras.applications` look for weights: $KERAS_HOME or ~/.keras."""
-    try:
+    """Keras' cache folder, where `keras.applications` look for weights: $KERAS_HOME or ~/.keras (/tmp/.keras
+    when the home folder is read-only), by Keras' own rule. Keras itself is asked only when it is already
+    loaded: importing it to learn a folder name would load TensorFlow into a web process (a page
+    listing the starting points asks for this)."""
+    if "keras" in sys.modules:
         from keras.src.backend.config import keras_home
 
-        home = keras_home()
-    except ImportError:
-        home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(os.path.expanduser(home))
+        return Path(os.path.expanduser(keras_home()))
+    if "KERAS_HOME" in os.environ:
+        return Path(os.path.expanduser(os.environ["KERAS_HOME"]))
+    base = os.path.expanduser("~")
+    return Path("/tmp" if not os.access(base, os.W_OK) else base) / ".keras"
 
 
 def file_digest(path: Path, algorithm: str) -> str:
