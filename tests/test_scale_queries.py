@@ -137,3 +137,21 @@ def test_the_run_list_answers_counts_and_leaves_the_per_image_data_to_the_runs_o
     assert "evaluation" not in listed and "splits" not in listed
     detail = get(clients, f"/api/trainingrun/{run.pk}/").json()
     assert len(detail["splits"]["validation"]) == 100 and detail["evaluation"]["validation"]["count"] == 100
+
+
+def test_the_run_page_shows_the_most_confident_mistakes_and_a_cell_lists_its_images_a_page_at_a_time(clients, db):
+    dataset = DataSet.objects.create(name="Fashion")
+    add_images(dataset, 2000)
+    run = finish_current_run(dataset)
+    report = TrainingRun.objects.get(pk=run.pk).evaluation["validation"]
+    assert report["misclassified_count"] > 24
+    html = get(clients, f"/admin/management/trainingrun/{run.pk}/change/").content.decode()
+    assert html.count("data-relabel-item=") == 24
+    assert f"Misclassified: {report['misclassified_count']} (the 24 most confident shown" in html
+
+    cell = f"/admin/management/trainingrun/{run.pk}/confusion/validation/0/0/"
+    assert report["confusion_matrix"][0][0] > 60
+    first = get(clients, cell).content.decode()
+    assert first.count("data-cell-item=") == 60 and '?page=2">next' in first
+    last = get(clients, f"{cell}?page=99").content.decode()
+    assert 0 < last.count("data-cell-item=") <= 60 and "previous" in last
