@@ -440,7 +440,9 @@ def dataset_delete(*, dataset: DataSet) -> None:
             f"dataset '{dataset.name}' is being trained (run {active.pk} is {active.status}): cancel the run first",
             field="dataset",
         )
-    files = [file for item in dataset.items.all() for file in _files_of(item)]
+    storage = DataSetItem._meta.get_field("image").storage
+    names = dataset.items.order_by().values_list("image", flat=True).iterator(chunk_size=5000)
+    files = [(storage, stored) for name in names if name for stored in (name, thumbnail_name(name))]
     for run in dataset.runs.all():
         files += [(run.model_file.storage, run.model_file.name), (run.log_file.storage, run.log_file.name)]
     folders = list(dataset.runs.exclude(checkpoint="").values_list("checkpoint", flat=True))
