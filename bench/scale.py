@@ -203,7 +203,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--no-health", action="store_true", help="leave out the health check (minutes)")
     parser.add_argument("--port", type=int, default=8624)
+    parser.add_argument("--markdown", action="store_true", help="print the last results as the README's table")
     args = parser.parse_args()
+    if args.markdown:
+        markdown(json.loads((ROOT / "bench" / "results" / "scale.json").read_text()))
+        return
 
     images, labels = fashion_train(args.images)
     data_dir = Path(tempfile.mkdtemp(prefix="kerasui-scale-"))
@@ -329,6 +333,48 @@ def report(results: dict) -> None:
     for worker in results["web_workers"]:
         print(f"web worker {worker['pid']}: peak {worker['peak_mb']} MB, TensorFlow loaded: {worker['tensorflow']}")
     print(f"tracebacks in the server's log: {results['tracebacks']}, worker timeouts: {results['worker_timeouts']}")
+
+
+def markdown(results: dict) -> None:
+    """The README's table: each page's worst time of three (and size) at each stage, then the processes."""
+    phases = [key for key in ("pages_before_run", "pages_after_run", "pages_after_health") if key in results]
+    titles = {
+        "pages_before_run": "before a run",
+        "pages_after_run": "after a run",
+        "pages_after_health": "after health",
+    }
+    print("| page or answer (worst of 3) | " + " | ".join(titles[key] for key in phases) + " |")
+    print("|---|" + "---|" * len(phases))
+    for name in results[phases[-1]]:
+        cells = []
+        for key in phases:
+            row = results[key].get(name)
+            ok = row is not None and row["status"] == ["200"]
+            cells.append(
+                "—"
+                if row is None
+                else f"{row['worst_s']:.2f} s, {row['bytes'] / 1024:.0f} kB"
+                + ("" if ok else f" ({'/'.join(row['status'])})")
+            )
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    imported = results["import"]
+    print()
+    print("| process | time | peak memory |")
+    print("|---|---|---|")
+    print(
+        f"| import of {results['images']:,} images (the web worker; /api/health/ meanwhile p50 "
+        f"{imported['probe_p50_ms']} ms, p99 {imported['probe_p99_ms']} ms) | {imported['seconds']} s, "
+        f"{imported['images_per_second']} images/s | see the web workers |"
+    )
+    for key, title in (
+        ("training", f"training, {results['run'].get('accuracy') or 0:.3f} accuracy"),
+        ("health", "health check"),
+    ):
+        if key in results:
+            print(f"| {title} (`manage.py {key}`) | {results[key]['seconds']} s | {results[key]['peak_mb']} MB |")
+    for worker in results["web_workers"]:
+        tensorflow = "TensorFlow loaded" if worker["tensorflow"] else "no TensorFlow"
+        print(f"| web worker {worker['pid']} (at the end, {tensorflow}) | — | {worker['peak_mb']} MB |")
 
 
 if __name__ == "__main__":
