@@ -155,3 +155,34 @@ def test_the_run_page_shows_the_most_confident_mistakes_and_a_cell_lists_its_ima
     assert first.count("data-cell-item=") == 60 and '?page=2">next' in first
     last = get(clients, f"{cell}?page=99").content.decode()
     assert 0 < last.count("data-cell-item=") <= 60 and "previous" in last
+
+
+def test_the_health_page_reads_only_the_images_its_report_names_and_pages_its_suspects(clients, db):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from management.models import HealthCheck
+
+    dataset = DataSet.objects.create(name="Fashion")
+    add_images(dataset, LARGE)
+    ids = list(dataset.items.order_by("id").values_list("pk", "label")[:120])
+    issues = [
+        {"item": pk, "given": label, "suggested": "bag" if label != "bag" else "coat", "confidence": 0.9, "quality": 0}
+        for pk, label in ids
+    ]
+    HealthCheck.objects.create(
+        dataset=dataset,
+        status=HealthCheck.Status.DONE,
+        progress=1,
+        report={"images": LARGE, "method": "test", "label_issues": issues, "duplicates": [], "outliers": []},
+    )
+    url = f"/admin/management/dataset/{dataset.pk}/health/"
+    with CaptureQueriesContext(connection) as queries:
+        html = get(clients, url).content.decode()
+    reads = [query["sql"] for query in queries.captured_queries if 'FROM "management_datasetitem"' in query["sql"]]
+    assert reads and all('"management_datasetitem"."id" IN' in sql for sql in reads), reads
+    assert "Suspected label errors (120)" in html
+    assert html.count(f'alt="image {ids[0][0]}"') == 1 and f'alt="image {ids[50][0]}"' not in html
+    assert "Suspects 1–50 of 120" in html and '?page=2#label-issues">next' in html
+    last = get(clients, f"{url}?page=3").content.decode()
+    assert f'alt="image {ids[119][0]}"' in last and "Suspects 101–120 of 120" in last
