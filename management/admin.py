@@ -295,6 +295,9 @@ class DataSetItemAdmin(admin.ModelAdmin):
     list_filter = ["dataset", LabelFilter]
     search_fields = ["label"]
     list_per_page = 60
+    # Newest first, by the primary key: the model's own ordering sorts by the dataset's name, which at
+    # 60,000 images makes the database sort every image for each page (1.3 s for page 500).
+    ordering = ["-id"]
     # "N of M in all" would count every image on each page of a filtered list.
     show_full_result_count = False
     readonly_fields = ["large_preview", "original_name"]
