@@ -211,7 +211,6 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         read_only=True, help_text="This version is the one its dataset predicts with (POST …/promote/ to change)."
     )
     resumable = serializers.BooleanField(read_only=True, help_text="Cancelled or interrupted: POST …/resume/.")
-    split_counts = serializers.SerializerMethodField(help_text="Images in each split.")
 
     class Meta:
         model = TrainingRun
@@ -228,7 +227,6 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "split_counts",
             "history",
             "metrics",
-            "evaluation",
             "accuracy",
             "is_current",
             "promotion",
@@ -247,15 +245,12 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_split_counts(self, obj) -> dict[str, int]:
-        return {name: len(ids) for name, ids in obj.splits.items()}
-
 
 class TrainingRunDetailSerializer(TrainingRunSerializer):
-    """A run with the item ids of each of its splits."""
+    """A run with its evaluation and the item ids of each of its splits (a list leaves them out)."""
 
     class Meta(TrainingRunSerializer.Meta):
-        fields = [*TrainingRunSerializer.Meta.fields, "splits"]
+        fields = [*TrainingRunSerializer.Meta.fields, "evaluation", "splits"]
         read_only_fields = fields
 
 

@@ -9,7 +9,6 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import SuspiciousFileOperation
 from django.db import DatabaseError, connection
-from django.db.models import Count
 from django.http import Http404, HttpResponse, JsonResponse
 from django.utils._os import safe_join
 from django.views import defaults
@@ -84,6 +83,7 @@ from management.services.datasets import (
     dataset_item_thumbnail_make,
     dataset_item_update,
     dataset_items_delete,
+    datasets_with_counts,
 )
 from management.services.errors import Conflict, NotFound, ServiceError
 from management.services.evaluations import evaluation_confusion_cell_by_label
@@ -231,7 +231,7 @@ class DataSetViewSet(viewsets.ModelViewSet):
     sends_model_code = {"create", "update", "partial_update", "validate"}
 
     def get_queryset(self):
-        return DataSet.objects.annotate(item_count=Count("items")).select_related("current_run").order_by("id")
+        return datasets_with_counts(DataSet.objects.order_by("id"))
 
     def perform_create(self, serializer):
         serializer.save()
@@ -372,7 +372,9 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
     }
 
     def get_queryset(self):
-        return TrainingRun.objects.select_related("dataset").order_by("-id")
+        runs = TrainingRun.objects.select_related("dataset").order_by("-id")
+        # A list shows counts; the per-image data is read by one run's own answer only.
+        return runs if self.action != "list" else runs.defer(*TrainingRun.HEAVY_FIELDS)
 
     def get_serializer_class(self):
         return TrainingRunDetailSerializer if self.action == "retrieve" else TrainingRunSerializer

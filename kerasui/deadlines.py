@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import OperationalError, connection
 from django.db.backends.signals import connection_created
 from django.http import HttpResponse, JsonResponse
+from django.utils.html import escape
 
 # How many SQLite virtual-machine instructions run between two looks at the clock (a few ms of work).
 PROGRESS_STEPS = 20_000
@@ -51,9 +52,16 @@ connection_created.connect(_on_connection_created, dispatch_uid="kerasui.deadlin
 
 
 def _is_interruption(error: BaseException) -> bool:
+    """Whether a database error is a statement stopped by the limit (SQLite's interrupt, or PostgreSQL's
+    query_canceled, SQLSTATE 57014)."""
+    if not isinstance(error, OperationalError):
+        return False
     text = str(error).lower()
-    return isinstance(error, OperationalError) and (
-        "interrupted" in text or "statement timeout" in text or "canceling statement" in text
+    return (
+        "interrupted" in text
+        or "statement timeout" in text
+        or "canceling statement" in text
+        or getattr(error.__cause__, "sqlstate", None) == "57014"
     )
 
 
@@ -84,7 +92,17 @@ class RequestTimeLimitMiddleware:
         if not _is_interruption(exception):
             return None
         limit = settings.KERASUI_REQUEST_TIME_LIMIT
-        message = f"the request took longer than {limit} seconds (KERASUI_REQUEST_TIME_LIMIT) and was stopped"
+        message = (
+            f"the request took longer than {limit} seconds (KERASUI_REQUEST_TIME_LIMIT) and was stopped: "
+            "try again later, or ask for less (a smaller page, a filter)"
+        )
         if request.path.startswith(("/api/", "/o/")):
-            return JsonResponse({"detail": message, "setting": "KERASUI_REQUEST_TIME_LIMIT"}, status=503)
-        return HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
+            response = JsonResponse({"detail": message, "setting": "KERASUI_REQUEST_TIME_LIMIT"}, status=503)
+        else:
+            response = HttpResponse(
+                f"<!doctype html><title>Too slow</title><h1>This page took too long</h1><p>{escape(message)}.</p>",
+                status=503,
+                content_type="text/html; charset=utf-8",
+            )
+        response["Retry-After"] = "30"
+        return response

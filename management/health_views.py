@@ -1,6 +1,7 @@
 """The admin's Dataset → Health page and its one-click actions (each a POST calling one service)."""
 
 from django.contrib import admin, messages
+from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -12,12 +13,17 @@ from management.services.errors import ServiceError
 KINDS = dict(HealthDismissal.Kind.choices)
 
 
+LABEL_ISSUES_PER_PAGE = 50
+
+
 def health_page(request, dataset_id):
     """The newest check's findings still open, with thumbnails and actions; live progress while it runs."""
     dataset = get_object_or_404(DataSet, pk=dataset_id)
     check = health.health_check_latest(dataset=dataset)
     report = health.health_report_current(check=check) if check is not None else {}
     suggested_labels = sorted(set(report.get("labels", [])))
+    # Thousands of suspects at 60,000 images: a page of them at a time.
+    issues = Paginator(report.get("label_issues", []), LABEL_ISSUES_PER_PAGE)
     context = {
         **admin.site.each_context(request),
         "opts": DataSet._meta,
@@ -25,6 +31,7 @@ def health_page(request, dataset_id):
         "dataset": dataset,
         "check": check,
         "report": report,
+        "issues_page": issues.get_page(request.GET.get("page")),
         "labels": suggested_labels,
         "can": rules.allowed(request.user),
     }

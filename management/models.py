@@ -130,7 +130,7 @@ class DataSet(models.Model):
 
     @cached_property
     def latest_run(self) -> "TrainingRun | None":
-        return self.runs.order_by("-created_at", "-id").first()
+        return self.runs.defer(*TrainingRun.HEAVY_FIELDS).order_by("-created_at", "-id").first()
 
 
 class DataSetItem(models.Model):
@@ -162,6 +162,22 @@ class DataSetItem(models.Model):
         return self.image.storage.url(self.thumbnail_name) if self.image.name else ""
 
 
+class LabelCount(models.Model):
+    """How many images of a dataset carry a label: kept as data by the dataset service, in the transaction
+    of each write that adds, removes or relabels images, so no page counts a dataset's images."""
+
+    dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="label_counts")
+    label = models.CharField(max_length=100)
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["dataset", "label"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "label"], name="one_count_per_dataset_and_label")]
+
+    def __str__(self) -> str:
+        return f"{self.label}: {self.count}"
+
+
 class Phase(models.TextChoices):
     PREPARING = "preparing", "Preparing images"
     BUILDING = "building", "Building the model"
@@ -186,6 +202,9 @@ class TrainingRun(Job):
     """One training of a dataset (a job of kind "training"): a snapshot of its options, its progress and results."""
 
     KIND = "training"
+    # Per-image data (hundreds of kB at 60,000 images): read by the run's own page and answer only,
+    # never by a list or a join (`TrainingRun.objects.defer(*TrainingRun.HEAVY_FIELDS)`).
+    HEAVY_FIELDS = ("splits", "evaluation")
 
     dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="runs")
     epoch = models.PositiveIntegerField(default=0)
@@ -196,6 +215,9 @@ class TrainingRun(Job):
     augmentation = models.JSONField(default=dict, blank=True)
     splits = models.JSONField(
         default=dict, blank=True, help_text="The item ids of each split: train, validation, test."
+    )
+    split_counts = models.JSONField(
+        default=dict, blank=True, help_text="The number of images of each split (what lists show of `splits`)."
     )
 
     phase = models.CharField(max_length=10, choices=Phase.choices, blank=True)

@@ -7,6 +7,7 @@ from datetime import datetime
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.management import call_command
+from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -139,6 +140,7 @@ def _versions(datasets) -> dict[int, list[dict]]:
     current = {dataset.pk: dataset.current_run_id for dataset in datasets}
     versions: dict[int, list[dict]] = {}
     runs = TrainingRun.objects.filter(dataset_id__in=current, status=TrainingRun.Status.SUCCEEDED)
+    runs = runs.defer(*TrainingRun.HEAVY_FIELDS)
     for run in runs.exclude(model_file="").order_by("-id"):
         accuracy = f", accuracy {run.accuracy * 100:.1f}%" if run.accuracy is not None else ""
         mark = " (current)" if current[run.dataset_id] == run.pk else ""
@@ -278,6 +280,9 @@ def explain_run_item(request, run_id, item_id):
     return media_response(relative)
 
 
+CELL_IMAGES_PER_PAGE = 60
+
+
 def confusion_cell(request, run_id, split, true_index, predicted_index):
     """The images behind one cell of a run's confusion matrix, with the model's confidence in each."""
     run = get_object_or_404(TrainingRun.objects.select_related("dataset"), pk=run_id)
@@ -289,12 +294,15 @@ def confusion_cell(request, run_id, split, true_index, predicted_index):
         messages.error(request, error.message)
         return redirect("admin:management_trainingrun_change", run.pk)
     verdict = "right" if true_index == predicted_index else "wrong"
+    # A cell of a large split holds thousands of images: a page of them at a time.
+    page = Paginator(cell.images, CELL_IMAGES_PER_PAGE).get_page(request.GET.get("page"))
     context = {
         **admin.site.each_context(request),
         "opts": TrainingRun._meta,
         "title": f"Labelled {cell.true_label}, predicted {cell.predicted_label}",
         "run": run,
         "cell": cell,
+        "page": page,
         "verdict": verdict,
     }
     return render(request, "management/confusion_cell.html", context)

@@ -75,7 +75,13 @@ def finish_run(
     from management.services import runs
 
     run = training_run_create(dataset=dataset, enqueue=False)
-    fields = {"splits": splits or {}, "started_at": timezone.now(), **snapshot}
+    splits = splits or {}
+    fields = {
+        "splits": splits,
+        "split_counts": {name: len(ids) for name, ids in splits.items()},
+        "started_at": timezone.now(),
+        **snapshot,
+    }
     TrainingRun.objects.filter(pk=run.pk).update(**fields)
     runs.run_claim(run_id=run.pk, worker="test:1")
     run = TrainingRun.objects.get(pk=run.pk)

@@ -23,7 +23,8 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, F, IntegerField, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 
 from jobs import lifecycle, runner
 from management.ml.images import ImageInfo, image_file_name, make_thumbnail, verify_image
@@ -31,6 +32,7 @@ from management.models import (
     DataSet,
     DataSetItem,
     ImportJob,
+    LabelCount,
     TrainingRun,
     original_file_name,
     thumbnail_image_prefix,
@@ -168,7 +170,9 @@ def dataset_item_create(
         journal.save(item.image, image_file_name(info.format), ContentFile(data))
         try:
             _thumbnail_save(item.image.storage, item.thumbnail_name, data, journal)
-            item.save()
+            with transaction.atomic():
+                item.save()
+                label_counts_add(changes=Counter({(dataset.pk, item.label): 1}))
         except BaseException:
             for storage, stored in _files_of(item):
                 storage.delete(stored)
@@ -180,6 +184,7 @@ def dataset_item_update(
     *, item: DataSetItem, label: str | None = None, dataset: DataSet | None = None, file: BinaryIO | None = None
 ) -> DataSetItem:
     """Change an item's label, move it to another dataset, or replace its image (verified first)."""
+    was = (item.dataset_id, item.label)
     if label is not None:
         item.label = clean_label(label)
     if dataset is not None:
@@ -199,6 +204,9 @@ def dataset_item_update(
                 _thumbnail_save(item.image.storage, item.thumbnail_name, data, journal)
             with transaction.atomic():
                 item.save()
+                changes = Counter({was: -1})
+                changes[(item.dataset_id, item.label)] += 1
+                label_counts_add(changes=changes)
                 if old_files:
                     delete_files_on_commit(old_files)
         except BaseException:
@@ -206,6 +214,18 @@ def dataset_item_update(
                 for storage, stored in _files_of(item):
                     storage.delete(stored)
             raise
+    return item
+
+
+@transaction.atomic
+def dataset_item_save(*, item: DataSetItem) -> DataSetItem:
+    """Save an item a form has filled in (the admin's add and change pages), keeping the counts."""
+    was = DataSetItem.objects.filter(pk=item.pk).values_list("dataset_id", "label").first() if item.pk else None
+    item.save()
+    changes = Counter({(item.dataset_id, item.label): 1})
+    if was is not None:
+        changes[was] -= 1
+    label_counts_add(changes=changes)
     return item
 
 
@@ -396,6 +416,7 @@ def _import_entries(
             _thumbnail_save(item.image.storage, item.thumbnail_name, data, journal)
         with transaction.atomic():
             DataSetItem.objects.bulk_create(items, batch_size=500)
+            label_counts_add(changes=Counter((dataset.pk, item.label) for item in items))
     except OSError as error:
         _delete_images(items)
         if error.errno == errno.ENOSPC:
@@ -414,15 +435,68 @@ def _delete_images(items: list[DataSetItem]) -> None:
             storage.delete(name)
 
 
+def label_counts_add(*, changes: Counter) -> None:
+    """Add `changes` ((dataset id, label) -> images added, negative for images removed) to the counts kept
+    as data. Called inside the transaction of the write that makes the change, so the counts and the
+    items commit or roll back together; the datasets' rows are locked first (in id order) so that two
+    writers of one dataset's counts take turns instead of both creating a label's row."""
+    changes = Counter({key: delta for key, delta in changes.items() if delta})
+    if not changes:
+        return
+    dataset_ids = sorted({dataset_id for dataset_id, _ in changes})
+    list(DataSet.objects.select_for_update().filter(pk__in=dataset_ids).order_by("pk").values_list("pk", flat=True))
+    for (dataset_id, label), delta in sorted(changes.items()):
+        updated = LabelCount.objects.filter(dataset_id=dataset_id, label=label).update(count=F("count") + delta)
+        if not updated and delta > 0:
+            LabelCount.objects.create(dataset_id=dataset_id, label=label, count=delta)
+    LabelCount.objects.filter(dataset_id__in=dataset_ids, count__lte=0).delete()
+
+
+def label_counts_recount(*, dataset: DataSet) -> dict[str, int]:
+    """Count a dataset's images per label again from its items and keep that (the migration's backfill,
+    and a repair after writes that went around this service). Reads every item: not for a request."""
+
+    with transaction.atomic():
+        list(DataSet.objects.select_for_update().filter(pk=dataset.pk).values_list("pk", flat=True))
+        rows = dataset.items.order_by().values("label").annotate(count=Count("id"))
+        counts = {row["label"]: row["count"] for row in rows}
+        LabelCount.objects.filter(dataset=dataset).delete()
+        LabelCount.objects.bulk_create(
+            [LabelCount(dataset=dataset, label=label, count=count) for label, count in counts.items()]
+        )
+    return dict(sorted(counts.items()))
+
+
 def dataset_label_counts(*, dataset: DataSet) -> dict[str, int]:
-    """Number of images per label, labels sorted."""
-    rows = dataset.items.values("label").annotate(count=Count("id")).order_by("label")
-    return {row["label"]: row["count"] for row in rows}
+    """Number of images per label, labels sorted: the counts kept as data (one query, or none when
+    prefetched with `datasets_with_counts`)."""
+    rows = sorted((row.label, row.count) for row in dataset.label_counts.all() if row.count > 0)
+    return dict(rows)
 
 
 def dataset_labels(*, dataset: DataSet) -> list[str]:
     """This dataset's labels, sorted: the order of a model's outputs."""
-    return list(dataset.items.order_by("label").values_list("label", flat=True).distinct())
+    return list(dataset_label_counts(dataset=dataset))
+
+
+def datasets_with_counts(queryset: QuerySet | None = None) -> QuerySet:
+    """Datasets as lists show them: `item_count` summed from the counts kept as data (a subquery over a
+    dataset's labels, never its images), each dataset's label counts prefetched, and its current run
+    joined without the run's per-image data."""
+    total = (
+        LabelCount.objects.filter(dataset=OuterRef("pk"))
+        .order_by()
+        .values("dataset")
+        .annotate(total=Sum("count"))
+        .values("total")
+    )
+    queryset = DataSet.objects.all() if queryset is None else queryset
+    return (
+        queryset.annotate(item_count=Coalesce(Subquery(total, output_field=IntegerField()), Value(0)))
+        .select_related("current_run")
+        .defer(*(f"current_run__{name}" for name in TrainingRun.HEAVY_FIELDS))
+        .prefetch_related("label_counts")
+    )
 
 
 def delete_files_on_commit(names: list[tuple[object, str]]) -> None:
@@ -452,7 +526,10 @@ def dataset_items_delete(*, items) -> int:
     """Delete items and, once that is committed, their image files."""
     items = list(items)
     files = [file for item in items for file in _files_of(item)]
-    DataSetItem.objects.filter(pk__in=[item.pk for item in items]).delete()
+    deleted = DataSetItem.objects.filter(pk__in=[item.pk for item in items])
+    removed = Counter(deleted.values_list("dataset_id", "label"))
+    deleted.delete()
+    label_counts_add(changes=Counter({key: -count for key, count in removed.items()}))
     delete_files_on_commit(files)
     return len(items)
 
@@ -466,7 +543,9 @@ def dataset_delete(*, dataset: DataSet) -> None:
             f"dataset '{dataset.name}' is being trained (run {active.pk} is {active.status}): cancel the run first",
             field="dataset",
         )
-    files = [file for item in dataset.items.all() for file in _files_of(item)]
+    storage = DataSetItem._meta.get_field("image").storage
+    names = dataset.items.order_by().values_list("image", flat=True).iterator(chunk_size=5000)
+    files = [(storage, stored) for name in names if name for stored in (name, thumbnail_name(name))]
     for run in dataset.runs.all():
         files += [(run.model_file.storage, run.model_file.name), (run.log_file.storage, run.log_file.name)]
     folders = list(dataset.runs.exclude(checkpoint="").values_list("checkpoint", flat=True))

@@ -88,7 +88,12 @@ def health_report_current(*, check: HealthCheck) -> dict:
     if not report:
         return report
     dataset = check.dataset
-    items = {item.pk: item for item in DataSetItem.objects.filter(dataset=dataset)}
+    # Only the items the report names (a few hundred), never every image of the dataset.
+    named = {issue["item"] for issue in report.get("label_issues", [])}
+    named |= {outlier["item"] for outlier in report.get("outliers", [])}
+    for group in [*report.get("duplicates", []), *(report.get("leaks") or {}).get("groups", [])]:
+        named |= set(group["items"])
+    items = DataSetItem.objects.filter(dataset=dataset).in_bulk(sorted(named))
     dismissed = health_dismissed(dataset=dataset)
 
     def shown(item_id: int) -> dict | None:

@@ -2,10 +2,9 @@
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
-from django.db.models import Count
 
 from management.models import DataSet, TrainingRun
-from management.services.datasets import dataset_label_counts
+from management.services.datasets import dataset_label_counts, datasets_with_counts
 
 register = template.Library()
 
@@ -29,16 +28,21 @@ def percent(value, decimals: int = 1):
 @register.inclusion_tag("management/dashboard.html", takes_context=True)
 def kerasui_dashboard(context):
     datasets = []
-    for dataset in DataSet.objects.annotate(item_count=Count("items")).select_related("current_run"):
+    for dataset in datasets_with_counts(DataSet.objects.all()):
         counts = dataset_label_counts(dataset=dataset)
         most = max(counts.values(), default=0)
         balance = [(label, count, round(100 * count / most)) for label, count in counts.items()]
         datasets.append({"dataset": dataset, "balance": balance, "latest": dataset.latest_run})
-    active = TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE).select_related("dataset")
+    active = (
+        TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE)
+        .select_related("dataset")
+        .defer(*TrainingRun.HEAVY_FIELDS)
+    )
     return {"datasets": datasets, "active_runs": list(active), "perms": context.get("perms")}
 
 
 @register.inclusion_tag("management/recent_runs.html")
 def kerasui_recent_runs(count: int = 8):
     """The latest runs of every dataset, newest first: the home page's recent activity."""
-    return {"runs": list(TrainingRun.objects.select_related("dataset").order_by("-created_at")[:count])}
+    runs = TrainingRun.objects.select_related("dataset").defer(*TrainingRun.HEAVY_FIELDS).order_by("-created_at")
+    return {"runs": list(runs[:count])}

@@ -186,3 +186,16 @@ def test_unknown_backbones_and_small_images_are_refused_with_a_message():
     with pytest.raises(ValueError, match="at least 96"):
         check_image_size(64)
     check_image_size(96)
+
+
+def test_keras_cache_dir_is_found_without_loading_keras(monkeypatch, tmp_path):
+    # A web page lists the starting points and where their weights are: that must not load TensorFlow.
+    import sys
+
+    from management.ml.backbones import keras_cache_dir
+
+    for name in [name for name in sys.modules if name == "keras" or name.startswith("keras.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    assert keras_cache_dir() == tmp_path / "keras-home"
+    assert "keras" not in sys.modules
