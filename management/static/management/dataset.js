@@ -156,8 +156,45 @@
     return show();
   }
 
+  /* Train trains the saved options. With unsaved edits on the page (a new starting point, another size…)
+     it asks first: save them and train those, or train the saved options. */
+  function trainGuard(button, form) {
+    function fields() {
+      if (window.kerasuiEditor) window.kerasuiEditor.save();
+      const parts = [];
+      new FormData(form).forEach(function (value, name) {
+        if (name !== "csrfmiddlewaretoken" && typeof value === "string") parts.push(name + "=" + value);
+      });
+      return parts.join("&");
+    }
+    const saved = fields();
+    const ask = k.el("div", { class: "kerasui-train-ask", id: "kerasui-train-ask", role: "alertdialog", hidden: true });
+    const save = k.el("button", { type: "button", class: "button default", text: "Save and train" });
+    const old = k.el("button", { type: "button", class: "button", text: "Train the saved options" });
+    const cancel = k.el("button", { type: "button", class: "button", text: "Cancel" });
+    ask.append(k.el("p", { text: "The options on this page have changes that are not saved. Train uses the saved options unless you save these first." }),
+               k.el("div", { class: "kerasui-row" }, [save, old, cancel]));
+    button.closest(".kerasui-model-head").after(ask);
+    button.addEventListener("click", function (event) {
+      if (fields() === saved) return;  // kerasui.js submits the Train form
+      event.preventDefault();
+      event.stopPropagation();
+      ask.hidden = false;
+      save.focus();
+    });
+    save.addEventListener("click", function () {
+      fields();
+      form.append(k.el("input", { type: "hidden", name: "_train", value: "1" }));
+      form.submit();
+    });
+    old.addEventListener("click", function () { document.getElementById(button.dataset.submitForm).submit(); });
+    cancel.addEventListener("click", function () { ask.hidden = true; });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     if (!k) return;
+    const train = document.getElementById("train-button"), form = document.getElementById("dataset_form");
+    if (train && form) trainGuard(train, form);
     const pictures = document.getElementById("kerasui-gallery");
     if (pictures && pictures.querySelector("select[data-filter]")) gallery(pictures);
     const up = document.getElementById("kerasui-upload");

@@ -249,7 +249,9 @@
   function progressMarkup(run) {
     const percent = Math.round(run.progress || 0);
     const active = run.status === "queued" || run.status === "running";
-    const phase = run.phase ? ": " + (PHASES[run.phase] || run.phase) : "";
+    // Before the training process reports its first phase (it imports TensorFlow first: seconds), say so.
+    const phase = run.phase ? ": " + (PHASES[run.phase] || run.phase)
+      : run.status === "running" ? ": starting the training process" : "";
     const bar = el("span", { class: "kerasui-progress wide " + run.status, title: run.status + " " + percent + "%" },
                    [el("span", { style: "width: " + percent + "%" })]);
     const text = run.status.charAt(0).toUpperCase() + run.status.slice(1) + (active ? phase + " " + percent + "%" : "");
