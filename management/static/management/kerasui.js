@@ -279,7 +279,7 @@
       if (!logUrl || root.dataset.status === "queued") return;  // a queued run has no log yet
       try {
         const response = await fetch(logUrl, { credentials: "same-origin" });
-        if (!response.ok) return;
+        if (!response.ok || response.status === 204) return;  // 204: no log written yet
         const text = (await response.text()).split("\n").slice(-200).join("\n");
         if (text === lastLog) return;
         lastLog = text;
