@@ -15,7 +15,6 @@ from management.models import DataSet, DataSetItem, HealthCheck, HealthDismissal
 from management.services import runs as lifecycle
 from management.services.datasets import dataset_item_create
 from management.services.training import training_run_create
-from tests.images import colour_image
 from tests.runs import finish_run, split_report
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -95,7 +94,8 @@ def two_runs(dataset: DataSet) -> tuple[TrainingRun, TrainingRun]:
 
 OFF_SCREEN = """() => {
   const shown = "a, button, input:not([type=hidden]), select, textarea, td, th, img, p, li, h2, h3, svg, pre";
-  return Array.from(document.querySelectorAll("#content " + shown.split(", ").join(", #content "))).filter(function (node) {
+  const nodes = document.querySelectorAll("#content " + shown.split(", ").join(", #content "));
+  return Array.from(nodes).filter(function (node) {
     const box = node.getBoundingClientRect();
     // Inside a table that says it scrolls sideways (its note shows on a phone), a cell may lie further right.
     return box.width > 0 && box.right > window.innerWidth + 1 && !node.closest("[data-scrolls]");
@@ -152,7 +152,10 @@ def test_deleting_images_on_the_health_page_asks_first_and_keep_this_one_keeps_t
     issue = {"item": suspect.pk, "given": "blue", "suggested": "red", "confidence": 0.97, "quality": 0.01}
     _health_check(
         colour_dataset,
-        {"label_issues": [issue], "duplicates": [{"items": [original.pk, copy.pk], "exact": False, "labels": ["green"]}]},
+        {
+            "label_issues": [issue],
+            "duplicates": [{"items": [original.pk, copy.pk], "exact": False, "labels": ["green"]}],
+        },
     )
     health = f"{page.base}/admin/management/dataset/{colour_dataset.pk}/health/"
     page.goto(health)
@@ -208,7 +211,8 @@ def test_a_manual_promotion_keeps_the_reason_and_the_replaced_run_says_it_was_cu
     with page.expect_navigation():
         page.click(f"button[formaction$='/trainingrun/{first.pk}/promote/']")
     first.refresh_from_db()
-    assert first.promotion["reason"] == "promoted by a person (when it finished: the dataset had no model yet: promoted)"
+    kept = "promoted by a person (when it finished: the dataset had no model yet: promoted)"
+    assert first.promotion["reason"] == kept
 
     page.goto(f"{page.base}/admin/management/trainingrun/{second.pk}/change/")
     said = page.inner_text(".field-promotion_display")
