@@ -58,18 +58,32 @@ def ensure_environment(requirements: str) -> Path:
 
 def serve(python: Path, *, demo: bool) -> None:
     manage = ROOT / "manage.py"
+    address = os.environ.get("KERASUI_ADDRESS", "127.0.0.1:8000")
+    # Said before the minutes of setting up, not after them as runserver would.
+    if port_taken(address):
+        say(
+            f"cannot serve on {address}: the port is already in use, perhaps by a KerasUI still running "
+            "(stop it, or end the process listening there), or choose another address: "
+            + (
+                "set KERASUI_ADDRESS=127.0.0.1:8001 then standalone.bat"
+                if os.name == "nt"
+                else "KERASUI_ADDRESS=127.0.0.1:8001 sh standalone.bat"
+            )
+        )
+        sys.exit(1)
     run(python, manage, "migrate", "--noinput", "-v", "0")
     run(python, manage, "collectstatic", "--noinput", "-v", "0")
     run(python, manage, "setup_local")
     if demo:
         run(python, manage, "demo")
-    address = os.environ.get("KERASUI_ADDRESS", "127.0.0.1:8000")
     run_server([str(python), str(manage), "runserver", address, "--noreload"], address=address)
 
 
 def port_taken(address: str) -> bool:
     """Whether something already listens on `address` (host:port), checked by binding it as runserver would."""
     host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return False  # runserver says what is wrong with the address
     host = host.strip("[]") or "127.0.0.1"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -137,17 +151,6 @@ def _windows_job(child: subprocess.Popen) -> object | None:
 def run_server(command: list[str], *, address: str) -> None:
     """Run the web server as a child that stops with this launcher: on Ctrl+C, on SIGTERM or SIGHUP (a closed
     terminal) on Linux and macOS, on Ctrl+Break or a closed console window on Windows."""
-    if port_taken(address):
-        say(
-            f"cannot serve on {address}: the port is already in use, perhaps by a KerasUI still running "
-            "(stop it, or end the process listening there), or choose another address: "
-            + (
-                "set KERASUI_ADDRESS=127.0.0.1:8001 then standalone.bat"
-                if os.name == "nt"
-                else "KERASUI_ADDRESS=127.0.0.1:8001 sh standalone.bat"
-            )
-        )
-        sys.exit(1)
     say(f"serving on http://{address}/  (admin: http://{address}/admin/, stop with Ctrl+C)")
     linux = sys.platform.startswith("linux")
     child = subprocess.Popen(command, cwd=ROOT, preexec_fn=_die_with_parent if linux else None)  # noqa: PLW1509
