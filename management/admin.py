@@ -525,7 +525,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected runs", permissions=["train"])
     def cancel_selected(self, request, queryset):
         cancelled = sum(training_run_cancel(run=run) for run in queryset)
-        self.message_user(request, f"Cancelled {cancelled} run(s).", messages.SUCCESS)
+        self.message_user(request, f"Cancelled {cancelled} run{'' if cancelled == 1 else 's'}.", messages.SUCCESS)
 
     @admin.action(description="Compare selected runs", permissions=["compare"])
     def compare_selected(self, request, queryset):

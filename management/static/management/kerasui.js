@@ -499,6 +499,18 @@
     });
   }
 
+  /* A message line with its own ×: every warning and note can be dismissed, not only a whole block. */
+  function dismissable(item, after) {
+    const close = el("button", { type: "button", class: "kerasui-dismiss-line", "aria-label": "dismiss", title: "dismiss", text: "×" });
+    close.addEventListener("click", function () {
+      const list = item.parentNode;
+      item.remove();
+      if (list && !list.querySelector("li")) list.remove();
+      if (after) after();
+    });
+    item.append(close);
+  }
+
   function enhance(root) {
     root.querySelectorAll("table.kerasui-confusion").forEach(heatmap);
     relabelCards(root);
@@ -531,6 +543,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     enhance(document);
+    document.querySelectorAll("ul.messagelist > li").forEach(function (item) { dismissable(item); });
     const startingPoint = document.querySelector("select[name=architecture][data-pretrained]");
     if (startingPoint) pretrainedSize(startingPoint);
     const run = document.getElementById("kerasui-run");
@@ -542,5 +555,5 @@
   });
 
   window.kerasui = { api: api, lineChart: lineChart, heatmap: heatmap, el: el, dropZone: dropZone, upload: upload,
-                    texts: texts, svg: svg, niceStep: niceStep };
+                    texts: texts, svg: svg, niceStep: niceStep, dismissable: dismissable };
 })();
