@@ -15,6 +15,7 @@ from management.models import DataSet, DataSetItem, HealthCheck, HealthDismissal
 from management.services import runs as lifecycle
 from management.services.datasets import dataset_item_create
 from management.services.training import training_run_create
+from tests.images import colour_image
 from tests.runs import finish_run, split_report
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -272,3 +273,44 @@ def test_no_page_scrolls_sideways_on_a_phone(page, colour_dataset, settings):
     page.goto(page.base + pages["dataset"])
     box = page.locator(f"button[formaction$='/trainingrun/{first.pk}/promote/']").bounding_box()
     assert box["x"] + box["width"] <= PHONE["width"]
+
+
+def test_uploads_say_each_thing_once_in_words_and_every_line_can_be_dismissed(page, colour_dataset):
+    from tests.e2e.test_browser import drop_files
+
+    page.goto(f"{page.base}/admin/management/dataset/{colour_dataset.pk}/change/")
+    assert page.inner_text("[data-all-images]") == "All 30 images in the list"
+    page.fill("[data-upload-label]", "red")
+    images = [(f"r{n}.png", "image/png", colour_image("red", seed=500 + n)) for n in range(4)]
+    drop_files(page, "#kerasui-upload .kerasui-drop", [*images, ("fake.jpg", "image/jpeg", b"not an image")])
+    page.wait_for_selector("#kerasui-upload[data-state=done]", timeout=60_000)
+    report = page.inner_text(".kerasui-upload-report")
+    assert "Imported 4 images into 'Colours' (red: 4)." in report and "file(s)" not in report
+    assert report.count("fake.jpg") == 1, report
+    # The link under the gallery counts the images there are now, not those when the page was made.
+    sync_api.expect(page.locator("[data-all-images]")).to_have_text("All 34 images in the list")
+    lines = page.locator(".kerasui-upload-report li")
+    assert lines.count() == 2
+    lines.nth(1).locator(".kerasui-dismiss-line").click()  # the warning, not only the first line
+    assert lines.count() == 1 and "fake.jpg" not in page.inner_text(".kerasui-upload-report")
+
+
+def test_a_new_label_typed_in_the_gallery_is_asked_about_and_the_nearest_label_offered(page, colour_dataset):
+    page.goto(f"{page.base}/admin/management/dataset/{colour_dataset.pk}/change/")
+    card = page.locator("#kerasui-gallery .kerasui-card").first
+    item = DataSetItem.objects.get(pk=int(card.get_attribute("data-item")))
+    box = card.locator("input[type=text]")
+    box.fill("gren")
+    box.press("Enter")
+    ask = card.locator(".kerasui-new-label")
+    sync_api.expect(ask).to_contain_text("'gren' is a new label. Did you mean 'green'?")
+    assert DataSetItem.objects.get(pk=item.pk).label == item.label  # nothing saved yet
+    ask.locator("text=Use 'green'").click()
+    sync_api.expect(card.locator("a.kerasui-muted")).to_have_text(f"✓ #{item.pk}")
+    assert DataSetItem.objects.get(pk=item.pk).label == "green"
+
+    box.fill("purple")
+    box.press("Enter")
+    card.locator("text=Create 'purple'").click()
+    sync_api.expect(card.locator("a.kerasui-muted")).to_have_text(f"✓ #{item.pk}")
+    assert DataSetItem.objects.get(pk=item.pk).label == "purple"
