@@ -204,6 +204,21 @@ class DataSetAdmin(admin.ModelAdmin):
     delete_confirmation_template = "management/delete_confirmation.html"
     delete_selected_confirmation_template = "management/delete_selected_confirmation.html"
 
+    def delete_view(self, request, object_id, extra_context=None):
+        # A dataset being trained: say why it cannot go now, on its page, instead of a bare 403.
+        object_id = unquote(object_id)
+        active = None
+        if object_id.isdigit():
+            active = TrainingRun.objects.filter(dataset_id=object_id, status__in=TrainingRun.ACTIVE).first()
+        if active is not None and super().has_delete_permission(request):
+            self.message_user(
+                request,
+                f"{active} is {active.status}: cancel it (or let it end) before deleting the dataset.",
+                messages.ERROR,
+            )
+            return redirect("admin:management_dataset_change", active.dataset_id)
+        return super().delete_view(request, object_id, extra_context)
+
     def get_deleted_objects(self, objs, request):
         deleted, counts, needed, protected = deletions.deleted_objects(objs, request, deletions.dataset_losses)
         for model in (DataSetItem, TrainingRun):
