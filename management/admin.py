@@ -322,6 +322,12 @@ class DataSetItemAdmin(admin.ModelAdmin):
             thumbnail(obj, 192),
         )
 
+    delete_confirmation_template = "management/delete_confirmation.html"
+    delete_selected_confirmation_template = "management/delete_selected_confirmation.html"
+
+    def get_deleted_objects(self, objs, request):
+        return deletions.deleted_objects(objs, request, deletions.item_losses)
+
     def delete_model(self, request, obj):
         dataset_items_delete(items=[obj])
 

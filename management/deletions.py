@@ -1,4 +1,4 @@
-"""What deleting a dataset or a run takes with it, in words, for the admin's confirmation pages.
+"""What deleting a dataset, a run or images takes with it, in words, for the admin's confirmation pages.
 
 Django's own page lists every related row (one line per image: thousands of lines, and a query per
 relation); this says the same in a few counted sentences, with a constant number of queries per object.
@@ -44,6 +44,11 @@ def run_losses(run: TrainingRun) -> list[str]:
             "current instead; without one the dataset has no model and predictions stop"
         )
     return lines
+
+
+def item_losses(item) -> list[str]:
+    name = f" ({item.original_name})" if item.original_name else ""
+    return [f"image #{item.pk} labelled '{item.label}'{name}, its file and thumbnail"]
 
 
 def deleted_objects(objs, request, describe) -> tuple[list, dict, set, list]:

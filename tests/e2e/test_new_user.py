@@ -314,3 +314,14 @@ def test_a_new_label_typed_in_the_gallery_is_asked_about_and_the_nearest_label_o
     card.locator("text=Create 'purple'").click()
     sync_api.expect(card.locator("a.kerasui-muted")).to_have_text(f"✓ #{item.pk}")
     assert DataSetItem.objects.get(pk=item.pk).label == "purple"
+
+
+def test_deleting_an_image_from_its_page_says_what_goes_and_that_it_cannot_be_undone(page, colour_dataset):
+    item = colour_dataset.items.first()
+    page.goto(f"{page.base}/admin/management/datasetitem/{item.pk}/delete/")
+    listed = page.inner_text("#deleted-objects")
+    assert f"image #{item.pk} labelled '{item.label}' ({item.original_name}), its file and thumbnail" in listed
+    assert "This cannot be undone" in page.inner_text("#kerasui-irreversible")
+    with page.expect_navigation():
+        page.click("input[type=submit]")
+    assert not DataSetItem.objects.filter(pk=item.pk).exists()
