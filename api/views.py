@@ -29,6 +29,7 @@ from rest_framework.filters import OrderingFilter
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 from rest_framework.routers import DefaultRouter
 from rest_framework.settings import APISettings
 from rest_framework.utils.formatting import markup_description
@@ -733,6 +734,21 @@ class ApiRootView(DefaultRouter.APIRootView):
     """
 
     name = "KerasUI API"
+    # Besides the router's viewsets: the API's other top-level resources, by URL name (api/urls.py). A
+    # dataset's and a run's own actions (predict, model, model/metadata, health, export…) are in the docs.
+    more = {
+        "test": "predict",
+        "starting-points": "starting-points",
+        "health": "health",
+        "schema": "schema",
+        "docs": "docs",
+    }
+
+    def get(self, request, *args, **kwargs):
+        response = super().get(request, *args, **kwargs)
+        for key, url_name in self.more.items():
+            response.data[key] = reverse(url_name, request=request, format=kwargs.get("format"))
+        return response
 
     def get_view_description(self, html=False):
         # The docstring's paragraphs, each on one line (its line breaks are the source's, not the reader's).

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import socket
 import subprocess
 import sys
 import venv
@@ -56,17 +58,123 @@ def ensure_environment(requirements: str) -> Path:
 
 def serve(python: Path, *, demo: bool) -> None:
     manage = ROOT / "manage.py"
+    address = os.environ.get("KERASUI_ADDRESS", "127.0.0.1:8000")
+    # Said before the minutes of setting up, not after them as runserver would.
+    if port_taken(address):
+        say(
+            f"cannot serve on {address}: the port is already in use, perhaps by a KerasUI still running "
+            "(stop it, or end the process listening there), or choose another address: "
+            + (
+                "set KERASUI_ADDRESS=127.0.0.1:8001 then standalone.bat"
+                if os.name == "nt"
+                else "KERASUI_ADDRESS=127.0.0.1:8001 sh standalone.bat"
+            )
+        )
+        sys.exit(1)
     run(python, manage, "migrate", "--noinput", "-v", "0")
     run(python, manage, "collectstatic", "--noinput", "-v", "0")
     run(python, manage, "setup_local")
     if demo:
         run(python, manage, "demo")
-    address = os.environ.get("KERASUI_ADDRESS", "127.0.0.1:8000")
-    say(f"serving on http://{address}/  (admin: http://{address}/admin/, stop with Ctrl+C)")
+    run_server([str(python), str(manage), "runserver", address, "--noreload"], address=address)
+
+
+def port_taken(address: str) -> bool:
+    """Whether something already listens on `address` (host:port), checked by binding it as runserver would."""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return False  # runserver says what is wrong with the address
+    host = host.strip("[]") or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        if os.name != "nt":
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as runserver: TIME_WAIT is not "taken"
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            return True
+    return False
+
+
+def _die_with_parent() -> None:
+    """In the server's process on Linux: the kernel sends it SIGTERM when this launcher dies, however it dies."""
     try:
-        subprocess.run([str(python), str(manage), "runserver", address, "--noreload"], cwd=ROOT)
-    except KeyboardInterrupt:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
         pass
+
+
+def _windows_job(child: subprocess.Popen) -> object | None:
+    """On Windows, a job object that kills the server when this launcher's last handle closes: closing the
+    console window ends the launcher, and the server with it."""
+    try:
+        import ctypes
+        from ctypes import wintypes
+
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+
+        class Limits(ctypes.Structure):
+            _fields_ = [
+                ("PerProcessUserTimeLimit", ctypes.c_int64),
+                ("PerJobUserTimeLimit", ctypes.c_int64),
+                ("LimitFlags", wintypes.DWORD),
+                ("MinimumWorkingSetSize", ctypes.c_size_t),
+                ("MaximumWorkingSetSize", ctypes.c_size_t),
+                ("ActiveProcessLimit", wintypes.DWORD),
+                ("Affinity", ctypes.c_size_t),
+                ("PriorityClass", wintypes.DWORD),
+                ("SchedulingClass", wintypes.DWORD),
+            ]
+
+        counters = ("ProcessMemoryLimit", "JobMemoryLimit", "PeakProcessMemoryUsed", "PeakJobMemoryUsed")
+
+        class Extended(ctypes.Structure):
+            _fields_ = [
+                ("Basic", Limits),
+                ("IoInfo", ctypes.c_uint64 * 6),
+                *((name, ctypes.c_size_t) for name in counters),
+            ]
+
+        kernel32.CreateJobObjectW.restype = wintypes.HANDLE
+        job = kernel32.CreateJobObjectW(None, None)
+        info = Extended()
+        info.Basic.LimitFlags = 0x2000  # JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+        kernel32.SetInformationJobObject(job, 9, ctypes.byref(info), ctypes.sizeof(info))  # extended limits
+        kernel32.AssignProcessToJobObject(job, wintypes.HANDLE(child._handle))
+        return job
+    except (OSError, AttributeError):
+        return None
+
+
+def run_server(command: list[str], *, address: str) -> None:
+    """Run the web server as a child that stops with this launcher: on Ctrl+C, on SIGTERM or SIGHUP (a closed
+    terminal) on Linux and macOS, on Ctrl+Break or a closed console window on Windows."""
+    say(f"serving on http://{address}/  (admin: http://{address}/admin/, stop with Ctrl+C)")
+    linux = sys.platform.startswith("linux")
+    child = subprocess.Popen(command, cwd=ROOT, preexec_fn=_die_with_parent if linux else None)  # noqa: PLW1509
+    job = _windows_job(child) if os.name == "nt" else None  # noqa: F841 - kept open while the server runs
+
+    def stop(signum, _frame) -> None:
+        child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        sys.exit(128 + signum)
+
+    for name in ("SIGTERM", "SIGHUP", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), stop)
+    try:
+        child.wait()
+    except KeyboardInterrupt:
+        # Ctrl+C reached the server too (same console / process group): let it finish shutting down.
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 def test(python: Path, arguments: list[str]) -> None:

@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from management import health_views, options, run_report, views
+from management import deletions, health_views, options, run_report, views
 from management import permissions as rules
 from management.forms import DataSetForm, DataSetItemForm
 from management.ml.export import FORMATS, RUNTIMES
@@ -205,6 +205,42 @@ class DataSetAdmin(admin.ModelAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
+    # The confirmation says in words what goes (not one line per image), and that it cannot be undone.
+    delete_confirmation_template = "management/delete_confirmation.html"
+    delete_selected_confirmation_template = "management/delete_selected_confirmation.html"
+
+    def delete_view(self, request, object_id, extra_context=None):
+        # A dataset being trained: say why it cannot go now, on its page, instead of a bare 403.
+        object_id = unquote(object_id)
+        active = None
+        if object_id.isdigit():
+            active = TrainingRun.objects.filter(dataset_id=object_id, status__in=TrainingRun.ACTIVE).first()
+        if active is not None and super().has_delete_permission(request):
+            self.message_user(
+                request,
+                f"{active} is {active.status}: cancel it (or let it end) before deleting the dataset.",
+                messages.ERROR,
+            )
+            return redirect("admin:management_dataset_change", active.dataset_id)
+        return super().delete_view(request, object_id, extra_context)
+
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, needed, protected = deletions.deleted_objects(objs, request, deletions.dataset_losses)
+        for model in (DataSetItem, TrainingRun):
+            if not request.user.has_perm(f"management.delete_{model._meta.model_name}"):
+                needed.add(str(model._meta.verbose_name_plural))
+        return deleted, counts, needed, protected
+
+    def response_change(self, request, obj):
+        # "Save and train" (the Train button while the options have unsaved edits): train what was on screen.
+        if "_train" in request.POST and rules.TRAIN.allows(request.user):
+            self.message_user(request, format_html("Saved the changes to '{}'.", obj.name), messages.SUCCESS)
+            run = self._train(request, obj)
+            if run is not None:
+                return redirect("admin:management_trainingrun_change", run.pk)
+            return redirect("admin:management_dataset_change", obj.pk)
+        return super().response_change(request, obj)
+
     def delete_model(self, request, obj):
         dataset_delete(dataset=obj)
 
@@ -323,6 +359,12 @@ class DataSetItemAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         dataset_item_save(item=obj)
 
+    delete_confirmation_template = "management/delete_confirmation.html"
+    delete_selected_confirmation_template = "management/delete_selected_confirmation.html"
+
+    def get_deleted_objects(self, objs, request):
+        return deletions.deleted_objects(objs, request, deletions.item_losses)
+
     def delete_model(self, request, obj):
         dataset_items_delete(items=[obj])
 
@@ -412,6 +454,12 @@ class TrainingRunAdmin(admin.ModelAdmin):
         # A queued or running run is cancelled first; deleting it under a training process is refused.
         return super().has_delete_permission(request, obj) and not (obj is not None and obj.is_active)
 
+    delete_confirmation_template = "management/delete_confirmation.html"
+    delete_selected_confirmation_template = "management/delete_selected_confirmation.html"
+
+    def get_deleted_objects(self, objs, request):
+        return deletions.deleted_objects(objs, request, deletions.run_losses)
+
     def delete_model(self, request, obj):
         training_run_delete(run=obj)
 
@@ -491,6 +539,17 @@ class TrainingRunAdmin(admin.ModelAdmin):
             return format_html("<strong>✔ current</strong> {}", f"— {reason}" if reason else "")
         if not obj.is_version:
             return "—"
+        if (obj.promotion or {}).get("promoted"):
+            # It was current once and a newer run (or a person) replaced it: said in the past tense.
+            current = obj.dataset.current_run_id
+            now = f"run {current} answers predictions now" if current else "the dataset has no current model now"
+            return format_html(
+                '<span class="kerasui-promotion">Not current any more: {}. It was current because: {}.</span>'
+                '<br><span class="kerasui-muted">{}</span>',
+                now,
+                reason,
+                "Promote it (above) to make it answer predictions again.",
+            )
         return format_html(
             '<span class="kerasui-promotion">{}</span><br><span class="kerasui-muted">{}</span>',
             reason or "a version, not current",
@@ -535,7 +594,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected runs", permissions=["train"])
     def cancel_selected(self, request, queryset):
         cancelled = sum(training_run_cancel(run=run) for run in queryset)
-        self.message_user(request, f"Cancelled {cancelled} run(s).", messages.SUCCESS)
+        self.message_user(request, f"Cancelled {cancelled} run{'' if cancelled == 1 else 's'}.", messages.SUCCESS)
 
     @admin.action(description="Compare selected runs", permissions=["compare"])
     def compare_selected(self, request, queryset):

@@ -1,9 +1,10 @@
-"""The admin's Dataset → Health page and its one-click actions (each a POST calling one service)."""
+"""The admin's Dataset → Health page and its actions (each a POST calling one service); the two that delete
+images first show a page saying which images go (GET), and act only on its button (POST)."""
 
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from management import permissions as rules
 from management.models import DataSet, HealthCheck, HealthDismissal
@@ -98,20 +99,69 @@ def health_keep(request, dataset_id):
     return _act(request, dataset_id, keep)
 
 
-@require_POST
+def _confirm(request, dataset, context) -> object:
+    """The page a destructive action shows first: what goes, in words and thumbnails, and one button."""
+    context = {
+        **admin.site.each_context(request),
+        "opts": DataSet._meta,
+        "dataset": dataset,
+        "params": [("item", item.pk) for item in context.get("delete", [])] + context.pop("extra_params", []),
+        **context,
+    }
+    return render(request, "management/health_confirm.html", context)
+
+
+@require_http_methods(["GET", "POST"])
 def health_delete(request, dataset_id):
+    """GET: which images would go (a confirmation page); POST: delete them."""
+    if request.method == "GET":
+        dataset = get_object_or_404(DataSet, pk=dataset_id)
+        try:
+            items = health.health_items(dataset=dataset, item_ids=request.GET.getlist("item"))
+        except ServiceError as error:
+            messages.error(request, error.message)
+            return _back(dataset_id)
+        used = health.health_runs_using(items=items)
+        title = f"Delete {_images(len(items))} of '{dataset}'?"
+        return _confirm(request, dataset, {"title": title, "delete": items, "used": used, "action": "delete"})
+
     def delete(dataset):
         count = health.health_delete(dataset=dataset, item_ids=request.POST.getlist("item"))
-        return f"Deleted {count} image{'s' if count != 1 else ''}."
+        return f"Deleted {_images(count)}."
 
     return _act(request, dataset_id, delete)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def health_keep_one(request, dataset_id):
+    """GET: what keeping this copy deletes and keeps (a confirmation page); POST: do it."""
+    source = request.GET if request.method == "GET" else request.POST
+    keep, item_ids = source.get("keep"), source.getlist("item")
+    if request.method == "GET":
+        dataset = get_object_or_404(DataSet, pk=dataset_id)
+        try:
+            plan = health.health_keep_one_plan(dataset=dataset, keep=keep, item_ids=item_ids)
+        except ServiceError as error:
+            messages.error(request, error.message)
+            return _back(dataset_id)
+        protected = health.health_items(dataset=dataset, item_ids=plan.used) if plan.used else []
+        protected = [(item, plan.used[item.pk]) for item in protected]
+        context = {
+            "title": f"Keep image {plan.keep.pk} and delete {_images(len(plan.delete))} of '{dataset}'?",
+            "keep": plan.keep,
+            "delete": plan.delete,
+            "protected": protected,
+            "action": "keep_one",
+            "extra_params": [("keep", plan.keep.pk)] + [("item", pk) for pk in plan.used],
+        }
+        return _confirm(request, dataset, context)
+
     def keep_one(dataset):
-        keep = request.POST.get("keep")
-        count = health.health_keep_one(dataset=dataset, keep=keep, item_ids=request.POST.getlist("item"))
-        return f"Kept image {keep}, deleted its {count} duplicate{'s' if count != 1 else ''}."
+        count = health.health_keep_one(dataset=dataset, keep=keep, item_ids=item_ids)
+        return f"Kept image {keep}, deleted {_images(count)}."
 
     return _act(request, dataset_id, keep_one)
+
+
+def _images(count: int) -> str:
+    return "1 image" if count == 1 else f"{count} images"

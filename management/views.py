@@ -262,6 +262,8 @@ def import_model(request, dataset_id):
 def download_log(request, run_id):
     run = get_object_or_404(TrainingRun, pk=run_id)
     if not run.log_file:
+        if run.is_active:
+            return HttpResponse(status=204)  # not written yet: its process is starting (the run page polls it)
         raise Http404("this run has no log")
     return media_response(run.log_file.name)
 

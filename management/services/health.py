@@ -7,13 +7,15 @@ services.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from jobs import lifecycle, runner, watchdog
 from jobs.budgets import job_rate_check
-from management.models import DataSet, DataSetItem, HealthCheck, HealthDismissal
+from management.models import DataSet, DataSetItem, HealthCheck, HealthDismissal, TrainingRun
 from management.services.datasets import dataset_item_update, dataset_items_delete
 from management.services.errors import Conflict, ServiceError
 
@@ -166,13 +168,64 @@ def health_relabel(*, dataset: DataSet, item_id, label: str) -> DataSetItem:
     return dataset_item_update(item=item, label=label)
 
 
+def health_items(*, dataset: DataSet, item_ids) -> list[DataSetItem]:
+    """These images of this dataset, in id order; a ServiceError naming `items` when one is not."""
+    return sorted(_items_of(dataset, item_ids), key=lambda item: item.pk)
+
+
 def health_delete(*, dataset: DataSet, item_ids) -> int:
     return dataset_items_delete(items=_items_of(dataset, item_ids))
 
 
+@dataclass(frozen=True)
+class KeepOnePlan:
+    """What "Keep this one" does to a group of copies: the image kept, the images deleted, and the images
+    kept anyway because a trained run used them and not the one kept (those run ids per image id)."""
+
+    keep: DataSetItem
+    delete: list[DataSetItem]
+    used: dict[int, list[int]]
+
+
+def health_runs_using(*, items: list[DataSetItem]) -> dict[int, list[int]]:
+    """The trained runs (not imported) whose snapshot held each item: it existed when the run was created.
+
+    Deleting such an image makes those runs' splits and evaluations point at an image that is gone.
+    """
+    if not items:
+        return {}
+    dataset_id = items[0].dataset_id
+    versions = list(
+        TrainingRun.objects.filter(dataset_id=dataset_id, status=TrainingRun.Status.SUCCEEDED, imported=False)
+        .exclude(model_file="")
+        .order_by("created_at")
+        .values_list("pk", "created_at")
+    )
+    used = {item.pk: [pk for pk, created in versions if created >= item.created_at] for item in items}
+    return {pk: runs for pk, runs in used.items() if runs}
+
+
+def health_keep_one_plan(*, dataset: DataSet, keep, item_ids) -> KeepOnePlan:
+    """Of a group of copies, keep `keep`, and delete the others, except one a trained run used when the image
+    kept was not in that run (the original of a copy added later): that run would lose its copy."""
+    items = _items_of(dataset, [*item_ids, keep])
+    kept = next(item for item in items if item.pk == int(keep))
+    using = health_runs_using(items=items)
+    runs_of_kept = set(using.get(kept.pk, []))
+    used = {pk: runs for pk, runs in using.items() if pk != kept.pk and not set(runs) <= runs_of_kept}
+    others = [item for item in items if item.pk != kept.pk]
+    return KeepOnePlan(keep=kept, delete=[item for item in others if item.pk not in used], used=used)
+
+
 @transaction.atomic
 def health_keep_one(*, dataset: DataSet, keep, item_ids) -> int:
-    """Of a duplicate group, keep `keep` and delete the others; the number deleted."""
-    items = _items_of(dataset, [*item_ids, keep])
-    others = [item for item in items if item.pk != int(keep)]
-    return dataset_items_delete(items=others)
+    """Of a duplicate group, keep `keep` and delete the others; the number deleted.
+
+    An image a trained run used (often the original the copy was made from) is kept too, and the group
+    is kept as it is for duplicates, so that run's splits and evaluation still point at its images.
+    """
+    plan = health_keep_one_plan(dataset=dataset, keep=keep, item_ids=item_ids)
+    if plan.used:
+        for item in [plan.keep, *(item for item in _items_of(dataset, plan.used))]:
+            HealthDismissal.objects.get_or_create(item=item, kind=HealthDismissal.Kind.DUPLICATE)
+    return dataset_items_delete(items=plan.delete) if plan.delete else 0

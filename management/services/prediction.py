@@ -298,7 +298,7 @@ class ModelMetadata:
             "image_size": run.image_size,
             "color_mode": run.color_mode,
             "input_shape": [run.image_size, run.image_size, channels_for(run.color_mode)],
-            "input_dtype": "uint8 (0..255; the model scales to 0..1 itself)",
+            "input_dtype": "float32 (pixel values 0..255, as in labels.json; the model scales them to 0..1 itself)",
             "metrics": run.metrics,
             "accuracy": run.accuracy,
             "trained_at": run.finished_at.isoformat() if run.finished_at else None,

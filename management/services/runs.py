@@ -217,10 +217,10 @@ def run_promote(*, run: TrainingRun) -> TrainingRun:
     if not run.is_version:
         raise refused
     previous = TrainingRun.objects.filter(pk=run.pk).values_list("promotion", flat=True).first() or {}
-    reason = "promoted by a person"
-    if previous.get("reason") and not previous.get("promoted"):
-        reason += f" (when it finished: {previous['reason']})"
-    promotion = {**previous, "promoted": True, "manual": True, "reason": reason}
+    # The policy's reason when the run finished is kept through any number of manual promotions.
+    finished = previous.get("finished_reason", "" if previous.get("manual") else previous.get("reason", ""))
+    reason = "promoted by a person" + (f" (when it finished: {finished})" if finished else "")
+    promotion = {**previous, "promoted": True, "manual": True, "reason": reason, "finished_reason": finished}
     with transaction.atomic():
         if not _move(run.pk, "promote", {"promotion": promotion}, narrow=lambda runs: runs.exclude(model_file="")):
             raise refused

@@ -8,7 +8,9 @@
 
   /* Lines of [epoch, value] points, each {name, css, dashed, points}, on shared axes. */
   function overlay(target, lines, options) {
-    const width = 600, height = 260, left = 48, right = 14, top = 12, bottom = 30;
+    // Drawn at the width it is shown (within 300–600), as the run page's charts: readable text on a phone.
+    const width = Math.round(Math.min(600, Math.max(300, target.clientWidth || 600)));
+    const height = width < 450 ? 220 : 260, left = 48, right = 14, top = 12, bottom = 30;
     const chart = svg("svg", { viewBox: "0 0 " + width + " " + height, role: "img", "aria-label": options.title });
     lines = lines.filter(function (line) { return line.points.length; });
     const values = lines.flatMap(function (line) { return line.points.map(function (p) { return p[1]; }); });
@@ -33,10 +35,14 @@
       chart.append(svg("text", { x: left - 6, y: y(value) + 4, "text-anchor": "end", class: "value-tick" },
                        options.unit ? Math.round(value * 100) + "%" : value.toFixed(decimals)));
     }
-    const ticks = Math.min(lastEpoch, 10);
-    for (let tick = 0; tick < ticks; tick++) {
-      const epoch = Math.round(1 + (lastEpoch - 1) * (ticks === 1 ? 0 : tick / (ticks - 1)));
-      chart.append(svg("text", { x: x(epoch), y: height - 10, "text-anchor": "middle" }, String(epoch)));
+    // Epochs labelled in round steps (every 1, 2, 5, 10, 20, 25, 50… epochs), as the run page's charts.
+    const most = Math.max(4, Math.min(12, Math.floor((width - left - right) / 30)));
+    const every = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000].find(function (candidate) {
+      return lastEpoch / candidate <= most;
+    }) || Math.ceil(lastEpoch / most);
+    for (let epoch = 1; epoch <= lastEpoch; epoch++) {
+      if (every !== 1 && epoch % every !== 0) continue;
+      chart.append(svg("text", { x: x(epoch), y: height - 10, "text-anchor": "middle", class: "epoch-tick" }, String(epoch)));
     }
     lines.forEach(function (line) {
       const polyline = svg("polyline", { class: "kerasui-series-" + line.series + (line.dashed ? " dashed" : ""),
@@ -45,7 +51,8 @@
       chart.append(polyline);
       line.points.forEach(function (p) {
         const dot = svg("circle", { cx: x(p[0]), cy: y(p[1]), r: line.dashed ? 2 : 3, class: "kerasui-series-" + line.series });
-        dot.append(svg("title", {}, line.name + ", epoch " + p[0] + ": " + p[1].toFixed(4)));
+        dot.append(svg("title", {}, line.name + ", epoch " + p[0] + ": " +
+                                     (options.unit ? (p[1] * 100).toFixed(1) + "%" : p[1].toFixed(4))));
         chart.append(dot);
       });
     });
@@ -71,9 +78,14 @@
     const data = document.getElementById("kerasui-compare-data");
     if (!data) return;
     const runs = JSON.parse(data.textContent).runs;
-    document.querySelectorAll("[data-compare-chart]").forEach(function (target) {
-      const metric = target.dataset.compareChart;
-      overlay(target, lines(runs, metric), { title: metric, unit: metric === "accuracy" });
-    });
+    function draw() {
+      document.querySelectorAll("[data-compare-chart]").forEach(function (target) {
+        const metric = target.dataset.compareChart;
+        overlay(target, lines(runs, metric), { title: metric, unit: metric === "accuracy" });
+      });
+    }
+    draw();
+    let resizing = null;
+    window.addEventListener("resize", function () { clearTimeout(resizing); resizing = setTimeout(draw, 50); });
   });
 })();

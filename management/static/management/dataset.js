@@ -39,9 +39,11 @@
     const items = notes.map(function (text) { return k.el("li", { class: "success", text: text }); })
       .concat(problems.map(function (text) { return k.el("li", { class: "warning", text: text }); }));
     if (!items.length) return;
-    const close = k.el("button", { type: "button", class: "kerasui-dismiss", "aria-label": "dismiss", title: "dismiss", text: "×" });
+    const close = k.el("button", { type: "button", class: "kerasui-dismiss", "aria-label": "dismiss all", title: "dismiss all", text: "×" });
     const block = k.el("div", { class: "kerasui-upload-report" }, [close, k.el("ul", { class: "messagelist" }, items)]);
     close.addEventListener("click", function () { block.remove(); });
+    // Each line can go on its own too (kerasui.js); the report goes with its last line.
+    if (items.length > 1) items.forEach(function (item) { k.dismissable(item, function () { if (!block.querySelector("li")) block.remove(); }); });
     results.prepend(block);
   }
 
@@ -61,6 +63,24 @@
       await new Promise(function (resolve) { setTimeout(resolve, 1000); });
     }
     return ["Import " + id + " is still running: its page shows how far it is."];
+  }
+
+  /* "Imported 1 image into 'X' (cat: 1)." lines as one: "Imported 4 images into 'X' (cat: 3, dog: 1)." */
+  function summary(notes) {
+    let total = 0, into = "";
+    const counts = {};
+    notes.forEach(function (note) {
+      const match = /^Imported (\d+) images? into (.*) \((.*)\)\.$/.exec(note);
+      if (!match) return;
+      total += parseInt(match[1], 10);
+      into = match[2];
+      match[3].split(", ").forEach(function (part) {
+        const pair = /^(.*): (\d+)$/.exec(part);
+        if (pair) counts[pair[1]] = (counts[pair[1]] || 0) + parseInt(pair[2], 10);
+      });
+    });
+    const labels = Object.keys(counts).sort().map(function (label) { return label + ": " + counts[label]; }).join(", ");
+    return "Imported " + total + (total === 1 ? " image" : " images") + " into " + into + " (" + (labels || "none") + ").";
   }
 
   function uploader(root) {
@@ -88,7 +108,7 @@
       const show = function (loaded) {
         const percent = Math.min(100, Math.round((done + loaded) / total * 100));
         fill.style.width = percent + "%";
-        text.textContent = "Uploading " + files.length + " file(s): " + percent + "%";
+        text.textContent = "Uploading " + (files.length === 1 ? "1 file" : files.length + " files") + ": " + percent + "%";
       };
       for (const file of files) {
         const form = new FormData();
@@ -105,19 +125,44 @@
             });
           }
         } catch (error) {
-          problems.push(file.name + ": " + error.message);
+          // The server's message usually names the file already ("x.jpg: not an image"): not twice.
+          problems.push(error.message.indexOf(file.name + ":") === 0 ? error.message : file.name + ": " + error.message);
         }
         done += file.size;
         show(0);
       }
       fill.style.width = "100%";
       input.value = "";
-      const shown = files.length > 3 ? [notes.length + " file(s) imported."] : notes;
+      // Many files: one line adding up what each one's message said ("Imported 1 image into 'X' (cat: 1).").
+      const shown = notes.length > 3 ? [summary(notes)] : notes;
       report(results, shown, problems);
       text.textContent = problems.length ? "Done, with problems: see below." : "Done.";
       await Promise.all([refreshSummary(), refreshGallery()]);
       root.dataset.state = "done";
     });
+  }
+
+  /* The existing label nearest to a typed one (at most two letters changed, added, removed or swapped, or
+     the same but for case), else null. */
+  function closest(typed, labels) {
+    function distance(a, b) {
+      const rows = [];
+      for (let i = 0; i <= a.length; i++) { rows.push([i]); }
+      for (let j = 1; j <= b.length; j++) { rows[0][j] = j; }
+      for (let i = 1; i <= a.length; i++) {
+        for (let j = 1; j <= b.length; j++) {
+          rows[i][j] = Math.min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+          if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) rows[i][j] = Math.min(rows[i][j], rows[i - 2][j - 2] + 1);
+        }
+      }
+      return rows[a.length][b.length];
+    }
+    let best = null, bestDistance = 3;
+    labels.forEach(function (label) {
+      const d = label.toLowerCase() === typed.toLowerCase() ? 0 : distance(typed.toLowerCase(), label.toLowerCase());
+      if (d < bestDistance) { best = label; bestDistance = d; }
+    });
+    return best;
   }
 
   function gallery(root) {
@@ -149,9 +194,10 @@
         k.el("a", { href: item.image, target: "_blank", rel: "noopener", title: "open the original" },
              [k.el("img", { src: item.thumbnail, alt: item.label, loading: "lazy" })]),
         input, status]);
-      input.addEventListener("change", async function () {
-        const label = input.value.trim();
-        if (!label) { input.value = item.label; return; }
+      let asking = null;
+      async function save(label) {
+        if (asking) { asking.remove(); asking = null; }
+        input.value = label;
         status.textContent = "saving…";
         try {
           const saved = await k.api("/api/datasetitem/" + item.id + "/", { method: "PATCH", body: { label: label } });
@@ -161,6 +207,27 @@
           await refreshSummary();
           node.classList.add("saved");
         } catch (error) { status.textContent = "✗ " + error.message; input.value = item.label; }
+      }
+      /* A label no image has yet is asked about first: a typo ("cirlce") would otherwise make a new class. */
+      function ask(label) {
+        if (asking) asking.remove();
+        const near = closest(label, JSON.parse(root.dataset.labels || "[]"));
+        const cancel = k.el("button", { type: "button", class: "button", text: "Cancel",
+                                        onclick: function () { asking.remove(); asking = null; input.value = item.label; } });
+        asking = k.el("div", { class: "kerasui-new-label", role: "alertdialog" }, [
+          k.el("span", { text: "'" + label + "' is a new label." + (near ? " Did you mean '" + near + "'?" : "") }),
+          near ? k.el("button", { type: "button", class: "button default", text: "Use '" + near + "'",
+                                  onclick: function () { save(near); } }) : null,
+          k.el("button", { type: "button", class: "button" + (near ? "" : " default"), text: "Create '" + label + "'",
+                           onclick: function () { save(label); } }),
+          cancel]);
+        node.append(asking);
+      }
+      input.addEventListener("change", function () {
+        const label = input.value.trim();
+        if (!label || label === item.label) { input.value = item.label; return; }
+        if (JSON.parse(root.dataset.labels || "[]").includes(label)) save(label);
+        else ask(label);
       });
       return node;
     }
@@ -174,6 +241,11 @@
         return;
       }
       cards.replaceChildren(...data.results.map(card));
+      const all = root.querySelector("[data-all-images]");
+      if (all && !filter.value) {  // the count follows uploads (it was the count when the page was made)
+        all.textContent = "All " + data.count + (data.count === 1 ? " image" : " images") + " in the list";
+        all.parentNode.hidden = !data.count;
+      }
       const pages = Math.max(1, Math.ceil(data.count / pageSize));
       pager.replaceChildren(
         k.el("button", { type: "button", class: "button", disabled: page <= 1, text: "‹ Previous",
@@ -190,8 +262,45 @@
     return show();
   }
 
+  /* Train trains the saved options. With unsaved edits on the page (a new starting point, another size…)
+     it asks first: save them and train those, or train the saved options. */
+  function trainGuard(button, form) {
+    function fields() {
+      if (window.kerasuiEditor) window.kerasuiEditor.save();
+      const parts = [];
+      new FormData(form).forEach(function (value, name) {
+        if (name !== "csrfmiddlewaretoken" && typeof value === "string") parts.push(name + "=" + value);
+      });
+      return parts.join("&");
+    }
+    const saved = fields();
+    const ask = k.el("div", { class: "kerasui-train-ask", id: "kerasui-train-ask", role: "alertdialog", hidden: true });
+    const save = k.el("button", { type: "button", class: "button default", text: "Save and train" });
+    const old = k.el("button", { type: "button", class: "button", text: "Train the saved options" });
+    const cancel = k.el("button", { type: "button", class: "button", text: "Cancel" });
+    ask.append(k.el("p", { text: "The options on this page have changes that are not saved. Train uses the saved options unless you save these first." }),
+               k.el("div", { class: "kerasui-row" }, [save, old, cancel]));
+    button.closest(".kerasui-model-head").after(ask);
+    button.addEventListener("click", function (event) {
+      if (fields() === saved) return;  // kerasui.js submits the Train form
+      event.preventDefault();
+      event.stopPropagation();
+      ask.hidden = false;
+      save.focus();
+    });
+    save.addEventListener("click", function () {
+      fields();
+      form.append(k.el("input", { type: "hidden", name: "_train", value: "1" }));
+      form.submit();
+    });
+    old.addEventListener("click", function () { document.getElementById(button.dataset.submitForm).submit(); });
+    cancel.addEventListener("click", function () { ask.hidden = true; });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     if (!k) return;
+    const train = document.getElementById("train-button"), form = document.getElementById("dataset_form");
+    if (train && form) trainGuard(train, form);
     const pictures = document.getElementById("kerasui-gallery");
     if (pictures && pictures.querySelector("select[data-filter]")) gallery(pictures);
     const up = document.getElementById("kerasui-upload");

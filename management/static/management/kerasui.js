@@ -249,7 +249,9 @@
   function progressMarkup(run) {
     const percent = Math.round(run.progress || 0);
     const active = run.status === "queued" || run.status === "running";
-    const phase = run.phase ? ": " + (PHASES[run.phase] || run.phase) : "";
+    // Before the training process reports its first phase (it imports TensorFlow first: seconds), say so.
+    const phase = run.phase ? ": " + (PHASES[run.phase] || run.phase)
+      : run.status === "running" ? ": starting the training process" : "";
     const bar = el("span", { class: "kerasui-progress wide " + run.status, title: run.status + " " + percent + "%" },
                    [el("span", { style: "width: " + percent + "%" })]);
     const text = run.status.charAt(0).toUpperCase() + run.status.slice(1) + (active ? phase + " " + percent + "%" : "");
@@ -277,7 +279,7 @@
       if (!logUrl || root.dataset.status === "queued") return;  // a queued run has no log yet
       try {
         const response = await fetch(logUrl, { credentials: "same-origin" });
-        if (!response.ok) return;
+        if (!response.ok || response.status === 204) return;  // 204: no log written yet
         const text = (await response.text()).split("\n").slice(-200).join("\n");
         if (text === lastLog) return;
         lastLog = text;
@@ -497,6 +499,18 @@
     });
   }
 
+  /* A message line with its own ×: every warning and note can be dismissed, not only a whole block. */
+  function dismissable(item, after) {
+    const close = el("button", { type: "button", class: "kerasui-dismiss-line", "aria-label": "dismiss", title: "dismiss", text: "×" });
+    close.addEventListener("click", function () {
+      const list = item.parentNode;
+      item.remove();
+      if (list && !list.querySelector("li")) list.remove();
+      if (after) after();
+    });
+    item.append(close);
+  }
+
   function enhance(root) {
     root.querySelectorAll("table.kerasui-confusion").forEach(heatmap);
     relabelCards(root);
@@ -529,6 +543,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     enhance(document);
+    document.querySelectorAll("ul.messagelist > li").forEach(function (item) { dismissable(item); });
     const startingPoint = document.querySelector("select[name=architecture][data-pretrained]");
     if (startingPoint) pretrainedSize(startingPoint);
     const run = document.getElementById("kerasui-run");
@@ -540,5 +555,5 @@
   });
 
   window.kerasui = { api: api, lineChart: lineChart, heatmap: heatmap, el: el, dropZone: dropZone, upload: upload,
-                    texts: texts, svg: svg, niceStep: niceStep };
+                    texts: texts, svg: svg, niceStep: niceStep, dismissable: dismissable };
 })();
