@@ -64,7 +64,13 @@ def weights_file_path(instance, filename: str) -> str:
     return f"weights/{uuid.uuid4().hex[:12]}-{name}"
 
 
+def dataset_seed(dataset) -> int:
+    """The seed of a dataset whose seed is blank: its id, fixed for its life (random before it has one)."""
+    return int(dataset.pk) if dataset.pk is not None else random.randrange(2**31)
+
+
 MODEL, TRAINING, AUGMENTATION = "Model", "Training options", "Augmentation (only while training)"
+ANSWERS = "Answers"
 # The run's field is the dataset's, without what only editing needs (validators, help, blank).
 SAME = object()
 
@@ -76,7 +82,9 @@ class Option:
     name: str
     field: models.Field
     fieldset: str
-    snapshot: models.Field | None | object = SAME  # None: it goes into the run's `augmentation`
+    # None: not copied to the run as a field (an augmentation's goes into the run's `augmentation`; another
+    # is read from the dataset when the model answers, so changing it needs no new training).
+    snapshot: models.Field | None | object = SAME
     fit: str | None = None  # the ml.fit.FitOptions argument it is
     augmentation: str | None = None  # its key in the run's `augmentation`
     copy: Callable[[Any], Any] | None = None  # the run's value from the dataset, if not the field's value
@@ -231,13 +239,14 @@ OPTIONS: tuple[Option, ...] = (
             null=True,
             blank=True,
             validators=[MaxValueValidator(2**31 - 1)],
-            help_text="Seed of the split and of training; blank for a new one each run. "
-            "The same images and seed give the same split.",
+            help_text="Seed of the split and of training. Blank: a seed fixed for this dataset (its id), so every "
+            "run holds out the same images and the promotion policy compares runs on them. The same images and "
+            "seed give the same split and the same model.",
         ),
         TRAINING,
         snapshot=models.PositiveIntegerField(default=0),
         fit="seed",
-        copy=lambda dataset: dataset.seed if dataset.seed is not None else random.randrange(2**31),
+        copy=lambda dataset: dataset.seed if dataset.seed is not None else dataset_seed(dataset),
     ),
     Option(
         "early_stopping_patience",
@@ -342,6 +351,23 @@ OPTIONS: tuple[Option, ...] = (
         AUGMENTATION,
         snapshot=None,
         augmentation="contrast",
+    ),
+)
+
+OPTIONS += (
+    Option(
+        "unknown_below",
+        models.FloatField(
+            "answer unknown below",
+            default=0.0,
+            validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+            help_text="When the model's (calibrated) confidence in its best label is below this, the Test page, "
+            "the API and the exports' metadata answer \"unknown\", the top labels still listed (0: always "
+            "answer). Pick it from a run's reliability curve: the share of images answered and their accuracy "
+            "at each threshold. Takes effect at once, with no new training.",
+        ),
+        ANSWERS,
+        snapshot=None,
     ),
 )
 
