@@ -27,6 +27,8 @@ class ColorMode(models.TextChoices):
 
 
 class Architecture(models.TextChoices):
+    # The trainer tries the candidates that fit within the time budget and keeps the best (trainer.py).
+    AUTO = "auto", "Automatic: the best of a pretrained head, the model code and fine-tuning"
     CODE = "code", "Model code (the default code is a small CNN)"
     DEEP_CNN = "deep_cnn", "Deeper CNN with batch normalisation"
     MOBILENET_V3_SMALL = "mobilenet_v3_small", "MobileNetV3-Small, from scratch"
@@ -109,10 +111,12 @@ OPTIONS: tuple[Option, ...] = (
             "starting point",
             max_length=30,
             choices=Architecture.choices,
-            default=Architecture.CODE,
-            help_text="Your model code (below), a built-in network trained from scratch, or a network pretrained on "
-            "ImageNet (best for photos; 224 px images) whose new head is trained on your images. The code is "
-            "only used by the first.",
+            default=Architecture.AUTO,
+            help_text="Automatic (the default) tries, within its time budget, a network pretrained on ImageNet "
+            "with a new head trained on your images, your model code trained from scratch, and fine-tuning, "
+            "and keeps the best on the validation images; the run page shows what was tried and why the winner "
+            "won. Or choose: your model code (below), a built-in network trained from scratch, or a pretrained "
+            "network (best for photos; 224 px images).",
         ),
         MODEL,
         snapshot=models.CharField(max_length=30, choices=Architecture.choices, default=Architecture.CODE),
@@ -141,6 +145,18 @@ OPTIONS: tuple[Option, ...] = (
             validators=[MaxValueValidator(24 * 3600)],
             help_text="Pretrained starting points: after training the new head, fine-tune the top of the network "
             "for up to this many seconds (0: the head only, which takes seconds).",
+        ),
+        MODEL,
+    ),
+    Option(
+        "auto_seconds",
+        models.PositiveIntegerField(
+            "automatic time budget",
+            default=180,
+            validators=[MinValueValidator(10), MaxValueValidator(24 * 3600)],
+            help_text="Automatic starting point: seconds to spend trying candidates. The pretrained head comes "
+            "first (seconds once its features are cached), then the model code, then fine-tuning with the time "
+            "left.",
         ),
         MODEL,
     ),
@@ -362,7 +378,7 @@ OPTIONS += (
             default=0.0,
             validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
             help_text="When the model's (calibrated) confidence in its best label is below this, the Test page, "
-            "the API and the exports' metadata answer \"unknown\", the top labels still listed (0: always "
+            'the API and the exports\' metadata answer "unknown", the top labels still listed (0: always '
             "answer). Pick it from a run's reliability curve: the share of images answered and their accuracy "
             "at each threshold. Takes effect at once, with no new training.",
         ),

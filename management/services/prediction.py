@@ -25,7 +25,6 @@ from management.services.errors import Conflict, ServiceError
 from management.services.jobs import TooManyJobs
 from management.services.serving import serving_engine, serving_predictor
 
-
 UNKNOWN = "unknown"
 TOP_LABELS = 3
 
