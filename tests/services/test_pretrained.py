@@ -194,8 +194,9 @@ def test_validating_a_pretrained_starting_point_shows_its_layers_or_the_size_it_
 def test_automatic_tries_the_pretrained_head_and_the_model_code_and_keeps_the_better(db, monkeypatch, settings):
     settings.KERASUI_AUTOMATIC_BACKBONE = "efficientnet_lite0"
     monkeypatch.setattr(trainer, "AUTOMATIC_IMAGE_SIZE", 96)  # 224 px in use; smaller here for speed
-    # The smallest budget: no time left for fine-tuning after the two quick candidates.
-    dataset = pretrained_dataset(architecture="auto", image_size=16, epochs=2, auto_seconds=10)
+    # Time for both quick candidates whatever the machine's load, never enough left for fine-tuning.
+    monkeypatch.setattr(trainer, "AUTOMATIC_MIN_FINE_TUNE_SECONDS", 10_000)
+    dataset = pretrained_dataset(architecture="auto", image_size=16, epochs=2, auto_seconds=3600)
 
     run = train(dataset)
 
