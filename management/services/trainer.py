@@ -436,6 +436,8 @@ def _fit_automatic(run: TrainingRun, images, labels, splits, items: list[DataSet
     def tried(name: str, copy: TrainingRun, began: float, outcome) -> None:
         model, result, predict, candidate_images = outcome
         if result.stopped:
+            # Cancelled: the completed epochs stay with the run, so a resumed run continues them.
+            runs.run_keep_epochs(run_id=run.pk, history=result.history)
             raise Cancelled
         score = _candidate_score(result.metrics)
         candidate = {
