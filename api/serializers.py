@@ -98,7 +98,8 @@ class DataSetSerializer(serializers.ModelSerializer):
         instance = self.instance
         validation = attrs.get("validation_split", instance.validation_split if instance else 0.2)
         test = attrs.get("test_split", instance.test_split if instance else 0.0)
-        architecture = attrs.get("architecture", instance.architecture if instance else "code")
+        default = DataSet._meta.get_field("architecture").default
+        architecture = attrs.get("architecture", instance.architecture if instance else default)
         weights = attrs.get("weights_file", instance.weights_file if instance else None)
         if weights and architecture not in {"mobilenet_v3_small", "efficientnet_b0"}:
             raise serializers.ValidationError(
@@ -437,8 +438,14 @@ class PredictMultipartSerializer(serializers.Serializer):
 
 
 class PredictionSerializer(serializers.Serializer):
-    result = serializers.CharField(help_text="The most probable label.")
-    confidence = serializers.FloatField(help_text="Its probability, 0 to 1.")
+    result = serializers.CharField(
+        help_text='The most probable label, or "unknown" when its confidence is below the dataset\'s unknown_below.'
+    )
+    label = serializers.CharField(help_text="The most probable label, even when the answer is unknown.")
+    confidence = serializers.FloatField(help_text="Its (calibrated) probability, 0 to 1.")
+    unknown = serializers.BooleanField(help_text="Whether the confidence is below the dataset's unknown_below.")
+    unknown_below = serializers.FloatField(help_text="The dataset's threshold (0: always answer).")
+    top = serializers.ListField(child=serializers.DictField(), help_text="The three most probable labels.")
     probabilities = serializers.DictField(child=serializers.FloatField(), help_text="Every label's probability.")
     run = serializers.IntegerField(help_text="The training run whose model answered.")
 

@@ -425,6 +425,9 @@ KERASUI_WEIGHTS_BASE_URL = os.environ.get("KERASUI_WEIGHTS_BASE_URL", "https://s
 # (cached like training's); empty: no backbone, the dataset's own model code is trained per fold instead.
 KERASUI_HEALTH_BACKBONE = os.environ.get("KERASUI_HEALTH_BACKBONE", "efficientnet_lite0").strip()
 KERASUI_HEALTH_IMAGE_SIZE = env_int("KERASUI_HEALTH_IMAGE_SIZE", 96)
+# The Automatic starting point's pretrained candidate (its head on cached features, then fine-tuning);
+# empty: Automatic trains the model code only.
+KERASUI_AUTOMATIC_BACKBONE = os.environ.get("KERASUI_AUTOMATIC_BACKBONE", "efficientnet_lite0").strip()
 # Building a model to validate its code (in a child process) is stopped after this many seconds.
 KERASUI_VALIDATE_TIMEOUT = env_int("KERASUI_VALIDATE_TIMEOUT", 60)
 # Model exports (h5, SavedModel, TFLite, ONNX) are made in a child process stopped after this many

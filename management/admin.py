@@ -79,7 +79,7 @@ class DataSetAdmin(admin.ModelAdmin):
     # what a user does first comes first, the options last.
     fieldsets = [
         (None, {"fields": ["name"]}),
-        *options.fieldsets(options.MODEL, options.TRAINING, options.AUGMENTATION),
+        *options.fieldsets(options.MODEL, options.TRAINING, options.AUGMENTATION, options.ANSWERS),
     ]
 
     def get_queryset(self, request):

@@ -141,12 +141,23 @@ class DataSetForm(forms.ModelForm):
         if "promotion_policy" in self.fields:
             # Left out of a form made before it existed: the default policy.
             self.fields["promotion_policy"].required = False
+        for name in ("auto_seconds", "unknown_below"):
+            if name in self.fields:
+                # Left out of a form made before they existed: their defaults.
+                self.fields[name].required = False
 
     def clean_fine_tune_seconds(self):
         return self.cleaned_data.get("fine_tune_seconds") or 0
 
     def clean_promotion_policy(self):
         return self.cleaned_data.get("promotion_policy") or PromotionPolicy.WHEN_BETTER
+
+    def clean_auto_seconds(self):
+        value = self.cleaned_data.get("auto_seconds")
+        return DataSet._meta.get_field("auto_seconds").default if value is None else value
+
+    def clean_unknown_below(self):
+        return self.cleaned_data.get("unknown_below") or 0.0
 
 
 def _label_pretrained_choices(field) -> None:

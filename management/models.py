@@ -188,6 +188,7 @@ class Phase(models.TextChoices):
     FINE_TUNE = "fine_tune", "Fine-tuning the backbone"
     EVALUATING = "evaluating", "Evaluating"
     SAVING = "saving", "Saving the model"
+    EXPORTING = "exporting", "Exporting to ONNX and proving the export"
 
 
 class ServingEngine(models.TextChoices):

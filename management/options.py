@@ -27,6 +27,8 @@ class ColorMode(models.TextChoices):
 
 
 class Architecture(models.TextChoices):
+    # The trainer tries the candidates that fit within the time budget and keeps the best (trainer.py).
+    AUTO = "auto", "Automatic: the best of a pretrained head, the model code and fine-tuning"
     CODE = "code", "Model code (the default code is a small CNN)"
     DEEP_CNN = "deep_cnn", "Deeper CNN with batch normalisation"
     MOBILENET_V3_SMALL = "mobilenet_v3_small", "MobileNetV3-Small, from scratch"
@@ -64,7 +66,13 @@ def weights_file_path(instance, filename: str) -> str:
     return f"weights/{uuid.uuid4().hex[:12]}-{name}"
 
 
+def dataset_seed(dataset) -> int:
+    """The seed of a dataset whose seed is blank: its id, fixed for its life (random before it has one)."""
+    return int(dataset.pk) if dataset.pk is not None else random.randrange(2**31)
+
+
 MODEL, TRAINING, AUGMENTATION = "Model", "Training options", "Augmentation (only while training)"
+ANSWERS = "Answers"
 # The run's field is the dataset's, without what only editing needs (validators, help, blank).
 SAME = object()
 
@@ -76,7 +84,9 @@ class Option:
     name: str
     field: models.Field
     fieldset: str
-    snapshot: models.Field | None | object = SAME  # None: it goes into the run's `augmentation`
+    # None: not copied to the run as a field (an augmentation's goes into the run's `augmentation`; another
+    # is read from the dataset when the model answers, so changing it needs no new training).
+    snapshot: models.Field | None | object = SAME
     fit: str | None = None  # the ml.fit.FitOptions argument it is
     augmentation: str | None = None  # its key in the run's `augmentation`
     copy: Callable[[Any], Any] | None = None  # the run's value from the dataset, if not the field's value
@@ -101,10 +111,12 @@ OPTIONS: tuple[Option, ...] = (
             "starting point",
             max_length=30,
             choices=Architecture.choices,
-            default=Architecture.CODE,
-            help_text="Your model code (below), a built-in network trained from scratch, or a network pretrained on "
-            "ImageNet (best for photos; 224 px images) whose new head is trained on your images. The code is "
-            "only used by the first.",
+            default=Architecture.AUTO,
+            help_text="Automatic (the default) tries, within its time budget, a network pretrained on ImageNet "
+            "with a new head trained on your images, your model code trained from scratch, and fine-tuning, "
+            "and keeps the best on the validation images; the run page shows what was tried and why the winner "
+            "won. Or choose: your model code (below), a built-in network trained from scratch, or a pretrained "
+            "network (best for photos; 224 px images).",
         ),
         MODEL,
         snapshot=models.CharField(max_length=30, choices=Architecture.choices, default=Architecture.CODE),
@@ -133,6 +145,18 @@ OPTIONS: tuple[Option, ...] = (
             validators=[MaxValueValidator(24 * 3600)],
             help_text="Pretrained starting points: after training the new head, fine-tune the top of the network "
             "for up to this many seconds (0: the head only, which takes seconds).",
+        ),
+        MODEL,
+    ),
+    Option(
+        "auto_seconds",
+        models.PositiveIntegerField(
+            "automatic time budget",
+            default=180,
+            validators=[MinValueValidator(10), MaxValueValidator(24 * 3600)],
+            help_text="Automatic starting point: seconds to spend trying candidates. The pretrained head comes "
+            "first (seconds once its features are cached), then the model code, then fine-tuning with the time "
+            "left.",
         ),
         MODEL,
     ),
@@ -231,13 +255,14 @@ OPTIONS: tuple[Option, ...] = (
             null=True,
             blank=True,
             validators=[MaxValueValidator(2**31 - 1)],
-            help_text="Seed of the split and of training; blank for a new one each run. "
-            "The same images and seed give the same split.",
+            help_text="Seed of the split and of training. Blank: a seed fixed for this dataset (its id), so every "
+            "run holds out the same images and the promotion policy compares runs on them. The same images and "
+            "seed give the same split and the same model.",
         ),
         TRAINING,
         snapshot=models.PositiveIntegerField(default=0),
         fit="seed",
-        copy=lambda dataset: dataset.seed if dataset.seed is not None else random.randrange(2**31),
+        copy=lambda dataset: dataset.seed if dataset.seed is not None else dataset_seed(dataset),
     ),
     Option(
         "early_stopping_patience",
@@ -342,6 +367,23 @@ OPTIONS: tuple[Option, ...] = (
         AUGMENTATION,
         snapshot=None,
         augmentation="contrast",
+    ),
+)
+
+OPTIONS += (
+    Option(
+        "unknown_below",
+        models.FloatField(
+            "answer unknown below",
+            default=0.0,
+            validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+            help_text="When the model's (calibrated) confidence in its best label is below this, the Test page, "
+            'the API and the exports\' metadata answer "unknown", the top labels still listed (0: always '
+            "answer). Pick it from a run's reliability curve: the share of images answered and their accuracy "
+            "at each threshold. Takes effect at once, with no new training.",
+        ),
+        ANSWERS,
+        snapshot=None,
     ),
 )
 

@@ -129,11 +129,75 @@ def run_headline(run: TrainingRun) -> dict:
     }
 
 
+def head_text(head: dict) -> str:
+    """How the pretrained head was fitted, in words."""
+    folds = head.get("folds")
+    how = f"chosen by {folds}-fold cross-validation" if folds else "the middle of the grid (too few images to fold)"
+    return (
+        f"{head.get('method', 'linear probe')}: L2 strength C = {head.get('l2_c'):g}, {how}, in {head.get('seconds')} s"
+    )
+
+
+def calibration_text(calibration: dict) -> str:
+    """The temperature and the expected calibration error before and after, in words."""
+    if calibration.get("note"):
+        return calibration["note"]
+    text = f"temperature {calibration['temperature']:g}, fitted on {calibration['fitted_on']}"
+    if calibration.get("ece_before") is not None:
+        text += (
+            f"; expected calibration error {calibration['ece_before']:.1%} before, {calibration['ece_after']:.1%} "
+            f"after, on {calibration['measured_on']}"
+        )
+    return text
+
+
+def automatic_text(automatic: dict) -> str:
+    """What the Automatic starting point tried, each candidate's score and time, and why the winner won."""
+    parts = []
+    for candidate in automatic.get("candidates", []):
+        if not candidate.get("tried"):
+            parts.append(f"{candidate['name']}: not tried ({candidate.get('note', '')})")
+            continue
+        score = candidate.get("val_accuracy")
+        shown = f"validation accuracy {score:.1%}" if score is not None else "no validation images"
+        mark = " — the winner" if candidate.get("winner") else ""
+        parts.append(f"{candidate['name']}: {shown} in {candidate['seconds']} s{mark}")
+    return (
+        f"{automatic.get('winner')} won: {automatic.get('reason')}. Tried within {automatic.get('budget_seconds'):g} s "
+        f"({automatic.get('seconds')} s used): " + "; ".join(parts) + "."
+    )
+
+
+def phases_text(phases: dict) -> str:
+    return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items())
+
+
+# Final metrics that are not numbers: each told in words by its function.
+METRIC_TEXTS = {
+    "head": head_text,
+    "calibration": calibration_text,
+    "automatic": automatic_text,
+    "phases": phases_text,
+}
+METRIC_NAMES |= {
+    "automatic": "automatic starting point",
+    "head": "the head",
+    "fine_tune_note": "fine-tuning",
+    "calibration": "confidence calibration",
+    "phases": "time per phase",
+}
+
+
 def metric_rows(metrics: dict) -> list[tuple[str, str]]:
     """The final metrics as (what it is, its value) in words."""
     order = list(METRIC_NAMES)
     keys = sorted(metrics, key=lambda key: order.index(key) if key in order else len(order))
-    return [(METRIC_NAMES.get(key, key.replace("_", " ")), number_text(key, metrics[key])) for key in keys]
+    rows = []
+    for key in keys:
+        value = metrics[key]
+        text = METRIC_TEXTS[key](value) if key in METRIC_TEXTS and isinstance(value, dict) else number_text(key, value)
+        rows.append((METRIC_NAMES.get(key, key.replace("_", " ")), text))
+    return rows
 
 
 def history_table(history: list[dict], best: int | None) -> dict:

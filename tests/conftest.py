@@ -1,5 +1,6 @@
 import io
 import json
+import os
 import uuid
 
 import pytest
@@ -11,6 +12,11 @@ from management.services.datasets import dataset_import_zip
 from management.services.prediction import model_cache
 from tests.images import colour_zip
 
+# New datasets start Automatic; their pretrained candidate (224 px features, fine-tuning) is the bench's
+# business, not every training test's: the tests that are about it turn it on. Training subprocesses
+# started by tests inherit this.
+os.environ["KERASUI_AUTOMATIC_BACKBONE"] = ""
+
 
 @pytest.fixture(autouse=True)
 def media_and_runner(settings, tmp_path):
@@ -18,6 +24,7 @@ def media_and_runner(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.KERASUI_CACHE_DIR = tmp_path / "cache"
     settings.KERASUI_TRAINING_BACKEND = "none"
+    settings.KERASUI_AUTOMATIC_BACKBONE = ""
     # Throttle counters start at zero in every test (the servers the e2e tests start use the real cache),
     # and so do the leases each process counts down in memory.
     settings.CACHES = {

@@ -33,6 +33,8 @@ class HeadFit:
     stopped: bool = False
     best_epoch: int | None = None
     stopped_early: bool = False
+    # How a linear probe (ml/probe.py) chose its L2 strength, when it fitted these weights.
+    probe: dict = field(default_factory=dict)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

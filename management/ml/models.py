@@ -53,6 +53,10 @@ MIN_IMAGE_SIZE = {"code": 1, "deep_cnn": 8, "mobilenet_v3_small": 32, "efficient
 # Pretrained starting points (ml/backbones.py): they train by the transfer recipe of ml/transfer.py.
 ARCHITECTURES.update({name: backbone.label for name, backbone in BACKBONES.items()})
 MIN_IMAGE_SIZE.update(dict.fromkeys(BACKBONES, PRETRAINED_MIN_IMAGE_SIZE))
+# "auto" (the trainer's choice among candidates) is checked and built as the model code, its scratch candidate.
+AUTOMATIC = "auto"
+ARCHITECTURES[AUTOMATIC] = "Automatic (checked as the model code, one of its candidates)"
+MIN_IMAGE_SIZE[AUTOMATIC] = MIN_IMAGE_SIZE["code"]
 PRETRAINED = tuple(BACKBONES)
 APPLICATIONS = ("mobilenet_v3_small", "efficientnet_b0")
 FLIPS = ("none", "horizontal", "vertical", "horizontal_and_vertical")
@@ -330,7 +334,7 @@ def build_model(spec: ModelSpec):
     if augmentation is not None:
         model.add(augmentation)
 
-    if spec.architecture == "code":
+    if spec.architecture in ("code", AUTOMATIC):
         _add_code_layers(model, spec)
     elif spec.architecture == "deep_cnn":
         _add_deep_cnn_layers(model, spec)

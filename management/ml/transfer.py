@@ -3,10 +3,11 @@
 1. Features: the frozen backbone's output for every image, computed once per dataset version ×
    backbone × image size and cached on disk beside the decoded images, so training another head
    costs no backbone pass.
-2. Head: dropout and a softmax layer trained on the cached features, in well under a second
-   (ml/head.py trains it in numpy: Keras' per-epoch overhead would cost more than the arithmetic).
+2. Head: a softmax layer fitted on the cached features by the linear probe (ml/probe.py: L-BFGS to
+   convergence, L2 strength by cross-validation), deterministic and well under a second.
 3. Fine-tuning (optional, within a time budget): the top of the backbone unfrozen at a tenth of the
-   learning rate, batch normalisation kept in inference mode, augmentation only here.
+   learning rate for a number of optimizer steps (at least FINE_TUNE_MIN_STEPS, whatever the number
+   of images), batch normalisation kept in inference mode, augmentation only here.
 
 The result is one ordinary Keras model (backbone + head) taking the run's uint8 images.
 """
@@ -27,8 +28,9 @@ import numpy as np
 from management.ml.cache import CACHE_KEY_PATTERN, sync_file
 from management.ml.files import atomic_path
 from management.ml.fit import BestEpoch, Progress, ProgressCallback, Reporter, Splits, balanced_class_weights
-from management.ml.head import HeadFit, fit_softmax_head
+from management.ml.head import HeadFit
 from management.ml.models import Augmentation, augmentation_layers
+from management.ml.probe import fit_linear_probe, log_softmax
 
 # Bump when the features a key names change (e.g. the feature extractor's input adapter).
 FEATURES_FORMAT = 1
@@ -36,6 +38,9 @@ FEATURE_BATCH = 32
 # The share of the backbone's layers (from the top) that fine-tuning trains.
 FINE_TUNE_FRACTION = 0.3
 FINE_TUNE_RATE_FACTOR = 0.1
+# Fine-tuning is measured in optimizer steps: 16 training images at batch 32 are one step an epoch,
+# and ten epochs of that would be ten steps. At least this many, within the time budget.
+FINE_TUNE_MIN_STEPS = 60
 REPORT_INTERVAL = 0.5
 
 # Phases, as reported through `phase(name, percent)`.
@@ -78,6 +83,9 @@ class TransferResult:
     stopped_early: bool
     head_epochs: int
     fine_tuned: bool
+    # How the head's L2 strength was chosen (ml/probe.py), and what fine-tuning did, in words.
+    probe: dict = field(default_factory=dict)
+    fine_tune_note: str = ""
 
 
 PhaseReporter = Callable[[str, float], object]
@@ -198,37 +206,40 @@ def train_head(
     *,
     num_classes: int,
 ) -> tuple[keras.Model, HeadFit]:
-    """Fit the head on cached features (ml/head.py); the head holds the best epoch's weights."""
+    """Fit the head on cached features by the linear probe (ml/probe.py): one converged fit, its L2
+    strength chosen by cross-validation on the training images; its history is one row."""
+    started = time.monotonic()
     labels = np.asarray(labels, dtype=np.int64)
     train_x, train_y = np.asarray(features[splits.train]), labels[splits.train]
-    validation = None
-    if len(splits.validation):
-        validation = (np.asarray(features[splits.validation]), labels[splits.validation])
     class_weight = balanced_class_weights(train_y, num_classes) if options.balance_classes else None
-    fitted = fit_softmax_head(
-        train_x,
-        train_y,
-        num_classes=num_classes,
-        epochs=options.epochs,
-        batch_size=options.batch_size,
-        learning_rate=options.learning_rate,
-        dropout=options.dropout,
-        validation=validation,
-        class_weight=class_weight,
-        patience=options.patience,
-        seed=options.seed,
-        report=report,
-    )
+    probe = fit_linear_probe(train_x, train_y, num_classes=num_classes, seed=options.seed, class_weight=class_weight)
+    loss, accuracy = _loss_and_accuracy(probe.kernel, probe.bias, train_x, train_y)
+    row = {"epoch": 1, "accuracy": round(accuracy, 6), "loss": round(loss, 6)}
+    if len(splits.validation):
+        loss, accuracy = _loss_and_accuracy(
+            probe.kernel, probe.bias, np.asarray(features[splits.validation]), labels[splits.validation]
+        )
+        row.update(val_accuracy=round(accuracy, 6), val_loss=round(loss, 6))
+    row["seconds"] = round(time.monotonic() - started, 3)
+    choice = {"l2_c": probe.c, "folds": probe.folds, "scores": probe.scores, "seconds": row["seconds"]}
+    fitted = HeadFit(kernel=probe.kernel, bias=probe.bias, history=[row], best_epoch=1, probe=choice)
     if options.verbose:
-        for row in fitted.history:
-            print(
-                f"Head epoch {row['epoch']}/{options.epochs}: "
-                + ", ".join(f"{name} {value}" for name, value in row.items() if name != "epoch"),
-                flush=True,
-            )
+        print(
+            f"Linear probe: C {probe.c:g} chosen by {probe.folds}-fold cross-validation in {row['seconds']} s; "
+            + ", ".join(f"{name} {value}" for name, value in row.items() if name != "epoch"),
+            flush=True,
+        )
+    if report(Progress(percent=100.0, epoch=1, history=list(fitted.history))) is False:
+        fitted.stopped = True
     head = build_head(dimensions=features.shape[1], num_classes=num_classes, dropout=options.dropout)
     head.get_layer("predictions").set_weights([fitted.kernel, fitted.bias])
     return head, fitted
+
+
+def _loss_and_accuracy(kernel: np.ndarray, bias: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    log_p = log_softmax(np.asarray(x, dtype=np.float64) @ kernel + bias)
+    loss = -np.clip(log_p[np.arange(len(y)), y], np.log(1e-7), 0).mean()  # clipped as Keras' loss is
+    return float(loss), float((log_p.argmax(axis=1) == y).mean())
 
 
 # 3. One model, and fine-tuning it.
@@ -303,7 +314,7 @@ def fine_tune(
     *,
     history: list[dict],
 ):
-    """Fine-tune the top of the backbone for up to `options.epochs` epochs within the time budget.
+    """Fine-tune the top of the backbone for `fine_tune_schedule`'s steps within the time budget.
 
     Continues the head's history; the model ends with the best epoch's weights, which may be the
     head's own when fine-tuning did not improve on it. Returns (progress, best, budget).
@@ -324,12 +335,8 @@ def fine_tune(
     if len(splits.validation):
         validation = batches(images, labels, splits.validation, batch_size=options.batch_size, shuffle=False, seed=0)
     start_epoch = len(history)
-    progress = ProgressCallback(
-        report,
-        epochs=start_epoch + options.epochs,
-        steps_per_epoch=int(np.ceil(len(splits.train) / options.batch_size)),
-        history=history,
-    )
+    epochs, steps_per_epoch, _ = fine_tune_schedule(len(splits.train), options)
+    progress = ProgressCallback(report, epochs=start_epoch + epochs, steps_per_epoch=steps_per_epoch, history=history)
     best = BestEpoch(progress, monitor="val_loss" if validation is not None else "loss", patience=0, folder=None)
     budget = TimeBudget(options.fine_tune_seconds)
     class_weight = None
@@ -337,7 +344,7 @@ def fine_tune(
         class_weight = balanced_class_weights(labels[splits.train], int(model.output_shape[-1]))
     trainer.fit(
         train,
-        epochs=start_epoch + options.epochs,
+        epochs=start_epoch + epochs,
         initial_epoch=start_epoch,
         validation_data=validation,
         shuffle=False,
@@ -356,6 +363,34 @@ def fine_tune(
     backbone.trainable = False
     _compile(model, options.learning_rate)
     return progress, best, budget
+
+
+def fine_tune_schedule(train_count: int, options: TransferOptions) -> tuple[int, int, int]:
+    """(epochs, steps per epoch, steps): the run's epochs, or more when they would be fewer than
+    FINE_TUNE_MIN_STEPS optimizer steps."""
+    steps_per_epoch = max(1, int(np.ceil(train_count / options.batch_size)))
+    epochs = max(options.epochs, int(np.ceil(FINE_TUNE_MIN_STEPS / steps_per_epoch)))
+    return epochs, steps_per_epoch, epochs * steps_per_epoch
+
+
+def fine_tune_note(history: list[dict], *, head_epochs: int, fine_tuned: bool, ran_out: bool, seconds: float) -> str:
+    """What fine-tuning did, in words, for the run page."""
+    tuned = [row for row in history if row["epoch"] > head_epochs]
+    head = history[head_epochs - 1] if head_epochs and len(history) >= head_epochs else {}
+    monitor = "val_loss" if "val_loss" in head else "loss"
+    best = min((row for row in tuned if row.get(monitor) is not None), key=lambda row: row[monitor], default=None)
+    budget = f" It stopped at its time budget of {seconds:g} s after {len(tuned)} epoch(s)." if ran_out else ""
+    if fine_tuned and best is not None:
+        return (
+            f"Fine-tuning beat the head alone: {monitor.replace('_', ' ')} {best[monitor]:.4g} at epoch "
+            f"{best['epoch']} against the head's {head.get(monitor, float('nan')):.4g}.{budget}"
+        )
+    if best is None:
+        return f"Fine-tuning did not complete an epoch: the head's weights were kept.{budget}"
+    return (
+        f"Fine-tuning did not beat the head alone (best {monitor.replace('_', ' ')} {best[monitor]:.4g} against "
+        f"the head's {head.get(monitor, float('nan')):.4g}): the head's weights were kept.{budget}"
+    )
 
 
 def _metrics(history: list[dict], best_epoch: int | None, splits: Splits) -> dict:
@@ -419,6 +454,7 @@ def train_pretrained(
     history = list(fitted.history)
     head_epochs = len(history)
     result = TransferResult(
+        probe=fitted.probe,
         model=None,
         head=head,
         features=features,
@@ -445,13 +481,22 @@ def train_pretrained(
         result.fine_tuned = tuned_best.best_epoch is not None and tuned_best.best_epoch > head_epochs
         if result.fine_tuned:
             result.best_epoch = tuned_best.best_epoch
-        if budget.ran_out:
-            print(f"Fine-tuning stopped at its time budget of {options.fine_tune_seconds:g} s", flush=True)
+        result.fine_tune_note = fine_tune_note(
+            result.history,
+            head_epochs=head_epochs,
+            fine_tuned=result.fine_tuned,
+            ran_out=budget.ran_out,
+            seconds=options.fine_tune_seconds,
+        )
+        print(result.fine_tune_note, flush=True)
     # Built now, so the saved file's optimizer matches the model it is loaded into (no warning then).
     result.model.optimizer.build(result.model.trainable_variables)
     result.metrics = _metrics(result.history, result.best_epoch, splits)
     result.metrics["stopped_early"] = result.stopped_early
     result.metrics["fine_tuned"] = result.fine_tuned
+    result.metrics["head"] = {"method": "linear probe (L-BFGS)", **result.probe}
+    if tune:
+        result.metrics["fine_tune_note"] = result.fine_tune_note
     return result
 
 

@@ -78,6 +78,10 @@ def export_metadata(run: TrainingRun) -> dict:
         "input": "float32 pixel values 0..255, shape (batch, image_size, image_size, channels)",
         "output": "probabilities, shape (batch, number of labels), in the order of labels",
         "preprocessing": PREPROCESSING,
+        "unknown_below": run.dataset.unknown_below,
+        "unknown": "when the largest probability is below unknown_below, answer 'unknown' (0: always answer); "
+        "the probabilities are calibrated by temperature scaling on the run's validation images",
+        "calibration": run.metrics.get("calibration"),
     }
 
 

@@ -26,20 +26,44 @@ from management.services.datasets import image_size_check
 from management.services.errors import Conflict, ServiceError
 from management.services.serving import serving_engine, serving_predictor
 
+UNKNOWN = "unknown"
+TOP_LABELS = 3
+
 
 @dataclass(frozen=True)
 class Prediction:
-    """The most probable label, its probability, and every label's probability."""
+    """The most probable label, its probability, and every label's probability.
+
+    `unknown` when the confidence is below the dataset's `unknown_below`: the answer (`result`) is
+    then "unknown", the most probable labels still listed.
+    """
 
     label: str
     confidence: float
     probabilities: dict[str, float]
     run_id: int
+    unknown_below: float = 0.0
+
+    @property
+    def unknown(self) -> bool:
+        return self.confidence < self.unknown_below
+
+    @property
+    def answer(self) -> str:
+        return UNKNOWN if self.unknown else self.label
+
+    def top(self, count: int = TOP_LABELS) -> list[dict]:
+        ranked = sorted(self.probabilities.items(), key=lambda pair: pair[1], reverse=True)[:count]
+        return [{"label": label, "probability": probability} for label, probability in ranked]
 
     def as_dict(self) -> dict:
         return {
-            "result": self.label,
+            "result": self.answer,
+            "label": self.label,
             "confidence": self.confidence,
+            "unknown": self.unknown,
+            "unknown_below": self.unknown_below,
+            "top": self.top(),
             "probabilities": self.probabilities,
             "run": self.run_id,
         }
@@ -357,6 +381,8 @@ def prediction_predict(
     engine = metrics.engine_label(predictor)
     metrics.PREDICTION_SECONDS.labels(engine).observe(time.perf_counter() - started)
     metrics.PREDICTED_IMAGES.labels(engine).inc(len(arrays))
+    # Read from the dataset, not the run: a threshold changed after training applies at once.
+    unknown_below = DataSet.objects.filter(pk=run.dataset_id).values_list("unknown_below", flat=True).first() or 0.0
     predictions = []
     for row in probabilities:
         best = int(np.argmax(row))
@@ -366,6 +392,7 @@ def prediction_predict(
                 confidence=round(float(row[best]), 6),
                 probabilities={label: round(float(p), 6) for label, p in zip(run.labels, row, strict=True)},
                 run_id=run.pk,
+                unknown_below=float(unknown_below),
             )
         )
     return predictions

@@ -42,7 +42,9 @@ def promotion_decide(*, evaluation: dict, splits: dict, current: TrainingRun | N
     """Whether a run that finished with `evaluation` and `splits` becomes current instead of `current`.
 
     `when_better`: only when its accuracy is at least the current model's, on the same held-out images
-    when both were evaluated on them, else each on its own held-out images (said in the reason). A run
+    when both were evaluated on them or when the training process scored the current model on this
+    run's (`current_model` in its held-out report), else each on its own held-out images (said in the
+    reason). A run
     without a held-out measure, or a current model without one, cannot be compared: promoted, and why.
     `always`: promoted; the comparison is still recorded.
     """
@@ -54,8 +56,12 @@ def promotion_decide(*, evaluation: dict, splits: dict, current: TrainingRun | N
     ours = held_out_report(evaluation)
     theirs = held_out_report(current.evaluation)
     same = same_held_out_split((splits, evaluation), (current.splits, current.evaluation))
+    rescored = same is None and ours is not None and (ours[1].get("current_model") or {}).get("run") == current.pk
     if same is not None:
         ours, theirs = (same, evaluation[same]), (same, current.evaluation[same])
+    elif rescored:
+        # The training process scored the current model on this run's held-out images (trainer.py).
+        same, theirs = ours[0], (ours[0], ours[1]["current_model"])
     elif ours is None or theirs is None:
         whose = "this run" if ours is None else f"the current model (run {current.pk})"
         why = "it was imported" if theirs is None and current.imported else "its validation split was 0"
@@ -70,7 +76,9 @@ def promotion_decide(*, evaluation: dict, splits: dict, current: TrainingRun | N
     against = "current" if our_split == their_split else f"current's {their_split} accuracy"
     comparison = f"{measure} {_shown(candidate, incumbent)}"
     comparison += f" {'≥' if candidate >= incumbent else '<'} {against} {_shown(incumbent, candidate)}"
-    if same is not None:
+    if rescored:
+        basis = f"on the same {our_report['count']} {same} images: run {current.pk}'s model scored on this run's"
+    elif same is not None:
         basis = f"on the same {our_report['count']} {same} images as run {current.pk}"
     else:
         basis = f"each run on its own held-out images: they differ from run {current.pk}'s"

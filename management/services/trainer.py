@@ -9,6 +9,7 @@ a head trained on them, then fine-tuning within the run's time budget.
 
 from __future__ import annotations
 
+import copy
 import errno
 import logging
 import shutil
@@ -27,13 +28,23 @@ from management.ml import fit as ml_fit
 from management.ml import transfer
 from management.ml.backbones import WeightsUnavailable
 from management.ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache
-from management.ml.evaluate import classification_report, evaluate
+from management.ml.calibration import (
+    MIN_CALIBRATION_IMAGES,
+    fit_temperature,
+    fold_temperature,
+    logits_of,
+    reliability,
+    with_temperature,
+)
+from management.ml.evaluate import classification_report
+from management.ml.feed import batches
 from management.ml.images import channels_for
 from management.ml.models import Augmentation, ModelCodeError, ModelSpec, build_model, model_summary
-from management.models import DataSetItem, Phase, TrainingRun
-from management.options import fit_arguments
+from management.models import DataSet, DataSetItem, Phase, TrainingRun
+from management.options import Architecture, fit_arguments
 from management.services import pretrained, runs
 from management.services.journal import MediaJournal, media_journal
+from management.services.promotion import HELD_OUT
 from management.services.serving import serving_prepare_run
 from management.services.training import training_run_problem
 
@@ -96,6 +107,10 @@ def _prepare_images(run: TrainingRun, items: list[DataSetItem]) -> np.ndarray:
     key = cache_key(
         [(item.pk, item.image.name) for item in items], image_size=run.image_size, color_mode=run.color_mode
     )
+    return _decode_images(run, items, folder, key)
+
+
+def _decode_images(run: TrainingRun, items: list[DataSetItem], folder: Path, key: str) -> np.ndarray:
     last_report = 0.0
 
     def report(done: int, total: int) -> None:
@@ -214,19 +229,72 @@ def _build_or_resume(run: TrainingRun, folder: Path) -> tuple[keras.Model, list[
     return model, []
 
 
-def _evaluation(model, images, labels, splits, run: TrainingRun, items: list[DataSetItem]) -> dict:
-    """Validation and test reports; the training images' when nothing was held out."""
-    item_ids = [item.pk for item in items]
+def _held_out_parts(splits) -> dict[str, np.ndarray]:
+    """The splits a run is evaluated on: validation and test, or the training images when nothing was held out."""
     parts = {"validation": splits.validation, "test": splits.test}
     if not len(splits.validation) and not len(splits.test):
         parts = {"training": np.sort(splits.train)}
-    return {
-        name: evaluate(
-            model, images, labels, rows, label_names=run.labels, item_ids=item_ids, batch_size=max(run.batch_size, 64)
+    return {name: np.asarray(rows, dtype=np.int64) for name, rows in parts.items() if len(rows)}
+
+
+def _model_probabilities(model, images, labels, batch_size: int):
+    """rows -> the model's probabilities for those rows of `images`."""
+
+    def predict(rows: np.ndarray) -> np.ndarray:
+        data = batches(images, labels, rows, batch_size=batch_size, shuffle=False, seed=0)
+        return np.asarray(model.predict(data, verbose=0), dtype=np.float64)
+
+    return predict
+
+
+def _calibrate(model, probabilities: dict[str, np.ndarray], labels, parts) -> tuple[dict, dict]:
+    """Temperature scaling fitted on the validation images, folded into the model's softmax layer.
+
+    Returns (calibration facts for the run's metrics, the calibrated probabilities per split). Without
+    validation images, or when the model has no softmax layer named "predictions", nothing changes.
+    """
+    if "validation" not in probabilities:
+        return {"temperature": 1.0, "note": "no validation images: confidence not calibrated"}, probabilities
+    true = np.asarray(labels)[parts["validation"]]
+    if len(true) < MIN_CALIBRATION_IMAGES:
+        note = f"{len(true)} validation images, fewer than {MIN_CALIBRATION_IMAGES}: confidence not calibrated"
+        return {"temperature": 1.0, "note": note}, probabilities
+    temperature = fit_temperature(logits_of(probabilities["validation"]), true)
+    if temperature != 1.0 and not fold_temperature(model, temperature):
+        return {"temperature": 1.0, "note": "the model has no softmax layer named 'predictions'"}, probabilities
+    calibrated = {name: with_temperature(values, temperature) for name, values in probabilities.items()}
+    facts = {"temperature": round(temperature, 4), "fitted_on": f"{len(true)} validation images"}
+    for name in ("test", "validation"):
+        if name in probabilities:
+            rows_true = np.asarray(labels)[parts[name]]
+            facts |= {
+                "measured_on": f"{len(rows_true)} {name} images"
+                + (" (those it was fitted on)" if name == "validation" else ""),
+                "ece_before": reliability(probabilities[name], rows_true)["ece"],
+                "ece_after": reliability(calibrated[name], rows_true)["ece"],
+            }
+            break
+    return facts, calibrated
+
+
+def _evaluation(run: TrainingRun, model, predict, labels, splits, items: list[DataSetItem]) -> tuple[dict, dict]:
+    """Calibrate, then report on each held-out split: (evaluation, calibration facts).
+
+    `predict(rows)` gives the model's probabilities for rows of the run's images (the head on cached
+    features when the backbone was not fine-tuned: the same predictions, without a backbone pass).
+    """
+    parts = _held_out_parts(splits)
+    probabilities = {name: predict(rows) for name, rows in parts.items()}
+    calibration, probabilities = _calibrate(model, probabilities, labels, parts)
+    evaluation = {}
+    for name, rows in parts.items():
+        true = np.asarray(labels)[rows]
+        report = classification_report(
+            true, probabilities[name], label_names=run.labels, item_ids=[items[row].pk for row in rows]
         )
-        for name, rows in parts.items()
-        if len(rows)
-    }
+        report["calibration"] = reliability(probabilities[name], true)
+        evaluation[name] = report
+    return evaluation, calibration
 
 
 def _fit_from_scratch(run: TrainingRun, images, labels, splits) -> tuple[Path, keras.Model, ml_fit.FitResult]:
@@ -274,10 +342,10 @@ def _feature_key(run: TrainingRun, items: list[DataSetItem], backbone) -> str:
 
 
 def _fit_pretrained(run: TrainingRun, backbone, images, labels, splits, items: list[DataSetItem]):
-    """Train a pretrained run on its prepared images: (model, FitResult, evaluation or None).
+    """Train a pretrained run on its prepared images: (model, FitResult, predict or None).
 
-    The evaluation comes from the head on cached features when the backbone was not fine-tuned (the
-    same predictions, without a backbone pass); None asks for an evaluation of the whole model.
+    `predict(rows)` is the head on cached features when the backbone was not fine-tuned (the same
+    predictions, without a backbone pass); None asks for predictions of the whole model.
     """
     options = transfer.TransferOptions(
         epochs=run.epochs,
@@ -330,25 +398,203 @@ def _fit_pretrained(run: TrainingRun, backbone, images, labels, splits, items: l
     if result.model is None:
         return None, fit_result, None
     log.info("The model:\n%s", model_summary(result.model))
-    evaluation = None if result.fine_tuned else _evaluation_on_features(run, result, labels, splits, items)
-    return result.model, fit_result, evaluation
+    if result.fine_tuned:
+        return result.model, fit_result, None
+    return result.model, fit_result, lambda rows: transfer.head_probabilities(result.head, result.features, rows)
 
 
-def _evaluation_on_features(run: TrainingRun, result, labels, splits, items: list[DataSetItem]) -> dict:
-    """As _evaluation, from the head on the cached features (the backbone was not changed)."""
-    parts = {"validation": splits.validation, "test": splits.test}
-    if not len(splits.validation) and not len(splits.test):
-        parts = {"training": np.sort(splits.train)}
-    return {
-        name: classification_report(
-            np.asarray(labels)[rows],
-            transfer.head_probabilities(result.head, result.features, rows),
-            label_names=run.labels,
-            item_ids=[items[row].pk for row in rows],
-        )
-        for name, rows in parts.items()
-        if len(rows)
+# Automatic: the pretrained candidate's image size and what fine-tuning needs at least of the time left.
+AUTOMATIC_IMAGE_SIZE = 224
+AUTOMATIC_MIN_FINE_TUNE_SECONDS = 20.0
+
+
+def _candidate_score(metrics: dict) -> tuple[float, float] | None:
+    """A candidate's validation (accuracy, loss), or None without validation images."""
+    if metrics.get("val_accuracy") is None:
+        return None
+    return float(metrics["val_accuracy"]), float(metrics.get("val_loss") or 0.0)
+
+
+def _fit_automatic(run: TrainingRun, images, labels, splits, items: list[DataSetItem]):
+    """The Automatic starting point: try the candidates that fit in the run's time budget, keep the best.
+
+    1. KERASUI_AUTOMATIC_BACKBONE's head on cached features (the linear probe), when its weights are here;
+    2. the model code from scratch at the run's image size;
+    3. fine-tuning that backbone with the time left, when there is enough.
+    The best validation accuracy wins, ties to the lower validation loss, then to the earlier (cheaper)
+    candidate. The run's snapshot becomes the winner's (architecture, image size) so prediction feeds
+    its model what it takes; metrics["automatic"] keeps what was tried and why the winner won.
+    Returns (run, model, FitResult, predict or None, the winner's images).
+    """
+    budget = float(run.auto_seconds)
+    started = time.monotonic()
+    candidates: list[dict] = []
+    results: list[tuple] = []  # (candidate, run copy, model, FitResult, predict, images)
+
+    def left() -> float:
+        return budget - (time.monotonic() - started)
+
+    def tried(name: str, copy: TrainingRun, began: float, outcome) -> None:
+        model, result, predict, candidate_images = outcome
+        if result.stopped:
+            # Cancelled: the completed epochs stay with the run, so a resumed run continues them.
+            runs.run_keep_epochs(run_id=run.pk, history=result.history)
+            raise Cancelled
+        score = _candidate_score(result.metrics)
+        candidate = {
+            "name": name,
+            "architecture": copy.architecture,
+            "image_size": copy.image_size,
+            "val_accuracy": score[0] if score else None,
+            "val_loss": score[1] if score else None,
+            "seconds": round(time.monotonic() - began, 1),
+            "tried": True,
+        }
+        candidates.append(candidate)
+        results.append((candidate, copy, model, result, predict, candidate_images))
+        log.info("Automatic: %s", candidate)
+
+    def skipped(name: str, why: str) -> None:
+        candidates.append({"name": name, "tried": False, "note": why})
+        log.info("Automatic: %s skipped: %s", name, why)
+
+    backbone = None
+    backbone_name = settings.KERASUI_AUTOMATIC_BACKBONE
+    if not backbone_name:
+        skipped("a pretrained head", "KERASUI_AUTOMATIC_BACKBONE is empty on this server")
+    else:
+        try:
+            backbone = pretrained.backbone_ready(name=backbone_name)
+        except (WeightsUnavailable, KeyError, ValueError) as error:
+            skipped(f"{backbone_name}, head only", f"its weights are not on this machine ({error})")
+    pretrained_copy = None
+    short = backbone.label.split(",")[0] if backbone is not None else ""
+    if backbone is not None:
+        pretrained_copy = copy.copy(run)
+        pretrained_copy.architecture = backbone.name
+        pretrained_copy.image_size = AUTOMATIC_IMAGE_SIZE
+        pretrained_copy.fine_tune_seconds = 0
+        began = time.monotonic()
+        _set_phase(run.pk, Phase.PREPARING)
+        big_images = _prepare_images(pretrained_copy, items)
+        try:
+            model, result, predict = _fit_pretrained(pretrained_copy, backbone, big_images, labels, splits, items)
+        except TrainingFailed as error:
+            skipped(f"{short}, head only", str(error))
+            pretrained_copy = None
+        else:
+            tried(f"{short}, head only", pretrained_copy, began, (model, result, predict, big_images))
+
+    if left() > 0:
+        code_copy = copy.copy(run)
+        code_copy.architecture = Architecture.CODE
+        began = time.monotonic()
+        try:
+            _, model, result = _fit_from_scratch(code_copy, images, labels, splits)
+        except TrainingFailed as error:
+            if not results:
+                raise
+            skipped("model code, from scratch", str(error))
+        else:
+            tried("model code, from scratch", code_copy, began, (model, result, None, images))
+    else:
+        skipped("model code, from scratch", f"the time budget of {budget:g} s was spent")
+
+    if pretrained_copy is not None:
+        remaining = left()
+        if remaining >= AUTOMATIC_MIN_FINE_TUNE_SECONDS:
+            tuned_copy = copy.copy(pretrained_copy)
+            tuned_copy.fine_tune_seconds = int(remaining)
+            began = time.monotonic()
+            try:
+                model, result, predict = _fit_pretrained(tuned_copy, backbone, big_images, labels, splits, items)
+            except TrainingFailed as error:
+                skipped(f"{short}, fine-tuned", str(error))
+                model = None
+            if model is not None:
+                name = f"{short}, fine-tuned up to {int(remaining)} s"
+                tried(name, tuned_copy, began, (model, result, predict, big_images))
+                candidates[-1]["note"] = result.metrics.get("fine_tune_note", "")
+        else:
+            skipped(
+                f"{short}, fine-tuned",
+                f"{max(0.0, remaining):.0f} s of the {budget:g} s budget left "
+                f"(it needs {AUTOMATIC_MIN_FINE_TUNE_SECONDS:g})",
+            )
+
+    scored = [entry for entry in results if entry[0]["val_accuracy"] is not None]
+    if scored:
+        order = sorted(range(len(scored)), key=lambda i: (-scored[i][0]["val_accuracy"], scored[i][0]["val_loss"], i))
+        winner = scored[order[0]]
+        others = [scored[i][0] for i in order[1:]]
+        reason = f"best validation accuracy ({winner[0]['val_accuracy']:.1%})"
+        if others and others[0]["val_accuracy"] == winner[0]["val_accuracy"]:
+            reason = f"as accurate as {others[0]['name']} ({winner[0]['val_accuracy']:.1%}), lower validation loss"
+            if others[0]["val_loss"] == winner[0]["val_loss"]:
+                reason = f"as good as {others[0]['name']} on the validation images, and tried first (cheaper)"
+        elif others:
+            reason += f", ahead of {others[0]['name']} ({others[0]['val_accuracy']:.1%})"
+    else:
+        # Nothing held out: the pretrained head, the usual winner on photos, when there is one.
+        winner = results[0]
+        reason = "no validation images to compare on: the first candidate tried was kept"
+    candidate, winner_run, model, result, predict, winner_images = winner
+    candidate["winner"] = True
+    fields = {"architecture": winner_run.architecture, "image_size": winner_run.image_size}
+    fields["fine_tune_seconds"] = winner_run.fine_tune_seconds
+    TrainingRun.objects.filter(pk=run.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(run, name, value)
+    result.metrics["automatic"] = {
+        "budget_seconds": budget,
+        "seconds": round(time.monotonic() - started, 1),
+        "candidates": candidates,
+        "winner": candidate["name"],
+        "reason": reason,
+        "measure": "accuracy on the validation images (the run's split, the same for every candidate)",
     }
+    log.info("Automatic: %s won: %s", candidate["name"], reason)
+    return run, model, result, predict, winner_images
+
+
+def _score_current_model(run: TrainingRun, evaluation: dict, images, labels, splits) -> None:
+    """Score the dataset's current model on this run's held-out images when the two held out different
+    images, so the promotion policy compares them on the same images (promotion.py reads it).
+
+    Only when the current model takes the same labels, image size and colour mode (then this run's
+    prepared images are its input); it is noted in the held-out report as `current_model`.
+    """
+    current_id = DataSet.objects.filter(pk=run.dataset_id).values_list("current_run", flat=True).first()
+    current = TrainingRun.objects.filter(pk=current_id).first() if current_id else None
+    if current is None or current.pk == run.pk or not current.model_file:
+        return
+    for name in HELD_OUT:
+        report = evaluation.get(name)
+        if not report or not report.get("count"):
+            continue
+        if sorted(current.splits.get(name) or []) == sorted(run.splits.get(name) or []):
+            return  # the same images already: the policy compares the two reports
+        if (current.labels, current.image_size, current.color_mode) != (run.labels, run.image_size, run.color_mode):
+            return
+        rows = np.asarray(getattr(splits, name), dtype=np.int64)
+        try:
+            model = keras.saving.load_model(current.model_file.path)
+            predicted = _model_probabilities(model, images, labels, batch_size=max(run.batch_size, 64))(rows)
+        except Exception as error:  # noqa: BLE001 - the comparison falls back to each run's own images
+            log.warning(
+                "The current model (run %s) could not be scored on run %s's images: %s", current.pk, run.pk, error
+            )
+            return
+        accuracy = float((predicted.argmax(axis=1) == np.asarray(labels)[rows]).mean())
+        report["current_model"] = {"run": current.pk, "accuracy": round(accuracy, 6), "count": int(len(rows))}
+        log.info(
+            "The current model (run %s) on this run's %s %s images: accuracy %.4f",
+            current.pk,
+            len(rows),
+            name,
+            accuracy,
+        )
+        return
 
 
 def training_run_execute(*, run: TrainingRun) -> TrainingRun:
@@ -361,6 +607,7 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
         _check_labels(run)
         # Missing weights fail the run before any image is decoded.
         backbone = _ready_backbone(run) if pretrained.is_pretrained(run.architecture) else None
+        automatic = run.architecture == Architecture.AUTO
         log.info("Run %s of dataset '%s': labels %s", run.pk, run.dataset.name, run.labels)
         items = _run_items(run)
         _set_phase(run.pk, Phase.PREPARING)
@@ -385,13 +632,19 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
             len(splits.test),
         )
 
-        evaluation = None
-        if backbone is not None:
+        phases = {"preparing": round(time.monotonic() - started, 2)}
+        started = time.monotonic()
+        predict = None
+        if automatic:
+            run, model, result, predict, images = _fit_automatic(run, images, labels, splits, items)
+            folder = _checkpoint_folder(run)  # the scratch candidate's checkpoints, removed on success
+        elif backbone is not None:
             # Trained by the transfer recipe: no checkpoints.
             folder = None
-            model, result, evaluation = _fit_pretrained(run, backbone, images, labels, splits, items)
+            model, result, predict = _fit_pretrained(run, backbone, images, labels, splits, items)
         else:
             folder, model, result = _fit_from_scratch(run, images, labels, splits)
+        phases["training"] = round(time.monotonic() - started, 2)
         if result.stopped:
             # Keep the completed epochs with the run: it resumes from the last of them.
             runs.run_keep_epochs(run_id=run.pk, history=result.history)
@@ -399,23 +652,44 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
         if result.stopped_early:
             log.info("Stopped early: no improvement since epoch %s", result.best_epoch)
 
-        _set_phase(run.pk, Phase.EVALUATING, 1.0)
-        if evaluation is None:
-            evaluation = _evaluation(model, images, labels, splits, run, items)
+        _set_phase(run.pk, Phase.EVALUATING, 0)
+        started = time.monotonic()
+        if predict is None:
+            predict = _model_probabilities(model, images, labels, batch_size=max(run.batch_size, 64))
+        evaluation, calibration = _evaluation(run, model, predict, labels, splits, items)
+        if calibration.get("ece_before") is not None:
+            log.info(
+                "Calibrated: temperature %s, expected calibration error %s -> %s on %s",
+                calibration["temperature"],
+                calibration["ece_before"],
+                calibration["ece_after"],
+                calibration["measured_on"],
+            )
+        _set_phase(run.pk, Phase.EVALUATING, 0.5)
+        _score_current_model(run, evaluation, images, labels, splits)
+        phases["evaluating"] = round(time.monotonic() - started, 2)
         metrics = dict(result.metrics)
+        metrics["calibration"] = calibration
         for name in ("validation", "test"):
             if name in evaluation:
                 prefix = "val" if name == "validation" else "test"
                 metrics[f"{prefix}_loss"] = evaluation[name]["loss"]
                 metrics[f"{prefix}_accuracy"] = evaluation[name]["accuracy"]
-        _set_phase(run.pk, Phase.SAVING, 1.0)
+        _set_phase(run.pk, Phase.SAVING, 0)
+        started = time.monotonic()
         with media_journal() as journal:
             model_name = _save_model(run, model, journal)
+            phases["saving"] = round(time.monotonic() - started, 2)
+            _set_phase(run.pk, Phase.EXPORTING, 0)
+            started = time.monotonic()
             # Issue 17 (serving): the ONNX export is made and proven before the run becomes current.
             # While other model jobs hold every slot it waits a while, then leaves that to the first use.
             serving_prepare_run(
                 run=run, model_path=run.model_file.storage.path(model_name), wait_for_slot=SERVING_SLOT_WAIT_SECONDS
             )
+            phases["exporting"] = round(time.monotonic() - started, 2)
+            metrics["phases"] = phases
+            log.info("Phases (seconds): %s", phases)
             try:
                 with transaction.atomic():
                     succeeded = runs.run_succeed(

@@ -31,6 +31,8 @@ CHANGED = {
     "augment_contrast": 0.3,
     "fine_tune_seconds": 30,
     "promotion_policy": "always",
+    "auto_seconds": 60,
+    "unknown_below": 0.7,
 }
 
 
@@ -40,7 +42,8 @@ def test_every_declared_option_is_a_field_of_the_dataset_and_its_snapshot_one_of
     run_fields = {field.name for field in TrainingRun._meta.get_fields()}
     for option in options.OPTIONS:
         assert option.name in dataset_fields
-        assert (option.name in run_fields) is (option.augmentation is None), option.name
+        # Augmentations go into the run's `augmentation`; the unknown threshold stays the dataset's.
+        assert (option.name in run_fields) is (option.snapshot_field() is not None), option.name
 
 
 def test_a_run_copies_every_option_of_its_dataset(db):
@@ -49,7 +52,7 @@ def test_a_run_copies_every_option_of_its_dataset(db):
     for option in options.OPTIONS:
         if option.augmentation:
             assert run.augmentation[option.augmentation] == CHANGED[option.name]
-        elif option.name in CHANGED:
+        elif option.name in CHANGED and option.snapshot_field() is not None:
             assert getattr(run, option.name) == CHANGED[option.name], option.name
     assert run.weights_file == "" and run.labels == []
 
@@ -70,3 +73,11 @@ def test_the_serializers_and_the_admin_show_every_option():
     assert set(options.DATASET_FIELDS) <= shown
     snapshot = {name for _, fieldset in TrainingRunAdmin.fieldsets for name in fieldset["fields"]}
     assert set(options.RUN_SNAPSHOT_FIELDS) <= snapshot
+
+
+def test_a_blank_seed_is_the_datasets_own_so_every_run_holds_out_the_same_images(db):
+    dataset = DataSet.objects.create(name="Blank seed")
+    assert dataset.seed is None
+
+    assert options.snapshot_of(dataset)["seed"] == dataset.pk
+    assert options.snapshot_of(dataset)["seed"] == options.snapshot_of(DataSet.objects.get(pk=dataset.pk))["seed"]

@@ -120,3 +120,26 @@ def test_the_current_run_lookup_answers_for_unknown_and_out_of_range_ids(trained
         with pytest.raises(ServiceError, match=f"there is no dataset with id {dataset_id}") as error:
             prediction_current_run(dataset_id=dataset_id)
         assert error.value.field == "dataset"
+
+
+def test_below_the_datasets_threshold_the_answer_is_unknown_with_the_top_labels_listed(trained_dataset):
+    import io
+
+    from PIL import Image
+
+    # Half red, half green: the model answers one of them, not fully sure.
+    picture = Image.new("RGB", (16, 16), (220, 20, 20))
+    picture.paste((20, 200, 20), (0, 0, 8, 16))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    image = buffer.getvalue()
+    sure = prediction_predict_one(dataset=trained_dataset, name="x.png", data=image)
+    assert sure.as_dict()["result"] == sure.label and sure.unknown is False and sure.confidence < 1.0
+
+    # A threshold above the model's confidence, set after training: it applies at once.
+    DataSet.objects.filter(pk=trained_dataset.pk).update(unknown_below=min(1.0, sure.confidence + 1e-6))
+    answer = prediction_predict_one(dataset=trained_dataset, name="x.png", data=image).as_dict()
+
+    assert answer["result"] == "unknown" and answer["unknown"] is True and answer["label"] == sure.label
+    assert answer["top"][0] == {"label": sure.label, "probability": sure.confidence}
+    assert len(answer["top"]) == 3

@@ -63,8 +63,18 @@ def test_a_pretrained_run_trains_a_head_on_lite0_features_and_its_model_predicts
     run = train(dataset, phases, monkeypatch)
 
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
-    assert phases == [Phase.PREPARING, Phase.FEATURES, Phase.HEAD, Phase.EVALUATING, Phase.SAVING]
-    assert len(run.history) == 12 and run.metrics["fine_tuned"] is False
+    assert phases == [Phase.PREPARING, Phase.FEATURES, Phase.HEAD, Phase.EVALUATING, Phase.SAVING, Phase.EXPORTING]
+    # The linear probe: one converged fit (one history row), not the dataset's 12 epochs of Adam.
+    assert len(run.history) == 1 and run.metrics["fine_tuned"] is False
+    assert run.metrics["head"]["method"] == "linear probe (L-BFGS)"
+    # What happened after training, timed; the confidence calibrated on the validation images.
+    assert set(run.metrics["phases"]) == {"preparing", "training", "evaluating", "saving", "exporting"}
+    # Three validation images say too little to fit a temperature on.
+    assert run.metrics["calibration"] == {
+        "temperature": 1.0,
+        "note": "3 validation images, fewer than 10: confidence not calibrated",
+    }
+    assert run.evaluation["validation"]["calibration"]["thresholds"]
     assert run.evaluation["validation"]["count"] == len(run.splits["validation"])
     assert run.checkpoint == ""
     model = keras.saving.load_model(run.model_file.path)
@@ -100,7 +110,8 @@ def test_fine_tuning_follows_the_head_within_the_time_budget(db, monkeypatch):
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
     assert Phase.FINE_TUNE in phases and phases.index(Phase.FINE_TUNE) > phases.index(Phase.HEAD)
     assert run.fine_tune_seconds == 1
-    assert len(run.history) >= 3  # two head epochs, then at least one (cut short) fine-tuning epoch
+    assert len(run.history) >= 2  # the head's row, then at least one (cut short) fine-tuning epoch
+    assert "time budget of 1 s" in run.metrics["fine_tune_note"]
 
 
 def test_missing_backbone_weights_fail_the_run_at_once_naming_the_command(db, settings):
@@ -178,3 +189,33 @@ def test_validating_a_pretrained_starting_point_shows_its_layers_or_the_size_it_
 
     too_small = dataset_model_validate(dataset=dataset, image_size=64)
     assert not too_small.ok and "at least 96" in too_small.error
+
+
+def test_automatic_tries_the_pretrained_head_and_the_model_code_and_keeps_the_better(db, monkeypatch, settings):
+    settings.KERASUI_AUTOMATIC_BACKBONE = "efficientnet_lite0"
+    monkeypatch.setattr(trainer, "AUTOMATIC_IMAGE_SIZE", 96)  # 224 px in use; smaller here for speed
+    # Time for both quick candidates whatever the machine's load, never enough left for fine-tuning.
+    monkeypatch.setattr(trainer, "AUTOMATIC_MIN_FINE_TUNE_SECONDS", 10_000)
+    dataset = pretrained_dataset(architecture="auto", image_size=16, epochs=2, auto_seconds=3600)
+
+    run = train(dataset)
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    automatic = run.metrics["automatic"]
+    names = [candidate["name"] for candidate in automatic["candidates"]]
+    assert names == ["EfficientNet-Lite0, head only", "model code, from scratch", "EfficientNet-Lite0, fine-tuned"]
+    head, code, tuned = automatic["candidates"]
+    assert head["tried"] and code["tried"] and not tuned["tried"] and "budget" in tuned["note"]
+    assert all(candidate["seconds"] >= 0 and candidate["val_accuracy"] is not None for candidate in (head, code))
+    winner = next(candidate for candidate in automatic["candidates"] if candidate.get("winner"))
+    assert automatic["winner"] == winner["name"] and automatic["reason"]
+    # The run's snapshot is the winner's, so prediction feeds its model what it takes.
+    assert (run.architecture, run.image_size) == (winner["architecture"], winner["image_size"])
+    model = keras.saving.load_model(run.model_file.path)
+    assert model.input_shape == (None, run.image_size, run.image_size, 3)
+
+
+def test_new_datasets_start_automatic_in_the_admin_and_the_api(db):
+    assert DataSet().architecture == "auto"
+    field = DataSet._meta.get_field("architecture")
+    assert field.default == "auto" and ("auto", field.choices[0][1]) == field.choices[0]

@@ -164,3 +164,18 @@ def test_deleting_the_current_model_brings_back_the_last_promoted_version_not_a_
     assert current_of(dataset) == better.pk and worse.promotion["promoted"] is False
     training_run_delete(run=better)
     assert current_of(dataset) == good.pk
+
+
+def test_when_the_held_out_images_differ_the_current_models_score_on_the_new_runs_images_decides(dataset, good):
+    # The trainer scored the current model on this run's (different) held-out images: 2 of 4 right there.
+    other = [201, 202, 203, 204]
+    report = split_report(other, TRUE, [0, 0, 0, 1], LABELS)
+    report["current_model"] = {"run": good.pk, "accuracy": 0.5, "count": 4}
+    better = finish_run(dataset, evaluation={"validation": report}, splits={"validation": other})
+
+    assert current_of(dataset) == better.pk
+    assert better.promotion["same_images"] is True
+    assert better.promotion["reason"] == (
+        f"validation accuracy 0.750 ≥ current 0.500 (on the same 4 validation images: run {good.pk}'s model "
+        "scored on this run's): promoted"
+    )
