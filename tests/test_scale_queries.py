@@ -40,7 +40,7 @@ def finish_current_run(dataset: DataSet) -> TrainingRun:
     splits = {"train": [item for item in ids if item not in held_out], "validation": validation, "test": []}
     TrainingRun.objects.filter(pk=run.pk).update(
         status=TrainingRun.Status.SUCCEEDED,
-        progress=100,
+        progress=1.0,
         labels=labels,
         splits=splits,
         split_counts={name: len(rows) for name, rows in splits.items()},
@@ -176,7 +176,7 @@ def test_the_health_page_reads_only_the_images_its_report_names_and_pages_its_su
     ]
     HealthCheck.objects.create(
         dataset=dataset,
-        status=HealthCheck.Status.DONE,
+        status=HealthCheck.Status.SUCCEEDED,
         progress=1,
         report={"images": LARGE, "method": "test", "label_issues": issues, "duplicates": [], "outliers": []},
     )

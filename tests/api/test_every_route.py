@@ -59,7 +59,7 @@ def concrete(route: str, ids: dict[str, int]) -> str | None:
 @pytest.fixture
 def world(colour_dataset, admin_user):
     run = training_run_create(dataset=colour_dataset)  # queued: no model, so no download makes an export
-    check = HealthCheck.objects.create(dataset=colour_dataset, status=HealthCheck.Status.DONE)
+    check = HealthCheck.objects.create(dataset=colour_dataset, status=HealthCheck.Status.SUCCEEDED)
     other = User.objects.create_user("someone", password="a-long-pass-phrase-9")
     return {
         "healthcheck": check.pk,

@@ -27,7 +27,7 @@ def client_with(username: str, *codenames: str) -> APIClient:
     ["/api/", "/api/dataset/", "/api/datasetitem/", "/api/users/", "/api/trainingrun/", "/api/healthcheck/{check}/"],
 )
 def test_every_private_api_answer_says_private_no_store(api, colour_dataset, path):
-    check = HealthCheck.objects.create(dataset=colour_dataset, status=HealthCheck.Status.DONE)
+    check = HealthCheck.objects.create(dataset=colour_dataset, status=HealthCheck.Status.SUCCEEDED)
     response = api.get(path.format(check=check.pk))
     assert response.status_code == 200
     assert response["Cache-Control"] == "private, no-store"

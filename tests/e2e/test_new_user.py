@@ -139,7 +139,7 @@ def _health_check(dataset: DataSet, report: dict) -> HealthCheck:
         "outliers": [], "balance": {"counts": {}, "smallest": [], "imbalance_ratio": 1.0, "notes": []},
         "unreadable": [], "seconds": {"total": 1.0},
     }  # fmt: skip
-    return HealthCheck.objects.create(dataset=dataset, status="done", progress=1.0, report=base | report)
+    return HealthCheck.objects.create(dataset=dataset, status="succeeded", progress=1.0, report=base | report)
 
 
 def test_deleting_images_on_the_health_page_asks_first_and_keep_this_one_keeps_the_original_runs_used(
