@@ -227,6 +227,22 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# Issue 26: kept files (images, models, exports, logs) in an S3-compatible bucket (AWS S3, MinIO, Ceph,
+# R2) through django-storages when a bucket is named; the machine's own data folder then holds only
+# caches. Credentials may also come from boto3's usual sources (instance roles, ~/.aws).
+AWS_STORAGE_BUCKET_NAME = config.text("AWS_STORAGE_BUCKET_NAME", "")
+AWS_S3_ENDPOINT_URL = config.url("AWS_S3_ENDPOINT_URL", "", schemes=("https", "http")) or None
+AWS_S3_REGION_NAME = config.text("AWS_S3_REGION_NAME", "") or None
+AWS_ACCESS_KEY_ID = config.text("AWS_ACCESS_KEY_ID", "") or None
+AWS_SECRET_ACCESS_KEY = config.text("AWS_SECRET_ACCESS_KEY", "") or None
+if AWS_STORAGE_BUCKET_NAME:
+    STORAGES["default"] = {"BACKEND": "kerasui.storage.BucketStorage"}
+    # Private: objects get no public ACL, and are served only through the media view after its
+    # permission check (management/files.py streams them), never by a URL of the bucket's.
+    AWS_DEFAULT_ACL = None
+    AWS_QUERYSTRING_AUTH = True
+    # A name already taken is an error in our code, not a file to overwrite silently.
+    AWS_S3_FILE_OVERWRITE = False
 # Serve static files straight from the apps when collectstatic has not run (tests, development).
 WHITENOISE_USE_FINDERS = True
 

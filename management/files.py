@@ -2,7 +2,9 @@
 
 With `KERASUI_MEDIA_SERVER=nginx` the response only carries `X-Accel-Redirect` (to an `internal`
 location, `KERASUI_MEDIA_ACCEL_PREFIX`), with `apache` (or lighttpd) `X-Sendfile` with the file's
-path: the web server sends the bytes after Django has checked who may see them.
+path: the web server sends the bytes after Django has checked who may see them. Files are read through
+Django's storage API: with a bucket (AWS_STORAGE_BUCKET_NAME) Django streams them from it after the same
+check, rather than redirecting to a presigned URL that would outlive the check and skip these headers.
 
 Whoever sends the bytes, the type is decided here from what the file is, never guessed from an
 extension by the platform: an item image (named by the server from its detected format) inline as
@@ -16,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse
 
 # The image types a dataset item is served inline as, by its (server-chosen) extension.
@@ -56,31 +59,41 @@ def media_type(relative: str) -> tuple[str, bool]:
     return DOWNLOAD_TYPES.get(extension, DOWNLOAD), False
 
 
+def _on_this_disk() -> bool:
+    try:
+        default_storage.path("")
+    except NotImplementedError:  # a bucket
+        return False
+    return True
+
+
 def media_response(relative: str, *, filename: str | None = None):
     """A response for the media file `relative` (a path under MEDIA_ROOT already checked by the caller).
 
     `filename` makes it a download under that name; a file that may not be shown inline is a
     download under its own name anyway.
     """
-    path = Path(settings.MEDIA_ROOT) / relative
-    if not relative or not path.is_file():
+    if not relative or not default_storage.exists(relative):
         raise Http404("the file is missing")
     content_type, inline = media_type(relative)
     if filename is None and not inline:
         filename = PurePosixPath(relative).name
-    server = settings.KERASUI_MEDIA_SERVER
+    # The front web server can send only files on this machine's disk; a bucket's are streamed by Django.
+    server = settings.KERASUI_MEDIA_SERVER if _on_this_disk() else ""
     if server in {"nginx", "apache"}:
         response = HttpResponse(content_type=content_type)
         if server == "nginx":
             response["X-Accel-Redirect"] = settings.KERASUI_MEDIA_ACCEL_PREFIX.rstrip("/") + "/" + quote(relative)
         else:
-            response["X-Sendfile"] = str(path.resolve())
+            response["X-Sendfile"] = str(Path(default_storage.path(relative)).resolve())
         if filename:
             response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
     elif filename:
-        response = FileResponse(path.open("rb"), as_attachment=True, filename=filename, content_type=content_type)
+        response = FileResponse(
+            default_storage.open(relative, "rb"), as_attachment=True, filename=filename, content_type=content_type
+        )
     else:
-        response = FileResponse(path.open("rb"), content_type=content_type)
+        response = FileResponse(default_storage.open(relative, "rb"), content_type=content_type)
     for header, value in PRIVATE_HEADERS.items():
         response[header] = value
     return response
