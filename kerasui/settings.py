@@ -241,8 +241,6 @@ if AWS_STORAGE_BUCKET_NAME:
     # permission check (management/files.py streams them), never by a URL of the bucket's.
     AWS_DEFAULT_ACL = None
     AWS_QUERYSTRING_AUTH = True
-    # A name already taken is an error in our code, not a file to overwrite silently.
-    AWS_S3_FILE_OVERWRITE = False
 # Serve static files straight from the apps when collectstatic has not run (tests, development).
 WHITENOISE_USE_FINDERS = True
 

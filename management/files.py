@@ -18,8 +18,11 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from django.conf import settings
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse
+
+from management.ml.files import atomic_write_bytes
 
 # The image types a dataset item is served inline as, by its (server-chosen) extension.
 IMAGE_TYPES = {
@@ -57,6 +60,15 @@ def media_type(relative: str) -> tuple[str, bool]:
     if folder == "logs" and extension in {"log", "txt"}:
         return TEXT, True
     return DOWNLOAD_TYPES.get(extension, DOWNLOAD), False
+
+
+def media_write_bytes(*, name: str, data: bytes) -> None:
+    """Keep `data` as the media file `name`, replacing it whole, through the storage API: a reader never
+    sees half a file (on this disk a temporary file renamed; in a bucket one PUT)."""
+    if _on_this_disk():
+        atomic_write_bytes(Path(default_storage.path(name)), data)
+    else:
+        default_storage.save(name, ContentFile(data))
 
 
 def _on_this_disk() -> bool:

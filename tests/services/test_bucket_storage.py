@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from moto import mock_aws
 from rest_framework.test import APIClient
 
-from management.files import media_response
+from management.files import media_response, media_write_bytes
 from management.models import DataSet
 from management.services.datasets import storage_folder_delete
 from tests.images import png
@@ -27,7 +27,6 @@ def bucket(settings, monkeypatch):
         settings.AWS_STORAGE_BUCKET_NAME = BUCKET
         settings.AWS_S3_REGION_NAME = "us-east-1"
         settings.AWS_DEFAULT_ACL = None
-        settings.AWS_S3_FILE_OVERWRITE = False
         settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "kerasui.storage.BucketStorage"}}
         yield client
 
@@ -80,3 +79,11 @@ def test_deleting_a_folder_deletes_its_objects_and_no_other(bucket):
     storage_folder_delete(storage=default_storage, name="exports/run_1")
 
     assert keys(bucket) == {"exports/run_2/model.onnx"}
+
+
+def test_a_kept_file_is_written_to_the_bucket_and_replaced_whole(bucket):
+    media_write_bytes(name="explanations/run_1/item_2-abc.png", data=b"first")
+    media_write_bytes(name="explanations/run_1/item_2-abc.png", data=b"second")
+
+    assert keys(bucket) == {"explanations/run_1/item_2-abc.png"}
+    assert bucket.get_object(Bucket=BUCKET, Key="explanations/run_1/item_2-abc.png")["Body"].read() == b"second"
