@@ -14,6 +14,8 @@ attachment. Every answer forbids sniffing, runs nothing (a CSP sandbox) and is n
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
@@ -69,6 +71,27 @@ def media_write_bytes(*, name: str, data: bytes) -> None:
         atomic_write_bytes(Path(default_storage.path(name)), data)
     else:
         default_storage.save(name, ContentFile(data))
+
+
+def media_local_copy(*, name: str) -> Path:
+    """A path on this machine to the media file `name`, for code that reads files by path (model
+    engines): the file itself on this disk; from a bucket, a copy in this machine's cache
+    (KERASUI_CACHE_DIR/media), fetched when missing or of another size, written whole then renamed."""
+    if _on_this_disk():
+        return Path(default_storage.path(name))
+    copy = Path(settings.KERASUI_CACHE_DIR) / "media" / PurePosixPath(name)
+    size = default_storage.size(name)
+    if copy.is_file() and copy.stat().st_size == size:
+        return copy
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    temporary = copy.with_name(f".{copy.name}.{uuid.uuid4().hex}.part")
+    try:
+        with default_storage.open(name, "rb") as source, temporary.open("wb") as target:
+            shutil.copyfileobj(source, target, length=1024 * 1024)
+        temporary.replace(copy)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return copy
 
 
 def _on_this_disk() -> bool:

@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from moto import mock_aws
 from rest_framework.test import APIClient
 
-from management.files import media_response, media_write_bytes
+from management.files import media_local_copy, media_response, media_write_bytes
 from management.models import DataSet
 from management.services.datasets import storage_folder_delete
 from tests.images import png
@@ -87,3 +87,14 @@ def test_a_kept_file_is_written_to_the_bucket_and_replaced_whole(bucket):
 
     assert keys(bucket) == {"explanations/run_1/item_2-abc.png"}
     assert bucket.get_object(Bucket=BUCKET, Key="explanations/run_1/item_2-abc.png")["Body"].read() == b"second"
+
+
+def test_a_model_in_the_bucket_is_read_from_a_copy_in_this_machines_cache(bucket, settings, tmp_path):
+    settings.KERASUI_CACHE_DIR = tmp_path / "cache"
+    default_storage.save("models/run_3.keras", ContentFile(b"weights"))
+
+    copy = media_local_copy(name="models/run_3.keras")
+
+    assert copy.is_relative_to(tmp_path / "cache") and copy.read_bytes() == b"weights"
+    bucket.put_object(Bucket=BUCKET, Key="models/run_3.keras", Body=b"new weights")
+    assert media_local_copy(name="models/run_3.keras").read_bytes() == b"new weights"
