@@ -1,6 +1,10 @@
 """Kept files in an S3 bucket (moto's S3 API in-process): items stored there, served through the media view
 after its check, and folders deleted there."""
 
+import socket
+import subprocess
+import sys
+
 import boto3
 import pytest
 from django.core.files.base import ContentFile
@@ -12,6 +16,7 @@ from rest_framework.test import APIClient
 from management.files import media_local_copy, media_response, media_write_bytes
 from management.models import DataSet
 from management.services.datasets import storage_folder_delete
+from management.services.journal import media_journals_recover
 from tests.images import png
 
 BUCKET = "kerasui-test"
@@ -98,3 +103,18 @@ def test_a_model_in_the_bucket_is_read_from_a_copy_in_this_machines_cache(bucket
     assert copy.is_relative_to(tmp_path / "cache") and copy.read_bytes() == b"weights"
     bucket.put_object(Bucket=BUCKET, Key="models/run_3.keras", Body=b"new weights")
     assert media_local_copy(name="models/run_3.keras").read_bytes() == b"new weights"
+
+
+def test_crash_recovery_deletes_an_interrupted_uploads_objects_in_the_bucket(bucket, settings, tmp_path, db):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    default_storage.save("datasets/1/orphan.png", ContentFile(b"half"))
+    default_storage.save("datasets/1/kept.png", ContentFile(b"other"))
+    journal = tmp_path / "media" / "journal" / f"{socket.gethostname()}-{dead.pid}-abcd1234.txt"
+    journal.parent.mkdir(parents=True)
+    journal.write_text("datasets/1/orphan.png\n../datasets/1/kept.png\n")
+
+    assert media_journals_recover() == ["datasets/1/orphan.png"]
+    assert keys(bucket) == {"datasets/1/kept.png"}
+    assert not journal.exists()
