@@ -103,7 +103,7 @@ def _on_this_disk() -> bool:
 
 
 def media_response(relative: str, *, filename: str | None = None):
-    """A response for the media file `relative` (a path under MEDIA_ROOT already checked by the caller).
+    """A response for the media file `relative` (a name in media storage already checked by the caller).
 
     `filename` makes it a download under that name; a file that may not be shown inline is a
     download under its own name anyway.
