@@ -43,6 +43,11 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def on_starting(server):
+    # A wrong setting stops gunicorn here, in the master, with one line (a worker would fail to boot in a loop).
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kerasui.settings")
+    from kerasui.config import stop_on_bad_settings
+
+    stop_on_bad_settings()
     folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.db"):

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.storage import default_storage
 from django.db import DatabaseError, connection
 from django.http import Http404, HttpResponse, JsonResponse
 from django.utils._os import safe_join
@@ -695,7 +696,7 @@ class MediaView(APIView):
         except SuspiciousFileOperation:  # ../ and absolute names
             raise Http404 from None
         relative = Path(os.path.relpath(full_path, os.path.abspath(settings.MEDIA_ROOT))).as_posix()
-        if not full_path.is_file():
+        if not default_storage.exists(relative):
             # A thumbnail is made on its first request when its image came before thumbnails did.
             dataset_item_thumbnail_make(name=relative)
         return media_response(relative)

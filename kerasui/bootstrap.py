@@ -4,6 +4,7 @@
     sh standalone.bat demo     the same, and create the demo dataset first
     sh standalone.bat test     install the development requirements and run the test suite
 
+On Python 3.11 the runtime comes from requirements.lock, installed with --require-hashes.
 Only the standard library is used here: this runs before the virtual environment exists.
 """
 
@@ -21,6 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 SUPPORTED = ((3, 10), (3, 13))
+# The hash-pinned lock of requirements.txt (see its header for the command that refreshes it).
+LOCK = ROOT / "requirements.lock"
+LOCKED_PYTHON = (3, 11)
 
 
 def venv_python() -> Path:
@@ -41,19 +45,41 @@ def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
 
 
 def ensure_environment(requirements: str) -> Path:
-    """Create .venv once and (re)install the requirements whenever their files change."""
+    """Create .venv once and (re)install the requirements whenever their files change.
+
+    On the locked Python the runtime comes from requirements.lock, every file checked against its hash;
+    requirements.txt's ranges are installed only on the other supported versions (said so), and
+    development tools (pytest, ruff…) on top of the runtime.
+    """
     python = venv_python()
     if not python.exists():
         say(f"creating the virtual environment in {VENV}")
         venv.EnvBuilder(with_pip=True).create(VENV)
-    files = [ROOT / "requirements.txt", ROOT / requirements]
-    digest = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()
+    files = [ROOT / "requirements.txt", LOCK, ROOT / requirements]
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in files if path.exists())).hexdigest()
     stamp = VENV / f"installed-{Path(requirements).stem}.sha256"
     if not stamp.exists() or stamp.read_text().strip() != digest:
         say(f"installing {requirements} (the first time takes a few minutes: TensorFlow is large)")
-        run(python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", ROOT / requirements)
+        for command in install_commands(requirements, python_version=sys.version_info[:2]):
+            run(python, *command)
         stamp.write_text(digest)
     return python
+
+
+def install_commands(requirements: str, *, python_version: tuple[int, int]) -> list[list[str]]:
+    """The pip commands that install `requirements` on this Python: the lock with hashes when it fits."""
+    pip = ["-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    if python_version == LOCKED_PYTHON and LOCK.exists():
+        commands = [[*pip, "--require-hashes", "-r", str(LOCK)]]
+        if requirements != "requirements.txt":
+            commands.append([*pip, "-r", str(ROOT / requirements)])
+        return commands
+    say(
+        f"requirements.lock is for Python {LOCKED_PYTHON[0]}.{LOCKED_PYTHON[1]}: on "
+        f"{python_version[0]}.{python_version[1]} the newest releases inside requirements.txt's ranges are "
+        "installed instead, without hash checks"
+    )
+    return [[*pip, "-r", str(ROOT / requirements)]]
 
 
 def serve(python: Path, *, demo: bool) -> None:

@@ -10,10 +10,7 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
-import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
-
-from kerasui import logs
+from kerasui import config, logs
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -21,29 +18,15 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None or value.strip() == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+# Every variable is read through kerasui/config.py (environs): a wrong value stops the start with one
+# line naming the variable and what it accepts.
+env_bool = config.boolean
+env_int = config.integer
+env_rate = config.rate
+env_list = config.text_list
 
 
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    return int(value) if value else default
-
-
-def env_rate(name: str, default: str) -> str | None:
-    """A DRF rate such as 1200/min; empty or "none" for no limit."""
-    value = os.environ.get(name, default).strip()
-    return None if value.lower() in {"", "none", "off"} else value
-
-
-def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
-
-
-DATA_DIR = Path(os.environ.get("KERASUI_DATA_DIR") or BASE_DIR / "data").resolve()
+DATA_DIR = config.path("KERASUI_DATA_DIR", BASE_DIR / "data").resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
@@ -145,12 +128,12 @@ TEMPLATES = [
 
 # SQLite by default; DATABASE_URL (for example postgres://user:pass@host/db) for deployments.
 DATABASES = {
-    "default": dj_database_url.config(
+    "default": config.database(
+        "DATABASE_URL",
         default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}",
         # Connections are kept (and checked before reuse) rather than opened per request: SQLite's
         # pragmas run once per connection, PostgreSQL's connection set-up once per thread.
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 600),
-        conn_health_checks=True,
     )
 }
 # A training process must use the very database of the process that started it (in tests, the
@@ -182,7 +165,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # database by default (its table is made by `migrate`; each worker leases counts from it and counts
 # in memory, see api/throttles.py); Redis when KERASUI_REDIS_URL (or CACHE_URL) names one, e.g.
 # redis://127.0.0.1:6379/2 (every request counted there).
-KERASUI_REDIS_URL = os.environ.get("KERASUI_REDIS_URL") or os.environ.get("CACHE_URL") or ""
+KERASUI_REDIS_URL = config.url("KERASUI_REDIS_URL", "", schemes=("redis", "rediss", "unix")) or config.url(
+    "CACHE_URL", "", schemes=("redis", "rediss", "unix")
+)
 if KERASUI_REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": KERASUI_REDIS_URL}}
 else:
@@ -231,32 +216,47 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = os.environ.get("DJANGO_TIME_ZONE", "UTC")
+TIME_ZONE = config.text("DJANGO_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = Path(os.environ.get("KERASUI_STATIC_ROOT") or DATA_DIR / "static")
+STATIC_ROOT = config.path("KERASUI_STATIC_ROOT", DATA_DIR / "static")
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# Issue 26: kept files (images, models, exports, logs) in an S3-compatible bucket (AWS S3, MinIO, Ceph,
+# R2) through django-storages when a bucket is named; the machine's own data folder then holds only
+# caches. Credentials may also come from boto3's usual sources (instance roles, ~/.aws).
+AWS_STORAGE_BUCKET_NAME = config.text("AWS_STORAGE_BUCKET_NAME", "")
+AWS_S3_ENDPOINT_URL = config.url("AWS_S3_ENDPOINT_URL", "", schemes=("https", "http")) or None
+AWS_S3_REGION_NAME = config.text("AWS_S3_REGION_NAME", "") or None
+AWS_ACCESS_KEY_ID = config.text("AWS_ACCESS_KEY_ID", "") or None
+AWS_SECRET_ACCESS_KEY = config.text("AWS_SECRET_ACCESS_KEY", "") or None
+if AWS_STORAGE_BUCKET_NAME:
+    STORAGES["default"] = {"BACKEND": "kerasui.storage.BucketStorage"}
+    # Private: objects get no public ACL, and are served only through the media view after its
+    # permission check (management/files.py streams them), never by a URL of the bucket's.
+    AWS_DEFAULT_ACL = None
+    AWS_QUERYSTRING_AUTH = True
 # Serve static files straight from the apps when collectstatic has not run (tests, development).
 WHITENOISE_USE_FINDERS = True
 
 # Media (dataset images, models, logs) is private: served only through an authenticated view.
 MEDIA_URL = "media/"
-MEDIA_ROOT = Path(os.environ.get("KERASUI_MEDIA_ROOT") or DATA_DIR / "media")
+MEDIA_ROOT = config.path("KERASUI_MEDIA_ROOT", DATA_DIR / "media")
 # Who sends media bytes once Django has checked access: "" (Django itself), "nginx"
 # (X-Accel-Redirect to KERASUI_MEDIA_ACCEL_PREFIX, an internal location) or "apache" (X-Sendfile).
-KERASUI_MEDIA_SERVER = os.environ.get("KERASUI_MEDIA_SERVER", "").strip().lower()
-KERASUI_MEDIA_ACCEL_PREFIX = os.environ.get("KERASUI_MEDIA_ACCEL_PREFIX", "/protected-media/")
+KERASUI_MEDIA_SERVER = config.choice("KERASUI_MEDIA_SERVER", "", ("", "django", "nginx", "apache"))
+KERASUI_MEDIA_SERVER = "" if KERASUI_MEDIA_SERVER == "django" else KERASUI_MEDIA_SERVER
+KERASUI_MEDIA_ACCEL_PREFIX = config.text("KERASUI_MEDIA_ACCEL_PREFIX", "/protected-media/")
 
 # The Content-Security-Policy of every page (private media gets "default-src 'none'; sandbox"):
 # scripts only from this site's files, never inline; inline styles stay allowed (the admin and
 # Swagger UI use style attributes); images also from data: and blob: (previews of a chosen file).
-KERASUI_CONTENT_SECURITY_POLICY = os.environ.get("KERASUI_CONTENT_SECURITY_POLICY") or (
+KERASUI_CONTENT_SECURITY_POLICY = config.text("KERASUI_CONTENT_SECURITY_POLICY", "") or (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
     "font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
 )
@@ -365,14 +365,10 @@ LOGIN_URL = "admin:login"
 # to the `training` queue and a Celery worker (on any machine sharing the database and media) executes
 # it. "none": jobs stay queued (tests; `manage.py job KIND ID` by hand).
 # KERASUI_TRAINING_RUNNER is the deprecated name: "thread" or anything else (= "none").
-_legacy_runner = os.environ.get("KERASUI_TRAINING_RUNNER", "").strip().lower()
-KERASUI_TRAINING_BACKEND = os.environ.get("KERASUI_TRAINING_BACKEND", "").strip().lower() or (
+_legacy_runner = config.text("KERASUI_TRAINING_RUNNER", "").lower()
+KERASUI_TRAINING_BACKEND = config.choice("KERASUI_TRAINING_BACKEND", "", ("thread", "celery", "none")) or (
     {"": "thread", "thread": "thread"}.get(_legacy_runner, "none")
 )
-if KERASUI_TRAINING_BACKEND not in {"thread", "celery", "none"}:
-    raise ImproperlyConfigured(
-        f"KERASUI_TRAINING_BACKEND is {KERASUI_TRAINING_BACKEND!r}: use 'thread', 'celery' or 'none'"
-    )
 # The job budget: how many jobs of each kind run at once, on every machine together.
 KERASUI_MAX_CONCURRENT_RUNS = env_int("KERASUI_MAX_CONCURRENT_RUNS", 1)
 KERASUI_MAX_CONCURRENT_HEALTH_CHECKS = env_int("KERASUI_MAX_CONCURRENT_HEALTH_CHECKS", 1)
@@ -389,7 +385,9 @@ KERASUI_HEARTBEAT_TIMEOUT = env_int("KERASUI_HEARTBEAT_TIMEOUT", 60)
 KERASUI_TRAINING_TIME_LIMIT = env_int("KERASUI_TRAINING_TIME_LIMIT", 2 * 24 * 3600)
 
 # Celery (KERASUI_TRAINING_BACKEND=celery); `celery -A kerasui worker -Q training -c 1` on each machine.
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = config.url(
+    "CELERY_BROKER_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "amqp", "amqps", "sqs", "memory")
+)
 # Results and states live on the run in the database: no result backend.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ROUTES = {"jobs.run": {"queue": "training"}}
@@ -412,18 +410,20 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Training decodes each dataset version once per size and colour mode into a uint8 file here,
 # with this many processes, and reads it memory-mapped; least recently used files go first.
-KERASUI_CACHE_DIR = Path(os.environ.get("KERASUI_CACHE_DIR") or DATA_DIR / "cache")
+KERASUI_CACHE_DIR = config.path("KERASUI_CACHE_DIR", DATA_DIR / "cache")
 KERASUI_CACHE_MAX_BYTES = env_int("KERASUI_CACHE_MAX_BYTES", 4 * 1024**3)
 KERASUI_PREPROCESS_WORKERS = env_int("KERASUI_PREPROCESS_WORKERS", os.cpu_count() or 1)
 # Pretrained starting points: EfficientNet-Lite0's weights are converted once into this folder; the
 # Keras applications' weights live in Keras' cache ($KERAS_HOME, default ~/.keras) and are downloaded
 # from this base URL (a mirror of Keras' storage.googleapis.com paths) the first time. Empty: never
 # download; `python manage.py weights import NAME FILE` then brings them in.
-KERASUI_WEIGHTS_DIR = Path(os.environ.get("KERASUI_WEIGHTS_DIR") or DATA_DIR / "weights")
-KERASUI_WEIGHTS_BASE_URL = os.environ.get("KERASUI_WEIGHTS_BASE_URL", "https://storage.googleapis.com/").strip()
+KERASUI_WEIGHTS_DIR = config.path("KERASUI_WEIGHTS_DIR", DATA_DIR / "weights")
+KERASUI_WEIGHTS_BASE_URL = config.url(
+    "KERASUI_WEIGHTS_BASE_URL", "https://storage.googleapis.com/", schemes=("https", "http")
+)
 # Dataset health checks compute features of every image with this pretrained backbone at this size
 # (cached like training's); empty: no backbone, the dataset's own model code is trained per fold instead.
-KERASUI_HEALTH_BACKBONE = os.environ.get("KERASUI_HEALTH_BACKBONE", "efficientnet_lite0").strip()
+KERASUI_HEALTH_BACKBONE = config.text("KERASUI_HEALTH_BACKBONE", "efficientnet_lite0")
 KERASUI_HEALTH_IMAGE_SIZE = env_int("KERASUI_HEALTH_IMAGE_SIZE", 96)
 # The Automatic starting point's pretrained candidate (its head on cached features, then fine-tuning);
 # empty: Automatic trains the model code only.
@@ -438,7 +438,7 @@ KERASUI_EXPORT_SAMPLES = env_int("KERASUI_EXPORT_SAMPLES", 16)
 # this many at once on this machine, across its processes (0: no cap); more are answered 429.
 KERASUI_MAX_CONCURRENT_JOBS = env_int("KERASUI_MAX_CONCURRENT_JOBS", 2)
 # Lock files that count them (and other cross-process locks) live here, on this machine's disk.
-KERASUI_LOCK_DIR = Path(os.environ.get("KERASUI_LOCK_DIR") or DATA_DIR / "locks")
+KERASUI_LOCK_DIR = config.path("KERASUI_LOCK_DIR", DATA_DIR / "locks")
 # Largest .keras file accepted by model import.
 KERASUI_MAX_MODEL_BYTES = env_int("KERASUI_MAX_MODEL_BYTES", 500 * 1024 * 1024)
 # Loaded models kept per process for prediction (least recently used evicted); a worker loads the
@@ -449,13 +449,11 @@ KERASUI_MODEL_CACHE_SIZE = env_int("KERASUI_MODEL_CACHE_SIZE", 8)
 KERASUI_INFERENCE_THREADS = env_int("KERASUI_INFERENCE_THREADS", 1)
 # Serving (issue 17): "onnxruntime" serves each version with its ONNX export once proven against Keras
 # within KERASUI_SERVING_TOLERANCE (else Keras, the fallback); "keras" serves every version with Keras.
-KERASUI_SERVING_ENGINE = os.environ.get("KERASUI_SERVING_ENGINE", "onnxruntime").strip().lower()
-if KERASUI_SERVING_ENGINE not in {"onnxruntime", "keras"}:
-    raise ImproperlyConfigured(f"KERASUI_SERVING_ENGINE is {KERASUI_SERVING_ENGINE!r}: use 'onnxruntime' or 'keras'")
-KERASUI_SERVING_TOLERANCE = float(os.environ.get("KERASUI_SERVING_TOLERANCE") or 1e-5)
+KERASUI_SERVING_ENGINE = config.choice("KERASUI_SERVING_ENGINE", "onnxruntime", ("onnxruntime", "keras"))
+KERASUI_SERVING_TOLERANCE = config.number("KERASUI_SERVING_TOLERANCE", 1e-5)
 # Web workers load current models when they start and look for newly current runs this often (seconds).
 KERASUI_WARM_WORKERS = env_bool("KERASUI_WARM_WORKERS", True)
-KERASUI_SERVING_POLL_SECONDS = float(os.environ.get("KERASUI_SERVING_POLL_SECONDS") or 2.0)
+KERASUI_SERVING_POLL_SECONDS = config.number("KERASUI_SERVING_POLL_SECONDS", 2.0)
 # Largest single image accepted (bytes) and largest image (pixels) decoded, well under Pillow's own
 # decompression-bomb limit (89 million): a 6000x4000 photo passes, a 16-bit 8000x5000 PNG does not.
 KERASUI_MAX_IMAGE_BYTES = env_int("KERASUI_MAX_IMAGE_BYTES", 20 * 1024 * 1024)
@@ -484,7 +482,10 @@ LOGGING = {
         # A training process's account of its run goes to standard output: the run's log, with Keras' progress.
         "run_log": {"class": "kerasui.logs.ConsoleHandler", "stream_name": "stdout", "formatter": "standard"},
     },
-    "root": {"handlers": ["console"], "level": os.environ.get("KERASUI_LOG_LEVEL", "INFO").upper()},
+    "root": {
+        "handlers": ["console"],
+        "level": config.choice("KERASUI_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper(),
+    },
     "loggers": {
         "django.server": {"level": "INFO"},
         logs.RUN_LOGGER: {"handlers": ["run_log"], "level": "INFO", "propagate": False},

@@ -7,6 +7,9 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kerasui.settings")
 
+from kerasui.config import stop_on_bad_settings  # noqa: E402
+
+stop_on_bad_settings()
 application = get_wsgi_application()
 
 from jobs import runner  # noqa: E402 - needs the app registry loaded above

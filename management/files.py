@@ -2,7 +2,9 @@
 
 With `KERASUI_MEDIA_SERVER=nginx` the response only carries `X-Accel-Redirect` (to an `internal`
 location, `KERASUI_MEDIA_ACCEL_PREFIX`), with `apache` (or lighttpd) `X-Sendfile` with the file's
-path: the web server sends the bytes after Django has checked who may see them.
+path: the web server sends the bytes after Django has checked who may see them. Files are read through
+Django's storage API: with a bucket (AWS_STORAGE_BUCKET_NAME) Django streams them from it after the same
+check, rather than redirecting to a presigned URL that would outlive the check and skip these headers.
 
 Whoever sends the bytes, the type is decided here from what the file is, never guessed from an
 extension by the platform: an item image (named by the server from its detected format) inline as
@@ -12,11 +14,17 @@ attachment. Every answer forbids sniffing, runs nothing (a CSP sandbox) and is n
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse
+
+from management.ml.files import atomic_write_bytes
 
 # The image types a dataset item is served inline as, by its (server-chosen) extension.
 IMAGE_TYPES = {
@@ -56,31 +64,71 @@ def media_type(relative: str) -> tuple[str, bool]:
     return DOWNLOAD_TYPES.get(extension, DOWNLOAD), False
 
 
+def media_write_bytes(*, name: str, data: bytes) -> None:
+    """Keep `data` as the media file `name`, replacing it whole, through the storage API: a reader never
+    sees half a file (on this disk a temporary file renamed; in a bucket one PUT)."""
+    if _on_this_disk():
+        atomic_write_bytes(Path(default_storage.path(name)), data)
+    else:
+        default_storage.save(name, ContentFile(data))
+
+
+def media_local_copy(*, name: str) -> Path:
+    """A path on this machine to the media file `name`, for code that reads files by path (model
+    engines): the file itself on this disk; from a bucket, a copy in this machine's cache
+    (KERASUI_CACHE_DIR/media), fetched when missing or of another size, written whole then renamed."""
+    if _on_this_disk():
+        return Path(default_storage.path(name))
+    copy = Path(settings.KERASUI_CACHE_DIR) / "media" / PurePosixPath(name)
+    size = default_storage.size(name)
+    if copy.is_file() and copy.stat().st_size == size:
+        return copy
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    temporary = copy.with_name(f".{copy.name}.{uuid.uuid4().hex}.part")
+    try:
+        with default_storage.open(name, "rb") as source, temporary.open("wb") as target:
+            shutil.copyfileobj(source, target, length=1024 * 1024)
+        temporary.replace(copy)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return copy
+
+
+def _on_this_disk() -> bool:
+    try:
+        default_storage.path("")
+    except NotImplementedError:  # a bucket
+        return False
+    return True
+
+
 def media_response(relative: str, *, filename: str | None = None):
-    """A response for the media file `relative` (a path under MEDIA_ROOT already checked by the caller).
+    """A response for the media file `relative` (a name in media storage already checked by the caller).
 
     `filename` makes it a download under that name; a file that may not be shown inline is a
     download under its own name anyway.
     """
-    path = Path(settings.MEDIA_ROOT) / relative
-    if not relative or not path.is_file():
+    if not relative or not default_storage.exists(relative):
         raise Http404("the file is missing")
     content_type, inline = media_type(relative)
     if filename is None and not inline:
         filename = PurePosixPath(relative).name
-    server = settings.KERASUI_MEDIA_SERVER
+    # The front web server can send only files on this machine's disk; a bucket's are streamed by Django.
+    server = settings.KERASUI_MEDIA_SERVER if _on_this_disk() else ""
     if server in {"nginx", "apache"}:
         response = HttpResponse(content_type=content_type)
         if server == "nginx":
             response["X-Accel-Redirect"] = settings.KERASUI_MEDIA_ACCEL_PREFIX.rstrip("/") + "/" + quote(relative)
         else:
-            response["X-Sendfile"] = str(path.resolve())
+            response["X-Sendfile"] = str(Path(default_storage.path(relative)).resolve())
         if filename:
             response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
     elif filename:
-        response = FileResponse(path.open("rb"), as_attachment=True, filename=filename, content_type=content_type)
+        response = FileResponse(
+            default_storage.open(relative, "rb"), as_attachment=True, filename=filename, content_type=content_type
+        )
     else:
-        response = FileResponse(path.open("rb"), content_type=content_type)
+        response = FileResponse(default_storage.open(relative, "rb"), content_type=content_type)
     for header, value in PRIVATE_HEADERS.items():
         response[header] = value
     return response

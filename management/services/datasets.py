@@ -16,7 +16,6 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
@@ -511,14 +510,32 @@ def delete_files_on_commit(names: list[tuple[object, str]]) -> None:
 
 
 def delete_folders_on_commit(names: list[str]) -> None:
-    """Delete folders under media (checkpoints) once the current transaction commits."""
+    """Delete folders of media (checkpoints, exports) once the current transaction commits."""
 
     def delete() -> None:
         for name in names:
             if name:
-                shutil.rmtree(Path(settings.MEDIA_ROOT) / name, ignore_errors=True)
+                storage_folder_delete(storage=default_storage, name=name)
 
     transaction.on_commit(delete)
+
+
+def storage_folder_delete(*, storage, name: str) -> None:
+    """Delete every file under the folder `name` of `storage` (a bucket has no folders to remove, only
+    names with a common prefix; a local folder is removed as well once empty)."""
+    try:
+        folders, files = storage.listdir(name)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for file in files:
+        storage.delete(f"{name}/{file}")
+    for folder in folders:
+        storage_folder_delete(storage=storage, name=f"{name}/{folder}")
+    try:
+        local = storage.path(name)
+    except NotImplementedError:  # a bucket
+        return
+    shutil.rmtree(local, ignore_errors=True)
 
 
 @transaction.atomic

@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
+from django.core.files.storage import default_storage
 from filelock import FileLock, Timeout
 
+from management.files import media_write_bytes
 from management.ml.explain import METHOD, display_image, occlusion_map, overlay_png
-from management.ml.files import atomic_write_bytes
 from management.ml.images import load_image
 from management.models import DataSetItem, TrainingRun
 from management.services.datasets import image_size_check
@@ -162,7 +163,7 @@ def explanation_for_image(
 
 
 def explanation_folder(run: TrainingRun) -> str:
-    """Where a run's explanations of its evaluated images are kept, under MEDIA_ROOT."""
+    """Where a run's explanations of its evaluated images are kept, in media storage."""
     return f"explanations/run_{run.pk}"
 
 
@@ -187,7 +188,7 @@ def _evaluated_items(run: TrainingRun) -> list[int]:
 
 
 def explanation_run_item(*, run: TrainingRun, item_id: int, user_id: int | None = None) -> str:
-    """The heatmap (a PNG's path under MEDIA_ROOT) of what the run's model looked at in one of the run's
+    """The heatmap (a PNG's name in media storage) of what the run's model looked at in one of the run's
     images, for the label its evaluation predicted; made on first request, then kept.
 
     The file's name carries the image's stored name, so an image replaced since is explained anew.
@@ -201,8 +202,7 @@ def explanation_run_item(*, run: TrainingRun, item_id: int, user_id: int | None 
         raise Conflict(f"run {run.pk} is {run.status} and has no model to explain with", field="run")
     digest = hashlib.sha256(item.image.name.encode()).hexdigest()[:12]
     relative = f"{explanation_folder(run)}/item_{item.pk}-{digest}.png"
-    target = Path(settings.MEDIA_ROOT) / relative
-    if target.is_file():
+    if default_storage.exists(relative):
         return relative
     try:
         with item.image.open("rb") as file:
@@ -215,7 +215,7 @@ def explanation_run_item(*, run: TrainingRun, item_id: int, user_id: int | None 
         )
     # Written whole under a temporary name, then renamed: a reader never sees half a PNG.
     try:
-        atomic_write_bytes(target, explanation.png)
+        media_write_bytes(name=relative, data=explanation.png)
     except OSError as error:
         raise InsufficientStorage(
             f"the heatmap of image {item_id} cannot be kept ({error.strerror or error})", field="item"

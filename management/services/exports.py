@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db import IntegrityError
 from django.utils import timezone
 from django.utils.text import slugify
@@ -248,7 +249,7 @@ def _usable(run: TrainingRun, key: str) -> dict | None:
         return None
     if entry.get("status") != "ok":
         raise ExportRefused(entry.get("error") or f"the {key} export was refused", field="format")
-    if not (Path(settings.MEDIA_ROOT) / entry["file"]).is_file():
+    if not default_storage.exists(entry["file"]):
         return None  # the file went missing: make it again
     return entry
 
@@ -301,7 +302,7 @@ def _ready(run: TrainingRun, format: str, precision: str, bundle: bool) -> Expor
     if not bundle:
         return ExportFile(entry["file"], _download_name(run, format, precision, bundle=False))
     name = f"{export_folder(run)}/{format}-{precision}-bundle.zip"
-    if (Path(settings.MEDIA_ROOT) / name).is_file():
+    if default_storage.exists(name):
         return ExportFile(name, _download_name(run, format, precision, bundle=True))
     return None
 

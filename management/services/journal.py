@@ -14,10 +14,11 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.core.files.base import File
+from django.core.files.storage import default_storage
 
 from management.models import DataSet, DataSetItem, TrainingRun
 from management.processes import pid_alive
@@ -79,6 +80,12 @@ def _referenced(name: str) -> bool:
     )
 
 
+def _outside_media(name: str) -> bool:
+    """A name that would reach outside media (absolute, or climbing with ..): never deleted."""
+    path = PurePosixPath(name)
+    return path.is_absolute() or ".." in path.parts or "\\" in name or ":" in name
+
+
 def media_journals_recover() -> list[str]:
     """Delete the unreferenced files listed by journals of dead processes of this host; return them."""
     folder = Path(settings.MEDIA_ROOT) / FOLDER
@@ -89,13 +96,13 @@ def media_journals_recover() -> list[str]:
         if not pid.isdigit() or pid_alive(int(pid)):
             continue
         names = {line.strip() for line in journal.read_text(encoding="utf-8").splitlines() if line.strip()}
-        media = Path(settings.MEDIA_ROOT).resolve()
         for name in sorted(names):
-            path = (media / name).resolve()
-            if not path.is_relative_to(media) or _referenced(name):
+            # The files themselves are in media storage (this disk or a bucket); the journal, a
+            # process's own state, stays on this machine.
+            if _outside_media(name) or _referenced(name):
                 continue
-            if path.exists():
-                path.unlink()
+            if default_storage.exists(name):
+                default_storage.delete(name)
                 deleted.append(name)
         journal.unlink(missing_ok=True)
     if deleted:

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 
 from jobs.budgets import TooManyJobs
+from management.files import media_local_copy
 from management.ml.engines import KERAS, ONNXRUNTIME, load_predictor
 from management.ml.export import file_name
 from management.models import TrainingRun
@@ -24,6 +26,11 @@ from management.services.errors import ServiceError
 from management.services.exports import export_folder, training_run_export
 
 log = logging.getLogger(__name__)
+
+
+def onnx_name(run: TrainingRun) -> str:
+    """The name in media storage of the run's proven ONNX export."""
+    return f"{export_folder(run)}/{file_name('onnx')}"
 
 
 def onnx_path(run: TrainingRun) -> Path:
@@ -103,14 +110,18 @@ def serving_engine(*, run: TrainingRun) -> tuple[str, str]:
 
 def serving_predictor(*, run: TrainingRun):
     """A loaded predictor for a version's model, by its engine; prepares the version when undecided."""
+    # Read through the storage API: on a web machine with a bucket, from a copy in this machine's cache.
     if settings.KERASUI_SERVING_ENGINE == KERAS:
-        return load_predictor(KERAS, run.model_file.path, threads=settings.KERASUI_INFERENCE_THREADS)
+        path = media_local_copy(name=run.model_file.name)
+        return load_predictor(KERAS, str(path), threads=settings.KERASUI_INFERENCE_THREADS)
     if not run.serving_engine:
         serving_prepare_run(run=run)
-    if run.serving_engine == ONNXRUNTIME and not onnx_path(run).is_file():
-        if not Path(run.model_file.path).is_file():
-            raise FileNotFoundError(f"neither {run.model_file.name} nor its ONNX export is in the media folder")
+    if run.serving_engine == ONNXRUNTIME and not default_storage.exists(onnx_name(run)):
+        if not default_storage.exists(run.model_file.name):
+            raise FileNotFoundError(f"neither {run.model_file.name} nor its ONNX export is in media storage")
         # The export went missing or is being made again (`export --again`): prove it anew.
         serving_prepare_run(run=run)
-    path = onnx_path(run) if run.serving_engine == ONNXRUNTIME else run.model_file.path
-    return load_predictor(run.serving_engine, path, threads=settings.KERASUI_INFERENCE_THREADS)
+    name = onnx_name(run) if run.serving_engine == ONNXRUNTIME else run.model_file.name
+    return load_predictor(
+        run.serving_engine, str(media_local_copy(name=name)), threads=settings.KERASUI_INFERENCE_THREADS
+    )

@@ -24,6 +24,7 @@ from django.core.files import File
 from django.db import transaction
 
 from kerasui.logs import RUN_LOGGER
+from management.files import media_local_copy
 from management.ml import fit as ml_fit
 from management.ml import transfer
 from management.ml.backbones import WeightsUnavailable
@@ -208,7 +209,7 @@ def run_model_spec(run: TrainingRun) -> ModelSpec:
         learning_rate=run.learning_rate,
         architecture=run.architecture,
         augmentation=Augmentation(**run.augmentation, seed=run.seed),
-        weights_path=str(Path(settings.MEDIA_ROOT) / run.weights_file) if run.weights_file else None,
+        weights_path=str(media_local_copy(name=run.weights_file)) if run.weights_file else None,
     )
 
 
@@ -685,7 +686,7 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
             # Issue 17 (serving): the ONNX export is made and proven before the run becomes current.
             # While other model jobs hold every slot it waits a while, then leaves that to the first use.
             serving_prepare_run(
-                run=run, model_path=run.model_file.storage.path(model_name), wait_for_slot=SERVING_SLOT_WAIT_SECONDS
+                run=run, model_path=str(media_local_copy(name=model_name)), wait_for_slot=SERVING_SLOT_WAIT_SECONDS
             )
             phases["exporting"] = round(time.monotonic() - started, 2)
             metrics["phases"] = phases

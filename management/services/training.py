@@ -12,6 +12,7 @@ from django.db import transaction
 
 from jobs import runner
 from jobs.budgets import model_job_slot
+from management.files import media_local_copy
 from management.ml.images import channels_for
 from management.ml.models import Augmentation, ModelSpec
 from management.ml.validate import ValidationReport, validate_model
@@ -90,7 +91,7 @@ def dataset_model_validate(
         learning_rate=dataset.learning_rate,
         architecture=architecture or dataset.architecture,
         augmentation=Augmentation(**dataset.augmentation),
-        weights_path=dataset.weights_file.path if dataset.weights_file else None,
+        weights_path=str(media_local_copy(name=dataset.weights_file.name)) if dataset.weights_file else None,
     )
     with model_job_slot(what="validating the model"):
         return validate_model(spec, timeout=settings.KERASUI_VALIDATE_TIMEOUT)

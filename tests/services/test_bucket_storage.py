@@ -1,0 +1,120 @@
+"""Kept files in an S3 bucket (moto's S3 API in-process): items stored there, served through the media view
+after its check, and folders deleted there."""
+
+import socket
+import subprocess
+import sys
+
+import boto3
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
+from moto import mock_aws
+from rest_framework.test import APIClient
+
+from management.files import media_local_copy, media_response, media_write_bytes
+from management.models import DataSet
+from management.services.datasets import storage_folder_delete
+from management.services.journal import media_journals_recover
+from tests.images import png
+
+BUCKET = "kerasui-test"
+
+
+@pytest.fixture
+def bucket(settings, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        settings.AWS_STORAGE_BUCKET_NAME = BUCKET
+        settings.AWS_S3_REGION_NAME = "us-east-1"
+        settings.AWS_DEFAULT_ACL = None
+        settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "kerasui.storage.BucketStorage"}}
+        yield client
+
+
+def keys(client) -> set[str]:
+    return {entry["Key"] for entry in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+
+
+def test_an_uploaded_item_lives_in_the_bucket_and_is_served_by_the_media_view(bucket, admin_user, db):
+    dataset = DataSet.objects.create(name="Pets")
+    api = APIClient()
+    api.force_authenticate(admin_user)
+    image = png((200, 10, 10))
+
+    made = api.post(
+        "/api/datasetitem/",
+        {
+            "dataset": dataset.pk,
+            "label": "cat",
+            "image": SimpleUploadedFile("cat.png", image, content_type="image/png"),
+        },
+    )
+
+    assert made.status_code == 201, made.content
+    name = made.json()["image"].split("/media/", 1)[1]
+    assert name in keys(bucket)
+    assert made.json()["image"].endswith(f"/media/{name}")  # the media view's URL, not the bucket's
+    served = api.get(f"/media/{name}")
+    assert served.status_code == 200
+    assert served["Content-Type"] == "image/png"
+    assert served["Cache-Control"] == "private, no-store"
+    assert b"".join(served.streaming_content) == image
+    assert APIClient().get(f"/media/{name}").status_code in {401, 403}
+
+
+def test_a_bucket_file_is_streamed_even_when_a_front_server_sends_local_files(bucket, settings):
+    settings.KERASUI_MEDIA_SERVER = "nginx"
+    default_storage.save("logs/run_1.log", ContentFile(b"epoch 1\n"))
+
+    response = media_response("logs/run_1.log")
+
+    assert "X-Accel-Redirect" not in response
+    assert b"".join(response.streaming_content) == b"epoch 1\n"
+
+
+def test_deleting_a_folder_deletes_its_objects_and_no_other(bucket):
+    for name in ("exports/run_1/model.onnx", "exports/run_1/deep/model.tflite", "exports/run_2/model.onnx"):
+        default_storage.save(name, ContentFile(b"bytes"))
+
+    storage_folder_delete(storage=default_storage, name="exports/run_1")
+
+    assert keys(bucket) == {"exports/run_2/model.onnx"}
+
+
+def test_a_kept_file_is_written_to_the_bucket_and_replaced_whole(bucket):
+    media_write_bytes(name="explanations/run_1/item_2-abc.png", data=b"first")
+    media_write_bytes(name="explanations/run_1/item_2-abc.png", data=b"second")
+
+    assert keys(bucket) == {"explanations/run_1/item_2-abc.png"}
+    assert bucket.get_object(Bucket=BUCKET, Key="explanations/run_1/item_2-abc.png")["Body"].read() == b"second"
+
+
+def test_a_model_in_the_bucket_is_read_from_a_copy_in_this_machines_cache(bucket, settings, tmp_path):
+    settings.KERASUI_CACHE_DIR = tmp_path / "cache"
+    default_storage.save("models/run_3.keras", ContentFile(b"weights"))
+
+    copy = media_local_copy(name="models/run_3.keras")
+
+    assert copy.is_relative_to(tmp_path / "cache") and copy.read_bytes() == b"weights"
+    bucket.put_object(Bucket=BUCKET, Key="models/run_3.keras", Body=b"new weights")
+    assert media_local_copy(name="models/run_3.keras").read_bytes() == b"new weights"
+
+
+def test_crash_recovery_deletes_an_interrupted_uploads_objects_in_the_bucket(bucket, settings, tmp_path, db):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    default_storage.save("datasets/1/orphan.png", ContentFile(b"half"))
+    default_storage.save("datasets/1/kept.png", ContentFile(b"other"))
+    journal = tmp_path / "media" / "journal" / f"{socket.gethostname()}-{dead.pid}-abcd1234.txt"
+    journal.parent.mkdir(parents=True)
+    journal.write_text("datasets/1/orphan.png\n../datasets/1/kept.png\n")
+
+    assert media_journals_recover() == ["datasets/1/orphan.png"]
+    assert keys(bucket) == {"datasets/1/kept.png"}
+    assert not journal.exists()
