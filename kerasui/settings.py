@@ -335,8 +335,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     # A health check's status and a run's share the field name, not the choices.
     "ENUM_NAME_OVERRIDES": {
-        "HealthCheckStatusEnum": "management.models.HealthCheck.Status",
-        "StatusEnum": "management.models.TrainingRun.Status",
+        # Every job kind (training runs, health checks, exports, imports) shares one set of statuses.
+        "JobStatusEnum": "jobs.models.JobStatus",
     },
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
