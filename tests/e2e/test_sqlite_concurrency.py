@@ -25,7 +25,7 @@ run_id = int(sys.argv[1])
 for step in range(300):
     with transaction.atomic():
         run = TrainingRun.objects.get(pk=run_id)
-        TrainingRun.objects.filter(pk=run_id).update(progress=step / 3, epoch=step, history=[{"epoch": step}] * 20)
+        TrainingRun.objects.filter(pk=run_id).update(progress=step / 300, epoch=step, history=[{"epoch": step}] * 20)
 print("writer done")
 """
 
