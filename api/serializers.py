@@ -176,7 +176,12 @@ class ItemImageFieldSchema(OpenApiSerializerFieldExtension):
 
 class DataSetItemSerializer(serializers.ModelSerializer):
     dataset = serializers.PrimaryKeyRelatedField(queryset=DataSet.objects.all())
-    label = serializers.CharField(max_length=MAX_LABEL_LENGTH)
+    label = serializers.CharField(
+        max_length=MAX_LABEL_LENGTH,
+        required=False,
+        allow_blank=True,
+        help_text="The image's label; left out or empty: unlabelled (not trained on; the model suggests one).",
+    )
     image = ItemImageField(
         help_text="The image: base64 text in JSON (a data: URI is fine) or a file in multipart; read back as its URL."
     )
@@ -200,7 +205,7 @@ class DataSetItemMultipartSerializer(serializers.Serializer):
     """The multipart form of /api/datasetitem/ (documentation of the upload)."""
 
     dataset = serializers.IntegerField()
-    label = serializers.CharField(max_length=MAX_LABEL_LENGTH)
+    label = serializers.CharField(max_length=MAX_LABEL_LENGTH, required=False, allow_blank=True)
     image = serializers.ImageField(help_text="The image file.")
 
 
@@ -225,6 +230,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "augmentation",
             "labels",
             "split_counts",
+            "unlabelled_count",
             "history",
             "metrics",
             "accuracy",
@@ -323,6 +329,9 @@ class ZipUploadSerializer(serializers.Serializer):
         allow_blank=True,
         max_length=MAX_LABEL_LENGTH,
         help_text="Label for every image; empty to label each image by its top-level folder.",
+    )
+    unlabelled = serializers.BooleanField(
+        required=False, default=False, help_text="true: import every image without a label (folders ignored)."
     )
 
 
@@ -565,6 +574,7 @@ class ImportJobSerializer(serializers.ModelSerializer):
             "dataset",
             "original_name",
             "label",
+            "unlabelled",
             "status",
             "phase",
             "progress",

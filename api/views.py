@@ -36,6 +36,7 @@ from rest_framework.utils.formatting import markup_description
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from api.filters import DataSetItemFilter
 from api.parsers import FormParser, JSONParser, MultiPartParser
 from api.permissions import (
     PREDICT,
@@ -258,6 +259,7 @@ class DataSetViewSet(viewsets.ModelViewSet):
             dataset=dataset,
             file=serializer.validated_data["file"],
             label=serializer.validated_data.get("label") or None,
+            unlabelled=serializer.validated_data["unlabelled"],
             user=request.user,
         )
         body = ImportJobSerializer(job, context={"request": request}).data
@@ -326,12 +328,13 @@ class DataSetViewSet(viewsets.ModelViewSet):
     ),
 )
 class DataSetItemViewSet(viewsets.ModelViewSet):
-    """Labelled images; filter with ?dataset=<id> and ?label=<label>, sort with ?ordering=-id (newest first)."""
+    """Images, labelled or not; filter with ?dataset=<id>, ?label=<label> and ?labelled=false (the unlabelled
+    ones), sort with ?ordering=-id (newest first)."""
 
     serializer_class = DataSetItemSerializer
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     filter_backends = [DjangoFilterBackend, OrderingFilter]
-    filterset_fields = ["dataset", "label"]
+    filterset_class = DataSetItemFilter
     ordering_fields = ["id", "label", "created_at"]
 
     def get_queryset(self):
@@ -342,7 +345,7 @@ class DataSetItemViewSet(viewsets.ModelViewSet):
         image = data["image"]
         serializer.instance = dataset_item_create(
             dataset=data["dataset"],
-            label=data["label"],
+            label=data.get("label", ""),
             file=image,
             name=getattr(image, "name", None) or "",
             user_id=self.request.user.pk,

@@ -306,6 +306,9 @@ class DataSetAdmin(admin.ModelAdmin):
         return redirect("admin:management_trainingrun_change", run.pk)
 
 
+UNLABELLED_CHOICE = "__unlabelled__"  # the filter's value for the empty label (an empty value means "all")
+
+
 class LabelFilter(admin.SimpleListFilter):
     """By label: the labels come from the counts kept as data, not from a scan of every image."""
 
@@ -318,9 +321,11 @@ class LabelFilter(admin.SimpleListFilter):
         if dataset_id and dataset_id.isdigit():
             labels = labels.filter(dataset_id=dataset_id)
         names = labels.order_by("label").values_list("label", flat=True).distinct()
-        return [(name, name) for name in names]
+        return [(name or UNLABELLED_CHOICE, name or "(unlabelled)") for name in names]
 
     def queryset(self, request, queryset):
+        if self.value() == UNLABELLED_CHOICE:
+            return queryset.filter(label="")
         return queryset.filter(label=self.value()) if self.value() else queryset
 
 

@@ -64,7 +64,13 @@ def dataset_current_run_choose(*, dataset_id: int, reason: str, run_id: int | No
         datasets = datasets.filter(current_run__isnull=True)
     else:
         raise ValueError(f"no rule for making a run current because it was {reason!r}")
-    return bool(datasets.update(**fields))
+    changed = bool(datasets.update(**fields))
+    if changed:
+        # A new model: its suggestions for the unlabelled images, once this commits.
+        from management.services.suggestion_jobs import suggestions_request_on_commit
+
+        suggestions_request_on_commit(dataset_id=dataset_id)
+    return changed
 
 
 # --- from queued to running --------------------------------------------------------------------------
