@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from management import deletions, health_views, options, run_report, views
+from management import deletions, health_views, labelling_views, options, run_report, views
 from management import permissions as rules
 from management.forms import DataSetForm, DataSetItemForm
 from management.ml.export import FORMATS, RUNTIMES
@@ -277,6 +277,16 @@ class DataSetAdmin(admin.ModelAdmin):
                 name="management_dataset_import_model",
             ),
             *self._health_urls(),
+            path(
+                "<int:dataset_id>/label/",
+                guarded(self, labelling_views.label_page, rules.VIEW_IMAGES),
+                name="management_dataset_label",
+            ),
+            path(
+                "<int:dataset_id>/label/set/",
+                guarded(self, labelling_views.label_set, rules.LABEL_IMAGES),
+                name="management_dataset_label_set",
+            ),
             path("test/", guarded(self, views.test_model, rules.PREDICT), name="management_dataset_test"),
             path("demo/", guarded(self, views.load_demo, rules.LOAD_DEMO), name="management_dataset_demo"),
             *super().get_urls(),

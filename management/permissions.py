@@ -76,6 +76,8 @@ RULES = (
     CHECK_HEALTH,
     RELABEL,
     DELETE_IMAGES,
+    VIEW_IMAGES,
+    LABEL_IMAGES,
 )
 
 

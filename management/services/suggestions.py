@@ -22,7 +22,7 @@ from django.db.models import QuerySet
 from jobs import lifecycle
 from management.ml.images import load_image
 from management.models import DataSet, DataSetItem, Suggestion, SuggestionJob
-from management.services.datasets import UNLABELLED, clean_label, label_counts_add
+from management.services.datasets import UNLABELLED, clean_label, label_counts_add, label_or_unlabelled
 from management.services.errors import ServiceError
 from management.services.serving import serving_predictor
 from management.services.suggestion_jobs import current_model_run, suggestions_request
@@ -192,9 +192,10 @@ def suggestions_accept(*, dataset: DataSet, ids: list[int] | None = None, min_co
 
 
 @transaction.atomic
-def dataset_items_label(*, dataset: DataSet, ids: list[int], label: str) -> int:
-    """Give a list of a dataset's items one label (checked as every label is). Returns how many changed."""
-    label = clean_label(label)
+def dataset_items_label(*, dataset: DataSet, ids: list[int], label: str, allow_empty: bool = False) -> int:
+    """Give a list of a dataset's items one label (checked as every label is; with `allow_empty`, an empty
+    label makes them unlabelled again: the labelling page's undo). Returns how many changed."""
+    label = label_or_unlabelled(label) if allow_empty else clean_label(label)
     ids = _check_ids(ids)
     found = set(DataSetItem.objects.filter(dataset=dataset, pk__in=ids).values_list("pk", flat=True))
     unknown = [pk for pk in ids if pk not in found]
