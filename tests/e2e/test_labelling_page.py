@@ -149,3 +149,20 @@ def test_the_labelling_page_on_a_phone_without_the_permission_to_label(
     context.close()
     assert errors == []
     assert DataSet.objects.get(pk=to_label.pk)
+
+
+def test_accepting_every_confident_suggestion_at_once(browser, live_server, admin_user, to_label):  # noqa: F811
+    sure = set(Suggestion.objects.filter(dataset=to_label, confidence__gte=0.9).values_list("item_id", flat=True))
+    unsure = set(Suggestion.objects.filter(dataset=to_label, confidence__lt=0.9).values_list("item_id", flat=True))
+    assert sure and unsure
+    context, page, errors = open_page(browser, live_server, admin_user, {"width": 1400, "height": 900})
+    page.goto(f"{live_server.url}/admin/management/dataset/{to_label.pk}/label/")
+    shown(page)
+    page.fill("#kerasui-label-min", "90")
+    page.click("#kerasui-label-accept-all")
+    page.wait_for_selector(f"#kerasui-label-accepted:text('{len(sure)} labelled')")
+    assert not DataSetItem.objects.filter(pk__in=sure, label="").exists()
+    assert set(DataSetItem.objects.filter(dataset=to_label, label="").values_list("pk", flat=True)) == unsure
+    assert shown(page) in unsure  # the queue goes on with the unsure ones
+    context.close()
+    assert errors == []

@@ -171,5 +171,20 @@
     if (name) give(name).then(() => { if (!labels.includes(name)) labels.push(name); $("kerasui-label-other").value = ""; show(); });
   });
 
+  const acceptAll = $("kerasui-label-accept-all");
+  if (acceptAll) acceptAll.addEventListener("click", async () => {
+    const least = Number($("kerasui-label-min").value) / 100;
+    if (!(least >= 0.5 && least <= 1)) { fail(new Error("a confidence between 50 and 100%")); return; }
+    try {
+      const answer = await json(root.dataset.accept, { method: "POST", body: JSON.stringify({ min_confidence: least }),
+        headers: { Accept: "application/json", "Content-Type": "application/json", "X-CSRFToken": csrf() } });
+      $("kerasui-label-accepted").textContent = `${answer.labelled} labelled`;
+      labelled += answer.labelled;
+      for (const item of queue) if (!item.done && item.label && item.confidence >= least) item.done = true;
+      position = 0;
+      show();
+    } catch (error) { fail(error); }
+  });
+
   load().catch(fail);
 })();
