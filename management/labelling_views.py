@@ -4,8 +4,6 @@ The page reads its queue from the API (`/api/dataset/{id}/suggestions/`, then th
 without a suggestion); labelling goes through `label_set` here (the labelling use case's admin door).
 """
 
-import json
-
 from django.contrib import admin
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, render
@@ -28,7 +26,7 @@ def label_page(request, dataset_id):
         "title": f"Label '{dataset}'",
         "dataset": dataset,
         "progress": progress,
-        "labels_json": json.dumps(dataset_labels(dataset=dataset)),
+        "labels": dataset_labels(dataset=dataset),
         "has_model": dataset.current_run_id is not None,
         "can": rules.allowed(request.user),
     }

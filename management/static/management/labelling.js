@@ -186,5 +186,44 @@
     } catch (error) { fail(error); }
   });
 
+  // The camera: pictures go through the same upload as any image (POST /api/datasetitem/, every check).
+  const video = $("kerasui-camera-video");
+  if (video) {
+    const select = $("kerasui-camera-label");
+    for (const name of labels) select.append(new Option(name, name));
+    let taken = 0;
+    $("kerasui-camera-start").addEventListener("click", async () => {
+      if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+        fail(new Error("this browser gives no camera here (it needs https or localhost)"));
+        return;
+      }
+      try {
+        video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+      } catch (error) { fail(new Error(`no camera: ${error.message || error.name}`)); return; }
+      video.hidden = false;
+      $("kerasui-camera-shoot").disabled = false;
+    });
+    $("kerasui-camera-shoot").addEventListener("click", async () => {
+      const canvas = document.createElement("canvas");
+      canvas.width = video.videoWidth;
+      canvas.height = video.videoHeight;
+      canvas.getContext("2d").drawImage(video, 0, 0);
+      const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.9));
+      const form = new FormData();
+      form.append("dataset", root.dataset.dataset);
+      form.append("label", select.value);
+      form.append("image", blob, `camera-${Date.now()}.jpg`);
+      try {
+        const item = await json(root.dataset.add, { method: "POST", body: form });
+        taken += 1;
+        total += 1;
+        if (item.label) labelled += 1;
+        else queue.push({ id: item.id, image: item.image, label: null, confidence: null, top: [] });
+        $("kerasui-camera-status").textContent = `${taken} taken (image ${item.id})`;
+        show();
+      } catch (error) { fail(error); }
+    });
+  }
+
   load().catch(fail);
 })();
