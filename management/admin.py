@@ -27,6 +27,7 @@ from management.services.datasets import (
 from management.services.errors import ServiceError
 from management.services.evaluations import evaluation_has_predictions
 from management.services.exports import export_jobs_of
+from management.services.suggestions import RETRAIN_AFTER, dataset_labelled_since_current
 from management.services.training import (
     training_run_cancel,
     training_run_create,
@@ -109,6 +110,8 @@ class DataSetAdmin(admin.ModelAdmin):
             "label_counts_html": self.label_counts(dataset),
             "gallery_html": self.thumbnails(dataset),
             "imports": list(dataset.import_jobs.order_by("-created_at", "-id")[:IMPORTS_ON_DATASET_PAGE]),
+            "labelled_since": dataset_labelled_since_current(dataset=dataset),
+            "retrain_after": RETRAIN_AFTER,
         }
 
     def get_readonly_fields(self, request, obj=None):

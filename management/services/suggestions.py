@@ -215,3 +215,16 @@ def suggestions_progress(*, dataset: DataSet) -> dict:
         "unlabelled": unlabelled,
         "job": {"id": job.pk, "status": job.status, "progress": job.progress, "error": job.error} if job else None,
     }
+
+
+RETRAIN_AFTER = 20  # images labelled since the current model was trained before the dataset page offers to train again
+
+
+def dataset_labelled_since_current(*, dataset: DataSet) -> int | None:
+    """How many more labelled images the dataset has than its current model was trained and evaluated on
+    (the counts kept as data against the run's split counts: no image is read); None without a trained model."""
+    run = dataset.current_run
+    if run is None or not run.split_counts:
+        return None
+    labelled = sum(row.count for row in dataset.label_counts.all() if row.label != UNLABELLED)
+    return max(0, labelled - sum(run.split_counts.values()))
