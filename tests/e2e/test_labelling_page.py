@@ -166,3 +166,19 @@ def test_accepting_every_confident_suggestion_at_once(browser, live_server, admi
     assert shown(page) in unsure  # the queue goes on with the unsure ones
     context.close()
     assert errors == []
+
+
+def test_images_dropped_as_unlabelled_on_the_dataset_page(browser, live_server, admin_user, colour_dataset):  # noqa: F811
+    from tests.e2e.test_browser import drop_files
+
+    context, page, errors = open_page(browser, live_server, admin_user, {"width": 1400, "height": 900})
+    page.goto(f"{live_server.url}/admin/management/dataset/{colour_dataset.pk}/change/")
+    page.wait_for_selector("#kerasui-upload .kerasui-drop")
+    page.check("[data-upload-unlabelled]")
+    drop_files(page, "#kerasui-upload .kerasui-drop", [("new.png", "image/png", colour_image("red", seed=77))])
+    page.wait_for_selector(".kerasui-upload-results :text('unlabelled: 1')")
+    assert list(
+        DataSetItem.objects.filter(dataset=colour_dataset, original_name="new.png").values_list("label", flat=True)
+    ) == [""]
+    context.close()
+    assert errors == []
