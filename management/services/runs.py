@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -69,7 +70,9 @@ def dataset_current_run_choose(*, dataset_id: int, reason: str, run_id: int | No
         # A new model: its suggestions for the unlabelled images, once this commits.
         from management.services.suggestion_jobs import suggestions_request_on_commit
 
-        suggestions_request_on_commit(dataset_id=dataset_id)
+        # A run that finished did so in the training process: the web process's runner claims the job.
+        in_job_process = reason == "trained" and settings.KERASUI_TRAINING_BACKEND == "thread"
+        suggestions_request_on_commit(dataset_id=dataset_id, enqueue=not in_job_process)
     return changed
 
 

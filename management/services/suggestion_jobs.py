@@ -20,7 +20,7 @@ def current_model_run(dataset_id: int) -> TrainingRun | None:
     return run
 
 
-def suggestions_request(*, dataset_id: int, user=None) -> SuggestionJob | None:
+def suggestions_request(*, dataset_id: int, user=None, enqueue: bool = True) -> SuggestionJob | None:
     """Queue the job that suggests labels for a dataset's unlabelled images with its current model.
 
     None when the dataset has no model, no unlabelled image, or a suggestions job already queued (that
@@ -37,10 +37,14 @@ def suggestions_request(*, dataset_id: int, user=None) -> SuggestionJob | None:
     except IntegrityError:
         # One is running: it may have read the images before these arrived; the next one is queued when it ends.
         return None
-    runner.enqueue_on_commit(kind=SuggestionJob.KIND, job_id=job.pk)
+    if enqueue:
+        runner.enqueue_on_commit(kind=SuggestionJob.KIND, job_id=job.pk)
     return job
 
 
-def suggestions_request_on_commit(*, dataset_id: int) -> None:
-    """suggestions_request once the current transaction (which adds images or changes the model) commits."""
-    transaction.on_commit(lambda: suggestions_request(dataset_id=dataset_id))
+def suggestions_request_on_commit(*, dataset_id: int, enqueue: bool = True) -> None:
+    """suggestions_request once the current transaction (which adds images or changes the model) commits.
+
+    `enqueue` False: only the queued row is written, for the thread runner's loop to claim (a job's own
+    process, such as training's, must not start a runner of its own)."""
+    transaction.on_commit(lambda: suggestions_request(dataset_id=dataset_id, enqueue=enqueue))

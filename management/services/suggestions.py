@@ -123,11 +123,14 @@ def suggestion_job_execute(*, job: SuggestionJob) -> None:
     lifecycle.job_succeed(kind=kind, job_id=job.pk, report=report)
 
 
-def suggestion_job_after(*, job: SuggestionJob) -> None:
-    """Images that arrived while it ran were not read: ask again (nothing is queued when none lack one)."""
-    missing = DataSetItem.objects.filter(dataset_id=job.dataset_id, label=UNLABELLED, suggestion__isnull=True)
-    if missing.exists():
-        suggestions_request(dataset_id=job.dataset_id)
+def suggestion_job_after(*, job_id: int) -> None:
+    """After its process succeeded (in the thread runner's process): images that arrived while it ran were
+    not read, so ask again (nothing is queued when none lacks a suggestion)."""
+    dataset_id = SuggestionJob.objects.filter(pk=job_id).values_list("dataset_id", flat=True).first()
+    if dataset_id is None:
+        return
+    if DataSetItem.objects.filter(dataset_id=dataset_id, label=UNLABELLED, suggestion__isnull=True).exists():
+        suggestions_request(dataset_id=dataset_id)
 
 
 ORDERINGS = {

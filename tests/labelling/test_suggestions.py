@@ -168,3 +168,38 @@ def test_margin_is_top_one_minus_top_two():
     suggested = suggestion_of(np.array([0.2, 0.5, 0.3]), ["a", "b", "c"])
     assert (suggested.label, suggested.confidence, suggested.margin) == ("b", 0.5, 0.2)
     assert suggested.top == [["b", 0.5], ["c", 0.3], ["a", 0.2]]
+
+
+def test_after_a_job_images_that_arrived_meanwhile_are_asked_for_again(unlabelled):
+    from management.services.suggestions import suggestion_job_after
+
+    dataset, _, _ = unlabelled
+    job = SuggestionJob.objects.get(dataset=dataset)
+    suggestion_job_after(job_id=job.pk)  # every image has its suggestion: nothing queued
+    assert not SuggestionJob.objects.filter(dataset=dataset, status="queued").exists()
+    DataSetItem.objects.bulk_create(
+        [DataSetItem(dataset=dataset, label="", image=DataSetItem.objects.first().image.name)]
+    )
+    suggestion_job_after(job_id=job.pk)
+    assert SuggestionJob.objects.filter(dataset=dataset, status="queued").count() == 1
+
+
+def test_a_run_finishing_in_its_process_queues_suggestions_without_starting_a_runner_there(
+    unlabelled, settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    from jobs import runner
+
+    dataset, _, _ = unlabelled
+    settings.KERASUI_TRAINING_BACKEND = "thread"
+    started = []
+    monkeypatch.setattr(runner, "enqueue", lambda *args, **kwargs: started.append(args))
+    from management.models import TrainingRun
+    from management.services.training import training_run_create
+
+    current = dataset.current_run
+    newer = training_run_create(dataset=dataset, enqueue=False)
+    TrainingRun.objects.filter(pk=newer.pk).update(status="succeeded", progress=1.0, model_file=current.model_file.name)
+    SuggestionJob.objects.filter(dataset=dataset).delete()
+    with django_capture_on_commit_callbacks(execute=True):
+        runs.dataset_current_run_choose(dataset_id=dataset.pk, reason="trained", run_id=newer.pk)
+    assert SuggestionJob.objects.filter(dataset=dataset, status="queued").count() == 1 and started == []
