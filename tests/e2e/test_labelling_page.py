@@ -182,3 +182,24 @@ def test_images_dropped_as_unlabelled_on_the_dataset_page(browser, live_server, 
     ) == [""]
     context.close()
     assert errors == []
+
+
+def test_past_the_first_page_the_queue_fetches_the_next(browser, live_server, admin_user):  # noqa: F811
+    from tests.images import png
+
+    dataset = DataSet.objects.create(name="Many", image_size=16)
+    dataset_item_create(dataset=dataset, label="cat", file=io.BytesIO(png()))
+    for number in range(103):
+        dataset_item_create(dataset=dataset, label="", file=io.BytesIO(png(color=(number, 0, 0))))
+    context, page, errors = open_page(browser, live_server, admin_user, {"width": 1400, "height": 900})
+    page.goto(f"{live_server.url}/admin/management/dataset/{dataset.pk}/label/")
+    for _ in range(100):
+        current = shown(page)
+        page.keyboard.press("1")
+        page.wait_for_selector(f"#kerasui-label-image:not([data-item='{current}'])")
+    # The first page is labelled: the next three come from the server, not "nothing left".
+    left = set(DataSetItem.objects.filter(dataset=dataset, label="").values_list("pk", flat=True))
+    assert len(left) == 3 and shown(page) in left
+    assert "101 of 104 labelled" in page.inner_text("#kerasui-label-progress")
+    context.close()
+    assert errors == []

@@ -34,21 +34,35 @@
     $("kerasui-label-error").textContent = String(error.message || error);
   }
 
+  let more = false;  // the server has unlabelled images beyond the ones fetched
+  let loading = false;
+
   async function load() {
+    loading = true;
     const seen = new Set();
-    let url = root.dataset.suggestions;
-    const first = await json(url);
+    const first = await json(root.dataset.suggestions);
+    more = Boolean(first.next);
     for (const row of first.results) {
       seen.add(row.id);
       queue.push({ id: row.id, image: row.image, label: row.label, confidence: row.confidence, top: row.top });
     }
     if (first.results.length < 100) {
       const rest = await json(root.dataset.unlabelled);
+      more = more || Boolean(rest.next);
       for (const row of rest.results) {
         if (!seen.has(row.id)) queue.push({ id: row.id, image: row.image, label: null, confidence: null, top: [] });
       }
     }
+    loading = false;
     show();
+  }
+
+  // The queue holds a page of images: at its end, the next page (the labelled ones have left the lists).
+  function refill() {
+    queue.length = 0;
+    undo.length = 0;
+    position = 0;
+    load().catch(fail);
   }
 
   function buttonsFor(item) {
@@ -71,6 +85,7 @@
     $("kerasui-label-empty").hidden = Boolean(item);
     const buttons = $("kerasui-label-buttons");
     buttons.replaceChildren();
+    if (!item && more && !loading) { $("kerasui-label-empty").hidden = true; refill(); return; }
     if (!item) return;
     $("kerasui-label-image").src = item.image;
     $("kerasui-label-image").dataset.item = String(item.id);
