@@ -177,7 +177,12 @@ class ItemImageFieldSchema(OpenApiSerializerFieldExtension):
 
 class DataSetItemSerializer(serializers.ModelSerializer):
     dataset = serializers.PrimaryKeyRelatedField(queryset=DataSet.objects.all())
-    label = serializers.CharField(max_length=MAX_LABEL_LENGTH)
+    label = serializers.CharField(
+        max_length=MAX_LABEL_LENGTH,
+        required=False,
+        allow_blank=True,
+        help_text="The image's label; left out or empty: unlabelled (not trained on; the model suggests one).",
+    )
     image = ItemImageField(
         help_text="The image: base64 text in JSON (a data: URI is fine) or a file in multipart; read back as its URL."
     )
@@ -201,7 +206,7 @@ class DataSetItemMultipartSerializer(serializers.Serializer):
     """The multipart form of /api/datasetitem/ (documentation of the upload)."""
 
     dataset = serializers.IntegerField()
-    label = serializers.CharField(max_length=MAX_LABEL_LENGTH)
+    label = serializers.CharField(max_length=MAX_LABEL_LENGTH, required=False, allow_blank=True)
     image = serializers.ImageField(help_text="The image file.")
 
 
@@ -226,6 +231,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "augmentation",
             "labels",
             "split_counts",
+            "unlabelled_count",
             "history",
             "metrics",
             "accuracy",
@@ -324,6 +330,9 @@ class ZipUploadSerializer(serializers.Serializer):
         allow_blank=True,
         max_length=MAX_LABEL_LENGTH,
         help_text="Label for every image; empty to label each image by its top-level folder.",
+    )
+    unlabelled = serializers.BooleanField(
+        required=False, default=False, help_text="true: import every image without a label (folders ignored)."
     )
 
 
@@ -572,6 +581,7 @@ class ImportJobSerializer(serializers.ModelSerializer):
             "dataset",
             "original_name",
             "label",
+            "unlabelled",
             "status",
             "phase",
             "progress",
@@ -588,3 +598,59 @@ class ImportJobSerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         path = reverse("importjob-detail", args=[obj.pk])
         return request.build_absolute_uri(path) if request is not None else path
+
+
+class SuggestionSerializer(serializers.Serializer):
+    """The current model's suggestion for one unlabelled image."""
+
+    id = serializers.IntegerField(source="item_id", help_text="The item (image) id.")
+    label = serializers.CharField(help_text="The predicted label.")
+    confidence = serializers.FloatField(help_text="The predicted label's probability.")
+    margin = serializers.FloatField(help_text="Top-1 minus top-2 probability: the smaller, the less sure.")
+    top = serializers.ListField(
+        child=serializers.ListField(), help_text="The most probable labels, most probable first: [[label, p], …]."
+    )
+    run = serializers.IntegerField(source="run_id", help_text="The version that predicted it.")
+    image = serializers.SerializerMethodField(help_text="The image's URL.")
+    thumbnail = serializers.SerializerMethodField(help_text="Its thumbnail's URL.")
+
+    def _url(self, url: str) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(url) if request else url
+
+    def get_image(self, obj) -> str:
+        return self._url(obj.item.image.url)
+
+    def get_thumbnail(self, obj) -> str:
+        return self._url(obj.item.thumbnail_url)
+
+
+class SuggestionQuerySerializer(serializers.Serializer):
+    label = serializers.CharField(required=False, allow_blank=True, help_text="Only those predicting this label.")
+    ordering = serializers.ChoiceField(
+        choices=["margin", "-margin", "confidence", "-confidence"],
+        required=False,
+        default="margin",
+        help_text="margin (default): least sure first; -confidence: most confident first.",
+    )
+
+
+class SuggestionAcceptSerializer(serializers.Serializer):
+    ids = serializers.ListField(
+        child=serializers.IntegerField(), required=False, max_length=1000, help_text="The items to accept."
+    )
+    min_confidence = serializers.FloatField(
+        required=False, min_value=0.0, max_value=1.0, help_text="Or: every suggestion at least this confident."
+    )
+
+    def validate(self, data):
+        if ("ids" in data) == ("min_confidence" in data):
+            raise serializers.ValidationError({"ids": "give either ids or min_confidence"})
+        return data
+
+
+class ItemsLabelSerializer(serializers.Serializer):
+    ids = serializers.ListField(
+        child=serializers.IntegerField(), min_length=1, max_length=1000, help_text="The items to label."
+    )
+    label = serializers.CharField(max_length=MAX_LABEL_LENGTH, help_text="Their label.")

@@ -37,6 +37,7 @@ from rest_framework.utils.formatting import markup_description
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from api.filters import DataSetItemFilter
 from api.parsers import FormParser, JSONParser, MultiPartParser
 from api.permissions import (
     PREDICT,
@@ -58,12 +59,16 @@ from api.serializers import (
     ExplainedPredictionSerializer,
     ExportJobSerializer,
     ImportJobSerializer,
+    ItemsLabelSerializer,
     ModelImportSerializer,
     ModelMetadataSerializer,
     PredictionSerializer,
     PredictMultipartSerializer,
     PredictSerializer,
     StartingPointSerializer,
+    SuggestionAcceptSerializer,
+    SuggestionQuerySerializer,
+    SuggestionSerializer,
     TrainingRunDetailSerializer,
     TrainingRunSerializer,
     UserSerializer,
@@ -100,6 +105,12 @@ from management.services.prediction import (
     prediction_version_run,
 )
 from management.services.pretrained import starting_points
+from management.services.suggestions import (
+    dataset_items_label,
+    suggestions_accept,
+    suggestions_list,
+    suggestions_progress,
+)
 from management.services.training import (
     dataset_model_validate,
     training_run_cancel,
@@ -229,6 +240,9 @@ class DataSetViewSet(viewsets.ModelViewSet):
         "import_model": [rules.IMPORT],
         "model": [rules.VIEW_DATASETS, rules.EXPORT],
         "model_metadata": [rules.VIEW_DATASETS, rules.EXPORT],
+        "suggestions": [rules.VIEW_IMAGES],
+        "suggestions_accept": [rules.VIEW_IMAGES, rules.LABEL_IMAGES],
+        "label": [rules.VIEW_IMAGES, rules.LABEL_IMAGES],
     }
     sends_model_code = {"create", "update", "partial_update", "validate"}
 
@@ -259,10 +273,61 @@ class DataSetViewSet(viewsets.ModelViewSet):
             dataset=dataset,
             file=serializer.validated_data["file"],
             label=serializer.validated_data.get("label") or None,
+            unlabelled=serializer.validated_data["unlabelled"],
             user=request.user,
         )
         body = ImportJobSerializer(job, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+    @extend_schema(
+        summary="The current model's suggested labels for the unlabelled images, least sure first",
+        description="Paged. Least sure first by margin (top-1 minus top-2 probability) unless `ordering` says "
+        "otherwise; `label` keeps those predicting it. Suggestions are computed by a job when images "
+        "arrive or the model changes; `progress` says how many images are labelled and unlabelled.",
+        parameters=[SuggestionQuerySerializer],
+        responses={200: SuggestionSerializer(many=True)},
+    )
+    @action(detail=True, methods=["get"])
+    def suggestions(self, request, pk=None):
+        dataset = self.get_object()
+        query = SuggestionQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        rows = suggestions_list(
+            dataset=dataset, label=query.validated_data.get("label") or None, ordering=query.validated_data["ordering"]
+        )
+        page = self.paginate_queryset(rows)
+        response = self.get_paginated_response(SuggestionSerializer(page, many=True, context={"request": request}).data)
+        response.data["progress"] = suggestions_progress(dataset=dataset)
+        return response
+
+    @extend_schema(
+        summary="Accept suggestions: label images with their suggested labels",
+        description="`ids` (the items), or `min_confidence` (every suggestion at least that confident).",
+        request=SuggestionAcceptSerializer,
+        responses={200: inline_serializer("Labelled", {"labelled": serializers.IntegerField()})},
+    )
+    @action(detail=True, methods=["post"], url_path="suggestions/accept", parser_classes=[JSONParser])
+    def suggestions_accept(self, request, pk=None):
+        dataset = self.get_object()
+        body = SuggestionAcceptSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        labelled = suggestions_accept(dataset=dataset, ids=data.get("ids"), min_confidence=data.get("min_confidence"))
+        return Response({"labelled": labelled})
+
+    @extend_schema(
+        summary="Give a list of the dataset's images one label",
+        request=ItemsLabelSerializer,
+        responses={200: inline_serializer("Labelled", {"labelled": serializers.IntegerField()})},
+    )
+    @action(detail=True, methods=["post"], parser_classes=[JSONParser])
+    def label(self, request, pk=None):
+        dataset = self.get_object()
+        body = ItemsLabelSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        labelled = dataset_items_label(dataset=dataset, ids=data["ids"], label=data["label"])
+        return Response({"labelled": labelled})
 
     @extend_schema(summary="Queue a training run", request=None, responses={202: TrainingRunSerializer})
     @action(detail=True, methods=["post"], parser_classes=[JSONParser, MultiPartParser, FormParser])
@@ -327,12 +392,13 @@ class DataSetViewSet(viewsets.ModelViewSet):
     ),
 )
 class DataSetItemViewSet(viewsets.ModelViewSet):
-    """Labelled images; filter with ?dataset=<id> and ?label=<label>, sort with ?ordering=-id (newest first)."""
+    """Images, labelled or not; filter with ?dataset=<id>, ?label=<label> and ?labelled=false (the unlabelled
+    ones), sort with ?ordering=-id (newest first)."""
 
     serializer_class = DataSetItemSerializer
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     filter_backends = [DjangoFilterBackend, OrderingFilter]
-    filterset_fields = ["dataset", "label"]
+    filterset_class = DataSetItemFilter
     ordering_fields = ["id", "label", "created_at"]
 
     def get_queryset(self):
@@ -343,7 +409,7 @@ class DataSetItemViewSet(viewsets.ModelViewSet):
         image = data["image"]
         serializer.instance = dataset_item_create(
             dataset=data["dataset"],
-            label=data["label"],
+            label=data.get("label", ""),
             file=image,
             name=getattr(image, "name", None) or "",
             user_id=self.request.user.pk,

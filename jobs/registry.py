@@ -88,6 +88,16 @@ KINDS: dict[str, Kind] = {
             log_prefix="import",
             lost_hint="Upload the zip again.",
         ),
+        Kind(
+            name="suggestions",
+            model="management.SuggestionJob",
+            execute="management.services.suggestions:suggestion_job_execute",
+            noun="suggestions' process",
+            budget_setting="KERASUI_MAX_CONCURRENT_SUGGESTIONS",
+            log_prefix="suggestions",
+            lost_hint="Suggestions are asked for again when images arrive or the model changes.",
+            after_success="management.services.suggestions:suggestion_job_after",
+        ),
     ]
 }
 

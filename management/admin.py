@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from management import deletions, health_views, options, run_report, views
+from management import deletions, health_views, labelling_views, options, run_report, views
 from management import permissions as rules
 from management.forms import DataSetForm, DataSetItemForm
 from management.ml.export import FORMATS, RUNTIMES
@@ -27,6 +27,7 @@ from management.services.datasets import (
 from management.services.errors import ServiceError
 from management.services.evaluations import evaluation_has_predictions
 from management.services.exports import export_jobs_of
+from management.services.suggestions import RETRAIN_AFTER, dataset_labelled_since_current
 from management.services.training import (
     training_run_cancel,
     training_run_create,
@@ -109,6 +110,8 @@ class DataSetAdmin(admin.ModelAdmin):
             "label_counts_html": self.label_counts(dataset),
             "gallery_html": self.thumbnails(dataset),
             "imports": list(dataset.import_jobs.order_by("-created_at", "-id")[:IMPORTS_ON_DATASET_PAGE]),
+            "labelled_since": dataset_labelled_since_current(dataset=dataset),
+            "retrain_after": RETRAIN_AFTER,
         }
 
     def get_readonly_fields(self, request, obj=None):
@@ -277,6 +280,16 @@ class DataSetAdmin(admin.ModelAdmin):
                 name="management_dataset_import_model",
             ),
             *self._health_urls(),
+            path(
+                "<int:dataset_id>/label/",
+                guarded(self, labelling_views.label_page, rules.VIEW_IMAGES),
+                name="management_dataset_label",
+            ),
+            path(
+                "<int:dataset_id>/label/set/",
+                guarded(self, labelling_views.label_set, rules.LABEL_IMAGES),
+                name="management_dataset_label_set",
+            ),
             path("test/", guarded(self, views.test_model, rules.PREDICT), name="management_dataset_test"),
             path("demo/", guarded(self, views.load_demo, rules.LOAD_DEMO), name="management_dataset_demo"),
             *super().get_urls(),
@@ -306,6 +319,9 @@ class DataSetAdmin(admin.ModelAdmin):
         return redirect("admin:management_trainingrun_change", run.pk)
 
 
+UNLABELLED_CHOICE = "__unlabelled__"  # the filter's value for the empty label (an empty value means "all")
+
+
 class LabelFilter(admin.SimpleListFilter):
     """By label: the labels come from the counts kept as data, not from a scan of every image."""
 
@@ -318,9 +334,11 @@ class LabelFilter(admin.SimpleListFilter):
         if dataset_id and dataset_id.isdigit():
             labels = labels.filter(dataset_id=dataset_id)
         names = labels.order_by("label").values_list("label", flat=True).distinct()
-        return [(name, name) for name in names]
+        return [(name or UNLABELLED_CHOICE, name or "(unlabelled)") for name in names]
 
     def queryset(self, request, queryset):
+        if self.value() == UNLABELLED_CHOICE:
+            return queryset.filter(label="")
         return queryset.filter(label=self.value()) if self.value() else queryset
 
 

@@ -5,7 +5,7 @@ from django.core.files.uploadedfile import UploadedFile
 
 from management.ml.backbones import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE
 from management.models import Architecture, ColorMode, DataSet, DataSetItem, PromotionPolicy, original_file_name
-from management.services.datasets import clean_label, image_check
+from management.services.datasets import image_check, label_or_unlabelled
 from management.services.errors import ServiceError
 from management.services.pretrained import backbone_statuses
 
@@ -26,14 +26,22 @@ class ZipUploadForm(forms.Form):
             "top-level folder it is in (circle/1.png gets the label 'circle')."
         ),
     )
+    unlabelled = forms.BooleanField(
+        required=False,
+        label="Unlabelled",
+        help_text="Import the images without labels, to label them later (with the model's suggestions).",
+    )
 
     def is_zip(self) -> bool:
         return self.cleaned_data["file"].name.lower().endswith(".zip")
 
     def clean(self):
         cleaned = super().clean()
-        if cleaned.get("file") is not None and not self.is_zip() and not (cleaned.get("label") or "").strip():
-            self.add_error("label", "Type the label of this image (a zip can label its images by folder).")
+        has_label = bool((cleaned.get("label") or "").strip())
+        if cleaned.get("unlabelled") and has_label:
+            self.add_error("label", "Leave the label empty for unlabelled images, or untick Unlabelled.")
+        elif cleaned.get("file") is not None and not self.is_zip() and not has_label and not cleaned.get("unlabelled"):
+            self.add_error("label", "Type the label of this image, or tick Unlabelled (a zip can label by folder).")
         return cleaned
 
 
@@ -103,7 +111,7 @@ class DataSetItemForm(forms.ModelForm):
 
     def clean_label(self):
         try:
-            return clean_label(self.cleaned_data["label"])
+            return label_or_unlabelled(self.cleaned_data["label"])
         except ServiceError as error:
             raise forms.ValidationError(error.message) from None
 

@@ -134,10 +134,10 @@ class DataSet(models.Model):
 
 
 class DataSetItem(models.Model):
-    """One labelled image of a dataset."""
+    """One image of a dataset, labelled or not (an empty label: unlabelled, left out of training)."""
 
     dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="items")
-    label = models.CharField(max_length=100)
+    label = models.CharField(max_length=100, blank=True, help_text="Empty: unlabelled (not trained on).")
     image = ServerNamedImageField(upload_to=item_image_path, max_length=255)
     original_name = models.CharField(
         max_length=255, blank=True, help_text="The file's name as it was uploaded (the stored name is the server's)."
@@ -150,7 +150,7 @@ class DataSetItem(models.Model):
         verbose_name = "dataset item"
 
     def __str__(self) -> str:
-        return f"{self.label} #{self.pk}"
+        return f"{self.label or 'unlabelled'} #{self.pk}"
 
     @property
     def thumbnail_name(self) -> str:
@@ -164,7 +164,8 @@ class DataSetItem(models.Model):
 
 class LabelCount(models.Model):
     """How many images of a dataset carry a label: kept as data by the dataset service, in the transaction
-    of each write that adds, removes or relabels images, so no page counts a dataset's images."""
+    of each write that adds, removes or relabels images, so no page counts a dataset's images. The row
+    with the empty label counts the unlabelled images."""
 
     dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="label_counts")
     label = models.CharField(max_length=100)
@@ -227,6 +228,9 @@ class TrainingRun(Job):
         max_length=255, blank=True, help_text="The last completed epoch's model and optimizer, for resuming."
     )
     interrupted = models.BooleanField(default=False, help_text="Its process stopped before the run finished.")
+    unlabelled_count = models.PositiveIntegerField(
+        default=0, help_text="The dataset's unlabelled images when the run was created: left out of it."
+    )
 
     history = models.JSONField(default=list, blank=True)
     promotion = models.JSONField(
@@ -368,6 +372,7 @@ class ImportJob(Job):
     upload = models.FileField(upload_to="imports", max_length=255, blank=True, help_text="The zip, until imported.")
     original_name = models.CharField(max_length=255, blank=True)
     label = models.CharField(max_length=100, blank=True, help_text="The label of every image, if given.")
+    unlabelled = models.BooleanField(default=False, help_text="Import every image without a label.")
     report = models.JSONField(default=dict, blank=True, help_text="What became of each file of the zip.")
 
     class Meta(Job.Meta):
@@ -375,3 +380,43 @@ class ImportJob(Job):
 
     def __str__(self) -> str:
         return f"Import {self.pk} into {self.dataset}"
+
+
+class Suggestion(models.Model):
+    """The current model's answer for one unlabelled image, kept until the image is labelled or the
+    model changes: written by the job of kind "suggestions", read least sure first (smallest margin)."""
+
+    item = models.OneToOneField(DataSetItem, on_delete=models.CASCADE, related_name="suggestion")
+    dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="suggestions")
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="+", help_text="The model asked.")
+    label = models.CharField(max_length=100, help_text="The predicted label.")
+    confidence = models.FloatField(help_text="The predicted label's probability.")
+    margin = models.FloatField(help_text="The top probability minus the second: small means unsure.")
+    top = models.JSONField(default=list, help_text="The most probable labels: [[label, probability], …].")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dataset", "margin", "item"]
+        indexes = [
+            models.Index(fields=["dataset", "margin", "item"]),
+            models.Index(fields=["dataset", "label", "margin"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.confidence:.0%}) for item {self.item_id}"
+
+
+class SuggestionJob(Job):
+    """Predicting every unlabelled image of a dataset with its current model (a job of kind "suggestions")."""
+
+    KIND = "suggestions"
+
+    dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="suggestion_jobs")
+    run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    report = models.JSONField(default=dict, blank=True, help_text="How many images were predicted, skipped and why.")
+
+    class Meta(Job.Meta):
+        verbose_name = "suggestions job"
+
+    def __str__(self) -> str:
+        return f"Suggestions {self.pk} for {self.dataset}"

@@ -53,6 +53,8 @@ IMPORT = Rule("import_model", ("management.change_dataset", MODEL_CODE_PERMISSIO
 VIEW_HEALTH = Rule("view_health", ("management.view_dataset", "management.view_datasetitem"))
 CHECK_HEALTH = Rule("check_health", ("management.change_dataset",))  # start a check, cancel it
 RELABEL = Rule("relabel", ("management.change_datasetitem",))  # relabel a suspect, or keep it as it is
+VIEW_IMAGES = Rule("view_images", ("management.view_dataset", "management.view_datasetitem"))  # suggestions too
+LABEL_IMAGES = Rule("label_images", ("management.change_datasetitem",))  # accept suggestions, label a list
 DELETE_IMAGES = Rule("delete_images", ("management.delete_datasetitem",))  # delete, or keep one of duplicates
 
 LOAD_DEMO = Rule("load_demo", ("management.add_dataset", "management.add_datasetitem"))  # a dataset and its images
@@ -74,6 +76,8 @@ RULES = (
     CHECK_HEALTH,
     RELABEL,
     DELETE_IMAGES,
+    VIEW_IMAGES,
+    LABEL_IMAGES,
 )
 
 

@@ -38,7 +38,9 @@ def home(request):
 
 def _report_lines(report: ImportReport, dataset) -> list[tuple[int, str]]:
     """What an import added, per label, and what it skipped and why: (message level, text) lines."""
-    counts = ", ".join(f"{label}: {count}" for label, count in report.counts.items()) or "none"
+    parts = [f"{label}: {count}" for label, count in report.counts.items()]
+    parts += [f"unlabelled: {report.unlabelled}"] if report.unlabelled else []
+    counts = ", ".join(parts) or "none"
     images = "image" if report.added == 1 else "images"
     lines = [
         (
@@ -62,17 +64,23 @@ def upload_zip(request, dataset_id=None):
     form = ZipUploadForm(request.POST or None, request.FILES or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         dataset, file, label = form.cleaned_data["dataset"], form.cleaned_data["file"], form.cleaned_data["label"]
+        unlabelled = form.cleaned_data["unlabelled"]
         try:
             if form.is_zip():
-                job = dataset_import_request(dataset=dataset, file=file, label=label or None, user=request.user)
+                job = dataset_import_request(
+                    dataset=dataset, file=file, label=label or None, unlabelled=unlabelled, user=request.user
+                )
             else:
-                item = dataset_item_create(dataset=dataset, label=label, file=file, name=file.name)
+                item = dataset_item_create(
+                    dataset=dataset, label="" if unlabelled else label, file=file, name=file.name
+                )
                 job = None
         except ServiceError as error:
             form.add_error("file" if error.field in {"file", "image"} else "label", error.message)
         else:
             if job is None:
-                for level, text in _report_lines(ImportReport(counts={item.label: 1}), dataset):
+                added = ImportReport(counts={item.label: 1}) if item.label else ImportReport(unlabelled=1)
+                for level, text in _report_lines(added, dataset):
                     messages.add_message(request, level, text)
             else:
                 messages.info(

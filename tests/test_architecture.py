@@ -149,9 +149,10 @@ def test_the_job_system_imports_no_domain_module_and_the_ml_package_no_django():
                 modules = [alias.name for alias in getattr(node, "names", [])] if isinstance(node, ast.Import) else []
                 modules += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
                 assert not any(module.split(".")[0] == "django" for module in modules), (name, modules)
-                assert not any(module.split(".")[0] in {"management", "jobs", "api"} and not module.startswith(
-                    "management.ml"
-                ) for module in modules), (name, modules)
+                assert not any(
+                    module.split(".")[0] in {"management", "jobs", "api"} and not module.startswith("management.ml")
+                    for module in modules
+                ), (name, modules)
 
 
 def test_every_job_model_is_a_registered_kind_and_every_kind_a_job_model():
@@ -163,7 +164,7 @@ def test_every_job_model_is_a_registered_kind_and_every_kind_a_job_model():
         for node in ast.walk(models)
         if isinstance(node, ast.ClassDef) and any(getattr(base, "id", "") == "Job" for base in node.bases)
     ]
-    assert set(job_models) == {"TrainingRun", "HealthCheck", "ExportJob", "ImportJob"}
+    assert set(job_models) == {"TrainingRun", "HealthCheck", "ExportJob", "ImportJob", "SuggestionJob"}
     for name in job_models:
         assert f'model="management.{name}"' in registry, name
 
@@ -174,5 +175,5 @@ def test_the_architecture_notes_name_every_package_and_job_kind():
         assert package in notes, package
     for module in ("registry", "lifecycle", "runner", "watchdog", "budgets", "process"):
         assert (ROOT / "jobs" / f"{module}.py").is_file() and f"jobs/{module}.py" in notes, module
-    for kind in ("training", "health", "export", "import"):
+    for kind in ("training", "health", "export", "import", "suggestions"):
         assert f"`{kind}`" in notes, kind

@@ -141,6 +141,18 @@ CASES = {
         api=Door("post", "/api/dataset/{dataset}/health/keep_one/", {}, "json"),
         admin=Door("post", "/admin/management/dataset/{dataset}/health/delete/"),
     ),
+    "view_images": UseCase(
+        rules.VIEW_IMAGES,
+        api=Door("get", "/api/dataset/{dataset}/suggestions/"),
+        admin=Door("get", "/admin/management/dataset/{dataset}/label/"),
+    ),
+    "label_images": UseCase(
+        rules.LABEL_IMAGES,
+        # No ids: an allowed request stops at 400, before labelling anything.
+        api=Door("post", "/api/dataset/{dataset}/label/", {"ids": [], "label": "red"}, "json"),
+        admin=Door("post", "/admin/management/dataset/{dataset}/label/set/", {"ids": "", "label": "red"}),
+        base=("management.view_dataset", "management.view_datasetitem"),
+    ),
     "predict": UseCase(
         rules.PREDICT,
         api=Door("post", "/api/test/", {"dataset": "{dataset}", "image": "not base64!"}, "json"),
@@ -182,7 +194,7 @@ def knock(case: UseCase, door_name: str, user: User, dataset: DataSet):
 
 
 # Use cases that need no trained model walk a dataset without one (quicker to set up).
-UNTRAINED = {"view_health", "check_health", "relabel", "delete_images"}
+UNTRAINED = {"view_health", "check_health", "relabel", "delete_images", "view_images", "label_images"}
 
 
 @pytest.mark.parametrize("name, door, missing", MATRIX)

@@ -32,6 +32,7 @@ from management.models import (
     DataSetItem,
     ImportJob,
     LabelCount,
+    Suggestion,
     TrainingRun,
     original_file_name,
     thumbnail_image_prefix,
@@ -42,6 +43,7 @@ from management.services.errors import Conflict, InsufficientStorage, ServiceErr
 from management.services.journal import MediaJournal, media_journal
 
 MAX_LABEL_LENGTH = DataSetItem._meta.get_field("label").max_length
+UNLABELLED = ""  # an item's label when it has none: kept, shown, suggested for, never trained on
 log = logging.getLogger(__name__)
 
 
@@ -51,13 +53,14 @@ class ImportReport:
 
     counts: dict[str, int] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    unlabelled: int = 0
 
     @property
     def added(self) -> int:
-        return sum(self.counts.values())
+        return sum(self.counts.values()) + self.unlabelled
 
     def as_dict(self) -> dict:
-        return {"added": self.added, "counts": self.counts, "skipped": self.skipped}
+        return {"added": self.added, "counts": self.counts, "unlabelled": self.unlabelled, "skipped": self.skipped}
 
 
 # Unicode categories refused in a label: controls (Cc), format characters (Cf: the bidirectional
@@ -88,6 +91,13 @@ def clean_label(label: str, *, field_name: str = "label") -> str:
     if len(label) > MAX_LABEL_LENGTH:
         raise ServiceError(f"a label has at most {MAX_LABEL_LENGTH} characters", field=field_name)
     return label
+
+
+def label_or_unlabelled(label: str | None, *, field_name: str = "label") -> str:
+    """A label checked by clean_label, or "" (unlabelled) when none is given or it is only whitespace."""
+    if label is None or not label.strip():
+        return UNLABELLED
+    return clean_label(label, field_name=field_name)
 
 
 def image_size_check(data: bytes, *, name: str, field_name: str = "image") -> None:
@@ -160,11 +170,13 @@ def dataset_item_create(
     *, dataset: DataSet, label: str, file: BinaryIO, name: str = "", user_id: int | None = None
 ) -> DataSetItem:
     """Add one verified image to a dataset, stored under a name the server gives it from its format;
-    `name` (the sender's) is kept as the item's original name. `user_id`: whose pixel budget it spends."""
+    `name` (the sender's) is kept as the item's original name. `user_id`: whose pixel budget it spends.
+    An empty `label` adds it unlabelled."""
     name = name or getattr(file, "name", "") or ""
+    label = label_or_unlabelled(label)
     data = file.read()
     info = image_check(data, name=name or "image", user_id=user_id)
-    item = DataSetItem(dataset=dataset, label=clean_label(label), original_name=original_file_name(name))
+    item = DataSetItem(dataset=dataset, label=label, original_name=original_file_name(name))
     with media_journal() as journal:
         journal.save(item.image, image_file_name(info.format), ContentFile(data))
         try:
@@ -172,6 +184,8 @@ def dataset_item_create(
             with transaction.atomic():
                 item.save()
                 label_counts_add(changes=Counter({(dataset.pk, item.label): 1}))
+                if item.label == UNLABELLED:
+                    _suggestions_follow(dataset_id=dataset.pk)
         except BaseException:
             for storage, stored in _files_of(item):
                 storage.delete(stored)
@@ -182,10 +196,11 @@ def dataset_item_create(
 def dataset_item_update(
     *, item: DataSetItem, label: str | None = None, dataset: DataSet | None = None, file: BinaryIO | None = None
 ) -> DataSetItem:
-    """Change an item's label, move it to another dataset, or replace its image (verified first)."""
+    """Change an item's label (empty: unlabelled), move it to another dataset, or replace its image
+    (verified first)."""
     was = (item.dataset_id, item.label)
     if label is not None:
-        item.label = clean_label(label)
+        item.label = label_or_unlabelled(label)
     if dataset is not None:
         item.dataset = dataset
     old_files: list[tuple[object, str]] = []
@@ -206,6 +221,7 @@ def dataset_item_update(
                 changes = Counter({was: -1})
                 changes[(item.dataset_id, item.label)] += 1
                 label_counts_add(changes=changes)
+                _suggestions_after_change(items=[item], was={item.pk: was})
                 if old_files:
                     delete_files_on_commit(old_files)
         except BaseException:
@@ -220,12 +236,32 @@ def dataset_item_update(
 def dataset_item_save(*, item: DataSetItem) -> DataSetItem:
     """Save an item a form has filled in (the admin's add and change pages), keeping the counts."""
     was = DataSetItem.objects.filter(pk=item.pk).values_list("dataset_id", "label").first() if item.pk else None
+    item.label = label_or_unlabelled(item.label)
     item.save()
     changes = Counter({(item.dataset_id, item.label): 1})
     if was is not None:
         changes[was] -= 1
     label_counts_add(changes=changes)
+    _suggestions_after_change(items=[item], was={item.pk: was} if was else {})
     return item
+
+
+def _suggestions_follow(*, dataset_id: int) -> None:
+    """Images without a label arrived: queue the job that suggests theirs (after the commit)."""
+    from management.services.suggestion_jobs import suggestions_request_on_commit
+
+    suggestions_request_on_commit(dataset_id=dataset_id)
+
+
+def _suggestions_after_change(*, items: list[DataSetItem], was: dict) -> None:
+    """A labelled item's suggestion is spent; an item that became unlabelled, or moved, needs one."""
+    Suggestion.objects.filter(item__in=[item.pk for item in items if item.label != UNLABELLED]).delete()
+    for item in items:
+        if item.label == UNLABELLED and was.get(item.pk, (item.dataset_id,))[0] != item.dataset_id:
+            Suggestion.objects.filter(item=item.pk).delete()
+        before = was.get(item.pk)
+        if item.label == UNLABELLED and (before is None or before != (item.dataset_id, UNLABELLED)):
+            _suggestions_follow(dataset_id=item.dataset_id)
 
 
 def _zip_entry_label(parts: tuple[str, ...], label: str | None) -> tuple[str | None, str | None]:
@@ -288,29 +324,38 @@ def dataset_import_zip(
     dataset: DataSet,
     file: BinaryIO,
     label: str | None = None,
+    unlabelled: bool = False,
     progress: Callable[[int, int], bool] | None = None,
 ) -> ImportReport:
-    """Import every image of a zip, labelled by `label` or else by its top-level folder.
+    """Import every image of a zip, labelled by `label` or else by its top-level folder; with `unlabelled`,
+    every image without a label (its folders are ignored).
 
     Entries that are not usable images are skipped and reported. Either every accepted image is
     saved with its row, or (on an unexpected error, or `progress(done, total)` answering False) nothing
     is left behind.
     """
-    label = clean_label(label) if label and label.strip() else None
+    label = None if unlabelled else (clean_label(label) if label and label.strip() else None)
     with _open_zip(file) as archive:
         entries = _zip_entries(archive)
         report = ImportReport()
         items: list[DataSetItem] = []
         with media_journal() as journal:
-            _import_entries(archive, entries, dataset, label, report, items, journal, progress)
-    report.counts = dict(sorted(Counter(item.label for item in items).items()))
+            _import_entries(archive, entries, dataset, label, report, items, journal, progress, unlabelled)
+    counts = Counter(item.label for item in items)
+    report.unlabelled = counts.pop(UNLABELLED, 0)
+    report.counts = dict(sorted(counts.items()))
     return report
 
 
 @transaction.atomic
-def dataset_import_request(*, dataset: DataSet, file, label: str | None = None, user=None) -> ImportJob:
+def dataset_import_request(
+    *, dataset: DataSet, file, label: str | None = None, unlabelled: bool = False, user=None
+) -> ImportJob:
     """Keep an uploaded zip and queue the job that imports it (202 for the API): the request only checks
-    that it is a zip within the limits (its directory, nothing decoded) and stores it."""
+    that it is a zip within the limits (its directory, nothing decoded) and stores it. `unlabelled`: its
+    images are imported without labels (a label given too is refused)."""
+    if unlabelled and label and label.strip():
+        raise ServiceError("give a label or ask for unlabelled images, not both", field="label")
     label = clean_label(label) if label and label.strip() else ""
     with _open_zip(file) as archive:
         _zip_entries(archive)
@@ -326,6 +371,7 @@ def dataset_import_request(*, dataset: DataSet, file, label: str | None = None, 
         "upload": name,
         "original_name": original_file_name(getattr(file, "name", "")),
         "label": label,
+        "unlabelled": unlabelled,
         "created_by": user if getattr(user, "pk", None) else None,
     }
     try:
@@ -360,7 +406,13 @@ def import_job_execute(*, job: ImportJob) -> None:
 
     try:
         with job.upload.open("rb") as file:
-            report = dataset_import_zip(dataset=job.dataset, file=file, label=job.label or None, progress=progress)
+            report = dataset_import_zip(
+                dataset=job.dataset,
+                file=file,
+                label=job.label or None,
+                unlabelled=job.unlabelled,
+                progress=progress,
+            )
         lifecycle.job_succeed(kind=kind, job_id=job.pk, report=report.as_dict())
     except ImportStopped:
         log.info("Import %s was cancelled: nothing of it was kept.", job.pk)
@@ -379,6 +431,7 @@ def _import_entries(
     items: list[DataSetItem],
     journal: MediaJournal,
     progress: Callable[[int, int], bool] | None = None,
+    unlabelled: bool = False,
 ) -> None:
     """Save every usable entry's file, then all their rows in one transaction; on any error delete
     the files again (and a killed process's files are deleted by `media_journals_recover`)."""
@@ -403,7 +456,9 @@ def _import_entries(
                 except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as error:
                     reason = f"cannot be extracted ({error})"
             entry_label = None
-            if reason is None:
+            if reason is None and unlabelled:
+                entry_label = UNLABELLED
+            elif reason is None:
                 entry_label, reason = _zip_entry_label(parts, label)
             if reason is not None:
                 report.skipped.append({"name": info.filename, "reason": reason})
@@ -416,6 +471,8 @@ def _import_entries(
         with transaction.atomic():
             DataSetItem.objects.bulk_create(items, batch_size=500)
             label_counts_add(changes=Counter((dataset.pk, item.label) for item in items))
+            if any(item.label == UNLABELLED for item in items):
+                _suggestions_follow(dataset_id=dataset.pk)
     except OSError as error:
         _delete_images(items)
         if error.errno == errno.ENOSPC:
@@ -469,8 +526,14 @@ def label_counts_recount(*, dataset: DataSet) -> dict[str, int]:
 def dataset_label_counts(*, dataset: DataSet) -> dict[str, int]:
     """Number of images per label, labels sorted: the counts kept as data (one query, or none when
     prefetched with `datasets_with_counts`)."""
-    rows = sorted((row.label, row.count) for row in dataset.label_counts.all() if row.count > 0)
+    rows = sorted((row.label, row.count) for row in dataset.label_counts.all() if row.count > 0 and row.label)
     return dict(rows)
+
+
+def dataset_unlabelled_count(*, dataset: DataSet) -> int:
+    """How many images of a dataset have no label: the counts kept as data (one query, or none when
+    prefetched with `datasets_with_counts`)."""
+    return sum(row.count for row in dataset.label_counts.all() if row.label == UNLABELLED)
 
 
 def dataset_labels(*, dataset: DataSet) -> list[str]:

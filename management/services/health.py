@@ -32,7 +32,7 @@ def health_check_start(*, dataset: DataSet, user=None, enqueue: bool = True) -> 
     starts count against KERASUI_HEALTH_STARTS_PER_MINUTE (429 beyond it).
     """
     watchdog.jobs_watch(kinds=[KIND])
-    if not dataset.items.exists():
+    if not dataset.items.exclude(label="").exists():
         raise ServiceError("the dataset has no images: add labelled images before checking its health", field="dataset")
     existing = dataset.health_checks.filter(status__in=HealthCheck.ACTIVE).first()
     if existing is not None:

@@ -168,7 +168,9 @@ def health_check_compute(*, check: HealthCheck, progress: Progress) -> dict:
     dataset = check.dataset
     label_names = dataset_labels(dataset=dataset)
     dismissed = health.health_dismissed(dataset=dataset)
-    items = list(DataSetItem.objects.filter(dataset=dataset).order_by("id"))
+    # Unlabelled images have no label to check and no class to balance: only the labelled ones are checked.
+    items = list(DataSetItem.objects.filter(dataset=dataset).exclude(label="").order_by("id"))
+    unlabelled = DataSetItem.objects.filter(dataset=dataset, label="").count()
     with tempfile.TemporaryDirectory() as copies:
         paths = local_paths(items, Path(copies))
         progress("hashing")
@@ -281,6 +283,7 @@ def health_check_compute(*, check: HealthCheck, progress: Progress) -> dict:
     seconds["total"] = round(time.monotonic() - started, 2)
     return {
         "images": len(items),
+        "unlabelled": unlabelled,
         "labels": label_names,
         "method": method,
         "fallback": fallback,

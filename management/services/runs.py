@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -64,7 +65,15 @@ def dataset_current_run_choose(*, dataset_id: int, reason: str, run_id: int | No
         datasets = datasets.filter(current_run__isnull=True)
     else:
         raise ValueError(f"no rule for making a run current because it was {reason!r}")
-    return bool(datasets.update(**fields))
+    changed = bool(datasets.update(**fields))
+    if changed:
+        # A new model: its suggestions for the unlabelled images, once this commits.
+        from management.services.suggestion_jobs import suggestions_request_on_commit
+
+        # A run that finished did so in the training process: the web process's runner claims the job.
+        in_job_process = reason == "trained" and settings.KERASUI_TRAINING_BACKEND == "thread"
+        suggestions_request_on_commit(dataset_id=dataset_id, enqueue=not in_job_process)
+    return changed
 
 
 # --- from queued to running --------------------------------------------------------------------------

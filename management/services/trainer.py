@@ -610,6 +610,8 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
         backbone = _ready_backbone(run) if pretrained.is_pretrained(run.architecture) else None
         automatic = run.architecture == Architecture.AUTO
         log.info("Run %s of dataset '%s': labels %s", run.pk, run.dataset.name, run.labels)
+        if run.unlabelled_count:
+            log.info("%s unlabelled images are left out of training and evaluation", run.unlabelled_count)
         items = _run_items(run)
         _set_phase(run.pk, Phase.PREPARING)
         started = time.monotonic()

@@ -19,13 +19,24 @@ from management.ml.validate import ValidationReport, validate_model
 from management.models import DataSet, TrainingRun
 from management.options import snapshot_of
 from management.services import runs
-from management.services.datasets import dataset_labels, delete_files_on_commit, delete_folders_on_commit
+from management.services.datasets import (
+    dataset_labels,
+    dataset_unlabelled_count,
+    delete_files_on_commit,
+    delete_folders_on_commit,
+)
 from management.services.errors import Conflict
 
 
 def run_snapshot(*, dataset: DataSet) -> dict:
-    """The fields a run copies from its dataset when it is created: what it trains with."""
-    return {"dataset": dataset, "labels": dataset_labels(dataset=dataset), **snapshot_of(dataset)}
+    """The fields a run copies from its dataset when it is created: what it trains with (its labelled
+    images; how many unlabelled ones it leaves out is kept beside)."""
+    return {
+        "dataset": dataset,
+        "labels": dataset_labels(dataset=dataset),
+        "unlabelled_count": dataset_unlabelled_count(dataset=dataset),
+        **snapshot_of(dataset),
+    }
 
 
 def training_run_problem(*, run: TrainingRun) -> str | None:

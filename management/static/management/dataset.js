@@ -92,9 +92,11 @@
     // The upload page answers each file by redirecting to itself (a light page) with its messages.
     const url = root.dataset.url + "?next=" + encodeURIComponent(root.dataset.url);
     k.dropZone(zone, input, async function (files) {
-      const label = labelInput.value.trim();
+      const unlabelledBox = root.querySelector("[data-upload-unlabelled]");
+      const unlabelled = Boolean(unlabelledBox && unlabelledBox.checked);
+      const label = unlabelled ? "" : labelInput.value.trim();
       const images = files.filter(function (file) { return !/\.zip$/i.test(file.name); });
-      if (images.length && !label) {
+      if (images.length && !label && !unlabelled) {
         text.textContent = "Type the label of these images first (a zip can label by folder).";
         bar.hidden = false;
         labelInput.focus();
@@ -114,6 +116,7 @@
         const form = new FormData();
         form.append("dataset", dataset);
         form.append("label", label);
+        if (unlabelled) form.append("unlabelled", "on");
         form.append("file", file);
         try {
           const messages = await k.upload(url, form, show);

@@ -1,0 +1,244 @@
+// Dataset → Label: the queue of unlabelled images, least sure first (the suggestions' API), then those the
+// model has not suggested for yet; labelled from the keyboard. No inline script: the CSP forbids them.
+(function () {
+  "use strict";
+  const root = document.getElementById("kerasui-labelling");
+  if (!root) return;
+  const $ = (id) => document.getElementById(id);
+  const labels = JSON.parse($("kerasui-labels").textContent);
+  const canLabel = root.dataset.canLabel === "1";
+  const canDelete = root.dataset.canDelete === "1";
+  let labelled = Number(root.dataset.labelled);
+  let total = labelled + Number(root.dataset.unlabelledCount);
+  const queue = [];  // {id, image, label (suggested or null), confidence, top: [[label, p], ...], done}
+  let position = 0;
+  const undo = [];  // {index, previous: ""}: the labels given in this visit, newest last
+  let labelledHere = 0;
+  const started = Date.now();
+
+  function csrf() { return root.querySelector("input[name=csrfmiddlewaretoken]").value; }
+
+  async function json(url, options) {
+    const response = await fetch(url, Object.assign({ credentials: "same-origin",
+      headers: { Accept: "application/json", "X-CSRFToken": csrf() } }, options || {}));
+    const data = await response.json().catch(() => null);
+    if (!response.ok) {
+      const first = data && typeof data === "object" ? Object.values(data)[0] : null;
+      throw new Error((Array.isArray(first) ? first[0] : first) || response.status + " " + response.statusText);
+    }
+    return data;
+  }
+
+  function fail(error) {
+    $("kerasui-label-error").hidden = false;
+    $("kerasui-label-error").textContent = String(error.message || error);
+  }
+
+  let more = false;  // the server has unlabelled images beyond the ones fetched
+  let loading = false;
+
+  async function load() {
+    loading = true;
+    const seen = new Set();
+    const first = await json(root.dataset.suggestions);
+    more = Boolean(first.next);
+    for (const row of first.results) {
+      seen.add(row.id);
+      queue.push({ id: row.id, image: row.image, label: row.label, confidence: row.confidence, top: row.top });
+    }
+    if (first.results.length < 100) {
+      const rest = await json(root.dataset.unlabelled);
+      more = more || Boolean(rest.next);
+      for (const row of rest.results) {
+        if (!seen.has(row.id)) queue.push({ id: row.id, image: row.image, label: null, confidence: null, top: [] });
+      }
+    }
+    loading = false;
+    show();
+  }
+
+  // The queue holds a page of images: at its end, the next page (the labelled ones have left the lists).
+  function refill() {
+    queue.length = 0;
+    undo.length = 0;
+    position = 0;
+    load().catch(fail);
+  }
+
+  function buttonsFor(item) {
+    const names = item.top.map((pair) => pair[0]);
+    for (const name of labels) if (!names.includes(name)) names.push(name);
+    return names.slice(0, 9);
+  }
+
+  function progressText() {
+    const minutes = (Date.now() - started) / 60000;
+    const rate = labelledHere && minutes > 0 ? `, ${Math.round(labelledHere / minutes)} per minute` : "";
+    return `${labelled} of ${total} labelled${rate}`;
+  }
+
+  function show() {
+    $("kerasui-label-progress").textContent = progressText();
+    while (position < queue.length && queue[position].done) position += 1;
+    const item = queue[position];
+    $("kerasui-label-card").hidden = !item;
+    $("kerasui-label-empty").hidden = Boolean(item);
+    const buttons = $("kerasui-label-buttons");
+    buttons.replaceChildren();
+    if (!item && more && !loading) { $("kerasui-label-empty").hidden = true; refill(); return; }
+    if (!item) return;
+    $("kerasui-label-image").src = item.image;
+    $("kerasui-label-image").dataset.item = String(item.id);
+    $("kerasui-label-suggestion").textContent = item.label
+      ? `Suggested: ${item.label} (${Math.round(item.confidence * 100)}%) — Enter accepts`
+      : "No suggestion yet: choose a label";
+    buttonsFor(item).forEach((name, index) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "button" + (name === item.label ? " kerasui-suggested" : "");
+      button.dataset.label = name;
+      const key = document.createElement("kbd");
+      key.textContent = String(index + 1);
+      button.append(key, document.createTextNode(name));
+      button.disabled = !canLabel;
+      button.addEventListener("click", () => give(name));
+      buttons.append(button);
+    });
+  }
+
+  async function post(ids, label) {
+    const body = new URLSearchParams({ ids: ids.join(","), label: label });
+    return json(root.dataset.set, { method: "POST", body: body });
+  }
+
+  async function give(label) {
+    const item = queue[position];
+    if (!item || !canLabel || !label) return;
+    try {
+      await post([item.id], label);
+    } catch (error) { fail(error); return; }
+    item.done = true;
+    item.given = label;
+    undo.push(position);
+    labelled += 1;
+    labelledHere += 1;
+    position += 1;
+    show();
+  }
+
+  async function takeBack() {
+    const index = undo.pop();
+    if (index === undefined) return;
+    const item = queue[index];
+    try {
+      await post([item.id], "");
+    } catch (error) { undo.push(index); fail(error); return; }
+    item.done = false;
+    labelled -= 1;
+    labelledHere -= 1;
+    position = index;
+    show();
+  }
+
+  function move(step) {
+    let next = position + step;
+    while (next >= 0 && next < queue.length && queue[next].done) next += step;
+    if (next >= 0 && next <= queue.length) position = Math.min(next, queue.length);
+    show();
+  }
+
+  async function remove() {
+    const item = queue[position];
+    if (!item || !canDelete || !window.confirm("Delete this image?")) return;
+    try {
+      const response = await fetch(root.dataset.delete + item.id + "/", { method: "DELETE", credentials: "same-origin",
+        headers: { "X-CSRFToken": csrf() } });
+      if (!response.ok) throw new Error(`the image was not deleted (${response.status})`);
+    } catch (error) { fail(error); return; }
+    item.done = true;
+    total -= 1;
+    show();
+  }
+
+  document.addEventListener("keydown", (event) => {
+    if (event.target instanceof HTMLInputElement || event.ctrlKey || event.metaKey || event.altKey) return;
+    const item = queue[position];
+    if (/^[1-9]$/.test(event.key) && item) {
+      const name = buttonsFor(item)[Number(event.key) - 1];
+      if (name) give(name);
+    } else if (event.key === "Enter" && item && item.label) {
+      give(item.label);
+    } else if (event.key === "ArrowRight" || event.key === "x" || event.key === "X") {
+      move(1);
+    } else if (event.key === "ArrowLeft") {
+      move(-1);
+    } else if (event.key === "Backspace") {
+      takeBack();
+    } else if (event.key === "d" || event.key === "D") {
+      remove();
+    } else {
+      return;
+    }
+    event.preventDefault();
+  });
+  $("kerasui-label-other-button").addEventListener("click", () => {
+    const name = $("kerasui-label-other").value.trim();
+    if (name) give(name).then(() => { if (!labels.includes(name)) labels.push(name); $("kerasui-label-other").value = ""; show(); });
+  });
+
+  const acceptAll = $("kerasui-label-accept-all");
+  if (acceptAll) acceptAll.addEventListener("click", async () => {
+    const least = Number($("kerasui-label-min").value) / 100;
+    if (!(least >= 0.5 && least <= 1)) { fail(new Error("a confidence between 50 and 100%")); return; }
+    try {
+      const answer = await json(root.dataset.accept, { method: "POST", body: JSON.stringify({ min_confidence: least }),
+        headers: { Accept: "application/json", "Content-Type": "application/json", "X-CSRFToken": csrf() } });
+      $("kerasui-label-accepted").textContent = `${answer.labelled} labelled`;
+      labelled += answer.labelled;
+      for (const item of queue) if (!item.done && item.label && item.confidence >= least) item.done = true;
+      position = 0;
+      show();
+    } catch (error) { fail(error); }
+  });
+
+  // The camera: pictures go through the same upload as any image (POST /api/datasetitem/, every check).
+  const video = $("kerasui-camera-video");
+  if (video) {
+    const select = $("kerasui-camera-label");
+    for (const name of labels) select.append(new Option(name, name));
+    let taken = 0;
+    $("kerasui-camera-start").addEventListener("click", async () => {
+      if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+        fail(new Error("this browser gives no camera here (it needs https or localhost)"));
+        return;
+      }
+      try {
+        video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+      } catch (error) { fail(new Error(`no camera: ${error.message || error.name}`)); return; }
+      video.hidden = false;
+      $("kerasui-camera-shoot").disabled = false;
+    });
+    $("kerasui-camera-shoot").addEventListener("click", async () => {
+      const canvas = document.createElement("canvas");
+      canvas.width = video.videoWidth;
+      canvas.height = video.videoHeight;
+      canvas.getContext("2d").drawImage(video, 0, 0);
+      const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.9));
+      const form = new FormData();
+      form.append("dataset", root.dataset.dataset);
+      form.append("label", select.value);
+      form.append("image", blob, `camera-${Date.now()}.jpg`);
+      try {
+        const item = await json(root.dataset.add, { method: "POST", body: form });
+        taken += 1;
+        total += 1;
+        if (item.label) labelled += 1;
+        else queue.push({ id: item.id, image: item.image, label: null, confidence: null, top: [] });
+        $("kerasui-camera-status").textContent = `${taken} taken (image ${item.id})`;
+        show();
+      } catch (error) { fail(error); }
+    });
+  }
+
+  load().catch(fail);
+})();

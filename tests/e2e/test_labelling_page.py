@@ -1,0 +1,205 @@
+"""Dataset → Label in Chromium, driven by the keyboard only: least sure first, Enter accepts the suggestion,
+number keys pick a label, Backspace undoes, X skips, arrows move, D deletes after a confirm; on a phone too."""
+
+import io
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs.process import job_execute
+from management.models import DataSet, DataSetItem, Suggestion, SuggestionJob
+from management.services.datasets import dataset_item_create
+from tests.e2e.test_dataset_page import browser  # noqa: F401,F811 - one Chromium for the module
+from tests.images import colour_image
+from tests.labelling.test_suggestions import MIXED, mixed_image
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -r requirements-dev.txt)")
+
+
+@pytest.fixture
+def to_label(trained_dataset):
+    """The trained colour dataset with 12 unlabelled images and their suggestions."""
+    images = [colour_image(name, seed=700 + n) for name in ("red", "green", "blue") for n in range(3)]
+    images += [mixed_image(MIXED[n % 2], seed=n) for n in range(3)]
+    for data in images:
+        dataset_item_create(dataset=trained_dataset, label="", file=io.BytesIO(data))
+    job = SuggestionJob.objects.get(dataset=trained_dataset, status="queued")  # queued by their arrival
+    assert job_execute(kind="suggestions", job_id=job.pk, worker="test:1").status == "succeeded"
+    return trained_dataset
+
+
+def open_page(browser, live_server, user, size):  # noqa: F811
+    context = browser.new_context(viewport=size)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.set_default_timeout(20_000)
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+    return context, page, errors
+
+
+def shown(page) -> int:
+    page.wait_for_selector("#kerasui-label-image[data-item]")
+    return int(page.get_attribute("#kerasui-label-image", "data-item"))
+
+
+def showing(page, pk: int) -> None:
+    page.wait_for_selector(f"#kerasui-label-image[data-item='{pk}']")
+
+
+def label_of(pk: int) -> str | None:
+    return DataSetItem.objects.filter(pk=pk).values_list("label", flat=True).first()
+
+
+def wait_for(condition, seconds: float = 10.0) -> None:
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def test_labelling_from_the_keyboard_least_sure_first(browser, live_server, admin_user, to_label):  # noqa: F811
+    dataset = to_label
+    order = list(
+        Suggestion.objects.filter(dataset=dataset).order_by("margin", "item_id").values_list("item_id", "label")
+    )
+    context, page, errors = open_page(browser, live_server, admin_user, {"width": 1400, "height": 900})
+    page.goto(f"{live_server.url}/admin/management/dataset/{dataset.pk}/label/")
+    assert shown(page) == order[0][0]  # the least sure first
+    assert "30 of 42 labelled" in page.inner_text("#kerasui-label-progress")
+
+    page.keyboard.press("Enter")  # accept the suggestion
+    wait_for(lambda: label_of(order[0][0]) == order[0][1])
+    showing(page, order[1][0])
+
+    second = page.locator("#kerasui-label-buttons button").nth(1).get_attribute("data-label")
+    page.keyboard.press("2")  # the second button's label
+    wait_for(lambda: label_of(order[1][0]) == second)
+    assert shown(page) == order[2][0]
+
+    page.keyboard.press("Backspace")  # undo: unlabelled again, and shown again
+    wait_for(lambda: label_of(order[1][0]) == "")
+    showing(page, order[1][0])
+
+    page.keyboard.press("x")  # skip
+    assert shown(page) == order[2][0] and label_of(order[1][0]) == ""
+    page.keyboard.press("ArrowLeft")
+    showing(page, order[1][0])
+    page.keyboard.press("ArrowRight")
+    showing(page, order[2][0])
+
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.keyboard.press("d")  # refused at the confirm: kept
+    assert shown(page) == order[2][0]
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.keyboard.press("d")
+    wait_for(lambda: not DataSetItem.objects.filter(pk=order[2][0]).exists())
+    showing(page, order[3][0])
+
+    # The rest by Enter alone, timed: the labelling rate with suggestions.
+    started = time.monotonic()
+    for pk, _ in order[3:]:
+        showing(page, pk)
+        page.keyboard.press("Enter")
+    page.wait_for_selector("#kerasui-label-empty:not([hidden])")
+    seconds = time.monotonic() - started
+    count = len(order) - 3
+    print(f"labelled {count} images by keyboard in {seconds:.2f} s: {60 * count / seconds:.0f} per minute")
+    assert all(label_of(pk) == label for pk, label in order[3:])
+    assert "40 of 41 labelled" in page.inner_text("#kerasui-label-progress")
+    context.close()
+    assert errors == []
+
+
+def test_the_labelling_page_on_a_phone_without_the_permission_to_label(
+    browser,  # noqa: F811
+    live_server,
+    to_label,
+    django_user_model,  # noqa: F811
+):
+    from django.contrib.auth.models import Permission
+
+    viewer = django_user_model.objects.create_user("viewer", password="password", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_dataset", "view_datasetitem"]))
+    context, page, errors = open_page(browser, live_server, viewer, {"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/admin/management/dataset/{to_label.pk}/label/")
+    first = shown(page)
+    box = page.locator("#kerasui-label-image").bounding_box()
+    assert box["width"] <= 390 and box["y"] + box["height"] < 844
+    assert page.locator("#kerasui-label-buttons button[disabled]").count() >= 3
+    page.keyboard.press("Enter")
+    time.sleep(0.5)
+    assert label_of(first) == "" and shown(page) == first
+    response = page.request.post(
+        f"{live_server.url}/admin/management/dataset/{to_label.pk}/label/set/", form={"ids": str(first), "label": "red"}
+    )
+    assert response.status in {403, 400} and label_of(first) == ""
+    context.close()
+    assert errors == []
+    assert DataSet.objects.get(pk=to_label.pk)
+
+
+def test_accepting_every_confident_suggestion_at_once(browser, live_server, admin_user, to_label):  # noqa: F811
+    sure = set(Suggestion.objects.filter(dataset=to_label, confidence__gte=0.9).values_list("item_id", flat=True))
+    unsure = set(Suggestion.objects.filter(dataset=to_label, confidence__lt=0.9).values_list("item_id", flat=True))
+    assert sure and unsure
+    context, page, errors = open_page(browser, live_server, admin_user, {"width": 1400, "height": 900})
+    page.goto(f"{live_server.url}/admin/management/dataset/{to_label.pk}/label/")
+    shown(page)
+    page.fill("#kerasui-label-min", "90")
+    page.click("#kerasui-label-accept-all")
+    page.wait_for_selector(f"#kerasui-label-accepted:text('{len(sure)} labelled')")
+    assert not DataSetItem.objects.filter(pk__in=sure, label="").exists()
+    assert set(DataSetItem.objects.filter(dataset=to_label, label="").values_list("pk", flat=True)) == unsure
+    assert shown(page) in unsure  # the queue goes on with the unsure ones
+    context.close()
+    assert errors == []
+
+
+def test_images_dropped_as_unlabelled_on_the_dataset_page(browser, live_server, admin_user, colour_dataset):  # noqa: F811
+    from tests.e2e.test_browser import drop_files
+
+    context, page, errors = open_page(browser, live_server, admin_user, {"width": 1400, "height": 900})
+    page.goto(f"{live_server.url}/admin/management/dataset/{colour_dataset.pk}/change/")
+    page.wait_for_selector("#kerasui-upload .kerasui-drop")
+    page.check("[data-upload-unlabelled]")
+    drop_files(page, "#kerasui-upload .kerasui-drop", [("new.png", "image/png", colour_image("red", seed=77))])
+    page.wait_for_selector(".kerasui-upload-results :text('unlabelled: 1')")
+    assert list(
+        DataSetItem.objects.filter(dataset=colour_dataset, original_name="new.png").values_list("label", flat=True)
+    ) == [""]
+    context.close()
+    assert errors == []
+
+
+def test_past_the_first_page_the_queue_fetches_the_next(browser, live_server, admin_user):  # noqa: F811
+    from tests.images import png
+
+    dataset = DataSet.objects.create(name="Many", image_size=16)
+    dataset_item_create(dataset=dataset, label="cat", file=io.BytesIO(png()))
+    for number in range(103):
+        dataset_item_create(dataset=dataset, label="", file=io.BytesIO(png(color=(number, 0, 0))))
+    context, page, errors = open_page(browser, live_server, admin_user, {"width": 1400, "height": 900})
+    page.goto(f"{live_server.url}/admin/management/dataset/{dataset.pk}/label/")
+    for _ in range(100):
+        current = shown(page)
+        page.keyboard.press("1")
+        page.wait_for_selector(f"#kerasui-label-image:not([data-item='{current}'])")
+    # The first page is labelled: the next three come from the server, not "nothing left".
+    left = set(DataSetItem.objects.filter(dataset=dataset, label="").values_list("pk", flat=True))
+    assert len(left) == 3 and shown(page) in left
+    assert "101 of 104 labelled" in page.inner_text("#kerasui-label-progress")
+    context.close()
+    assert errors == []
