@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('management', '0015_counts_as_data'),
+        ('management', '0016_fewshot'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
