@@ -80,7 +80,7 @@ def test_an_item_can_be_relabelled_moved_given_a_new_image_and_deleted(
         ({"label": "x", "image": b64(png()[:40])}, "image"),  # a truncated PNG
         ({"label": "x", "image": 12}, "image"),
         ({"label": "x"}, "image"),
-        ({"label": "   ", "image": b64(png())}, "label"),
+        ({"label": "left\u202eright", "image": b64(png())}, "label"),  # a direction-changing character
         ({"label": "x" * 101, "image": b64(png())}, "label"),
         ({"label": "x", "image": b64(png()), "dataset": 999999}, "dataset"),
         ({"label": "x", "image": b64(png()), "dataset": None}, "dataset"),
@@ -133,7 +133,10 @@ def test_a_batch_in_json_is_answered_in_order(api, trained_dataset):
     results = response.json()["results"]
     assert [r["result"] for r in results] == ["red", "blue", "green", "red"]
     assert [r["name"] for r in results] == ["images[0]", "images[1]", "images[2]", "images[3]"]
-    assert all(set(r) == {"name", "result", "confidence", "probabilities", "run"} for r in results)
+    assert all(
+        set(r) == {"name", "result", "label", "confidence", "unknown", "unknown_below", "top", "probabilities", "run"}
+        for r in results
+    )
 
 
 def test_several_multipart_files_are_one_batch(api, trained_dataset):
