@@ -62,7 +62,8 @@ def test_a_pretrained_run_trains_in_the_train_process_and_every_export_passes_it
 
     assert completed.returncode == 0, completed.stdout + completed.stderr
     run = TrainingRun.objects.get(dataset=dataset)
-    assert run.status == "succeeded" and run.progress == 1.0 and len(run.history) == 15
+    # The head is a linear probe fitted to convergence: one history row, whatever the dataset's epochs.
+    assert run.status == "succeeded" and run.progress == 1.0 and len(run.history) == 1
     assert "Building EfficientNet-Lite0" in completed.stdout
     client = APIClient()
     client.force_authenticate(admin_user)
