@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.load import load_test
-from tests.e2e.test_crashes import Server, multipart
+from tests.e2e.test_crashes import Server, import_zip
 from tests.images import colour_zip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,10 +44,7 @@ def trained_server(tmp_path: Path) -> tuple[Server, int]:
     options = {"name": "Colours", "image_size": 16, "epochs": 2, "batch_size": 8}
     status, dataset = server.request("POST", "/api/dataset/", json.dumps(options).encode())
     assert status == 201
-    status, _ = server.request(
-        "POST", f"/api/dataset/{dataset['id']}/upload/", *multipart("file", "c.zip", colour_zip(6))
-    )
-    assert status == 201
+    import_zip(server, dataset["id"], colour_zip(6))
     trained = subprocess.run(
         [sys.executable, "manage.py", "train", str(dataset["id"])],
         cwd=ROOT,
