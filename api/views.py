@@ -196,6 +196,10 @@ def file_download(field, filename: str | None = None):
         raise NotFound("the file is missing from storage", field="file") from None
 
 
+# What the bulk labelling actions answer (one component in the schema, shared by both).
+LABELLED = inline_serializer("Labelled", {"labelled": serializers.IntegerField()})
+
+
 class ModelFileNegotiation(DefaultContentNegotiation):
     """On model downloads `?format=` names the model's file format, not DRF's response renderer."""
 
@@ -304,7 +308,7 @@ class DataSetViewSet(viewsets.ModelViewSet):
         summary="Accept suggestions: label images with their suggested labels",
         description="`ids` (the items), or `min_confidence` (every suggestion at least that confident).",
         request=SuggestionAcceptSerializer,
-        responses={200: inline_serializer("Labelled", {"labelled": serializers.IntegerField()})},
+        responses={200: LABELLED},
     )
     @action(detail=True, methods=["post"], url_path="suggestions/accept", parser_classes=[JSONParser])
     def suggestions_accept(self, request, pk=None):
@@ -318,7 +322,7 @@ class DataSetViewSet(viewsets.ModelViewSet):
     @extend_schema(
         summary="Give a list of the dataset's images one label",
         request=ItemsLabelSerializer,
-        responses={200: inline_serializer("Labelled", {"labelled": serializers.IntegerField()})},
+        responses={200: LABELLED},
     )
     @action(detail=True, methods=["post"], parser_classes=[JSONParser])
     def label(self, request, pk=None):
