@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,18 +31,14 @@ __all__ = ["BACKBONES", "Backbone", "WeightsUnavailable", "keras_cache_dir"]
 
 
 def keras_cache_dir() -> Path:
-    """Keras' cache folder, where `keras.applications` look for weights: $KERAS_HOME or ~/.keras (/tmp/.keras
-    when the home folder is read-only), by Keras' own rule. Keras itself is asked only when it is already
-    loaded: importing it to learn a folder name would load TensorFlow into a web process (a page
-    listing the starting points asks for this)."""
-    if "keras" in sys.modules:
-        from keras.src.backend.config import keras_home
-
-        return Path(os.path.expanduser(keras_home()))
-    if "KERAS_HOME" in os.environ:
-        return Path(os.path.expanduser(os.environ["KERAS_HOME"]))
-    base = os.path.expanduser("~")
-    return Path("/tmp" if not os.access(base, os.W_OK) else base) / ".keras"
+    """Keras' cache folder, where `keras.applications` look for weights: $KERAS_HOME, else ~/.keras (or
+    /tmp/.keras when the home folder is not writable), found as Keras finds it but without importing
+    Keras (and TensorFlow with it): the web process lists starting points with this."""
+    home = os.environ.get("KERAS_HOME")
+    if not home:
+        base = os.path.expanduser("~")
+        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
+    return Path(os.path.expanduser(home))
 
 
 def file_digest(path: Path, algorithm: str) -> str:
