@@ -251,7 +251,7 @@ class DataSetViewSet(viewsets.ModelViewSet):
     sends_model_code = {"create", "update", "partial_update", "validate"}
 
     def get_queryset(self):
-        return datasets_with_counts(DataSet.objects.order_by("id"))
+        return datasets_with_counts(DataSet.objects.order_by("id"), label_counts=False)
 
     def perform_create(self, serializer):
         serializer.save()

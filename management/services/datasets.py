@@ -541,10 +541,11 @@ def dataset_labels(*, dataset: DataSet) -> list[str]:
     return list(dataset_label_counts(dataset=dataset))
 
 
-def datasets_with_counts(queryset: QuerySet | None = None) -> QuerySet:
+def datasets_with_counts(queryset: QuerySet | None = None, *, label_counts: bool = True) -> QuerySet:
     """Datasets as lists show them: `item_count` summed from the counts kept as data (a subquery over a
-    dataset's labels, never its images), each dataset's label counts prefetched, and its current run
-    joined without the run's per-image data."""
+    dataset's labels, never its images), each dataset's label counts prefetched (unless `label_counts`
+    is False: the API's answer does not show them, and the prefetch is one more query), and its current
+    run joined without the run's per-image data."""
     total = (
         LabelCount.objects.filter(dataset=OuterRef("pk"))
         .order_by()
@@ -553,12 +554,12 @@ def datasets_with_counts(queryset: QuerySet | None = None) -> QuerySet:
         .values("total")
     )
     queryset = DataSet.objects.all() if queryset is None else queryset
-    return (
+    queryset = (
         queryset.annotate(item_count=Coalesce(Subquery(total, output_field=IntegerField()), Value(0)))
         .select_related("current_run")
         .defer(*(f"current_run__{name}" for name in TrainingRun.HEAVY_FIELDS))
-        .prefetch_related("label_counts")
     )
+    return queryset.prefetch_related("label_counts") if label_counts else queryset
 
 
 def delete_files_on_commit(names: list[tuple[object, str]]) -> None:
