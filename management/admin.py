@@ -22,6 +22,7 @@ from management.services.datasets import (
     dataset_item_save,
     dataset_items_delete,
     dataset_label_counts,
+    dataset_labels,
     datasets_with_counts,
 )
 from management.services.errors import ServiceError
@@ -117,6 +118,7 @@ class DataSetAdmin(admin.ModelAdmin):
             "label_counts_html": self.label_counts(dataset),
             "gallery_html": self.thumbnails(dataset),
             "imports": list(dataset.import_jobs.order_by("-created_at", "-id")[:IMPORTS_ON_DATASET_PAGE]),
+            "camera_labels": dataset_labels(dataset=dataset),
             "labelled_since": labelled_since,
             "retrain_after": RETRAIN_AFTER,
             # Only where the page offers to train again: how the current model fared on those new labels.
