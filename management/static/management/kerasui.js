@@ -447,6 +447,7 @@
           if (mine !== session) break;
           showing(new File([blob], "camera.jpg", { type: "image/jpeg" }));
           await predict(true);
+          if (mine !== session) break;
           frames += 1;
           status.textContent = frames + (frames === 1 ? " picture" : " pictures") + " predicted";
           await sleep(Math.max(0, 1000 - (Date.now() - began)));
@@ -454,6 +455,7 @@
       }
       async function on() {
         const mine = ++session;
+        frames = 0;
         await running;  // the previous loop's request ends first: never two in flight
         try { await camera.start(video); } catch (error) {
           live.checked = false;
