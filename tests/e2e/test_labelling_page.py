@@ -107,6 +107,9 @@ def test_the_labelling_page_on_a_phone_without_the_permission_to_label(
     box = page.locator("#kerasui-label-image").bounding_box()
     assert box["width"] <= 390 and box["y"] + box["height"] < 844
     assert page.locator("#kerasui-label-buttons button[disabled]").count() >= 3
+    assert page.locator("#kerasui-grid, #kerasui-grid-open").count() == 0  # no grid without the permission
+    page.keyboard.press("g")
+    assert page.locator("#kerasui-label-card").is_visible()
     page.keyboard.press("Enter")
     time.sleep(0.5)
     assert label_of(first) == "" and shown(page) == first

@@ -210,6 +210,7 @@
 
   async function gridAccept() {
     if (gridLoading) return;
+    gridLoading = true;  // until the next page is shown: one accept at a time
     const boxes = tiles();
     const ids = boxes.filter((box) => box.checked).map((box) => Number(box.dataset.item));
     for (const box of boxes) if (!box.checked) skipped.add(Number(box.dataset.item));
@@ -218,7 +219,7 @@
       try {
         answer = await json(root.dataset.accept, { method: "POST", body: JSON.stringify({ ids: ids }),
           headers: { Accept: "application/json", "Content-Type": "application/json", "X-CSRFToken": csrf() } });
-      } catch (error) { fail(error); return; }
+      } catch (error) { gridLoading = false; fail(error); return; }
     }
     labelled += answer.labelled;
     labelledHere += answer.labelled;
@@ -252,7 +253,10 @@
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (grid && !grid.hidden) {
-      if (event.target instanceof HTMLSelectElement) return;
+      // A focused button, select or text box keeps its own keys; a tile's checkbox does not.
+      const target = event.target;
+      if (target instanceof HTMLButtonElement || target instanceof HTMLSelectElement ||
+          (target instanceof HTMLInputElement && target.type !== "checkbox")) return;
       if (event.key === "Enter") gridAccept();
       else if (event.key.startsWith("Arrow")) gridMove(event.key);
       else if (event.key === "Escape" || event.key === "g" || event.key === "G") gridOpen(false);
