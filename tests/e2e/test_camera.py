@@ -100,6 +100,15 @@ def test_the_test_page_predicts_the_cameras_picture_live_one_request_at_a_time(
     page.wait_for_selector("#kerasui-live-status:text('3 pictures predicted')", timeout=30_000)
     assert page.inner_text("#predicted-label") in {"red", "green", "blue", "unknown"}
     assert page.locator(".kerasui-preview").get_attribute("src").startswith("blob:")
+    assert page.locator(".kerasui-explanation").count() == 0  # live frames skip the heatmap, ticked or not
+    brightest = page.evaluate(
+        """() => { const image = document.querySelector('.kerasui-preview'), canvas = document.createElement('canvas');
+                   canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
+                   const context = canvas.getContext('2d'); context.drawImage(image, 0, 0);
+                   const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+                   return pixels.reduce((most, value, i) => (i % 4 < 3 && value > most ? value : most), 0); }"""
+    )
+    assert brightest > 64  # the camera's picture, not a black frame
     assert most[0] == 1  # never two at once
     gaps = [later - earlier for earlier, later in zip(started, started[1:], strict=False)]
     assert gaps and min(gaps) >= 0.8  # about one a second, not as fast as the server answers

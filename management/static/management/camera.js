@@ -16,8 +16,13 @@
       throw new Error(`no camera: ${error.message || error.name}`);
     }
     video.hidden = false;
-    // The first frame, so that a picture taken at once is not empty.
-    if (!video.videoWidth) await new Promise((resolve) => video.addEventListener("loadeddata", resolve, { once: true }));
+    // A frame painted, so that a picture taken at once is not black (at most a second's wait).
+    await video.play().catch(() => {});
+    const painted = new Promise((resolve) => {
+      if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(() => resolve());
+      else video.addEventListener("loadeddata", resolve, { once: true });
+    });
+    await Promise.race([painted, new Promise((resolve) => setTimeout(resolve, 1000))]);
   }
 
   function stop(video) {

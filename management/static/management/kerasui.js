@@ -409,7 +409,8 @@
       if (!current) { result.replaceChildren(el("p", { text: "Drop, paste or choose an image first." })); return; }
       const body = new FormData(form);
       body.set("image", current);
-      if (!live) result.replaceChildren(el("p", { class: "kerasui-muted", text: "Predicting…" }));
+      if (live) body.delete("explain");  // a heatmap a second would cost many predictions each
+      else result.replaceChildren(el("p", { class: "kerasui-muted", text: "Predicting…" }));
       try {
         const answer = await postPage(location.href, body);
         const errors = texts(answer.page, "#kerasui-test .errorlist li");
