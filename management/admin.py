@@ -22,12 +22,18 @@ from management.services.datasets import (
     dataset_item_save,
     dataset_items_delete,
     dataset_label_counts,
+    dataset_labels,
     datasets_with_counts,
 )
 from management.services.errors import ServiceError
 from management.services.evaluations import evaluation_has_predictions
 from management.services.exports import export_jobs_of
-from management.services.suggestions import RETRAIN_AFTER, dataset_labelled_since_current
+from management.services.suggestions import (
+    RETRAIN_AFTER,
+    dataset_labelled_since_current,
+    dataset_suggestions_score,
+    items_judged_by_suggestion,
+)
 from management.services.training import (
     training_run_cancel,
     training_run_create,
@@ -102,6 +108,8 @@ class DataSetAdmin(admin.ModelAdmin):
     def _sections(self, dataset: DataSet) -> dict:
         """The page's sections above the options: the current model and its last runs, then the images."""
         runs = list(dataset.runs.defer(*TrainingRun.HEAVY_FIELDS).order_by("-created_at", "-id")[:RUNS_ON_DATASET_PAGE])
+        labelled_since = dataset_labelled_since_current(dataset=dataset)
+        offer = bool(labelled_since and labelled_since >= RETRAIN_AFTER)
         return {
             "current_run": dataset.current_run,
             "latest_run": runs[0] if runs else None,
@@ -110,8 +118,11 @@ class DataSetAdmin(admin.ModelAdmin):
             "label_counts_html": self.label_counts(dataset),
             "gallery_html": self.thumbnails(dataset),
             "imports": list(dataset.import_jobs.order_by("-created_at", "-id")[:IMPORTS_ON_DATASET_PAGE]),
-            "labelled_since": dataset_labelled_since_current(dataset=dataset),
+            "camera_labels": dataset_labels(dataset=dataset),
+            "labelled_since": labelled_since,
             "retrain_after": RETRAIN_AFTER,
+            # Only where the page offers to train again: how the current model fared on those new labels.
+            "suggestions_score": dataset_suggestions_score(dataset=dataset) if offer else None,
         }
 
     def get_readonly_fields(self, request, obj=None):
@@ -342,13 +353,28 @@ class LabelFilter(admin.SimpleListFilter):
         return queryset.filter(label=self.value()) if self.value() else queryset
 
 
+class SuggestionFilter(admin.SimpleListFilter):
+    """Images labelled since the current model suggested theirs: where it was right, or wrong."""
+
+    title = "the current model's suggestion"
+    parameter_name = "suggestion"
+
+    def lookups(self, request, model_admin):
+        return [("wrong", "wrong (labelled otherwise)"), ("right", "right")]
+
+    def queryset(self, request, queryset):
+        if self.value() not in {"wrong", "right"}:
+            return queryset
+        return items_judged_by_suggestion(items=queryset, right=self.value() == "right")
+
+
 @admin.register(DataSetItem)
 class DataSetItemAdmin(admin.ModelAdmin):
     form = DataSetItemForm
-    list_display = ["preview", "label", "dataset", "created_at"]
+    list_display = ["preview", "label", "suggested", "dataset", "created_at"]
     list_display_links = ["preview", "label"]
-    list_select_related = ["dataset"]
-    list_filter = ["dataset", LabelFilter]
+    list_select_related = ["dataset", "suggestion"]
+    list_filter = ["dataset", LabelFilter, SuggestionFilter]
     search_fields = ["label"]
     list_per_page = 60
     # Newest first, by the primary key: the model's own ordering sorts by the dataset's name, which at
@@ -362,6 +388,11 @@ class DataSetItemAdmin(admin.ModelAdmin):
     @admin.display(description="image")
     def preview(self, obj):
         return thumbnail(obj, 48)
+
+    @admin.display(description="model suggested")
+    def suggested(self, obj):
+        suggestion = getattr(obj, "suggestion", None)
+        return f"{suggestion.label} ({suggestion.confidence:.0%})" if suggestion else "—"
 
     @admin.display(description="preview")
     def large_preview(self, obj):

@@ -383,8 +383,9 @@ class ImportJob(Job):
 
 
 class Suggestion(models.Model):
-    """The current model's answer for one unlabelled image, kept until the image is labelled or the
-    model changes: written by the job of kind "suggestions", read least sure first (smallest margin)."""
+    """The current model's answer for one unlabelled image, kept until the model changes (once the image
+    is labelled, to say whether the model was right): written by the job of kind "suggestions", read least
+    sure first (smallest margin)."""
 
     item = models.OneToOneField(DataSetItem, on_delete=models.CASCADE, related_name="suggestion")
     dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="suggestions")
@@ -394,12 +395,18 @@ class Suggestion(models.Model):
     margin = models.FloatField(help_text="The top probability minus the second: small means unsure.")
     top = models.JSONField(default=list, help_text="The most probable labels: [[label, probability], …].")
     created_at = models.DateTimeField(auto_now_add=True)
+    labelled_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When a person labelled the image; the suggestion is kept to say whether the model was right.",
+    )
 
     class Meta:
         ordering = ["dataset", "margin", "item"]
         indexes = [
             models.Index(fields=["dataset", "margin", "item"]),
             models.Index(fields=["dataset", "label", "margin"]),
+            models.Index(fields=["run", "labelled_at"]),
         ]
 
     def __str__(self) -> str:

@@ -24,6 +24,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, IntegerField, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from jobs import lifecycle, runner
 from management.ml.images import ImageInfo, image_file_name, make_thumbnail, verify_image
@@ -253,12 +254,25 @@ def _suggestions_follow(*, dataset_id: int) -> None:
     suggestions_request_on_commit(dataset_id=dataset_id)
 
 
+def suggestions_mark_labelled(*, items: list[DataSetItem], was_unlabelled: set[int]) -> None:
+    """A suggestion outlives its image's labelling, marked with when it was labelled, so that the dataset
+    page can say whether the model was right; an image unlabelled again is back in the queue."""
+    now = timezone.now()
+    labelled = [item.pk for item in items if item.label != UNLABELLED and item.pk in was_unlabelled]
+    Suggestion.objects.filter(item__in=labelled).update(labelled_at=now)
+    unlabelled = [item.pk for item in items if item.label == UNLABELLED]
+    Suggestion.objects.filter(item__in=unlabelled, labelled_at__isnull=False).update(labelled_at=None)
+
+
 def _suggestions_after_change(*, items: list[DataSetItem], was: dict) -> None:
-    """A labelled item's suggestion is spent; an item that became unlabelled, or moved, needs one."""
-    Suggestion.objects.filter(item__in=[item.pk for item in items if item.label != UNLABELLED]).delete()
+    """A labelled item's suggestion is marked labelled; an item that moved loses it (it was the other
+    dataset's model's); an item that became unlabelled, or moved, needs one."""
+    moved = [item.pk for item in items if item.pk in was and was[item.pk][0] != item.dataset_id]
+    Suggestion.objects.filter(item__in=moved).delete()
+    suggestions_mark_labelled(
+        items=items, was_unlabelled={pk for pk, before in was.items() if before and before[1] == UNLABELLED}
+    )
     for item in items:
-        if item.label == UNLABELLED and was.get(item.pk, (item.dataset_id,))[0] != item.dataset_id:
-            Suggestion.objects.filter(item=item.pk).delete()
         before = was.get(item.pk)
         if item.label == UNLABELLED and (before is None or before != (item.dataset_id, UNLABELLED)):
             _suggestions_follow(dataset_id=item.dataset_id)

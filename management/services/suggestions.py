@@ -17,12 +17,18 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, Q, QuerySet
 
 from jobs import lifecycle
 from management.ml.images import load_image
 from management.models import DataSet, DataSetItem, Suggestion, SuggestionJob
-from management.services.datasets import UNLABELLED, clean_label, label_counts_add, label_or_unlabelled
+from management.services.datasets import (
+    UNLABELLED,
+    clean_label,
+    label_counts_add,
+    label_or_unlabelled,
+    suggestions_mark_labelled,
+)
 from management.services.errors import ServiceError
 from management.services.serving import serving_predictor
 from management.services.suggestion_jobs import current_model_run, suggestions_request
@@ -160,8 +166,9 @@ def _check_ids(ids: list[int]) -> list[int]:
 
 def _relabel(*, dataset: DataSet, labels: dict[int, str]) -> int:
     """Give items of `dataset` (still unlabelled or not) their new labels, keeping the counts; their
-    suggestions are spent. Returns how many items changed."""
+    suggestions stay, marked labelled (see suggestions_mark_labelled). Returns how many items changed."""
     items = list(DataSetItem.objects.select_for_update().filter(dataset=dataset, pk__in=list(labels)))
+    before = {item.pk: item.label for item in items}
     changes: Counter = Counter()
     changed = []
     for item in items:
@@ -173,7 +180,7 @@ def _relabel(*, dataset: DataSet, labels: dict[int, str]) -> int:
             changed.append(item)
     DataSetItem.objects.bulk_update(changed, ["label"], batch_size=500)
     label_counts_add(changes=changes)
-    Suggestion.objects.filter(item__in=[item.pk for item in items]).delete()
+    suggestions_mark_labelled(items=changed, was_unlabelled={pk for pk, label in before.items() if label == UNLABELLED})
     return len(changed)
 
 
@@ -231,3 +238,55 @@ def dataset_labelled_since_current(*, dataset: DataSet) -> int | None:
         return None
     labelled = sum(row.count for row in dataset.label_counts.all() if row.label != UNLABELLED)
     return max(0, labelled - sum(run.split_counts.values()))
+
+
+SCORE_LIMIT = 1000  # the newest labels the dataset page scores the current model on (a bounded query)
+
+
+@dataclass(frozen=True)
+class SuggestionScore:
+    """How the current model's suggestions fared against the labels people gave since."""
+
+    run_id: int
+    right: int
+    total: int
+    capped: bool  # only the newest SCORE_LIMIT labels were read
+
+    @property
+    def wrong(self) -> int:
+        return self.total - self.right
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.right / self.total)
+
+
+def dataset_suggestions_score(*, dataset: DataSet) -> SuggestionScore | None:
+    """What the current model would have predicted for the images labelled since it suggested theirs: its
+    stored suggestions against the labels people gave (no inference; the newest SCORE_LIMIT at most).
+    None without a current model or such labels."""
+    run_id = dataset.current_run_id
+    if run_id is None:
+        return None
+    rows = list(
+        Suggestion.objects.filter(run_id=run_id, labelled_at__isnull=False)
+        .exclude(item__label=UNLABELLED)
+        .order_by("-labelled_at", "-item_id")
+        .values_list("label", "item__label")[: SCORE_LIMIT + 1]
+    )
+    if not rows:
+        return None
+    capped = len(rows) > SCORE_LIMIT
+    rows = rows[:SCORE_LIMIT]
+    right = sum(1 for suggested, given in rows if suggested == given)
+    return SuggestionScore(run_id=run_id, right=right, total=len(rows), capped=capped)
+
+
+def items_judged_by_suggestion(*, items: QuerySet, right: bool) -> QuerySet:
+    """Of `items`, those labelled since their dataset's current model suggested a label, where the
+    suggestion was right (or wrong): the dataset page's link to the ones it got wrong. Page it."""
+    since = items.filter(suggestion__labelled_at__isnull=False, suggestion__run=F("dataset__current_run")).exclude(
+        label=UNLABELLED
+    )
+    same = Q(label=F("suggestion__label"))
+    return since.filter(same) if right else since.exclude(same)

@@ -13,44 +13,22 @@ from PIL import Image
 
 from jobs import runner
 from management.models import DataSet, DataSetItem
+from tests.e2e.conftest import CHROMIUM, DESKTOP, open_page
 from tests.e2e.test_browser import drop_files, shoot
 from tests.images import colour_image, zip_of
 from tests.runs import install_model
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
 ]
-sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -r requirements-dev.txt)")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    # Playwright's sync API runs an event loop in this thread; the ORM calls of the tests stay synchronous.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        with sync_api.sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-            yield chromium
-            chromium.close()
+pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -r requirements-dev.txt)")
 
 
 @pytest.fixture
 def page(browser, live_server, admin_user):
     """A logged-in administrator's page at 1400×900; the test fails on any console or page error."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
-    page.set_default_timeout(20_000)
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", admin_user.username)
-    page.fill("#id_password", "password")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
+    context, page, errors = open_page(browser, live_server, admin_user, DESKTOP)
     page.errors = errors
     yield page
     context.close()
@@ -168,8 +146,7 @@ def test_the_label_counts_follow_a_relabel_without_a_reload(page, live_server, c
 def test_a_late_answer_to_an_earlier_validate_never_replaces_the_newer_one(page, live_server, colour_dataset):
     # The two answers as the Validate page gives them (its report part is what the editor shows).
     report = (
-        '<div id="kerasui-validation-report" data-line="{}">'
-        '<ul class="messagelist"><li class="{}">{}</li></ul></div>'
+        '<div id="kerasui-validation-report" data-line="{}"><ul class="messagelist"><li class="{}">{}</li></ul></div>'
     )
     builds = report.format("", "success", "The model builds: 99 parameters.")
     fails = report.format("2", "error", "The model does not build (line 2): NameError")

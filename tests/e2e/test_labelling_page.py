@@ -3,51 +3,19 @@ number keys pick a label, Backspace undoes, X skips, arrows move, D deletes afte
 
 import io
 import time
-from pathlib import Path
 
 import pytest
 
-from jobs.process import job_execute
-from management.models import DataSet, DataSetItem, Suggestion, SuggestionJob
+from management.models import DataSet, DataSetItem, Suggestion
 from management.services.datasets import dataset_item_create
-from tests.e2e.test_dataset_page import browser  # noqa: F401,F811 - one Chromium for the module
+from tests.e2e.conftest import CHROMIUM, DESKTOP, PHONE, open_page
 from tests.images import colour_image
-from tests.labelling.test_suggestions import MIXED, mixed_image
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
 ]
 pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -r requirements-dev.txt)")
-
-
-@pytest.fixture
-def to_label(trained_dataset):
-    """The trained colour dataset with 12 unlabelled images and their suggestions."""
-    images = [colour_image(name, seed=700 + n) for name in ("red", "green", "blue") for n in range(3)]
-    images += [mixed_image(MIXED[n % 2], seed=n) for n in range(3)]
-    for data in images:
-        dataset_item_create(dataset=trained_dataset, label="", file=io.BytesIO(data))
-    job = SuggestionJob.objects.get(dataset=trained_dataset, status="queued")  # queued by their arrival
-    assert job_execute(kind="suggestions", job_id=job.pk, worker="test:1").status == "succeeded"
-    return trained_dataset
-
-
-def open_page(browser, live_server, user, size):  # noqa: F811
-    context = browser.new_context(viewport=size)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
-    page.set_default_timeout(20_000)
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", user.username)
-    page.fill("#id_password", "password")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
-    return context, page, errors
 
 
 def shown(page) -> int:
@@ -70,12 +38,12 @@ def wait_for(condition, seconds: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def test_labelling_from_the_keyboard_least_sure_first(browser, live_server, admin_user, to_label):  # noqa: F811
+def test_labelling_from_the_keyboard_least_sure_first(browser, live_server, admin_user, to_label):
     dataset = to_label
     order = list(
         Suggestion.objects.filter(dataset=dataset).order_by("margin", "item_id").values_list("item_id", "label")
     )
-    context, page, errors = open_page(browser, live_server, admin_user, {"width": 1400, "height": 900})
+    context, page, errors = open_page(browser, live_server, admin_user, DESKTOP)
     page.goto(f"{live_server.url}/admin/management/dataset/{dataset.pk}/label/")
     assert shown(page) == order[0][0]  # the least sure first
     assert "30 of 42 labelled" in page.inner_text("#kerasui-label-progress")
@@ -124,21 +92,24 @@ def test_labelling_from_the_keyboard_least_sure_first(browser, live_server, admi
 
 
 def test_the_labelling_page_on_a_phone_without_the_permission_to_label(
-    browser,  # noqa: F811
+    browser,
     live_server,
     to_label,
-    django_user_model,  # noqa: F811
+    django_user_model,
 ):
     from django.contrib.auth.models import Permission
 
     viewer = django_user_model.objects.create_user("viewer", password="password", is_staff=True)
     viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_dataset", "view_datasetitem"]))
-    context, page, errors = open_page(browser, live_server, viewer, {"width": 390, "height": 844})
+    context, page, errors = open_page(browser, live_server, viewer, PHONE)
     page.goto(f"{live_server.url}/admin/management/dataset/{to_label.pk}/label/")
     first = shown(page)
     box = page.locator("#kerasui-label-image").bounding_box()
     assert box["width"] <= 390 and box["y"] + box["height"] < 844
     assert page.locator("#kerasui-label-buttons button[disabled]").count() >= 3
+    assert page.locator("#kerasui-grid, #kerasui-grid-open").count() == 0  # no grid without the permission
+    page.keyboard.press("g")
+    assert page.locator("#kerasui-label-card").is_visible()
     page.keyboard.press("Enter")
     time.sleep(0.5)
     assert label_of(first) == "" and shown(page) == first
@@ -151,11 +122,11 @@ def test_the_labelling_page_on_a_phone_without_the_permission_to_label(
     assert DataSet.objects.get(pk=to_label.pk)
 
 
-def test_accepting_every_confident_suggestion_at_once(browser, live_server, admin_user, to_label):  # noqa: F811
+def test_accepting_every_confident_suggestion_at_once(browser, live_server, admin_user, to_label):
     sure = set(Suggestion.objects.filter(dataset=to_label, confidence__gte=0.9).values_list("item_id", flat=True))
     unsure = set(Suggestion.objects.filter(dataset=to_label, confidence__lt=0.9).values_list("item_id", flat=True))
     assert sure and unsure
-    context, page, errors = open_page(browser, live_server, admin_user, {"width": 1400, "height": 900})
+    context, page, errors = open_page(browser, live_server, admin_user, DESKTOP)
     page.goto(f"{live_server.url}/admin/management/dataset/{to_label.pk}/label/")
     shown(page)
     page.fill("#kerasui-label-min", "90")
@@ -168,10 +139,10 @@ def test_accepting_every_confident_suggestion_at_once(browser, live_server, admi
     assert errors == []
 
 
-def test_images_dropped_as_unlabelled_on_the_dataset_page(browser, live_server, admin_user, colour_dataset):  # noqa: F811
+def test_images_dropped_as_unlabelled_on_the_dataset_page(browser, live_server, admin_user, colour_dataset):
     from tests.e2e.test_browser import drop_files
 
-    context, page, errors = open_page(browser, live_server, admin_user, {"width": 1400, "height": 900})
+    context, page, errors = open_page(browser, live_server, admin_user, DESKTOP)
     page.goto(f"{live_server.url}/admin/management/dataset/{colour_dataset.pk}/change/")
     page.wait_for_selector("#kerasui-upload .kerasui-drop")
     page.check("[data-upload-unlabelled]")
@@ -184,14 +155,14 @@ def test_images_dropped_as_unlabelled_on_the_dataset_page(browser, live_server, 
     assert errors == []
 
 
-def test_past_the_first_page_the_queue_fetches_the_next(browser, live_server, admin_user):  # noqa: F811
+def test_past_the_first_page_the_queue_fetches_the_next(browser, live_server, admin_user):
     from tests.images import png
 
     dataset = DataSet.objects.create(name="Many", image_size=16)
     dataset_item_create(dataset=dataset, label="cat", file=io.BytesIO(png()))
     for number in range(103):
         dataset_item_create(dataset=dataset, label="", file=io.BytesIO(png(color=(number, 0, 0))))
-    context, page, errors = open_page(browser, live_server, admin_user, {"width": 1400, "height": 900})
+    context, page, errors = open_page(browser, live_server, admin_user, DESKTOP)
     page.goto(f"{live_server.url}/admin/management/dataset/{dataset.pk}/label/")
     for _ in range(100):
         current = shown(page)
@@ -201,5 +172,52 @@ def test_past_the_first_page_the_queue_fetches_the_next(browser, live_server, ad
     left = set(DataSetItem.objects.filter(dataset=dataset, label="").values_list("pk", flat=True))
     assert len(left) == 3 and shown(page) in left
     assert "101 of 104 labelled" in page.inner_text("#kerasui-label-progress")
+    context.close()
+    assert errors == []
+
+
+@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_grid_mode_accepts_the_ticked_suggestions_at_once_from_the_keyboard(
+    browser, live_server, admin_user, to_label, size
+):
+    # The 12 unlabelled images in the order they came: 3 red, 3 green, 3 blue, 3 blends (no right answer).
+    items = list(DataSetItem.objects.filter(dataset=to_label, label="").order_by("pk").values_list("pk", flat=True))
+    truth = dict(zip(items, ["red"] * 3 + ["green"] * 3 + ["blue"] * 3 + [None] * 3, strict=True))
+    suggested = dict(Suggestion.objects.filter(dataset=to_label).values_list("item_id", "label"))
+    context, page, errors = open_page(browser, live_server, admin_user, size)
+    page.goto(f"{live_server.url}/admin/management/dataset/{to_label.pk}/label/")
+    shown(page)
+    started = time.monotonic()
+    page.keyboard.press("g")
+    page.wait_for_selector("#kerasui-grid-tiles input:focus")
+    tiles = [
+        int(pk)
+        for pk in page.eval_on_selector_all("#kerasui-grid-tiles input", "boxes => boxes.map(b => b.dataset.item)")
+    ]
+    confidences = dict(Suggestion.objects.filter(dataset=to_label).values_list("item_id", "confidence"))
+    assert sorted(tiles) == sorted(items) and [confidences[pk] for pk in tiles] == sorted(
+        confidences.values(), reverse=True
+    )
+    wrong = {pk for pk in tiles if suggested[pk] != truth[pk]}
+    assert wrong  # the blends at least
+    for pk in tiles:  # a person's pass over the grid: Space unticks a wrong one, the arrow moves on
+        if pk in wrong:
+            page.keyboard.press(" ")
+        page.keyboard.press("ArrowRight")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f"#kerasui-grid-status:text('{len(tiles) - len(wrong)} accepted')")
+    seconds = time.monotonic() - started
+    print(
+        f"grid: {len(tiles) - len(wrong)} images accepted ({len(wrong)} unticked) in {seconds:.2f} s: "
+        f"{60 * len(tiles) / seconds:.0f} images looked at per minute"
+    )
+    labels = dict(DataSetItem.objects.filter(pk__in=items).values_list("pk", "label"))
+    assert all(labels[pk] == suggested[pk] for pk in tiles if pk not in wrong)
+    assert all(labels[pk] == "" for pk in wrong)  # left for one at a time
+    assert page.locator("#kerasui-grid-tiles input").count() == 0  # the unticked are not shown again
+    assert f"{30 + len(tiles) - len(wrong)} of 42 labelled" in page.inner_text("#kerasui-label-progress")
+    assert page.evaluate("document.documentElement.scrollWidth") <= size["width"]
+    page.keyboard.press("Escape")  # back to one at a time: the unticked ones are there
+    assert shown(page) in wrong
     context.close()
     assert errors == []

@@ -99,15 +99,18 @@ def test_accepting_by_ids_and_by_confidence_labels_them_and_keeps_the_counts(api
     response = api.post(f"/api/dataset/{dataset.pk}/suggestions/accept/", {"ids": [items[0].pk]}, format="json")
     assert response.status_code == 200 and response.json() == {"labelled": 1}
     assert DataSetItem.objects.get(pk=items[0].pk).label == first.label
-    assert not Suggestion.objects.filter(item=items[0]).exists()
+    # Kept, marked labelled (the dataset page scores the model with it), and off the list.
+    assert Suggestion.objects.get(item=items[0]).labelled_at is not None
+    listed = api.get(f"/api/dataset/{dataset.pk}/suggestions/").json()["results"]
+    assert items[0].pk not in {row["id"] for row in listed}
 
-    sure = Suggestion.objects.filter(dataset=dataset, confidence__gte=0.9).count()
+    sure = Suggestion.objects.filter(dataset=dataset, confidence__gte=0.9, labelled_at__isnull=True).count()
     response = api.post(f"/api/dataset/{dataset.pk}/suggestions/accept/", {"min_confidence": 0.9}, format="json")
     assert response.json() == {"labelled": sure} and sure >= 3
     fresh = DataSet.objects.get(pk=dataset.pk)
     assert dataset_unlabelled_count(dataset=fresh) == 8 - sure
     assert sum(dataset_label_counts(dataset=fresh).values()) == 30 + 1 + sure
-    assert not Suggestion.objects.filter(dataset=dataset, confidence__gte=0.9).exists()
+    assert not Suggestion.objects.filter(dataset=dataset, confidence__gte=0.9, labelled_at__isnull=True).exists()
 
     both = api.post(
         f"/api/dataset/{dataset.pk}/suggestions/accept/", {"ids": [1], "min_confidence": 0.5}, format="json"
@@ -122,7 +125,7 @@ def test_setting_a_label_for_a_list_of_ids(api, unlabelled):
     assert response.status_code == 200 and response.json() == {"labelled": 3}
     fresh = DataSet.objects.get(pk=dataset.pk)
     assert dataset_label_counts(dataset=fresh)["purple"] == 3 and dataset_unlabelled_count(dataset=fresh) == 6
-    assert not Suggestion.objects.filter(item__in=ids).exists()
+    assert not Suggestion.objects.filter(item__in=ids, labelled_at__isnull=True).exists()
 
     other = DataSet.objects.create(name="Other")
     stranger = dataset_item_create(dataset=other, label="", file=io.BytesIO(png()))

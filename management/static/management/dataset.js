@@ -308,6 +308,8 @@
     if (pictures && pictures.querySelector("select[data-filter]")) gallery(pictures);
     const up = document.getElementById("kerasui-upload");
     if (up) uploader(up);
+    // A picture from the camera (camera.js) went through the upload: the counts and the gallery follow.
+    document.addEventListener("kerasui:camera-picture", function () { refreshSummary(); refreshGallery(); });
     followImports();
   });
 })();

@@ -403,12 +403,14 @@
                               ...runs.map(function (run) { return el("option", { value: String(run.id), text: run.text }); }));
       versionRow.hidden = runs.length < 2;
     }
-    /* The page itself predicts: the image goes to it, and the result part of its answer is shown. */
-    async function predict() {
+    /* The page itself predicts: the image goes to it, and the result part of its answer is shown
+       (live, the last answer stays until the next one replaces it). */
+    async function predict(live) {
       if (!current) { result.replaceChildren(el("p", { text: "Drop, paste or choose an image first." })); return; }
       const body = new FormData(form);
       body.set("image", current);
-      result.replaceChildren(el("p", { class: "kerasui-muted", text: "Predicting…" }));
+      if (live) body.delete("explain");  // a heatmap a second would cost many predictions each
+      else result.replaceChildren(el("p", { class: "kerasui-muted", text: "Predicting…" }));
       try {
         const answer = await postPage(location.href, body);
         const errors = texts(answer.page, "#kerasui-test .errorlist li");
@@ -420,13 +422,58 @@
         result.replaceChildren(el("p", { class: "kerasui-error", text: error.message }));
       }
     }
-    function choose(files) {
-      const file = files.find(function (candidate) { return candidate.type.startsWith("image/") || /\.(png|jpe?g|gif|bmp|tiff?|webp)$/i.test(candidate.name); }) || files[0];
-      if (!file) return;
+    function showing(file) {
+      if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
       current = file;
       preview.src = URL.createObjectURL(file);
       preview.hidden = false;
+    }
+    function choose(files) {
+      const file = files.find(function (candidate) { return candidate.type.startsWith("image/") || /\.(png|jpe?g|gif|bmp|tiff?|webp)$/i.test(candidate.name); }) || files[0];
+      if (!file) return;
+      showing(file);
       predict();
+    }
+    /* Live: a frame of the camera (camera.js) about every second through the same page, one request in flight
+       at a time (the next frame waits for the answer); stops when the box is unticked or the page hidden. */
+    const live = document.getElementById("kerasui-live"), camera = window.kerasuiCamera;
+    if (live && camera) {
+      const video = document.getElementById("kerasui-live-video"), status = document.getElementById("kerasui-live-status");
+      let session = 0, running = Promise.resolve(), frames = 0;
+      const sleep = function (ms) { return new Promise(function (resolve) { setTimeout(resolve, ms); }); };
+      async function loop(mine) {
+        while (mine === session && !document.hidden) {
+          const began = Date.now();
+          const blob = await camera.frame(video);
+          if (mine !== session) break;
+          showing(new File([blob], "camera.jpg", { type: "image/jpeg" }));
+          await predict(true);
+          if (mine !== session) break;
+          frames += 1;
+          status.textContent = frames + (frames === 1 ? " picture" : " pictures") + " predicted";
+          await sleep(Math.max(0, 1000 - (Date.now() - began)));
+        }
+      }
+      async function on() {
+        const mine = ++session;
+        frames = 0;
+        await running;  // the previous loop's request ends first: never two in flight
+        try { await camera.start(video); } catch (error) {
+          live.checked = false;
+          result.replaceChildren(el("p", { class: "kerasui-error", text: error.message }));
+          return;
+        }
+        if (mine !== session) return;
+        running = loop(mine);
+      }
+      function off() {
+        session += 1;
+        live.checked = false;
+        camera.stop(video);
+        status.textContent = "";
+      }
+      live.addEventListener("change", function () { if (live.checked) on(); else off(); });
+      document.addEventListener("visibilitychange", function () { if (document.hidden && live.checked) off(); });
     }
     dropZone(zone, input, choose);
     document.addEventListener("paste", function (event) {
@@ -434,7 +481,7 @@
       if (files.length) { event.preventDefault(); choose(files); }
     });
     select.addEventListener("change", function () { versions(); predict(); });
-    version.addEventListener("change", predict);
+    version.addEventListener("change", function () { predict(); });
     versions();
     form.addEventListener("submit", function (event) { event.preventDefault(); predict(); });
   }

@@ -160,8 +160,112 @@
     show();
   }
 
+  // Grid mode: a page of the surest suggestions as thumbnails, all ticked; the person unticks the wrong ones
+  // and the ticked ones are accepted at once (the bulk accept, POST …/suggestions/accept/ with their ids).
+  const GRID_PAGE = 24;
+  const grid = $("kerasui-grid");
+  const skipped = new Set();  // unticked in this visit: left for one at a time, not shown in the grid again
+  let gridLoading = false;
+
+  function tiles() { return Array.from($("kerasui-grid-tiles").querySelectorAll("input[type=checkbox]")); }
+
+  async function gridLoad() {
+    gridLoading = true;
+    const label = $("kerasui-grid-label").value;
+    const size = Math.min(500, GRID_PAGE + skipped.size);
+    const url = `${grid.dataset.url}&page_size=${size}` + (label ? `&label=${encodeURIComponent(label)}` : "");
+    try {
+      const page = await json(url);
+      const rows = page.results.filter((row) => !skipped.has(row.id)).slice(0, GRID_PAGE);
+      $("kerasui-grid-tiles").replaceChildren(...rows.map((row) => {
+        const tile = document.createElement("label");
+        tile.className = "kerasui-tile";
+        const box = document.createElement("input");
+        box.type = "checkbox";
+        box.checked = true;
+        box.dataset.item = String(row.id);
+        const image = document.createElement("img");
+        image.src = row.thumbnail || row.image;
+        image.alt = `suggested ${row.label}`;
+        const caption = document.createElement("span");
+        caption.textContent = `${row.label} ${Math.round(row.confidence * 100)}%`;
+        tile.append(box, image, caption);
+        return tile;
+      }));
+      $("kerasui-grid-status").textContent = rows.length ? "" : "No suggestion left here.";
+      $("kerasui-grid-accept").disabled = !rows.length;
+      const first = tiles()[0];
+      if (first) first.focus();
+    } catch (error) { fail(error); }
+    gridLoading = false;
+  }
+
+  function gridOpen(open) {
+    grid.hidden = !open;
+    $("kerasui-label-single").hidden = open;
+    $("kerasui-grid-open").hidden = open;
+    if (open) gridLoad();
+    else { position = 0; show(); }
+  }
+
+  async function gridAccept() {
+    if (gridLoading) return;
+    gridLoading = true;  // until the next page is shown: one accept at a time
+    const boxes = tiles();
+    const ids = boxes.filter((box) => box.checked).map((box) => Number(box.dataset.item));
+    for (const box of boxes) if (!box.checked) skipped.add(Number(box.dataset.item));
+    let answer = { labelled: 0 };
+    if (ids.length) {
+      try {
+        answer = await json(root.dataset.accept, { method: "POST", body: JSON.stringify({ ids: ids }),
+          headers: { Accept: "application/json", "Content-Type": "application/json", "X-CSRFToken": csrf() } });
+      } catch (error) { gridLoading = false; fail(error); return; }
+    }
+    labelled += answer.labelled;
+    labelledHere += answer.labelled;
+    const accepted = new Set(ids);
+    for (const item of queue) if (accepted.has(item.id)) item.done = true;
+    $("kerasui-label-progress").textContent = progressText();
+    await gridLoad();
+    $("kerasui-grid-status").textContent = `${answer.labelled} accepted` +
+      ($("kerasui-grid-tiles").children.length ? "" : "; no suggestion left here.");
+  }
+
+  // Arrows move the focus between the tiles, by rows as they are laid out (3 a row on a phone, more wider).
+  function gridMove(key) {
+    const boxes = tiles();
+    const at = boxes.indexOf(document.activeElement);
+    if (at < 0) { if (boxes[0]) boxes[0].focus(); return; }
+    const top = (box) => box.parentElement.offsetTop;
+    const perRow = Math.max(1, boxes.filter((box) => top(box) === top(boxes[0])).length);
+    const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: perRow, ArrowUp: -perRow }[key];
+    const next = boxes[Math.min(boxes.length - 1, Math.max(0, at + step))];
+    next.focus();
+  }
+
+  if (grid) {
+    $("kerasui-grid-open").addEventListener("click", () => gridOpen(true));
+    $("kerasui-grid-close").addEventListener("click", () => gridOpen(false));
+    $("kerasui-grid-accept").addEventListener("click", gridAccept);
+    $("kerasui-grid-label").addEventListener("change", gridLoad);
+  }
+
   document.addEventListener("keydown", (event) => {
-    if (event.target instanceof HTMLInputElement || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (grid && !grid.hidden) {
+      // A focused button, select or text box keeps its own keys; a tile's checkbox does not.
+      const target = event.target;
+      if (target instanceof HTMLButtonElement || target instanceof HTMLSelectElement ||
+          (target instanceof HTMLInputElement && target.type !== "checkbox")) return;
+      if (event.key === "Enter") gridAccept();
+      else if (event.key.startsWith("Arrow")) gridMove(event.key);
+      else if (event.key === "Escape" || event.key === "g" || event.key === "G") gridOpen(false);
+      else return;  // Space ticks and unticks the focused tile, as any checkbox
+      event.preventDefault();
+      return;
+    }
+    if (event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement) return;
+    if (grid && (event.key === "g" || event.key === "G")) { gridOpen(true); event.preventDefault(); return; }
     const item = queue[position];
     if (/^[1-9]$/.test(event.key) && item) {
       const name = buttonsFor(item)[Number(event.key) - 1];
@@ -201,44 +305,14 @@
     } catch (error) { fail(error); }
   });
 
-  // The camera: pictures go through the same upload as any image (POST /api/datasetitem/, every check).
-  const video = $("kerasui-camera-video");
-  if (video) {
-    const select = $("kerasui-camera-label");
-    for (const name of labels) select.append(new Option(name, name));
-    let taken = 0;
-    $("kerasui-camera-start").addEventListener("click", async () => {
-      if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-        fail(new Error("this browser gives no camera here (it needs https or localhost)"));
-        return;
-      }
-      try {
-        video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
-      } catch (error) { fail(new Error(`no camera: ${error.message || error.name}`)); return; }
-      video.hidden = false;
-      $("kerasui-camera-shoot").disabled = false;
-    });
-    $("kerasui-camera-shoot").addEventListener("click", async () => {
-      const canvas = document.createElement("canvas");
-      canvas.width = video.videoWidth;
-      canvas.height = video.videoHeight;
-      canvas.getContext("2d").drawImage(video, 0, 0);
-      const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.9));
-      const form = new FormData();
-      form.append("dataset", root.dataset.dataset);
-      form.append("label", select.value);
-      form.append("image", blob, `camera-${Date.now()}.jpg`);
-      try {
-        const item = await json(root.dataset.add, { method: "POST", body: form });
-        taken += 1;
-        total += 1;
-        if (item.label) labelled += 1;
-        else queue.push({ id: item.id, image: item.image, label: null, confidence: null, top: [] });
-        $("kerasui-camera-status").textContent = `${taken} taken (image ${item.id})`;
-        show();
-      } catch (error) { fail(error); }
-    });
-  }
+  // Pictures from the camera (management/camera.js): counted, and an unlabelled one joins the queue.
+  root.addEventListener("kerasui:camera-picture", (event) => {
+    const item = event.detail;
+    total += 1;
+    if (item.label) labelled += 1;
+    else queue.push({ id: item.id, image: item.image, label: null, confidence: null, top: [] });
+    show();
+  });
 
   load().catch(fail);
 })();
