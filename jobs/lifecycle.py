@@ -12,7 +12,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import QuerySet
 from django.db.models.functions import Now
@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from jobs.models import Job, JobStatus
 from jobs.registry import kind_get
+from management.files import media_is_local, media_scratch_path, media_write_bytes
 from management.services.errors import Conflict
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = JobStatus.values
@@ -161,12 +162,32 @@ def job_cancel(*, kind: str, job_id: int) -> bool:
     return job_move(kind=kind, job_id=job_id, event="cancel", fields={"finished_at": timezone.now()})
 
 
+def job_log_name(*, kind: str, job_id: int) -> str:
+    """The name in media storage of a job's log."""
+    return f"logs/{kind_get(kind).log_prefix}_{job_id}.log"
+
+
 def job_log_path(*, job: Job) -> Path:
-    """Give the job its log file under media (logs/<kind>_<id>.log) and return where to write it."""
-    definition = kind_get(job.KIND)
-    name = f"logs/{definition.log_prefix}_{job.pk}.log"
-    path = Path(settings.MEDIA_ROOT) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Give the job its log file in media storage (logs/<kind>_<id>.log) and return where this machine
+    writes it: the file itself on this disk; with a bucket, a local copy that `job_log_keep` uploads."""
+    name = job_log_name(kind=job.KIND, job_id=job.pk)
+    path = media_scratch_path(name=name)
+    if not media_is_local() and not path.exists() and default_storage.exists(name):
+        # A job run again (a resumed training run) on this machine goes on with the log it had elsewhere.
+        with default_storage.open(name, "rb") as kept:
+            path.write_bytes(kept.read())
     type(job).objects.filter(pk=job.pk).update(log_file=name)
     job.log_file.name = name
     return path
+
+
+def job_log_keep(*, kind: str, job_id: int) -> None:
+    """With a bucket, put the log this machine has written so far into it (whole: logs are small), so
+    every web machine shows it; on this disk the log is kept where it is written."""
+    if media_is_local():
+        return
+    name = job_log_name(kind=kind, job_id=job_id)
+    path = media_scratch_path(name=name)
+    if path.is_file():
+        # Read once: the job's process may be appending to it meanwhile.
+        media_write_bytes(name=name, data=path.read_bytes())
