@@ -595,7 +595,7 @@ def _score_current_model(run: TrainingRun, evaluation: dict, images, labels, spl
             return
         rows = np.asarray(getattr(splits, name), dtype=np.int64)
         try:
-            model = keras.saving.load_model(current.model_file.path)
+            model = keras.saving.load_model(media_local_copy(name=current.model_file.name))
             predicted = _model_probabilities(model, images, labels, batch_size=max(run.batch_size, 64))(rows)
         except Exception as error:  # noqa: BLE001 - the comparison falls back to each run's own images
             log.warning(
