@@ -376,15 +376,16 @@ def raw_models(data: dict) -> dict:
     import keras
     import numpy as np
 
+    from management.files import media_local_copy
     from management.ml.engines import KERAS, ONNXRUNTIME, load_predictor
     from management.ml.images import load_image
-    from management.services.serving import onnx_path
+    from management.services.serving import onnx_name
 
     model_path = data["model_path"]
     x = load_image(data["image"], image_size=64, color_mode="rgb")[None]
     x32 = np.repeat(x, 32, axis=0)
     model = keras.saving.load_model(model_path, compile=False)
-    onnx = load_predictor(ONNXRUNTIME, onnx_path(data["runs"][0]), threads=1)
+    onnx = load_predictor(ONNXRUNTIME, str(media_local_copy(name=onnx_name(data["runs"][0]))), threads=1)
     keras_predictor = load_predictor(KERAS, model_path, threads=1)
     results = {
         "onnxruntime_1": in_process(lambda: onnx.predict(x), 300),

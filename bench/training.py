@@ -354,8 +354,10 @@ def setup_main(args: argparse.Namespace) -> None:
     import django
 
     django.setup()
-    from django.conf import settings
+    from django.core.files import File
+    from django.core.files.storage import default_storage
 
+    from management.files import media_is_local, media_scratch_path
     from management.models import DataSet, DataSetItem
     from management.services.datasets import dataset_import_zip
 
@@ -377,17 +379,21 @@ def setup_main(args: argparse.Namespace) -> None:
             added = dataset_import_zip(dataset=dataset, file=file).added
         how = "dataset_import_zip"
     else:
-        # Items named the way item_image_path names them, over files hard-linked into media.
-        folder = Path(settings.MEDIA_ROOT) / "datasets" / str(dataset.pk)
-        folder.mkdir(parents=True)
+        # Items named the way item_image_path names them, over files hard-linked into media (on this
+        # disk) or uploaded through the storage API (a bucket, AWS_STORAGE_BUCKET_NAME).
         items = []
         for index in range(args.count):
             name = f"datasets/{dataset.pk}/{uuid.uuid4().hex[:12]}-{index:06d}.png"
-            os.link(Path(args.files) / f"{index:06d}.png", Path(settings.MEDIA_ROOT) / name)
+            source = Path(args.files) / f"{index:06d}.png"
+            if media_is_local():
+                os.link(source, media_scratch_path(name=name))
+            else:
+                with source.open("rb") as file:
+                    default_storage.save(name, File(file))
             items.append(DataSetItem(dataset=dataset, label=SHAPES[index % len(SHAPES)], image=name))
         DataSetItem.objects.bulk_create(items, batch_size=1000)
         added = len(items)
-        how = "bulk_create over hard-linked files"
+        how = "bulk_create over hard-linked files" if media_is_local() else "bulk_create over uploaded files"
     print(json.dumps({"dataset": dataset.pk, "items": added, "import_s": time.perf_counter() - started, "how": how}))
 
 

@@ -224,9 +224,10 @@ def test_probabilities(run, images: np.ndarray, labels: np.ndarray, names: list[
     (probabilities in the order of `names`, labels)."""
     import keras
 
+    from management.files import media_local_copy
     from management.ml.images import load_image
 
-    model = keras.saving.load_model(run.model_file.path)
+    model = keras.saving.load_model(media_local_copy(name=run.model_file.name))
     order = [run.labels.index(name) for name in names]  # test label index -> model output index
     rows = []
     for start in range(0, len(images), 64):

@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import QuerySet
 from django.db.models.functions import Now
@@ -161,12 +163,51 @@ def job_cancel(*, kind: str, job_id: int) -> bool:
     return job_move(kind=kind, job_id=job_id, event="cancel", fields={"finished_at": timezone.now()})
 
 
-def job_log_path(*, job: Job) -> Path:
-    """Give the job its log file under media (logs/<kind>_<id>.log) and return where to write it."""
-    definition = kind_get(job.KIND)
-    name = f"logs/{definition.log_prefix}_{job.pk}.log"
-    path = Path(settings.MEDIA_ROOT) / name
+def job_log_name(*, kind: str, job_id: int) -> str:
+    """The name in media storage of a job's log."""
+    return f"logs/{kind_get(kind).log_prefix}_{job_id}.log"
+
+
+def _log_on_this_disk() -> bool:
+    try:
+        default_storage.path("")
+    except NotImplementedError:  # a bucket
+        return False
+    return True
+
+
+def _log_local_path(name: str) -> Path:
+    """Where this machine writes a log: the file itself on this disk; with a bucket, its copy in this
+    machine's cache (KERASUI_CACHE_DIR/media, where management/files.py's media_local_copy looks too)."""
+    if _log_on_this_disk():
+        path = Path(default_storage.path(name))
+    else:
+        path = Path(settings.KERASUI_CACHE_DIR) / "media" / PurePosixPath(name)
     path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def job_log_path(*, job: Job) -> Path:
+    """Give the job its log file in media storage (logs/<kind>_<id>.log) and return where this machine
+    writes it: the file itself on this disk; with a bucket, a local copy that `job_log_keep` uploads."""
+    name = job_log_name(kind=job.KIND, job_id=job.pk)
+    path = _log_local_path(name)
+    if not _log_on_this_disk() and default_storage.exists(name):
+        # A job run again (a resumed training run) goes on with the log the bucket has, wherever it ran.
+        with default_storage.open(name, "rb") as kept:
+            path.write_bytes(kept.read())
     type(job).objects.filter(pk=job.pk).update(log_file=name)
     job.log_file.name = name
     return path
+
+
+def job_log_keep(*, kind: str, job_id: int) -> None:
+    """With a bucket, put the log this machine has written so far into it (whole: logs are small), so
+    every web machine shows it; on this disk the log is kept where it is written."""
+    if _log_on_this_disk():
+        return
+    name = job_log_name(kind=kind, job_id=job_id)
+    path = _log_local_path(name)
+    if path.is_file():
+        # Read once: the job's process may be appending to it meanwhile. The bucket replaces it whole.
+        default_storage.save(name, ContentFile(path.read_bytes()))

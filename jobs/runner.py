@@ -37,6 +37,8 @@ POLL_SECONDS = 1.0
 CANCEL_GRACE_SECONDS = 15.0
 # How often jobs whose process stopped beating are looked for.
 WATCHDOG_SECONDS = 5.0
+# How often the log of a running job is put in the bucket, for the pages of other machines.
+LOG_KEEP_SECONDS = 10.0
 
 
 @dataclass
@@ -48,10 +50,12 @@ class Child:
     process: subprocess.Popen
     worker: str
     cancelled_at: float | None = None
+    log_kept_at: float = 0.0
 
 
 def job_environment() -> dict[str, str]:
-    """The environment of a job's process: the same database, media and caches as this process."""
+    """The environment of a job's process: the same database, media and caches as this process (media
+    is KERASUI_MEDIA_ROOT on this disk, or the bucket of the AWS_* variables it inherits)."""
     environment = dict(os.environ)
     environment["KERASUI_DATABASE_NAME"] = str(connection.settings_dict["NAME"])
     environment["KERASUI_MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
@@ -103,9 +107,21 @@ def job_process_start(*, job: Job, worker: str | None = None, die_with_parent: b
     return Child(kind=kind, job_id=job.pk, process=process, worker=name)
 
 
+def job_log_keep_now_and_then(child: Child) -> None:
+    """While a job runs, its log goes to a bucket every LOG_KEEP_SECONDS (nothing to do on this disk)."""
+    if time.monotonic() - child.log_kept_at >= LOG_KEEP_SECONDS:
+        child.log_kept_at = time.monotonic()
+        try:
+            lifecycle.job_log_keep(kind=child.kind, job_id=child.job_id)
+        except Exception:  # noqa: BLE001 - the bucket away for a moment: the next try, or the end, keeps it
+            logger.warning("the log of %s job %s could not be kept", child.kind, child.job_id, exc_info=True)
+
+
 def job_process_ended(*, child: Child, code: int) -> None:
-    """After a job's process exits: a job it left active lost its process (only if it was still this
-    process's: another may have taken the job meanwhile)."""
+    """After a job's process exits: its log is kept whole, and a job it left active lost its process
+    (only if it was still this process's: another may have taken the job meanwhile)."""
+    child.log_kept_at = 0.0
+    job_log_keep_now_and_then(child)
     if code < 0:
         cause = f"was killed by signal {_signal_name(-code)}"
     else:
@@ -191,6 +207,7 @@ class ThreadRunner:
         code = child.process.poll()
         if code is None:
             stop_if_cancelled(child)
+            job_log_keep_now_and_then(child)
             return
         self._children.remove(child)
         # A process that exited 0 has recorded its own end; a job still active lost its process.

@@ -55,12 +55,15 @@ def job_celery_execute(*, kind: str, job_id: int, node: str) -> str:
                 break
             except subprocess.TimeoutExpired:
                 runner.stop_if_cancelled(child)
+                runner.job_log_keep_now_and_then(child)
     except SoftTimeLimitExceeded:
         child.process.terminate()
         try:
             child.process.wait(timeout=runner.CANCEL_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
             child.process.kill()
+        child.log_kept_at = 0.0
+        runner.job_log_keep_now_and_then(child)
         lifecycle.job_fail(
             kind=kind,
             job_id=job_id,

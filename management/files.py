@@ -14,13 +14,14 @@ attachment. Every answer forbids sniffing, runs nothing (a CSP sandbox) and is n
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from django.conf import settings
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse
 
@@ -92,6 +93,78 @@ def media_local_copy(*, name: str) -> Path:
     finally:
         temporary.unlink(missing_ok=True)
     return copy
+
+
+def media_scratch_path(*, name: str) -> Path:
+    """Where this machine writes the media file `name` before it is kept (`media_keep_file`): the file
+    itself on this disk; with a bucket, its copy in this machine's cache (where `media_local_copy`
+    looks first), so the writing machine reads it back without a download."""
+    if _on_this_disk():
+        path = Path(default_storage.path(name))
+    else:
+        path = Path(settings.KERASUI_CACHE_DIR) / "media" / PurePosixPath(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def media_keep_file(*, name: str, path: Path) -> None:
+    """Keep the local file `path` as the media file `name`, replacing it whole: on this disk it is
+    renamed into place (unless it is there already); into a bucket it is uploaded (one PUT) and
+    stays as this machine's cached copy."""
+    if _on_this_disk():
+        target = Path(default_storage.path(name))
+        if path.resolve() != target.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        return
+    with path.open("rb") as file:
+        default_storage.save(name, File(file))
+    copy = Path(settings.KERASUI_CACHE_DIR) / "media" / PurePosixPath(name)
+    if path.resolve() != copy.resolve():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
+
+
+def media_folder_fetch(*, name: str) -> Path:
+    """The media folder `name` on this machine, to read and write by path (a training run's checkpoints):
+    the folder itself on this disk; with a bucket, a folder of this machine's cache made to hold exactly
+    what the bucket holds under `name` (what another machine wrote last wins over what this one kept)."""
+    folder = media_scratch_path(name=name)
+    if _on_this_disk():
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        _, files = default_storage.listdir(name)
+    except FileNotFoundError:
+        files = []
+    for file in files:
+        media_local_copy(name=f"{name}/{file}")
+    return folder
+
+
+def media_folder_keep(*, name: str, folder: Path) -> None:
+    """With a bucket, make the media folder `name` hold the files of `folder` (a checkpoint just
+    written): each uploaded, and the ones `folder` no longer has deleted. Nothing to do on this disk."""
+    if _on_this_disk():
+        return
+    local = {path.name: path for path in folder.iterdir() if path.is_file() and not path.name.startswith(".")}
+    for file, path in sorted(local.items()):
+        with path.open("rb") as content:
+            default_storage.save(f"{name}/{file}", File(content))
+    try:
+        _, stored = default_storage.listdir(name)
+    except FileNotFoundError:
+        stored = []
+    for file in stored:
+        if file not in local:
+            default_storage.delete(f"{name}/{file}")
+
+
+def media_is_local() -> bool:
+    """Whether media storage is this machine's disk (the default) rather than a bucket."""
+    return _on_this_disk()
 
 
 def _on_this_disk() -> bool:

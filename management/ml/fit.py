@@ -192,8 +192,17 @@ class BestEpoch(keras.callbacks.Callback):
     """Keeps the best epoch's weights, stops early after `patience` epochs without progress, and
     writes the checkpoints a resumed run starts from."""
 
-    def __init__(self, progress: ProgressCallback, *, monitor: str, patience: int, folder: Path | None):
+    def __init__(
+        self,
+        progress: ProgressCallback,
+        *,
+        monitor: str,
+        patience: int,
+        folder: Path | None,
+        written: Callable[[Path], object] | None = None,
+    ):
         super().__init__()
+        self.written = written
         self.progress = progress
         self.monitor = monitor
         self.patience = patience
@@ -233,6 +242,8 @@ class BestEpoch(keras.callbacks.Callback):
             for older in self.folder.glob(CHECKPOINT_PATTERN):
                 if older.name != f"epoch-{epoch + 1:04d}.keras":
                     older.unlink(missing_ok=True)
+            if self.written is not None:
+                self.written(self.folder)
         if self.patience and self.best_epoch is not None and epoch + 1 - self.best_epoch >= self.patience:
             self.stopped_early = True
             self.model.stop_training = True
@@ -265,11 +276,13 @@ def fit(
     *,
     splits: Splits | None = None,
     checkpoint_folder: Path | None = None,
+    checkpoint_written: Callable[[Path], object] | None = None,
     history: Sequence[dict] = (),
 ) -> FitResult:
     """Fit `model` on uint8 images (an array or a memory map) and integer labels.
 
-    `history` holds the rows of epochs already completed when resuming from a checkpoint; the
+    `checkpoint_written(folder)` is called after each epoch's checkpoint is in `checkpoint_folder` (to
+    keep it elsewhere too). `history` holds the rows of epochs already completed when resuming from a checkpoint; the
     model then starts at the epoch after them. At the end the model holds the best epoch's
     weights (lowest validation loss, or training loss without validation).
     """
@@ -299,7 +312,9 @@ def fit(
         history=history,
     )
     monitor = "val_loss" if validation_data is not None else "loss"
-    best = BestEpoch(progress, monitor=monitor, patience=options.patience, folder=checkpoint_folder)
+    best = BestEpoch(
+        progress, monitor=monitor, patience=options.patience, folder=checkpoint_folder, written=checkpoint_written
+    )
     callbacks: list[keras.callbacks.Callback] = [progress, best]
     if options.reduce_lr_on_plateau:
         plateau = max(2, options.patience // 2) if options.patience else 3

@@ -646,6 +646,12 @@ def dataset_delete(*, dataset: DataSet) -> None:
     folders = list(dataset.runs.exclude(checkpoint="").values_list("checkpoint", flat=True))
     run_ids = list(dataset.runs.values_list("pk", flat=True))
     folders += [f"{kind}/run_{run_id}" for run_id in run_ids for kind in ("exports", "explanations")]
+    # The logs of its other jobs (and a zip still waiting for its import), deleted with it (CASCADE).
+    for jobs in (dataset.health_checks, dataset.export_jobs, dataset.import_jobs, dataset.suggestion_jobs):
+        files += [(default_storage, name) for name in jobs.exclude(log_file="").values_list("log_file", flat=True)]
+    files += [
+        (default_storage, name) for name in dataset.import_jobs.exclude(upload="").values_list("upload", flat=True)
+    ]
     storage = dataset.weights_file.storage
     weights = {dataset.weights_file.name, *dataset.runs.values_list("weights_file", flat=True)}
     files += [(storage, name) for name in weights if name]

@@ -14,6 +14,7 @@ import logging
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from filelock import FileLock
 
 from jobs import lifecycle, runner
 from jobs.budgets import TooManyJobs, model_job_slot
+from management.files import media_keep_file, media_local_copy, media_scratch_path
 from management.ml.export import FORMATS, PRECISIONS, export_in_child, file_name
 from management.ml.files import atomic_path
 from management.ml.images import channels_for, load_image
@@ -108,12 +110,24 @@ def _check_request(run: TrainingRun, format: str, precision: str, *, model_path:
 
 @contextmanager
 def _run_lock(run: TrainingRun):
-    """One export of a run at a time, across processes: no two make the same file or record at once."""
-    folder = Path(settings.MEDIA_ROOT) / export_folder(run)
+    """One export of a run at a time, across this machine's processes: no two make the same file or
+    record at once. (Across machines the export job allows one per dataset; a web machine proving a
+    version's ONNX export meanwhile would at worst make the same file again, kept whole either way.)"""
+    folder = Path(settings.KERASUI_LOCK_DIR) / "exports"
     folder.mkdir(parents=True, exist_ok=True)
     # filelock: flock on POSIX, msvcrt locking on Windows.
-    with FileLock(folder / ".lock"):
-        yield folder
+    with FileLock(folder / f"run_{run.pk}.lock"):
+        yield
+
+
+@contextmanager
+def _made(name: str) -> Iterator[Path]:
+    """A temporary path to make the media file `name` at: kept whole in media storage when the block
+    ends without an error (on this disk renamed into place; into a bucket uploaded), else removed."""
+    target = media_scratch_path(name=name)
+    with atomic_path(target) as temporary:
+        yield temporary
+    media_keep_file(name=name, path=target)
 
 
 def _record(run: TrainingRun, key: str, entry: dict | None) -> None:
@@ -184,14 +198,14 @@ def training_run_export(
     entry = _usable(run, key)
     if entry is not None:
         return ExportFile(entry["file"], filename)
-    with _run_lock(run) as folder:
+    with _run_lock(run):
         run.exports = TrainingRun.objects.filter(pk=run.pk).values_list("exports", flat=True).first() or {}
         entry = _usable(run, key)  # another process may have made it while this one waited
         if entry is not None:
             return ExportFile(entry["file"], filename)
         name = file_name(format, precision)
         try:
-            report = _export_into(run, folder / name, format, precision, model_path)
+            report = _export_into(run, f"{export_folder(run)}/{name}", format, precision, model_path)
         except _NotKept as refused:
             report = refused.report
         entry = {
@@ -222,14 +236,15 @@ class _NotKept(Exception):
         self.report = report
 
 
-def _export_into(run: TrainingRun, target: Path, format: str, precision: str, model_path: str | None):
-    """Make the export in a child process and put it at `target` whole; _NotKept when its check refused it."""
-    with tempfile.TemporaryDirectory() as work, atomic_path(target) as temporary:
+def _export_into(run: TrainingRun, target: str, format: str, precision: str, model_path: str | None):
+    """Make the export in a child process and keep it as the media file `target`, whole; _NotKept when
+    its check refused it."""
+    with tempfile.TemporaryDirectory() as work, _made(target) as temporary:
         samples = Path(work) / "samples.npy"
         np.save(samples, export_samples(run))
         with model_job_slot(what=f"exporting to {format}"):
             report = export_in_child(
-                model_path or run.model_file.path,
+                model_path or str(media_local_copy(name=run.model_file.name)),
                 format=format,
                 target=temporary,
                 samples_path=samples,
@@ -257,9 +272,10 @@ def _usable(run: TrainingRun, key: str) -> dict | None:
 def training_run_export_again(*, run: TrainingRun, format: str, precision: str = "float32") -> None:
     """Forget a format's record and files (a refused one, say), so the next request makes it anew."""
     key = export_key(format, precision)
-    with _run_lock(run) as folder:
+    with _run_lock(run):
         for name in (file_name(format, precision), f"{format}-{precision}-bundle.zip"):
-            (folder / name).unlink(missing_ok=True)
+            default_storage.delete(f"{export_folder(run)}/{name}")
+            media_scratch_path(name=f"{export_folder(run)}/{name}").unlink(missing_ok=True)
         _record(run, key, None)
 
 
@@ -269,12 +285,12 @@ def training_run_export_bundle(*, run: TrainingRun, format: str = "keras", preci
     name = f"{format}-{precision}-bundle.zip"
     relative = f"{export_folder(run)}/{name}"
     filename = _download_name(run, format, precision, bundle=True)
-    with _run_lock(run) as folder:
-        if (folder / name).is_file():
+    with _run_lock(run):
+        if default_storage.exists(relative):
             return ExportFile(relative, filename)
-        source = Path(settings.MEDIA_ROOT) / export.name
+        source = media_local_copy(name=export.name)
         model_name = _download_name(run, format, precision, bundle=False)
-        with atomic_path(folder / name) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as bundle:
+        with _made(relative) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as bundle:
             if format == "savedmodel":
                 with zipfile.ZipFile(source) as inner:
                     for entry in inner.infolist():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 from django.conf import settings
 from django.core.files.storage import default_storage
@@ -31,11 +30,6 @@ log = logging.getLogger(__name__)
 def onnx_name(run: TrainingRun) -> str:
     """The name in media storage of the run's proven ONNX export."""
     return f"{export_folder(run)}/{file_name('onnx')}"
-
-
-def onnx_path(run: TrainingRun) -> Path:
-    """Where the run's proven ONNX export is kept (exports.training_run_export writes it there)."""
-    return Path(settings.MEDIA_ROOT) / export_folder(run) / file_name("onnx")
 
 
 def _decide(run: TrainingRun, model_path: str | None) -> tuple[str, str]:

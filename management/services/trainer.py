@@ -21,10 +21,11 @@ import keras
 import numpy as np
 from django.conf import settings
 from django.core.files import File
+from django.core.files.storage import default_storage
 from django.db import transaction
 
 from kerasui.logs import RUN_LOGGER
-from management.files import media_local_copy
+from management.files import media_folder_fetch, media_folder_keep, media_local_copy
 from management.ml import fit as ml_fit
 from management.ml import transfer
 from management.ml.backbones import WeightsUnavailable
@@ -44,6 +45,7 @@ from management.ml.models import Augmentation, ModelCodeError, ModelSpec, build_
 from management.models import DataSet, DataSetItem, Phase, TrainingRun
 from management.options import Architecture, fit_arguments
 from management.services import pretrained, runs
+from management.services.datasets import storage_folder_delete
 from management.services.journal import MediaJournal, media_journal
 from management.services.promotion import HELD_OUT
 from management.services.serving import serving_prepare_run
@@ -161,11 +163,24 @@ def _splits(run: TrainingRun, items: list[DataSetItem], labels: np.ndarray) -> m
 
 
 def _checkpoint_folder(run: TrainingRun) -> Path:
+    """The run's checkpoints (media `checkpoints/run_<id>`) in a folder of this machine: with a bucket,
+    a scratch copy fetched from it, so a run resumes on any machine from where another left it."""
     name = f"checkpoints/run_{run.pk}"
     if run.checkpoint != name:
         TrainingRun.objects.filter(pk=run.pk).update(checkpoint=name)
         run.checkpoint = name
-    return Path(settings.MEDIA_ROOT) / name
+    return media_folder_fetch(name=name)
+
+
+def _checkpoint_written(run: TrainingRun):
+    """After each epoch, the checkpoint goes to media storage (a bucket; on this disk it is there already)."""
+    return lambda folder: media_folder_keep(name=run.checkpoint, folder=folder)
+
+
+def _checkpoints_delete(run: TrainingRun, folder: Path) -> None:
+    """A succeeded run's checkpoints are no longer needed: in media storage and this machine's copy."""
+    storage_folder_delete(storage=default_storage, name=f"checkpoints/run_{run.pk}")
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _check_labels(run: TrainingRun) -> None:
@@ -314,6 +329,7 @@ def _fit_from_scratch(run: TrainingRun, images, labels, splits) -> tuple[Path, k
             _report_progress(run.pk),
             splits=splits,
             checkpoint_folder=folder,
+            checkpoint_written=_checkpoint_written(run),
             history=history,
         )
     except ValueError as error:
@@ -579,7 +595,7 @@ def _score_current_model(run: TrainingRun, evaluation: dict, images, labels, spl
             return
         rows = np.asarray(getattr(splits, name), dtype=np.int64)
         try:
-            model = keras.saving.load_model(current.model_file.path)
+            model = keras.saving.load_model(media_local_copy(name=current.model_file.name))
             predicted = _model_probabilities(model, images, labels, batch_size=max(run.batch_size, 64))(rows)
         except Exception as error:  # noqa: BLE001 - the comparison falls back to each run's own images
             log.warning(
@@ -706,7 +722,7 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
                     if not succeeded:
                         run.model_file.storage.delete(model_name)
                     elif folder is not None:
-                        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+                        transaction.on_commit(lambda: _checkpoints_delete(run, folder))
             except BaseException:
                 run.model_file.storage.delete(model_name)
                 raise

@@ -76,6 +76,10 @@ def training_run_delete(*, run: TrainingRun) -> None:
     if run.is_active:
         raise Conflict(f"run {run.pk} is {run.status}: cancel it before deleting it", field="run")
     files = [(field.storage, field.name) for field in (run.model_file, run.log_file)]
+    # The logs of its export jobs, deleted with it (CASCADE), go too.
+    files += [
+        (run.log_file.storage, name) for name in run.export_jobs.exclude(log_file="").values_list("log_file", flat=True)
+    ]
     dataset_id = run.dataset_id
     folders = [run.checkpoint, f"exports/run_{run.pk}", f"explanations/run_{run.pk}"]
     run.delete()

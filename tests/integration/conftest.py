@@ -1,8 +1,9 @@
 """Integration tests against real servers: Redis, PostgreSQL and Celery worker processes.
 
 They run only when KERASUI_INTEGRATION is set (as in .ci/run), with DATABASE_URL naming a PostgreSQL
-database and CELERY_BROKER_URL a Redis server (default redis://127.0.0.1:6379/0); when it is set
-and a server cannot be reached, they fail.
+database, CELERY_BROKER_URL a Redis server (default redis://127.0.0.1:6379/0) and
+KERASUI_TEST_S3_ENDPOINT an S3 API (moto's server; test_bucket.py); when it is set and a server
+cannot be reached, they fail.
 """
 
 import os
@@ -26,8 +27,8 @@ def pytest_collection_modifyitems(config, items):
     if INTEGRATION:
         return
     skip = pytest.mark.skip(
-        reason="integration tests need Redis, PostgreSQL and Celery workers: set KERASUI_INTEGRATION=1, "
-        "DATABASE_URL=postgres://... and CELERY_BROKER_URL (see .ci/run)"
+        reason="integration tests need Redis, PostgreSQL, Celery workers and an S3 API: set KERASUI_INTEGRATION=1, "
+        "DATABASE_URL=postgres://..., CELERY_BROKER_URL and KERASUI_TEST_S3_ENDPOINT (see .ci/run)"
     )
     for item in items:
         if HERE in Path(str(item.path)).parents:

@@ -13,8 +13,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from moto import mock_aws
 from rest_framework.test import APIClient
 
-from management.files import media_local_copy, media_response, media_write_bytes
-from management.models import DataSet
+from jobs.lifecycle import job_log_keep, job_log_path
+from management.files import media_folder_fetch, media_folder_keep, media_local_copy, media_response, media_write_bytes
+from management.ml import fit as ml_fit
+from management.models import DataSet, HealthCheck
 from management.services.datasets import storage_folder_delete
 from management.services.journal import media_journals_recover
 from tests.images import png
@@ -118,3 +120,58 @@ def test_crash_recovery_deletes_an_interrupted_uploads_objects_in_the_bucket(buc
     assert media_journals_recover() == ["datasets/1/orphan.png"]
     assert keys(bucket) == {"datasets/1/kept.png"}
     assert not journal.exists()
+
+
+def test_a_checkpoint_kept_on_one_machine_is_where_another_resumes_from(bucket, settings, tmp_path):
+    settings.KERASUI_CACHE_DIR = tmp_path / "machine-1"
+    folder = media_folder_fetch(name="checkpoints/run_4")
+    assert folder.is_relative_to(tmp_path / "machine-1") and list(folder.iterdir()) == []
+    (folder / "epoch-0001.keras").write_bytes(b"epoch 1")
+    (folder / "best.weights.h5").write_bytes(b"best of 1")
+    media_folder_keep(name="checkpoints/run_4", folder=folder)
+    (folder / "epoch-0001.keras").unlink()
+    (folder / "epoch-0002.keras").write_bytes(b"epoch 2")
+    (folder / "best.weights.h5").write_bytes(b"best of 2")  # the same size: still uploaded again
+    media_folder_keep(name="checkpoints/run_4", folder=folder)
+    assert keys(bucket) == {"checkpoints/run_4/epoch-0002.keras", "checkpoints/run_4/best.weights.h5"}
+
+    settings.KERASUI_CACHE_DIR = tmp_path / "machine-2"
+    elsewhere = media_folder_fetch(name="checkpoints/run_4")
+
+    assert elsewhere.is_relative_to(tmp_path / "machine-2")
+    assert {path.name: path.read_bytes() for path in elsewhere.iterdir()} == {
+        "epoch-0002.keras": b"epoch 2",
+        "best.weights.h5": b"best of 2",
+    }
+    assert ml_fit.last_checkpoint(elsewhere) == (2, elsewhere / "epoch-0002.keras")
+
+
+def test_a_stale_local_checkpoint_gives_way_to_the_buckets(bucket, settings, tmp_path):
+    settings.KERASUI_CACHE_DIR = tmp_path / "cache"
+    folder = media_folder_fetch(name="checkpoints/run_5")
+    (folder / "epoch-0003.keras").write_bytes(b"this machine's epoch 3")
+    default_storage.save("checkpoints/run_5/epoch-0006.keras", ContentFile(b"another machine's epoch 6"))
+
+    again = media_folder_fetch(name="checkpoints/run_5")
+
+    assert [path.name for path in again.iterdir()] == ["epoch-0006.keras"]
+
+
+def test_a_jobs_log_goes_to_the_bucket_and_a_job_run_again_elsewhere_goes_on_with_it(bucket, settings, tmp_path, db):
+    settings.KERASUI_CACHE_DIR = tmp_path / "machine-1"
+    run = HealthCheck.objects.create(dataset=DataSet.objects.create(name="Logs"))
+    path = job_log_path(job=run)
+    assert path.is_relative_to(tmp_path / "machine-1")
+    path.write_text("Epoch 1/2\n")
+    job_log_keep(kind=HealthCheck.KIND, job_id=run.pk)
+    name = f"logs/health_{run.pk}.log"
+    assert HealthCheck.objects.get(pk=run.pk).log_file.name == name
+    assert bucket.get_object(Bucket=BUCKET, Key=name)["Body"].read() == b"Epoch 1/2\n"
+
+    settings.KERASUI_CACHE_DIR = tmp_path / "machine-2"
+    resumed = job_log_path(job=run)
+    with resumed.open("a") as log:
+        log.write("Epoch 2/2\n")
+    job_log_keep(kind=HealthCheck.KIND, job_id=run.pk)
+
+    assert bucket.get_object(Bucket=BUCKET, Key=name)["Body"].read() == b"Epoch 1/2\nEpoch 2/2\n"

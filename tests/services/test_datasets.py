@@ -113,6 +113,20 @@ def test_deleting_a_dataset_deletes_its_files(dataset, settings, django_capture_
     assert media_files(settings) == []
 
 
+def test_deleting_a_dataset_deletes_the_logs_of_its_import_and_health_jobs(
+    dataset, settings, django_capture_on_commit_callbacks
+):
+    from jobs.lifecycle import job_log_path
+    from management.models import HealthCheck, ImportJob
+
+    for job in (ImportJob.objects.create(dataset=dataset), HealthCheck.objects.create(dataset=dataset)):
+        job_log_path(job=job).write_text("its log\n")
+    assert len(media_files(settings)) == 2
+    with django_capture_on_commit_callbacks(execute=True):
+        dataset_delete(dataset=dataset)
+    assert media_files(settings) == []
+
+
 def test_a_zip_bomb_is_refused_before_anything_is_extracted(dataset, settings, tmp_path):
     import zipfile
 

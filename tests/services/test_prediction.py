@@ -36,12 +36,14 @@ def test_a_non_image_is_refused_naming_the_image(trained_dataset):
 def test_a_missing_model_file_is_a_conflict_not_a_crash(trained_dataset):
     import os
 
+    from django.core.files.storage import default_storage
+
     from management.services.prediction import model_cache
-    from management.services.serving import onnx_path
+    from management.services.serving import onnx_name
 
     model_cache.clear()
     os.remove(trained_dataset.current_run.model_file.path)
-    os.remove(onnx_path(trained_dataset.current_run))
+    default_storage.delete(onnx_name(trained_dataset.current_run))
     with pytest.raises(Conflict, match="cannot be loaded"):
         prediction_predict_one(dataset=trained_dataset, name="x.png", data=png())
 

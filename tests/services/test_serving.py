@@ -4,6 +4,7 @@ import io
 
 import numpy as np
 import pytest
+from django.core.files.storage import default_storage
 from PIL import Image
 
 from management.ml.engines import OnnxPredictor
@@ -12,7 +13,7 @@ from management.ml.images import load_image
 from management.models import TrainingRun
 from management.services import exports
 from management.services.prediction import model_cache, prediction_metadata, prediction_predict
-from management.services.serving import onnx_path, serving_prepare_run
+from management.services.serving import onnx_name, serving_prepare_run
 from tests.images import COLOURS, colour_image
 from tests.runs import install_model
 
@@ -43,7 +44,7 @@ def test_a_version_first_used_gets_its_onnx_export_proven_and_is_served_by_onnx_
     run = TrainingRun.objects.get(pk=pending_run.pk)
     assert run.serving_engine == "onnxruntime"
     assert "proven against the Keras model on 16 images of the run" in run.serving_note
-    assert run.exports["onnx"]["status"] == "ok" and onnx_path(run).is_file()
+    assert run.exports["onnx"]["status"] == "ok" and default_storage.exists(onnx_name(run))
     assert isinstance(model_cache.get(run), OnnxPredictor)
 
     # The same answers as the Keras model, within the serving tolerance.
@@ -108,11 +109,11 @@ def test_metadata_names_the_engine_and_its_proof(trained_dataset):
 
 def test_a_missing_onnx_export_is_made_again_from_the_model(trained_dataset):
     run = trained_dataset.current_run
-    onnx_path(run).unlink()
+    default_storage.delete(onnx_name(run))
     buffer = io.BytesIO()
     Image.new("RGB", (16, 16), (250, 5, 5)).save(buffer, "PNG")
     assert prediction_predict(dataset=trained_dataset, images=[("x", buffer.getvalue())])[0].label == "red"
-    assert onnx_path(run).is_file()
+    assert default_storage.exists(onnx_name(run))
     assert TrainingRun.objects.get(pk=run.pk).serving_engine == "onnxruntime"
 
 

@@ -94,14 +94,16 @@ def test_a_newly_current_run_is_loaded_by_the_watcher_while_the_version_it_repla
 def test_a_new_version_that_cannot_be_loaded_is_not_stood_in_for(trained_dataset, colour_model_file, watcher):
     import os
 
-    from management.services.serving import onnx_path
+    from django.core.files.storage import default_storage
+
+    from management.services.serving import onnx_name
 
     watcher.preload()
     model_cache.watcher = watcher
     watcher.start()
     newer = install_model(trained_dataset, colour_model_file)
     os.remove(newer.model_file.path)
-    os.remove(onnx_path(newer))
+    default_storage.delete(onnx_name(newer))
     assert watcher.poll() == [] and newer.pk in watcher.failed
     with pytest.raises(Conflict, match=f"the model of run {newer.pk} cannot be loaded"):
         predict(trained_dataset)

@@ -6,6 +6,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from jobs import lifecycle
 from jobs.process import NotRunnable, job_execute
 from management.models import DataSet, TrainingRun
 from management.services import runs, training
@@ -107,6 +108,9 @@ class Command(BaseCommand):
                 return self._execute(run)
             finally:
                 sys.stdout, sys.stderr = stdout, stderr
+                log.close()
+                # With a bucket, the log written here goes there (on this disk it is already kept).
+                lifecycle.job_log_keep(kind=TrainingRun.KIND, job_id=run.pk)
 
     def _execute(self, run: TrainingRun) -> TrainingRun:
         try:
