@@ -21,10 +21,11 @@ def health_page(request, dataset_id):
     """The newest check's findings still open, with thumbnails and actions; live progress while it runs."""
     dataset = get_object_or_404(DataSet, pk=dataset_id)
     check = health.health_check_latest(dataset=dataset)
-    report = health.health_report_current(check=check) if check is not None else {}
+    report = health.health_report_current(check=check, label_issue_urls=False) if check is not None else {}
     suggested_labels = sorted(set(report.get("labels", [])))
-    # Thousands of suspects at 60,000 images: a page of them at a time.
-    issues = Paginator(report.get("label_issues", []), LABEL_ISSUES_PER_PAGE)
+    # Thousands of suspects at 60,000 images: a page of them at a time, and only its images' URLs.
+    issues = Paginator(report.get("label_issues", []), LABEL_ISSUES_PER_PAGE).get_page(request.GET.get("page"))
+    issues.object_list = health.health_with_urls(dataset=dataset, entries=list(issues.object_list))
     context = {
         **admin.site.each_context(request),
         "opts": DataSet._meta,
@@ -32,7 +33,7 @@ def health_page(request, dataset_id):
         "dataset": dataset,
         "check": check,
         "report": report,
-        "issues_page": issues.get_page(request.GET.get("page")),
+        "issues_page": issues,
         "labels": suggested_labels,
         "can": rules.allowed(request.user),
     }

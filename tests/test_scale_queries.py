@@ -190,3 +190,33 @@ def test_the_health_page_reads_only_the_images_its_report_names_and_pages_its_su
     assert "Suspects 1–50 of 120" in html and '?page=2#label-issues">next' in html
     last = get(clients, f"{url}?page=3").content.decode()
     assert f'alt="image {ids[119][0]}"' in last and "Suspects 101–120 of 120" in last
+
+
+def test_the_health_page_makes_image_urls_for_its_page_of_suspects_only(clients, db):
+    from unittest import mock
+
+    from management.models import HealthCheck
+
+    dataset = DataSet.objects.create(name="Fashion")
+    add_images(dataset, 600)
+    ids = list(dataset.items.order_by("id").values_list("pk", "label")[:500])
+    issues = [{"item": pk, "given": label, "suggested": "x", "confidence": 0.9, "quality": 0} for pk, label in ids]
+    HealthCheck.objects.create(
+        dataset=dataset,
+        status=HealthCheck.Status.SUCCEEDED,
+        progress=1,
+        report={"images": 600, "method": "test", "label_issues": issues, "duplicates": [], "outliers": []},
+    )
+    storage = DataSetItem._meta.get_field("image").storage
+    storage._setup()  # the storage behind Django's lazy default_storage
+    with mock.patch.object(
+        type(storage._wrapped), "url", autospec=True, side_effect=lambda self, name: f"/m/{name}"
+    ) as url:
+        html = get(clients, f"/admin/management/dataset/{dataset.pk}/health/").content.decode()
+    assert "Suspected label errors (500)" in html and "Suspects 1–50 of 500" in html
+    # An image and a thumbnail for each of the 50 suspects shown, not for the 450 others.
+    images = {call.args[1] for call in url.call_args_list if call.args[1].startswith(f"datasets/{dataset.pk}/i")}
+    assert len(images) == 50, sorted({call.args[1] for call in url.call_args_list})[:5]
+    # The API answers every suspect with its URLs.
+    api_report = get(clients, f"/api/dataset/{dataset.pk}/health/").json()["report"]
+    assert len(api_report["label_issues"]) == 500 and all(issue["thumbnail"] for issue in api_report["label_issues"])
