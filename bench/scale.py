@@ -391,7 +391,9 @@ def pages_again(data_dir: Path, port: int) -> None:
         os.killpg(master.pid, signal.SIGTERM)
         master.wait(60)
     path = ROOT / "bench" / "results" / "scale.json"
-    results = json.loads(path.read_text())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Into the earlier run's results when there are some; a data folder made otherwise gets its own.
+    results = json.loads(path.read_text()) if path.is_file() else {"data_dir": str(data_dir)}
     results["pages_again"] = again
     results["web_workers_again"] = workers
     path.write_text(json.dumps(results, indent=2))

@@ -346,6 +346,11 @@ class HealthCheck(Job):
 
     dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="health_checks")
     report = models.JSONField(default=dict, blank=True)
+    # Per-image (60,000 scores at 60,000 images, 1 MB of JSON): out of the report that every view of the
+    # health page and answer parses, read by what ranks every image (bench/health.py).
+    label_quality = models.JSONField(
+        default=dict, blank=True, help_text="Each image's label quality score (low: likely mislabelled), by item id."
+    )
 
     class Meta(Job.Meta):
         verbose_name = "health check"

@@ -1,4 +1,5 @@
-"""Issue 24: a run's per-image data (split item ids, evaluated images' predictions) in a table of its own."""
+"""Issue 24: a run's per-image data (split item ids, evaluated images' predictions) in a table of its own,
+and a health check's per-image label quality scores out of its report."""
 
 import django.db.models.deletion
 from django.db import migrations, models
@@ -31,6 +32,21 @@ def per_image_back(apps, schema_editor):
             report = {key: value for key, value in evaluation.get(name, {}).items() if key != "predictions_stored"}
             evaluation[name] = {**report, "predictions": rows}
         TrainingRun.objects.filter(pk=data.run_id).update(splits=data.splits, evaluation=evaluation)
+
+
+def quality_out(apps, schema_editor):
+    HealthCheck = apps.get_model("management", "HealthCheck")
+    for check in HealthCheck.objects.iterator(chunk_size=20):
+        if "label_quality" in (check.report or {}):
+            check.label_quality = check.report.pop("label_quality")
+            check.save(update_fields=["report", "label_quality"])
+
+
+def quality_back(apps, schema_editor):
+    HealthCheck = apps.get_model("management", "HealthCheck")
+    for check in HealthCheck.objects.exclude(label_quality={}).iterator(chunk_size=20):
+        check.report = {**(check.report or {}), "label_quality": check.label_quality}
+        check.save(update_fields=["report"])
 
 
 class Migration(migrations.Migration):
@@ -77,6 +93,16 @@ class Migration(migrations.Migration):
             model_name="trainingrun",
             name="splits",
         ),
+        migrations.AddField(
+            model_name="healthcheck",
+            name="label_quality",
+            field=models.JSONField(
+                blank=True,
+                default=dict,
+                help_text="Each image's label quality score (low: likely mislabelled), by item id.",
+            ),
+        ),
+        migrations.RunPython(quality_out, quality_back, elidable=False),
         migrations.AlterField(
             model_name="trainingrun",
             name="evaluation",

@@ -67,7 +67,7 @@ def health_check_cancel(*, check: HealthCheck) -> bool:
 
 
 def health_check_latest(*, dataset: DataSet) -> HealthCheck | None:
-    return dataset.health_checks.order_by("-created_at", "-id").first()
+    return dataset.health_checks.defer("label_quality").order_by("-created_at", "-id").first()
 
 
 # --- the report as the page and the API show it, and its actions ----------------------------------------

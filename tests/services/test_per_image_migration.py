@@ -1,5 +1,6 @@
 """Migration 0020 moves each run's per-image data (its splits' item ids, its evaluated images' predictions)
-out of the run's row into RunData, and back when it is reversed."""
+out of the run's row into RunData, and a health check's label quality scores out of its report; and back
+when it is reversed."""
 
 import pytest
 
@@ -36,6 +37,9 @@ def test_the_migration_moves_splits_and_predictions_into_their_own_table_and_bac
         evaluation={"validation": report},
         **snapshot,
     )
+    checked = old.get_model("management", "HealthCheck").objects.create(
+        dataset=dataset, status="succeeded", report={"images": 2, "label_quality": {"4": 0.25, "5": 0.75}}
+    )
     cancelled = TrainingRun.objects.create(dataset=dataset, status="cancelled", labels=["a"], **snapshot)
 
     executor = MigrationExecutor(connection)
@@ -49,9 +53,14 @@ def test_the_migration_moves_splits_and_predictions_into_their_own_table_and_bac
     assert moved.splits == splits and moved.predictions == {"validation": report["predictions"]}
     assert not data.filter(run_id=cancelled.pk).exists() and runs.get(pk=cancelled.pk).evaluation == {}
 
+    check = new.get_model("management", "HealthCheck").objects.get(pk=checked.pk)
+    assert (check.report, check.label_quality) == ({"images": 2}, {"4": 0.25, "5": 0.75})
+
     executor = MigrationExecutor(connection)
     executor.migrate(before)  # and back, as it was
     back = executor.loader.project_state(before).apps.get_model("management", "TrainingRun").objects
     assert (back.get(pk=trained.pk).splits, back.get(pk=trained.pk).evaluation) == (splits, {"validation": report})
+    checks = executor.loader.project_state(before).apps.get_model("management", "HealthCheck").objects
+    assert checks.get(pk=checked.pk).report == {"images": 2, "label_quality": {"4": 0.25, "5": 0.75}}
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())
