@@ -16,6 +16,7 @@ KINDS = dict(HealthDismissal.Kind.choices)
 
 
 LABEL_ISSUES_PER_PAGE = 50
+GROUPS_PER_PAGE = 20
 
 
 def health_page(request, dataset_id):
@@ -35,6 +36,13 @@ def health_page(request, dataset_id):
         "check": check,
         "report": report,
         "issues_page": issues,
+        # Each group is a form per copy (and its members' ids in each): a page of groups at a time too.
+        "duplicates_page": Paginator(report.get("duplicates", []), GROUPS_PER_PAGE).get_page(
+            request.GET.get("duplicates_page")
+        ),
+        "leaks_page": Paginator((report.get("leaks") or {}).get("groups", []), GROUPS_PER_PAGE).get_page(
+            request.GET.get("leaks_page")
+        ),
         # Reversed once, not once per image and form (thousands of times at 60,000 images).
         "actions": {
             kind: reverse(f"admin:management_dataset_health_{kind}", args=[dataset.pk])

@@ -220,3 +220,25 @@ def test_the_health_page_makes_image_urls_for_its_page_of_suspects_only(clients,
     # The API answers every suspect with its URLs.
     api_report = get(clients, f"/api/dataset/{dataset.pk}/health/").json()["report"]
     assert len(api_report["label_issues"]) == 500 and all(issue["thumbnail"] for issue in api_report["label_issues"])
+
+
+def test_the_health_page_shows_duplicate_groups_a_page_at_a_time(clients, db):
+    from management.models import HealthCheck
+
+    dataset = DataSet.objects.create(name="Fashion")
+    add_images(dataset, 200)
+    ids = list(dataset.items.order_by("id").values_list("pk", flat=True))
+    groups = [{"items": [ids[2 * n], ids[2 * n + 1]], "exact": True, "labels": ["bag"]} for n in range(45)]
+    HealthCheck.objects.create(
+        dataset=dataset,
+        status=HealthCheck.Status.SUCCEEDED,
+        progress=1,
+        report={"images": 200, "method": "test", "label_issues": [], "duplicates": groups, "outliers": []},
+    )
+    url = f"/admin/management/dataset/{dataset.pk}/health/"
+    html = get(clients, url).content.decode()
+    assert "Duplicates (45)" in html and html.count("kerasui-health-group") == 20
+    assert f'alt="image {ids[39]}"' in html and f'alt="image {ids[40]}"' not in html
+    assert "Groups 1–20 of 45" in html and '?duplicates_page=2#duplicates">next' in html
+    last = get(clients, f"{url}?duplicates_page=3").content.decode()
+    assert last.count("kerasui-health-group") == 5 and f'alt="image {ids[89]}"' in last
