@@ -97,7 +97,9 @@ class HealthCheckView(HealthBase):
 
     @extend_schema(summary="A health check: status, progress (0 to 1) and report", responses=HealthCheckSerializer)
     def get(self, request, pk):
-        return Response(HealthCheckSerializer(get_object_or_404(HealthCheck, pk=pk)).data)
+        return Response(
+            HealthCheckSerializer(get_object_or_404(HealthCheck.objects.defer("label_quality"), pk=pk)).data
+        )
 
 
 class HealthCheckCancelView(HealthBase):

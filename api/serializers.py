@@ -33,6 +33,7 @@ from management.models import (
     TrainingRun,
 )
 from management.services.datasets import MAX_LABEL_LENGTH
+from management.services.runs import evaluation_joined
 
 DATA_URI_PREFIX = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
 NOT_BASE64 = "not valid base64: send the image's bytes encoded as base64, or upload a file"
@@ -256,9 +257,17 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 class TrainingRunDetailSerializer(TrainingRunSerializer):
     """A run with its evaluation and the item ids of each of its splits (a list leaves them out)."""
 
+    evaluation = serializers.SerializerMethodField(
+        help_text="Each evaluated split's report, with every image's prediction ([item, label index, confidence])."
+    )
+    splits = serializers.JSONField(read_only=True, help_text="The item ids of each split: train, validation, test.")
+
     class Meta(TrainingRunSerializer.Meta):
         fields = [*TrainingRunSerializer.Meta.fields, "evaluation", "splits"]
         read_only_fields = fields
+
+    def get_evaluation(self, run) -> dict:
+        return evaluation_joined(run=run)
 
 
 class ConfusionCellQuerySerializer(serializers.Serializer):

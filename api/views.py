@@ -446,6 +446,8 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
     def get_queryset(self):
         runs = TrainingRun.objects.select_related("dataset").order_by("-id")
         # A list shows counts; the per-image data is read by one run's own answer only.
+        if self.action == "retrieve":
+            return runs.select_related("per_image")
         return runs if self.action != "list" else runs.defer(*TrainingRun.HEAVY_FIELDS)
 
     def get_serializer_class(self):

@@ -122,7 +122,7 @@ def main() -> None:
                 "job_seconds": check.report["seconds"],
             }
         report = check.report
-        ranked = sorted(report["label_quality"], key=lambda item: report["label_quality"][item])
+        ranked = sorted(check.label_quality, key=lambda item: check.label_quality[item])
         top = {int(item) for item in ranked[: 2 * len(flipped_items)]}
         issues = {issue["item"] for issue in report["label_issues"]}
         suggested_right = sum(

@@ -4,6 +4,7 @@ images first show a page saying which images go (GET), and act only on its butto
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from management import permissions as rules
@@ -15,16 +16,18 @@ KINDS = dict(HealthDismissal.Kind.choices)
 
 
 LABEL_ISSUES_PER_PAGE = 50
+GROUPS_PER_PAGE = 20
 
 
 def health_page(request, dataset_id):
     """The newest check's findings still open, with thumbnails and actions; live progress while it runs."""
     dataset = get_object_or_404(DataSet, pk=dataset_id)
     check = health.health_check_latest(dataset=dataset)
-    report = health.health_report_current(check=check) if check is not None else {}
+    report = health.health_report_current(check=check, label_issue_urls=False) if check is not None else {}
     suggested_labels = sorted(set(report.get("labels", [])))
-    # Thousands of suspects at 60,000 images: a page of them at a time.
-    issues = Paginator(report.get("label_issues", []), LABEL_ISSUES_PER_PAGE)
+    # Thousands of suspects at 60,000 images: a page of them at a time, and only its images' URLs.
+    issues = Paginator(report.get("label_issues", []), LABEL_ISSUES_PER_PAGE).get_page(request.GET.get("page"))
+    issues.object_list = health.health_with_urls(dataset=dataset, entries=list(issues.object_list))
     context = {
         **admin.site.each_context(request),
         "opts": DataSet._meta,
@@ -32,11 +35,30 @@ def health_page(request, dataset_id):
         "dataset": dataset,
         "check": check,
         "report": report,
-        "issues_page": issues.get_page(request.GET.get("page")),
+        "issues_page": issues,
+        # Each group is a form per copy (and its members' ids in each): a page of groups at a time too.
+        "duplicates_page": Paginator(report.get("duplicates", []), GROUPS_PER_PAGE).get_page(
+            request.GET.get("duplicates_page")
+        ),
+        "leaks_page": Paginator((report.get("leaks") or {}).get("groups", []), GROUPS_PER_PAGE).get_page(
+            request.GET.get("leaks_page")
+        ),
+        # Reversed once, not once per image and form (thousands of times at 60,000 images).
+        "actions": {
+            kind: reverse(f"admin:management_dataset_health_{kind}", args=[dataset.pk])
+            for kind in ("relabel", "keep", "delete", "keep_one")
+        },
+        "item_link": _item_link(),
         "labels": suggested_labels,
         "can": rules.allowed(request.user),
     }
     return render(request, "management/health.html", context)
+
+
+def _item_link() -> tuple[str, str]:
+    """An image's admin page as the text before and after its id."""
+    before, after = reverse("admin:management_datasetitem_change", args=[0]).rsplit("/0/", 1)
+    return f"{before}/", f"/{after}"
 
 
 def _back(dataset_id):

@@ -204,9 +204,11 @@ class TrainingRun(Job):
     """One training of a dataset (a job of kind "training"): a snapshot of its options, its progress and results."""
 
     KIND = "training"
-    # Per-image data (hundreds of kB at 60,000 images): read by the run's own page and answer only,
-    # never by a list or a join (`TrainingRun.objects.defer(*TrainingRun.HEAVY_FIELDS)`).
-    HEAVY_FIELDS = ("splits", "evaluation")
+    # The evaluation's summary (a few kB to tens of kB: per-label measures, the confusion matrix, the most
+    # confident mistakes) is read by the run's own page and answer, never by a list or a join
+    # (`TrainingRun.objects.defer(*TrainingRun.HEAVY_FIELDS)`). The per-image data (hundreds of kB at
+    # 60,000 images: each split's item ids, each evaluated image's prediction) is a row of RunData.
+    HEAVY_FIELDS = ("evaluation",)
 
     dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="runs")
     epoch = models.PositiveIntegerField(default=0)
@@ -215,15 +217,16 @@ class TrainingRun(Job):
     # fields are added from management/options.py (see the end of this module).
     labels = models.JSONField(default=list, help_text="The labels in model output order.")
     augmentation = models.JSONField(default=dict, blank=True)
-    splits = models.JSONField(
-        default=dict, blank=True, help_text="The item ids of each split: train, validation, test."
-    )
     split_counts = models.JSONField(
         default=dict, blank=True, help_text="The number of images of each split (what lists show of `splits`)."
     )
 
     phase = models.CharField(max_length=10, choices=Phase.choices, blank=True)
-    evaluation = models.JSONField(default=dict, blank=True)
+    evaluation = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Each evaluated split's report without its per-image predictions (those are in RunData).",
+    )
     checkpoint = models.CharField(
         max_length=255, blank=True, help_text="The last completed epoch's model and optimizer, for resuming."
     )
@@ -292,8 +295,48 @@ class TrainingRun(Job):
     def accuracy_percent(self) -> str:
         return f"{self.accuracy:.1%}" if self.accuracy is not None else "—"
 
+    @property
+    def splits(self) -> dict[str, list[int]]:
+        """The item ids of each split (train, validation, test): read from RunData when asked."""
+        data = self._per_image()
+        return data.splits if data is not None else {}
+
+    @property
+    def predictions(self) -> dict[str, list[list]]:
+        """Each evaluated split's `[item, predicted label index, confidence]` rows: read from RunData when asked."""
+        data = self._per_image()
+        return data.predictions if data is not None else {}
+
+    def _per_image(self) -> "RunData | None":
+        try:
+            return self.per_image  # one query, then kept on this instance (None too)
+        except RunData.DoesNotExist:
+            return None
+
 
 add_fields(DataSet, TrainingRun)
+
+
+class RunData(models.Model):
+    """A run's per-image data, in a table of its own so that no list, join or admin queryset of runs reads
+    it: read only by what shows it (the run's own API answer, a confusion cell, a comparison, a promotion)."""
+
+    run = models.OneToOneField(TrainingRun, on_delete=models.CASCADE, primary_key=True, related_name="per_image")
+    splits = models.JSONField(
+        default=dict, blank=True, help_text="The item ids of each split: train, validation, test."
+    )
+    predictions = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Each evaluated split's predictions: [item, predicted label index, confidence] rows.",
+    )
+
+    class Meta:
+        verbose_name = "run's per-image data"
+        verbose_name_plural = "runs' per-image data"
+
+    def __str__(self) -> str:
+        return f"Per-image data of run {self.run_id}"
 
 
 class HealthCheck(Job):
@@ -303,6 +346,11 @@ class HealthCheck(Job):
 
     dataset = models.ForeignKey(DataSet, on_delete=models.CASCADE, related_name="health_checks")
     report = models.JSONField(default=dict, blank=True)
+    # Per-image (60,000 scores at 60,000 images, 1 MB of JSON): out of the report that every view of the
+    # health page and answer parses, read by what ranks every image (bench/health.py).
+    label_quality = models.JSONField(
+        default=dict, blank=True, help_text="Each image's label quality score (low: likely mislabelled), by item id."
+    )
 
     class Meta(Job.Meta):
         verbose_name = "health check"

@@ -7,7 +7,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from management.models import DataSet, TrainingRun
+from management.models import DataSet, RunData, TrainingRun
 from management.services.training import training_run_create
 
 
@@ -61,6 +61,19 @@ def split_report(item_ids: list[int], true: list[int], predicted: list[int], lab
     return classification_report(np.array(true), probabilities, label_names=labels, item_ids=item_ids)
 
 
+def store_results(run: TrainingRun, *, splits: dict | None = None, evaluation: dict | None = None, **fields) -> None:
+    """Write a run's results where the services keep them: the splits and the evaluation's per-image
+    predictions in its RunData row, the evaluation's summary and the split counts (and `fields`) on the run."""
+    from management.services import runs
+
+    if splits is not None:
+        runs.run_splits_save(run=run, splits=splits)
+    if evaluation is not None:
+        fields["evaluation"], predictions = runs.evaluation_split(evaluation)
+        RunData.objects.update_or_create(run_id=run.pk, defaults={"predictions": predictions})
+    TrainingRun.objects.filter(pk=run.pk).update(**fields)
+
+
 def finish_run(
     dataset: DataSet,
     *,
@@ -75,14 +88,7 @@ def finish_run(
     from management.services import runs
 
     run = training_run_create(dataset=dataset, enqueue=False)
-    splits = splits or {}
-    fields = {
-        "splits": splits,
-        "split_counts": {name: len(ids) for name, ids in splits.items()},
-        "started_at": timezone.now(),
-        **snapshot,
-    }
-    TrainingRun.objects.filter(pk=run.pk).update(**fields)
+    store_results(run, splits=splits or {}, started_at=timezone.now(), **snapshot)
     runs.run_claim(run_id=run.pk, worker="test:1")
     run = TrainingRun.objects.get(pk=run.pk)
     history = history or [{"epoch": 1, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.5}]

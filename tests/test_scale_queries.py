@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from management.models import DataSet, DataSetItem, TrainingRun
 from management.services.datasets import label_counts_add
 from management.services.training import training_run_create
-from tests.runs import split_report
+from tests.runs import split_report, store_results
 
 LABELS = ["ankle boot", "bag", "coat", "dress", "shirt"]
 LARGE = 3000
@@ -38,13 +38,13 @@ def finish_current_run(dataset: DataSet) -> TrainingRun:
     predicted = [(index + (n % 7 == 0)) % len(labels) for n, index in enumerate(true)]
     held_out = set(validation)
     splits = {"train": [item for item in ids if item not in held_out], "validation": validation, "test": []}
-    TrainingRun.objects.filter(pk=run.pk).update(
+    store_results(
+        run,
+        splits=splits,
+        evaluation={"validation": split_report(validation, true, predicted, labels)},
         status=TrainingRun.Status.SUCCEEDED,
         progress=1.0,
         labels=labels,
-        splits=splits,
-        split_counts={name: len(rows) for name, rows in splits.items()},
-        evaluation={"validation": split_report(validation, true, predicted, labels)},
         metrics={"val_accuracy": 0.85},
         history=[{"epoch": 1, "loss": 0.5, "accuracy": 0.8, "val_loss": 0.6, "val_accuracy": 0.85}],
     )
@@ -119,7 +119,7 @@ def test_no_page_or_answer_runs_more_queries_on_thousands_of_images(clients, dja
         if name in LISTS:
             sql = " ".join(query["sql"] for query in queries.captured_queries)
             assert "management_datasetitem" not in sql, name
-            assert '"splits"' not in sql and '"evaluation"' not in sql, name
+            assert "management_rundata" not in sql and '"evaluation"' not in sql, name
 
 
 def test_the_dataset_list_and_answer_count_the_images_without_reading_them(clients, db):
@@ -190,3 +190,55 @@ def test_the_health_page_reads_only_the_images_its_report_names_and_pages_its_su
     assert "Suspects 1–50 of 120" in html and '?page=2#label-issues">next' in html
     last = get(clients, f"{url}?page=3").content.decode()
     assert f'alt="image {ids[119][0]}"' in last and "Suspects 101–120 of 120" in last
+
+
+def test_the_health_page_makes_image_urls_for_its_page_of_suspects_only(clients, db):
+    from unittest import mock
+
+    from management.models import HealthCheck
+
+    dataset = DataSet.objects.create(name="Fashion")
+    add_images(dataset, 600)
+    ids = list(dataset.items.order_by("id").values_list("pk", "label")[:500])
+    issues = [{"item": pk, "given": label, "suggested": "x", "confidence": 0.9, "quality": 0} for pk, label in ids]
+    HealthCheck.objects.create(
+        dataset=dataset,
+        status=HealthCheck.Status.SUCCEEDED,
+        progress=1,
+        report={"images": 600, "method": "test", "label_issues": issues, "duplicates": [], "outliers": []},
+    )
+    storage = DataSetItem._meta.get_field("image").storage
+    storage._setup()  # the storage behind Django's lazy default_storage
+    with mock.patch.object(
+        type(storage._wrapped), "url", autospec=True, side_effect=lambda self, name: f"/m/{name}"
+    ) as url:
+        html = get(clients, f"/admin/management/dataset/{dataset.pk}/health/").content.decode()
+    assert "Suspected label errors (500)" in html and "Suspects 1–50 of 500" in html
+    # An image and a thumbnail for each of the 50 suspects shown, not for the 450 others.
+    images = {call.args[1] for call in url.call_args_list if call.args[1].startswith(f"datasets/{dataset.pk}/i")}
+    assert len(images) == 50, sorted({call.args[1] for call in url.call_args_list})[:5]
+    # The API answers every suspect with its URLs.
+    api_report = get(clients, f"/api/dataset/{dataset.pk}/health/").json()["report"]
+    assert len(api_report["label_issues"]) == 500 and all(issue["thumbnail"] for issue in api_report["label_issues"])
+
+
+def test_the_health_page_shows_duplicate_groups_a_page_at_a_time(clients, db):
+    from management.models import HealthCheck
+
+    dataset = DataSet.objects.create(name="Fashion")
+    add_images(dataset, 200)
+    ids = list(dataset.items.order_by("id").values_list("pk", flat=True))
+    groups = [{"items": [ids[2 * n], ids[2 * n + 1]], "exact": True, "labels": ["bag"]} for n in range(45)]
+    HealthCheck.objects.create(
+        dataset=dataset,
+        status=HealthCheck.Status.SUCCEEDED,
+        progress=1,
+        report={"images": 200, "method": "test", "label_issues": [], "duplicates": groups, "outliers": []},
+    )
+    url = f"/admin/management/dataset/{dataset.pk}/health/"
+    html = get(clients, url).content.decode()
+    assert "Duplicates (45)" in html and html.count("kerasui-health-group") == 20
+    assert f'alt="image {ids[39]}"' in html and f'alt="image {ids[40]}"' not in html
+    assert "Groups 1–20 of 45" in html and '?duplicates_page=2#duplicates">next' in html
+    last = get(clients, f"{url}?duplicates_page=3").content.decode()
+    assert last.count("kerasui-health-group") == 5 and f'alt="image {ids[89]}"' in last

@@ -132,14 +132,14 @@ def _confusion_difference(baseline: TrainingRun, other: TrainingRun, split: str 
     return {"labels": first["labels"], "matrix": matrix, "note": ""}
 
 
-def _truths(report: dict) -> dict[int, str]:
+def _truths(report: dict, predictions: list[list]) -> dict[int, str]:
     """Each evaluated image's label when it was evaluated: the misclassified list names the wrong ones'
     labels; a right prediction is its label. Images missing from a shortened list are left out."""
     labels = report.get("labels", [])
     wrong = {entry["item"]: entry["true"] for entry in report.get("misclassified", [])}
     complete = report.get("misclassified_count", len(wrong)) <= len(wrong)
     truths = {}
-    for item, predicted, _ in report.get("predictions", []):
+    for item, predicted, _ in predictions:
         if item in wrong:
             truths[item] = wrong[item]
         elif complete:
@@ -158,16 +158,17 @@ def _flips(baseline: TrainingRun, other: TrainingRun, split: str | None) -> dict
             "note": "the runs were not evaluated on the "
             "same held-out images (a relabelling, new images, another seed or split): no image to follow",
         }
-    missing = [run.pk for run in (baseline, other) if "predictions" not in run.evaluation[split]]
+    missing = [run.pk for run in (baseline, other) if split not in run.predictions]
     if missing:
         note = "; ".join(f"predictions not stored for run {pk} (trained before this version)" for pk in missing)
         return {"split": split, "items": [], "fixed": 0, "broken": 0, "note": note}
     reports = [baseline.evaluation[split], other.evaluation[split]]
+    predictions = [baseline.predictions[split], other.predictions[split]]
     answers = [
-        {item: (report["labels"][index], confidence) for item, index, confidence in report["predictions"]}
-        for report in reports
+        {item: (report["labels"][index], confidence) for item, index, confidence in rows}
+        for report, rows in zip(reports, predictions, strict=True)
     ]
-    truths = [_truths(report) for report in reports]
+    truths = [_truths(report, rows) for report, rows in zip(reports, predictions, strict=True)]
     flips, fixed, broken, unknown = [], 0, 0, 0
     for item in sorted(answers[0].keys() & answers[1].keys()):
         if item not in truths[0] or item not in truths[1]:

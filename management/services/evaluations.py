@@ -42,8 +42,9 @@ def _report(run: TrainingRun, split: str) -> dict:
 
 
 def evaluation_has_predictions(*, report: dict) -> bool:
-    """Whether an evaluation kept every image's prediction (runs evaluated before that did not)."""
-    return bool(report.get("predictions"))
+    """Whether an evaluation kept every image's prediction (runs evaluated before that did not); they are
+    stored apart (RunData), so the run page links the matrix's cells without reading them."""
+    return bool(report.get("predictions_stored"))
 
 
 def evaluation_confusion_cell(*, run: TrainingRun, split: str, true_index: int, predicted_index: int) -> ConfusionCell:
@@ -67,7 +68,7 @@ def evaluation_confusion_cell(*, run: TrainingRun, split: str, true_index: int, 
         )
     recorded = {entry["item"]: entry["true"] for entry in report.get("misclassified", [])}
     complete = report.get("misclassified_count", 0) <= len(recorded)
-    rows = [row for row in report["predictions"] if row[1] == predicted_index]
+    rows = [row for row in run.predictions.get(split, []) if row[1] == predicted_index]
     items = DataSetItem.objects.filter(pk__in=[row[0] for row in rows], dataset_id=run.dataset_id).in_bulk()
     true_label, predicted_label = labels[true_index], labels[predicted_index]
     images = []

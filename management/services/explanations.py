@@ -169,10 +169,11 @@ def explanation_folder(run: TrainingRun) -> str:
 
 def _evaluated_label(run: TrainingRun, item_id: int) -> str | None:
     """The label the run's evaluation predicted for the item, when it recorded one."""
-    for report in run.evaluation.values():
-        for row in report.get("predictions") or []:
+    for rows in run.predictions.values():
+        for row in rows:
             if row[0] == item_id and 0 <= row[1] < len(run.labels):
                 return run.labels[row[1]]
+    for report in run.evaluation.values():
         for entry in report.get("misclassified") or []:
             if entry.get("item") == item_id and entry.get("predicted") in run.labels:
                 return entry["predicted"]

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from jobs import lifecycle, runner, watchdog
 from jobs.budgets import job_rate_check
-from management.models import DataSet, DataSetItem, HealthCheck, HealthDismissal, TrainingRun
+from management.models import DataSet, DataSetItem, HealthCheck, HealthDismissal, TrainingRun, thumbnail_name
 from management.services.datasets import dataset_item_update, dataset_items_delete
 from management.services.errors import Conflict, ServiceError
 
@@ -67,7 +67,7 @@ def health_check_cancel(*, check: HealthCheck) -> bool:
 
 
 def health_check_latest(*, dataset: DataSet) -> HealthCheck | None:
-    return dataset.health_checks.order_by("-created_at", "-id").first()
+    return dataset.health_checks.defer("label_quality").order_by("-created_at", "-id").first()
 
 
 # --- the report as the page and the API show it, and its actions ----------------------------------------
@@ -81,36 +81,40 @@ def health_dismissed(*, dataset: DataSet) -> dict[str, set[int]]:
     return dismissed
 
 
-def health_report_current(*, check: HealthCheck) -> dict:
+def health_report_current(*, check: HealthCheck, label_issue_urls: bool = True) -> dict:
     """The check's report without what was acted on since: deleted items, relabelled suspects, kept findings.
 
-    Every listed item gets its current label, its image's URL and its thumbnail's (the media door).
+    Every listed item gets its current label, its image's URL and its thumbnail's (the media door); with
+    `label_issue_urls=False` the suspects get none (thousands at 60,000 images: the page gives a page of
+    them theirs with `health_with_urls`).
     """
     report = dict(check.report or {})
     if not report:
         return report
     dataset = check.dataset
-    # Only the items the report names (a few hundred), never every image of the dataset.
+    # Only the items the report names (a few thousand), never every image of the dataset; as plain values,
+    # not model instances.
     named = {issue["item"] for issue in report.get("label_issues", [])}
     named |= {outlier["item"] for outlier in report.get("outliers", [])}
     for group in [*report.get("duplicates", []), *(report.get("leaks") or {}).get("groups", [])]:
         named |= set(group["items"])
-    items = DataSetItem.objects.filter(dataset=dataset).in_bulk(sorted(named))
+    items = _labels_and_images(dataset, named)
     dismissed = health_dismissed(dataset=dataset)
+    storage = DataSetItem._meta.get_field("image").storage
 
     def shown(item_id: int) -> dict | None:
-        item = items.get(item_id)
-        if item is None:
+        if item_id not in items:
             return None
+        label, image = items[item_id]
         # The page's galleries show the small thumbnail; the original stays one click away.
-        return {"item": item_id, "label": item.label, "image": item.image.url, "thumbnail": item.thumbnail_url}
+        return {"item": item_id, "label": label, **_urls(storage, image)}
 
     label_issues = []
     for issue in report.get("label_issues", []):
-        item = items.get(issue["item"])
-        if item is None or item.label != issue["given"] or issue["item"] in dismissed[HealthDismissal.Kind.LABEL]:
+        label, _ = items.get(issue["item"], (None, ""))
+        if label is None or label != issue["given"] or issue["item"] in dismissed[HealthDismissal.Kind.LABEL]:
             continue
-        label_issues.append({**issue, **shown(issue["item"])})
+        label_issues.append({**issue, **(shown(issue["item"]) if label_issue_urls else {"label": label})})
     report["label_issues"] = label_issues
 
     def groups(found: list[dict]) -> list[dict]:
@@ -132,6 +136,28 @@ def health_report_current(*, check: HealthCheck) -> dict:
         if outlier["item"] in items and outlier["item"] not in dismissed[HealthDismissal.Kind.OUTLIER]
     ]
     return report
+
+
+def health_with_urls(*, dataset: DataSet, entries: list[dict]) -> list[dict]:
+    """These findings (each naming its `item`) with their image's URL and thumbnail's: a page of suspects."""
+    items = _labels_and_images(dataset, {entry["item"] for entry in entries})
+    storage = DataSetItem._meta.get_field("image").storage
+    return [{**entry, **_urls(storage, items[entry["item"]][1])} for entry in entries if entry["item"] in items]
+
+
+def _labels_and_images(dataset: DataSet, item_ids: set[int]) -> dict[int, tuple[str, str]]:
+    ids, found = sorted(item_ids), {}
+    for start in range(0, len(ids), 5000):  # below every database's limit of parameters in one statement
+        rows = DataSetItem.objects.filter(dataset=dataset, pk__in=ids[start : start + 5000])
+        found |= {pk: (label, image) for pk, label, image in rows.values_list("pk", "label", "image")}
+    return found
+
+
+def _urls(storage, image: str) -> dict:
+    return {
+        "image": storage.url(image) if image else "",
+        "thumbnail": storage.url(thumbnail_name(image)) if image else "",
+    }
 
 
 def _items_of(dataset: DataSet, item_ids) -> list[DataSetItem]:

@@ -305,7 +305,8 @@ def health_job_execute(*, job: HealthCheck) -> None:
     progress = Progress(job.pk)
     try:
         report = health_check_compute(check=job, progress=progress)
-        lifecycle.job_succeed(kind=HealthCheck.KIND, job_id=job.pk, report=report)
+        quality = report.pop("label_quality")
+        lifecycle.job_succeed(kind=HealthCheck.KIND, job_id=job.pk, report=report, label_quality=quality)
     except Cancelled:
         log.info("Health check %s was cancelled.", job.pk)
     except ValueError as error:

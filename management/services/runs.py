@@ -20,7 +20,7 @@ from django.utils import timezone
 from jobs import lifecycle
 from jobs.lifecycle import IllegalTransition, this_worker  # noqa: F401 - the run lifecycle's public names
 from jobs.registry import kind_get
-from management.models import DataSet, TrainingRun
+from management.models import DataSet, RunData, TrainingRun
 from management.services.errors import Conflict
 from management.services.promotion import promotion_decide
 
@@ -142,13 +142,16 @@ def run_succeed(*, run: TrainingRun, **results) -> bool:
     current when its dataset's promotion policy says so (promotion.py), and the decision and its reason
     are stored with the status. False, with nothing written, when it was not running any more."""
     fields = dict(progress=1.0, phase="", checkpoint="", finished_at=timezone.now(), **results)
+    predictions = None
+    if "evaluation" in fields:
+        fields["evaluation"], predictions = evaluation_split(fields["evaluation"])
     with transaction.atomic():
         # The dataset's row is locked so that a promotion meanwhile cannot slip between reading and choosing.
         current_id = (
             DataSet.objects.select_for_update().filter(pk=run.dataset_id).values_list("current_run", flat=True).first()
         )
         current = TrainingRun.objects.filter(pk=current_id).first() if current_id else None
-        splits = TrainingRun.objects.filter(pk=run.pk).values_list("splits", flat=True).first() or run.splits
+        splits = RunData.objects.filter(run_id=run.pk).values_list("splits", flat=True).first() or {}
         decision = promotion_decide(
             evaluation=fields.get("evaluation", run.evaluation),
             splits=splits,
@@ -157,6 +160,8 @@ def run_succeed(*, run: TrainingRun, **results) -> bool:
         )
         if not _move(run.pk, "succeed", {**fields, "promotion": decision}):
             return False
+        if predictions is not None:
+            RunData.objects.update_or_create(run_id=run.pk, defaults={"predictions": predictions})
         if decision["promoted"] and not dataset_current_run_choose(
             dataset_id=run.dataset_id, run_id=run.pk, reason="trained"
         ):
@@ -165,6 +170,38 @@ def run_succeed(*, run: TrainingRun, **results) -> bool:
             TrainingRun.objects.filter(pk=run.pk).update(promotion=decision)
     run.promotion = decision
     return True
+
+
+@transaction.atomic
+def run_splits_save(*, run: TrainingRun, splits: dict[str, list[int]]) -> None:
+    """Record the item ids of each split of a run (its per-image data) and how many each holds (what lists show)."""
+    RunData.objects.update_or_create(run_id=run.pk, defaults={"splits": splits})
+    counts = {name: len(ids) for name, ids in splits.items()}
+    TrainingRun.objects.filter(pk=run.pk).update(split_counts=counts)
+    run.split_counts = counts
+    run.per_image = RunData(run=run, splits=splits, predictions=run.predictions)
+
+
+def evaluation_split(evaluation: dict) -> tuple[dict, dict[str, list[list]]]:
+    """An evaluation as ml.evaluate reports it, as it is stored: each split's report without its per-image
+    `predictions` (marked `predictions_stored` when it had them), and those predictions by split."""
+    summary, predictions = {}, {}
+    for name, report in (evaluation or {}).items():
+        if isinstance(report, dict) and "predictions" in report:
+            report = dict(report)
+            predictions[name] = report.pop("predictions")
+            report["predictions_stored"] = bool(predictions[name])
+        summary[name] = report
+    return summary, predictions
+
+
+def evaluation_joined(*, run: TrainingRun) -> dict:
+    """The run's evaluation with each split's per-image predictions back in (the run's own API answer)."""
+    predictions = run.predictions
+    return {
+        name: {**report, "predictions": predictions[name]} if name in predictions else report
+        for name, report in (run.evaluation or {}).items()
+    }
 
 
 def run_fail(*, run_id: int, message: str, interrupted: bool = False) -> bool:

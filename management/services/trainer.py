@@ -156,9 +156,8 @@ def _splits(run: TrainingRun, items: list[DataSetItem], labels: np.ndarray) -> m
     splits = ml_fit.split_indices(
         labels, validation_split=run.validation_split, test_split=run.test_split, seed=run.seed
     )
-    run.splits = {name: [items[row].pk for row in getattr(splits, name)] for name in ("train", "validation", "test")}
-    run.split_counts = {name: len(ids) for name, ids in run.splits.items()}
-    TrainingRun.objects.filter(pk=run.pk).update(splits=run.splits, split_counts=run.split_counts)
+    ids = {name: [items[row].pk for row in getattr(splits, name)] for name in ("train", "validation", "test")}
+    runs.run_splits_save(run=run, splits=ids)
     return splits
 
 

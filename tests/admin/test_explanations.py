@@ -15,10 +15,11 @@ from rest_framework.test import APIClient
 
 from management.files import PRIVATE_HEADERS
 from management.ml.evaluate import classification_report
-from management.models import TrainingRun
+from management.models import RunData, TrainingRun
 from management.services.evaluations import evaluation_confusion_cell
 from tests.e2e.test_csp import INLINE_HANDLER, INLINE_SCRIPT
 from tests.images import colour_image
+from tests.runs import store_results
 
 LABELS = ["blue", "green", "red"]
 
@@ -39,9 +40,7 @@ def evaluated_run(dataset, *, answers: dict[int, tuple[str, float]], max_misclas
         true, probabilities, label_names=LABELS, item_ids=ids, max_misclassified=max_misclassified
     )
     train = list(dataset.items.exclude(pk__in=ids).values_list("pk", flat=True))
-    TrainingRun.objects.filter(pk=run.pk).update(
-        splits={"train": train, "validation": ids, "test": []}, evaluation={"validation": report}
-    )
+    store_results(run, splits={"train": train, "validation": ids, "test": []}, evaluation={"validation": report})
     return TrainingRun.objects.get(pk=run.pk)
 
 
@@ -165,8 +164,9 @@ def test_when_only_the_most_confident_mistakes_were_kept_the_rest_are_read_with_
 def test_runs_without_stored_predictions_keep_plain_numbers(admin_client, mistakes):
     run, _ = mistakes
     report = dict(run.evaluation["validation"])
-    del report["predictions"]
+    del report["predictions_stored"]  # as the migration leaves a run evaluated before predictions were kept
     TrainingRun.objects.filter(pk=run.pk).update(evaluation={"validation": report})
+    RunData.objects.filter(run=run).update(predictions={})
     page = admin_client.get(f"/admin/management/trainingrun/{run.pk}/change/").content.decode()
     assert "/confusion/validation/" not in page
     answer = admin_client.get(f"/admin/management/trainingrun/{run.pk}/confusion/validation/2/0/")

@@ -34,7 +34,7 @@ def test_the_temperature_fitted_on_the_validation_images_is_in_the_saved_model(d
     assert calibration["temperature"] != 1.0  # two epochs on 24 images: far from calibrated
     # The confidences the evaluation recorded are the saved model's own: the temperature is folded in.
     model = keras.saving.load_model(run.model_file.path)
-    recorded = {item: confidence for item, _, confidence in run.evaluation["validation"]["predictions"]}
+    recorded = {item: confidence for item, _, confidence in run.predictions["validation"]}
     items = DataSetItem.objects.filter(pk__in=recorded).order_by("pk")
     arrays = []
     for item in items:

@@ -3,7 +3,7 @@ difference, and the held-out images that flipped between right and wrong."""
 
 import pytest
 
-from management.models import DataSet, TrainingRun
+from management.models import DataSet, RunData, TrainingRun
 from management.services.compare import compare_ids_parse, runs_compare, runs_for_comparison
 from management.services.errors import NotFound, ServiceError
 from tests.runs import finish_run, split_report
@@ -93,10 +93,8 @@ def test_after_a_relabelling_the_held_out_images_differ_and_no_flip_is_claimed(d
 
 def test_runs_evaluated_before_predictions_were_stored_say_so(dataset):
     first, second = evaluated(dataset, [0, 0, 1, 1]), evaluated(dataset, [0, 1, 1, 1])
-    evaluation = dict(first.evaluation)
-    evaluation["validation"] = {key: value for key, value in evaluation["validation"].items() if key != "predictions"}
-    TrainingRun.objects.filter(pk=first.pk).update(evaluation=evaluation)
-    first.refresh_from_db()
+    RunData.objects.filter(run=first).update(predictions={})
+    first = TrainingRun.objects.get(pk=first.pk)
     flips = runs_compare(runs=[first, second])["pairs"][0]["flips"]
     assert flips["note"] == f"predictions not stored for run {first.pk} (trained before this version)"
 
