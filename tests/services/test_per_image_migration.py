@@ -1,10 +1,10 @@
-"""Migration 0020 moves each run's per-image data (its splits' item ids, its evaluated images' predictions)
+"""Migration 0019 moves each run's per-image data (its splits' item ids, its evaluated images' predictions)
 out of the run's row into RunData, and a health check's label quality scores out of its report; and back
 when it is reversed."""
 
 import pytest
 
-MIGRATION = ("management", "0020_per_image_data")
+MIGRATION = ("management", "0019_per_image_data")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -51,7 +51,7 @@ def quality_back(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("management", "0017_labelling"),
+        ("management", "0018_suggestion_labelled_at"),
     ]
 
     operations = [
