@@ -6,8 +6,8 @@ from oauth2_provider.contrib.rest_framework import TokenHasScope
 from rest_framework import permissions
 
 from management import permissions as rules
-from management.ml.models import DEFAULT_PROCESS
 from management.models import DataSet
+from ml.models import DEFAULT_PROCESS
 
 READ, WRITE, PREDICT, METRICS = "read", "write", "predict", "metrics"
 

@@ -19,9 +19,6 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from management import options
-from management.ml.backbones import DEFAULT_IMAGE_SIZE as DEFAULT_PRETRAINED_SIZE
-from management.ml.backbones import MIN_IMAGE_SIZE as MIN_PRETRAINED_SIZE
-from management.ml.backbones import check_image_size
 from management.models import (
     PRETRAINED_ARCHITECTURES,
     Architecture,
@@ -33,6 +30,9 @@ from management.models import (
     TrainingRun,
 )
 from management.services.datasets import MAX_LABEL_LENGTH
+from ml.backbones import DEFAULT_IMAGE_SIZE as DEFAULT_PRETRAINED_SIZE
+from ml.backbones import MIN_IMAGE_SIZE as MIN_PRETRAINED_SIZE
+from ml.backbones import check_image_size
 
 DATA_URI_PREFIX = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
 NOT_BASE64 = "not valid base64: send the image's bytes encoded as base64, or upload a file"

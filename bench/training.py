@@ -503,7 +503,7 @@ def plain_pillow_loop(paths: list[Path], image_size: int):
 
 
 def measure_decoding(work: Path, png_count: int, jpeg_count: int) -> dict:
-    from management.ml.cache import build_image_cache
+    from ml.cache import build_image_cache
 
     workers = int(os.environ.get("KERASUI_PREPROCESS_WORKERS") or os.cpu_count() or 1)
     jpegs = make_files(work / "jpeg256", jpeg_count, size=256, image_format="jpg")

@@ -16,7 +16,7 @@ dataset's seed does):
   Every run: the dataset's defaults otherwise (epochs 10, batch 32, validation split 0.2), grayscale images.
   Trained in this process by the trainer's own code (trainer.training_run_execute: what `manage.py train`
   runs), with KERASUI_SERVING_ENGINE=keras, so no ONNX export is made (it has no bearing on accuracy; the
-  run page times it). Test images go through the app's preprocessing (management.ml.images.load_image) and
+  run page times it). Test images go through the app's preprocessing (ml.images.load_image) and
   the run's saved model; the expected calibration error on them is measured with the saved (calibrated)
   model, and before calibration by undoing the run's temperature.
 Reports, per problem and starting point, the mean and worst test accuracy over the seeds, the calibration
@@ -224,7 +224,7 @@ def test_probabilities(run, images: np.ndarray, labels: np.ndarray, names: list[
     (probabilities in the order of `names`, labels)."""
     import keras
 
-    from management.ml.images import load_image
+    from ml.images import load_image
 
     model = keras.saving.load_model(run.model_file.path)
     order = [run.labels.index(name) for name in names]  # test label index -> model output index
@@ -242,7 +242,7 @@ def test_probabilities(run, images: np.ndarray, labels: np.ndarray, names: list[
 
 def calibration_errors(run, probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """The expected calibration error on the test images before (the run's temperature undone) and after."""
-    from management.ml.calibration import reliability, with_temperature
+    from ml.calibration import reliability, with_temperature
 
     temperature = float((run.metrics.get("calibration") or {}).get("temperature") or 1.0)
     before = with_temperature(probabilities, 1.0 / temperature)

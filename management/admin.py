@@ -15,7 +15,6 @@ from django.views.decorators.http import require_POST
 from management import deletions, health_views, labelling_views, options, run_report, views
 from management import permissions as rules
 from management.forms import DataSetForm, DataSetItemForm
-from management.ml.export import FORMATS, RUNTIMES
 from management.models import DataSet, DataSetItem, ExportJob, LabelCount, TrainingRun
 from management.services.datasets import (
     dataset_delete,
@@ -34,6 +33,7 @@ from management.services.training import (
     training_run_delete,
     training_run_resume,
 )
+from ml.export import FORMATS, RUNTIMES
 
 GALLERY_PAGE = 24
 RUNS_ON_DATASET_PAGE = 5

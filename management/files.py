@@ -24,7 +24,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse
 
-from management.ml.files import atomic_write_bytes
+from ml.files import atomic_write_bytes
 
 # The image types a dataset item is served inline as, by its (server-chosen) extension.
 IMAGE_TYPES = {

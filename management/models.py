@@ -13,8 +13,6 @@ from django.db.models.fields.files import ImageFieldFile
 from django.utils.text import slugify
 
 from jobs.models import Job
-from management.ml.backbones import check_image_size
-from management.ml.images import image_file_name, image_format
 from management.options import (  # noqa: F401 - the choices and weights_file_path are read from here too
     PRETRAINED_ARCHITECTURES,
     Architecture,
@@ -26,6 +24,8 @@ from management.options import (  # noqa: F401 - the choices and weights_file_pa
     augmentation_of,
     weights_file_path,
 )
+from ml.backbones import check_image_size
+from ml.images import image_file_name, image_format
 
 MODEL_CODE_PERMISSION = "management.change_model_code"
 

@@ -19,7 +19,6 @@ from management import permissions as rules
 from management.files import IMAGE_TYPES, media_response
 from management.forms import ModelImportForm, TestForm, ValidateForm, ZipUploadForm
 from management.management.commands.demo import DEMO_NAME
-from management.ml.images import image_extension, image_format
 from management.models import Architecture, ColorMode, DataSet, ImportJob, TrainingRun
 from management.services.compare import compare_ids_parse, compare_thumbnails, runs_compare, runs_for_comparison
 from management.services.datasets import ImportReport, dataset_import_request, dataset_item_create
@@ -30,6 +29,7 @@ from management.services.exports import ExportFile, export_job_request
 from management.services.prediction import prediction_predict_one, prediction_version_run
 from management.services.training import dataset_model_validate
 from management.services.versions import training_run_import, training_run_promote
+from ml.images import image_extension, image_format
 
 
 def home(request):

@@ -54,7 +54,7 @@ def split_report(item_ids: list[int], true: list[int], predicted: list[int], lab
     `predicted` (indices into `labels`), as the trainer writes it (ml.evaluate), with confidences of 0.9."""
     import numpy as np
 
-    from management.ml.evaluate import classification_report
+    from ml.evaluate import classification_report
 
     probabilities = np.full((len(true), len(labels)), 0.1 / max(1, len(labels) - 1))
     probabilities[np.arange(len(true)), predicted] = 0.9

@@ -1,6 +1,6 @@
 """The shape of the house, checked by reading the source (docs/architecture.md says it in words): no import
 circle, one writer of every job's status (jobs/lifecycle.py) and of a dataset's current run (runs.py), the
-job system importing no domain module, `management/ml/` importing no Django, every job kind registered.
+job system importing no domain module, `ml/` importing no Django, every job kind registered.
 
 The tests read the code with `ast` (nothing is imported), function-local imports included.
 """
@@ -137,20 +137,20 @@ def test_only_the_run_lifecycle_chooses_a_datasets_current_run():
 
 def test_the_job_system_imports_no_domain_module_and_the_ml_package_no_django():
     graph = import_graph()
-    domain = [name for name in graph if name.startswith(("management.services", "management.ml", "api"))]
+    domain = [name for name in graph if name.startswith(("management.services", "ml", "api"))]
     assert domain  # the walk sees them at all
     for name in (name for name in graph if name.startswith("jobs")):
         reached = {target for target in graph[name] if not target.startswith("jobs")}
         # The errors a job refuses with are the services' shared exception types, nothing else of theirs.
         assert reached <= {"management.services.errors", "management.processes", "kerasui.celery"}, (name, reached)
     for name, path in _sources().items():
-        if name.startswith("management.ml"):
+        if name.startswith("ml"):
             for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
                 modules = [alias.name for alias in getattr(node, "names", [])] if isinstance(node, ast.Import) else []
                 modules += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
                 assert not any(module.split(".")[0] == "django" for module in modules), (name, modules)
                 assert not any(
-                    module.split(".")[0] in {"management", "jobs", "api"} and not module.startswith("management.ml")
+                    module.split(".")[0] in {"management", "jobs", "api"} and not module.startswith("ml")
                     for module in modules
                 ), (name, modules)
 
@@ -171,7 +171,7 @@ def test_every_job_model_is_a_registered_kind_and_every_kind_a_job_model():
 
 def test_the_architecture_notes_name_every_package_and_job_kind():
     notes = (ROOT / "docs" / "architecture.md").read_text()
-    for package in ("jobs/", "management/ml/", "management/services/", "api/", "kerasui/"):
+    for package in ("jobs/", "ml/", "management/services/", "api/", "kerasui/"):
         assert package in notes, package
     for module in ("registry", "lifecycle", "runner", "watchdog", "budgets", "process"):
         assert (ROOT / "jobs" / f"{module}.py").is_file() and f"jobs/{module}.py" in notes, module

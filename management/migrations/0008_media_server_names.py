@@ -13,7 +13,7 @@ from django.core.files import File
 from django.db import migrations, models, transaction
 
 import management.models
-from management.ml.images import image_extension, image_file_name, image_format
+from ml.images import image_extension, image_file_name, image_format
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 
-from management.ml.images import TooManyPixels, decoded_pixels
 from management.services.errors import ServiceError
+from ml.images import TooManyPixels, decoded_pixels
 
 WINDOW_SECONDS = 60
 

@@ -26,7 +26,6 @@ from django.db.models import Count, F, IntegerField, OuterRef, QuerySet, Subquer
 from django.db.models.functions import Coalesce
 
 from jobs import lifecycle, runner
-from management.ml.images import ImageInfo, image_file_name, make_thumbnail, verify_image
 from management.models import (
     DataSet,
     DataSetItem,
@@ -41,6 +40,7 @@ from management.models import (
 from management.services.budgets import pixel_budget_charge
 from management.services.errors import Conflict, InsufficientStorage, ServiceError
 from management.services.journal import MediaJournal, media_journal
+from ml.images import ImageInfo, image_file_name, make_thumbnail, verify_image
 
 MAX_LABEL_LENGTH = DataSetItem._meta.get_field("label").max_length
 UNLABELLED = ""  # an item's label when it has none: kept, shown, suggested for, never trained on

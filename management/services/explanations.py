@@ -25,12 +25,12 @@ from django.core.files.storage import default_storage
 from filelock import FileLock, Timeout
 
 from management.files import media_write_bytes
-from management.ml.explain import METHOD, display_image, occlusion_map, overlay_png
-from management.ml.images import load_image
 from management.models import DataSetItem, TrainingRun
 from management.services.datasets import image_size_check
 from management.services.errors import Conflict, InsufficientStorage, NotFound, ServiceError
 from management.services.prediction import model_cache
+from ml.explain import METHOD, display_image, occlusion_map, overlay_png
+from ml.images import load_image
 
 # One heatmap takes a fraction of a second to a few seconds: a client told to wait this long finds a slot.
 SLOT_RETRY_SECONDS = 5

@@ -1,7 +1,7 @@
 """Downloads of a model version in other formats: made once per run and format, proven, kept under media.
 
 An export is a job of kind "export" (export_job_request queues it; export_job_execute runs in the job's
-own process), never work in a request: it is made in a child process (`management.ml.export`, with a
+own process), never work in a request: it is made in a child process (`ml.export`, with a
 time limit), loaded back in its own runtime and compared with the Keras model on the run's own images.
 It is kept under `exports/run_<id>/` and recorded on the run (`TrainingRun.exports`) with its largest
 difference; one that fails its check is recorded with the reason and refused, never served.
@@ -28,11 +28,11 @@ from filelock import FileLock
 
 from jobs import lifecycle, runner
 from jobs.budgets import TooManyJobs, model_job_slot
-from management.ml.export import FORMATS, PRECISIONS, export_in_child, file_name
-from management.ml.files import atomic_path
-from management.ml.images import channels_for, load_image
 from management.models import DataSetItem, ExportJob, TrainingRun
 from management.services.errors import Conflict, ServiceError
+from ml.export import FORMATS, PRECISIONS, export_in_child, file_name
+from ml.files import atomic_path
+from ml.images import channels_for, load_image
 
 log = logging.getLogger(__name__)
 KIND = ExportJob.KIND

@@ -19,14 +19,14 @@ import numpy as np
 from django.conf import settings
 
 from jobs import lifecycle
-from management.ml import health as ml_health
-from management.ml.backbones import WeightsUnavailable
-from management.ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache
-from management.ml.images import channels_for
 from management.models import DataSetItem, HealthCheck, HealthDismissal
 from management.services import health, pretrained
 from management.services.datasets import dataset_labels
 from management.services.trainer import local_paths
+from ml import health as ml_health
+from ml.backbones import WeightsUnavailable
+from ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache
+from ml.images import channels_for
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def _backbone():
 
 def _features(images, image_key: str, *, name: str, backbone, image_size: int, color_mode: str, progress: Progress):
     """The backbone's features of `images`, cached per images × backbone × size."""
-    from management.ml import transfer
+    from ml import transfer
 
     folder = Path(settings.KERASUI_CACHE_DIR) / "features"
     key = transfer.feature_cache_key(image_key, backbone=name, weights_id=backbone.weights_id, image_size=image_size)
@@ -127,7 +127,7 @@ def _features(images, image_key: str, *, name: str, backbone, image_size: int, c
 
 def _model_code_fit_predict(check: HealthCheck, images, labels, *, num_classes: int):
     """The fallback classifier: the dataset's own model built from its code and trained on each fold."""
-    from management.ml.models import Augmentation, ModelSpec, build_model
+    from ml.models import Augmentation, ModelSpec, build_model
 
     dataset = check.dataset
     spec = ModelSpec(

@@ -19,12 +19,12 @@ from django.db import connection
 
 from jobs.budgets import TooManyJobs
 from management import metrics
-from management.ml.images import channels_for, load_image
 from management.models import DataSet, TrainingRun
 from management.services.budgets import pixel_budget_charge
 from management.services.datasets import image_size_check
 from management.services.errors import Conflict, ServiceError
 from management.services.serving import serving_engine, serving_predictor
+from ml.images import channels_for, load_image
 
 UNKNOWN = "unknown"
 TOP_LABELS = 3

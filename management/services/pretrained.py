@@ -11,10 +11,10 @@ from pathlib import Path
 
 from django.conf import settings
 
-from management.ml.backbones import BACKBONES, DEFAULT_IMAGE_SIZE, Backbone, WeightsUnavailable, backbone_named
-from management.ml.efficientnet_lite import source_path
-from management.ml.models import MIN_IMAGE_SIZE
 from management.models import Architecture
+from ml.backbones import BACKBONES, DEFAULT_IMAGE_SIZE, Backbone, WeightsUnavailable, backbone_named
+from ml.efficientnet_lite import source_path
+from ml.models import MIN_IMAGE_SIZE
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ from django.core.files.storage import default_storage
 
 from jobs.budgets import TooManyJobs
 from management.files import media_local_copy
-from management.ml.engines import KERAS, ONNXRUNTIME, load_predictor
-from management.ml.export import file_name
 from management.models import TrainingRun
 from management.services.errors import ServiceError
 from management.services.exports import export_folder, training_run_export
+from ml.engines import KERAS, ONNXRUNTIME, load_predictor
+from ml.export import file_name
 
 log = logging.getLogger(__name__)
 

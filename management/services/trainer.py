@@ -25,22 +25,6 @@ from django.db import transaction
 
 from kerasui.logs import RUN_LOGGER
 from management.files import media_local_copy
-from management.ml import fit as ml_fit
-from management.ml import transfer
-from management.ml.backbones import WeightsUnavailable
-from management.ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache
-from management.ml.calibration import (
-    MIN_CALIBRATION_IMAGES,
-    fit_temperature,
-    fold_temperature,
-    logits_of,
-    reliability,
-    with_temperature,
-)
-from management.ml.evaluate import classification_report
-from management.ml.feed import batches
-from management.ml.images import channels_for
-from management.ml.models import Augmentation, ModelCodeError, ModelSpec, build_model, model_summary
 from management.models import DataSet, DataSetItem, Phase, TrainingRun
 from management.options import Architecture, fit_arguments
 from management.services import pretrained, runs
@@ -48,6 +32,22 @@ from management.services.journal import MediaJournal, media_journal
 from management.services.promotion import HELD_OUT
 from management.services.serving import serving_prepare_run
 from management.services.training import training_run_problem
+from ml import fit as ml_fit
+from ml import transfer
+from ml.backbones import WeightsUnavailable
+from ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache
+from ml.calibration import (
+    MIN_CALIBRATION_IMAGES,
+    fit_temperature,
+    fold_temperature,
+    logits_of,
+    reliability,
+    with_temperature,
+)
+from ml.evaluate import classification_report
+from ml.feed import batches
+from ml.images import channels_for
+from ml.models import Augmentation, ModelCodeError, ModelSpec, build_model, model_summary
 
 # The run's log (settings.LOGGING): standard output, beside Keras' progress.
 log = logging.getLogger(RUN_LOGGER)

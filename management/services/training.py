@@ -13,9 +13,6 @@ from django.db import transaction
 from jobs import runner
 from jobs.budgets import model_job_slot
 from management.files import media_local_copy
-from management.ml.images import channels_for
-from management.ml.models import Augmentation, ModelSpec
-from management.ml.validate import ValidationReport, validate_model
 from management.models import DataSet, TrainingRun
 from management.options import snapshot_of
 from management.services import runs
@@ -26,6 +23,9 @@ from management.services.datasets import (
     delete_folders_on_commit,
 )
 from management.services.errors import Conflict
+from ml.images import channels_for
+from ml.models import Augmentation, ModelSpec
+from ml.validate import ValidationReport, validate_model
 
 
 def run_snapshot(*, dataset: DataSet) -> dict:

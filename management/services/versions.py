@@ -15,13 +15,13 @@ from django.conf import settings
 from django.core.files import File
 
 from jobs.budgets import model_job_slot
-from management.ml.export import inspect_in_child
-from management.ml.images import COLOR_MODES, channels_for
 from management.models import DataSet, TrainingRun
 from management.services import runs
 from management.services.datasets import clean_label
 from management.services.errors import ServiceError
 from management.services.training import run_snapshot
+from ml.export import inspect_in_child
+from ml.images import COLOR_MODES, channels_for
 
 MODES_BY_CHANNELS = {channels_for(mode): mode for mode in COLOR_MODES}
 

@@ -1,6 +1,5 @@
 """Training options, evaluation, resume and validate through the API."""
 
-
 from management.models import DataSet, TrainingRun
 from management.services import runs, trainer, training
 

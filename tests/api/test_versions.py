@@ -122,7 +122,7 @@ def test_an_export_is_made_once_and_kept(api, trained_dataset, monkeypatch):
 
 
 def test_an_export_failing_its_check_is_refused_recorded_and_never_served(api, trained_dataset, monkeypatch):
-    from management.ml.export import ExportReport
+    from ml.export import ExportReport
 
     def diverging(model_path, *, target, **kwargs):
         Path(target).write_bytes(b"half an export")

@@ -168,8 +168,7 @@ def test_the_label_counts_follow_a_relabel_without_a_reload(page, live_server, c
 def test_a_late_answer_to_an_earlier_validate_never_replaces_the_newer_one(page, live_server, colour_dataset):
     # The two answers as the Validate page gives them (its report part is what the editor shows).
     report = (
-        '<div id="kerasui-validation-report" data-line="{}">'
-        '<ul class="messagelist"><li class="{}">{}</li></ul></div>'
+        '<div id="kerasui-validation-report" data-line="{}"><ul class="messagelist"><li class="{}">{}</li></ul></div>'
     )
     builds = report.format("", "success", "The model builds: 99 parameters.")
     fails = report.format("2", "error", "The model does not build (line 2): NameError")

@@ -16,9 +16,9 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from management.ml.evaluate import classification_report
 from management.models import DataSet, TrainingRun
 from management.services.training import training_run_create
+from ml.evaluate import classification_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 

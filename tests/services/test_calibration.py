@@ -5,10 +5,10 @@ import io
 import keras
 import numpy as np
 
-from management.ml.images import load_image
 from management.models import DataSet, DataSetItem, TrainingRun
 from management.services import runs, trainer, training
 from management.services.datasets import dataset_import_zip
+from ml.images import load_image
 from tests.images import colour_zip
 
 

@@ -8,11 +8,11 @@ from django.core.files.base import ContentFile
 
 from jobs import lifecycle
 from jobs.process import job_execute
-from management.ml import backbones
 from management.models import DataSet, DataSetItem, HealthCheck
 from management.services import health
 from management.services.datasets import dataset_import_zip, dataset_item_create
 from management.services.errors import ServiceError
+from ml import backbones
 from tests.images import colour_image, colour_zip
 
 SECTIONS = {"label_issues", "label_quality", "duplicates", "leaks", "outliers", "balance", "method", "seconds"}

@@ -5,9 +5,9 @@ import dataclasses
 from api.serializers import DataSetSerializer, TrainingRunSerializer
 from management import options
 from management.admin import DataSetAdmin, TrainingRunAdmin
-from management.ml.fit import FitOptions
 from management.models import DataSet, TrainingRun
 from management.services.training import training_run_create
+from ml.fit import FitOptions
 
 # A value other than the default for each option, as a person would set it.
 CHANGED = {

@@ -85,8 +85,8 @@ def test_threads_asking_the_cache_at_once_share_one_load_and_get_right_answers(t
 
     import numpy as np
 
-    from management.ml.images import load_image
     from management.services.prediction import model_cache
+    from ml.images import load_image
     from tests.images import colour_image
 
     run = trained_dataset.current_run

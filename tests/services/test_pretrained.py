@@ -10,11 +10,11 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from management.ml import backbones, transfer
-from management.ml.images import load_image
 from management.models import DataSet, Phase, TrainingRun
 from management.services import runs, trainer, training
 from management.services.datasets import dataset_import_zip
+from ml import backbones, transfer
+from ml.images import load_image
 from tests.images import COLOURS, colour_image, colour_zip
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageOps
 
-from management.ml import images as image_files
+from ml import images as image_files
 
 METHOD = "occlusion"
 # 8 × 8 positions: 64 occluded copies and the image itself, whatever the image size (a pretrained

@@ -25,12 +25,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from management.ml.cache import CACHE_KEY_PATTERN, sync_file
-from management.ml.files import atomic_path
-from management.ml.fit import BestEpoch, Progress, ProgressCallback, Reporter, Splits, balanced_class_weights
-from management.ml.head import HeadFit
-from management.ml.models import Augmentation, augmentation_layers
-from management.ml.probe import fit_linear_probe, log_softmax
+from ml.cache import CACHE_KEY_PATTERN, sync_file
+from ml.files import atomic_path
+from ml.fit import BestEpoch, Progress, ProgressCallback, Reporter, Splits, balanced_class_weights
+from ml.head import HeadFit
+from ml.models import Augmentation, augmentation_layers
+from ml.probe import fit_linear_probe, log_softmax
 
 # Bump when the features a key names change (e.g. the feature extractor's input adapter).
 FEATURES_FORMAT = 1
@@ -319,7 +319,7 @@ def fine_tune(
     Continues the head's history; the model ends with the best epoch's weights, which may be the
     head's own when fine-tuning did not improve on it. Returns (progress, best, budget).
     """
-    from management.ml.feed import batches
+    from ml.feed import batches
 
     before = model.get_weights()
     unfreeze_top(backbone)

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image, ImageOps
 
-from management.ml.head import fit_softmax_head
-from management.ml.images import open_image
+from ml.head import fit_softmax_head
+from ml.images import open_image
 
 FOLDS = 5
 # The head takes about HEAD_STEPS steps of HEAD_BATCH images per fold, in HEAD_EPOCHS_RANGE epochs: as

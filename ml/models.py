@@ -15,8 +15,8 @@ import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
 
-from management.ml.backbones import BACKBONES
-from management.ml.backbones import MIN_IMAGE_SIZE as PRETRAINED_MIN_IMAGE_SIZE
+from ml.backbones import BACKBONES
+from ml.backbones import MIN_IMAGE_SIZE as PRETRAINED_MIN_IMAGE_SIZE
 
 CODE_FILENAME = "<model code>"
 
@@ -277,7 +277,7 @@ def _pretrained_architecture(spec: ModelSpec):
     """A pretrained starting point's backbone without its weights, at the run's size and channels."""
     import keras
 
-    from management.ml.efficientnet_lite import build_efficientnet_lite0
+    from ml.efficientnet_lite import build_efficientnet_lite0
 
     size = spec.image_size
     if spec.architecture == "efficientnet_lite0":

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from management.ml.files import atomic_path
-from management.ml.images import channels_for, load_image
+from ml.files import atomic_path
+from ml.images import channels_for, load_image
 
 if TYPE_CHECKING:
     from multiprocessing.synchronize import Event

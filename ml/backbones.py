@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from management.ml import efficientnet_lite
-from management.ml.efficientnet_lite import WeightsUnavailable
-from management.ml.files import atomic_write
+from ml import efficientnet_lite
+from ml.efficientnet_lite import WeightsUnavailable
+from ml.files import atomic_write
 
 # Keras' own origin for its applications' weights; each file's path below is relative to it.
 DEFAULT_BASE_URL = "https://storage.googleapis.com/"

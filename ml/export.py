@@ -1,6 +1,6 @@
 """Export a trained model to other formats and prove each one in its own runtime; inspect an uploaded model.
 
-Both run in a child process (`python -m management.ml.export`, a JSON request on stdin, one JSON
+Both run in a child process (`python -m ml.export`, a JSON request on stdin, one JSON
 report line on stdout) so TensorFlow's conversions never grow the web process and a hang is killed.
 Every export is of the inference function (training=False, augmentation left out), and is loaded
 back in its runtime - Keras, TensorFlow, the TFLite interpreter, ONNX Runtime - and compared with
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from management.ml.child import ChildFailed, ChildTimedOut, run_module, serve
+from ml.child import ChildFailed, ChildTimedOut, run_module, serve
 
 FORMATS = ("keras", "h5", "savedmodel", "tflite", "onnx")
 PRECISIONS = ("float32", "float16")
@@ -317,7 +317,7 @@ def export_in_child(
         "metadata": metadata or {},
     }
     try:
-        data = run_module("management.ml.export", request, timeout=timeout)
+        data = run_module("ml.export", request, timeout=timeout)
     except ChildFailed as error:
         data = {"ok": False, "error": f"exporting {error}"}
     if "runtime" not in data:
@@ -331,7 +331,7 @@ def export_in_child(
 def inspect_in_child(path: str | Path, *, timeout: float = 120.0) -> ModelInfo:
     """`inspect_model` in a child process with a time limit."""
     try:
-        data = run_module("management.ml.export", {"task": "inspect", "model": str(path)}, timeout=timeout)
+        data = run_module("ml.export", {"task": "inspect", "model": str(path)}, timeout=timeout)
     except ChildTimedOut as error:
         data = {"ok": False, "error": f"loading the model {error}"}
     except ChildFailed as error:

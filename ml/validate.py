@@ -1,6 +1,6 @@
 """Check a model spec by building (not training) its model in a child process with a time limit.
 
-The web process never runs model code: `validate_model` starts `python -m management.ml.validate`,
+The web process never runs model code: `validate_model` starts `python -m ml.validate`,
 sends the spec as JSON on stdin and reads one JSON report line from stdout; a child that hangs is killed.
 """
 
@@ -10,8 +10,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from management.ml.child import PROJECT_ROOT, ChildFailed, ChildTimedOut, run_module, serve
-from management.ml.models import ModelSpec, check_spec
+from ml.child import PROJECT_ROOT, ChildFailed, ChildTimedOut, run_module, serve
+from ml.models import ModelSpec, check_spec
 
 __all__ = ["PROJECT_ROOT", "ValidationReport", "build_report", "validate_model"]
 
@@ -34,7 +34,7 @@ class ValidationReport:
 
 
 def validate_model(spec: ModelSpec, *, timeout: float = 60.0) -> ValidationReport:
-    """Build (not train) the model in a child process `python -m management.ml.validate`.
+    """Build (not train) the model in a child process `python -m ml.validate`.
 
     The spec goes as JSON on stdin and the report comes back as JSON on stdout. The child is killed
     after `timeout` seconds (ok=False, the error names the limit); a child that crashes or prints
@@ -47,7 +47,7 @@ def validate_model(spec: ModelSpec, *, timeout: float = 60.0) -> ValidationRepor
     except ValueError as error:
         return ValidationReport(ok=False, error=str(error), seconds=time.monotonic() - started)
     try:
-        data = run_module("management.ml.validate", spec.as_dict(), timeout=timeout)
+        data = run_module("ml.validate", spec.as_dict(), timeout=timeout)
     except ChildTimedOut as error:
         message = f"building the model {error} (an endless loop in the model code?)"
         return ValidationReport(ok=False, error=message, seconds=time.monotonic() - started)
@@ -75,7 +75,7 @@ def _report_from(data: dict) -> ValidationReport:
 
 def build_report(spec: ModelSpec) -> ValidationReport:
     """Build the model in this process and describe it; errors a user can cause become the report."""
-    from management.ml.models import ModelCodeError, build_model, model_layers, model_summary, parameter_counts
+    from ml.models import ModelCodeError, build_model, model_layers, model_summary, parameter_counts
 
     try:
         model = build_model(spec)

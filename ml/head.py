@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from management.ml.fit import Progress
+from ml.fit import Progress
 
 ADAM_BETA_1 = 0.9
 ADAM_BETA_2 = 0.999

@@ -14,7 +14,7 @@ import numpy as np
 ONNXRUNTIME = "onnxruntime"
 KERAS = "keras"
 ENGINES = (ONNXRUNTIME, KERAS)
-# The names the ONNX export gives its input and output (management.ml.export).
+# The names the ONNX export gives its input and output (ml.export).
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 # Images per ONNX Runtime call. A convolutional model on a CPU costs the same per image whatever the
@@ -71,7 +71,7 @@ def load_predictor(engine: str, model_path: str | Path, *, threads: int | None =
     if engine == ONNXRUNTIME:
         return OnnxPredictor(model_path, threads=threads)
     if engine == KERAS:
-        from management.ml.inference import Predictor
+        from ml.inference import Predictor
 
         return Predictor(model_path, threads=threads)
     raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")

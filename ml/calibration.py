@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from management.ml.probe import log_softmax
+from ml.probe import log_softmax
 
 CALIBRATION_BINS = 10
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from management.ml.feed import batches
-from management.ml.files import atomic_write
+from ml.feed import batches
+from ml.files import atomic_write
 
 BEST_WEIGHTS = "best.weights.h5"
 CHECKPOINT_PATTERN = "epoch-*.keras"

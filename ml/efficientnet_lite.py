@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from management.ml.files import atomic_write
+from ml.files import atomic_write
 
 NAME = "efficientnet_lite0"
 IMAGE_SIZE = 224
@@ -214,7 +214,7 @@ def cached_weights(folder: str | os.PathLike) -> Path | None:
 
 def _source_state() -> dict[str, np.ndarray]:
     """The tensors of the PyTorch file, once its hash is the known one."""
-    from management.ml.torch_legacy import load_legacy_checkpoint
+    from ml.torch_legacy import load_legacy_checkpoint
 
     source = source_path()
     if not source.is_file():

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from management.ml.feed import batches
+from ml.feed import batches
 
 
 def classification_report(
