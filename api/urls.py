@@ -2,7 +2,8 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
-from api import health, views
+from api import views
+from health import api as health
 
 router = DefaultRouter()
 # No `.json` suffix routes: the viewsets' actions take no `format` argument (a suffix was a 500), and
@@ -20,7 +21,7 @@ urlpatterns = [
     path("test/", views.PredictView.as_view(), name="predict"),
     path("health/", views.HealthView.as_view(), name="health"),
     path("starting-points/", views.StartingPointsView.as_view(), name="starting-points"),
-    # Dataset health (api/health.py); /api/health/ above is the server's own liveness probe.
+    # Dataset health (health/api.py); /api/health/ above is the server's own liveness probe.
     path("dataset/<int:pk>/health/", health.DataSetHealthView.as_view(), name="dataset-health"),
     path("dataset/<int:pk>/health/keep/", health.HealthDismissView.as_view(), name="dataset-health-keep"),
     path("dataset/<int:pk>/health/keep_one/", health.HealthKeepOneView.as_view(), name="dataset-health-keep-one"),

@@ -64,7 +64,7 @@ KINDS: dict[str, Kind] = {
         Kind(
             name="health",
             model="management.HealthCheck",
-            execute="management.services.health_job:health_job_execute",
+            execute="health.job:health_job_execute",
             noun="health check's process",
             budget_setting="KERASUI_MAX_CONCURRENT_HEALTH_CHECKS",
             log_prefix="health",

@@ -12,7 +12,8 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from management import deletions, health_views, labelling_views, options, run_report, views
+from health import views as health_views
+from management import deletions, labelling_views, options, run_report, views
 from management import permissions as rules
 from management.forms import DataSetForm, DataSetItemForm
 from management.models import DataSet, DataSetItem, ExportJob, LabelCount, TrainingRun
@@ -296,7 +297,7 @@ class DataSetAdmin(admin.ModelAdmin):
         ]
 
     def _health_urls(self):
-        """Dataset → Health (management/health_views.py): the page, and each action behind its rule."""
+        """Dataset → Health (health/views.py): the page, and each action behind its rule."""
         pages = [
             ("", health_views.health_page, rules.VIEW_HEALTH, ""),
             ("check/", health_views.health_start, rules.CHECK_HEALTH, "_check"),

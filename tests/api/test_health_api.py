@@ -2,9 +2,9 @@
 
 import pytest
 
+from health import job as health_job
 from jobs.process import NotRunnable, job_execute
 from management.models import DataSetItem, HealthCheck
-from management.services import health_job
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import io
 import pytest
 from django.core.files.base import ContentFile
 
+from health import services as health
 from jobs import lifecycle, runner
 from management.models import DataSet, HealthCheck
-from management.services import health
 from management.services.datasets import dataset_import_zip, dataset_item_create
 from tests.images import colour_image, colour_zip
 

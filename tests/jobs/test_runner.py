@@ -5,10 +5,11 @@ import sys
 
 import pytest
 
+from health import services as health
 from jobs import lifecycle, runner, watchdog
 from jobs.budgets import TooManyJobs
 from management.models import DataSet, HealthCheck, TrainingRun
-from management.services import health, training
+from management.services import training
 from tests.images import colour_image
 
 

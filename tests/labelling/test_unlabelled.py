@@ -141,8 +141,8 @@ def test_training_a_dataset_with_only_unlabelled_images_fails_readably(dataset):
 
 
 def test_a_health_check_checks_the_labelled_images_and_says_how_many_are_unlabelled(dataset, settings):
+    from health import services as health
     from jobs.process import job_execute
-    from management.services import health
 
     settings.KERASUI_HEALTH_BACKBONE = ""
     for number in range(4):
@@ -159,7 +159,7 @@ def test_a_health_check_checks_the_labelled_images_and_says_how_many_are_unlabel
 
 
 def test_a_health_check_of_only_unlabelled_images_is_refused(dataset):
-    from management.services import health
+    from health import services as health
 
     dataset_item_create(dataset=dataset, label="", file=io.BytesIO(png()))
     with pytest.raises(ServiceError, match="add labelled images"):

@@ -6,10 +6,10 @@ import io
 import pytest
 from django.core.files.base import ContentFile
 
+from health import services as health
 from jobs import lifecycle
 from jobs.process import job_execute
 from management.models import DataSet, DataSetItem, HealthCheck
-from management.services import health
 from management.services.datasets import dataset_import_zip, dataset_item_create
 from management.services.errors import ServiceError
 from ml import backbones
@@ -72,7 +72,7 @@ def test_a_second_check_while_one_is_queued_returns_the_same_check(planted):
 def test_a_cancelled_check_stops_and_keeps_no_report(planted, monkeypatch):
     dataset = planted[0]
     check, _ = health.health_check_start(dataset=dataset, enqueue=False)
-    from management.services import health_job
+    from health import job as health_job
 
     real = health_job.ml_health.image_hashes
 

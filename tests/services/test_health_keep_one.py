@@ -5,8 +5,8 @@ import io
 
 from django.core.files.base import ContentFile
 
+from health import services as health
 from management.models import DataSet, DataSetItem, HealthDismissal
-from management.services import health
 from management.services.datasets import dataset_import_zip, dataset_item_create
 from management.services.versions import training_run_promote
 from tests.images import colour_zip

@@ -5,9 +5,9 @@ import json as json_module
 
 from django.core.management.base import BaseCommand, CommandError
 
+from health import services as health
 from jobs.process import NotRunnable, job_execute
 from management.models import DataSet, HealthCheck
-from management.services import health
 from management.services.errors import ServiceError
 
 

@@ -6,9 +6,9 @@ from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from health import services as health
 from management import permissions as rules
 from management.models import DataSet, HealthCheck, HealthDismissal
-from management.services import health
 from management.services.errors import ServiceError
 
 KINDS = dict(HealthDismissal.Kind.choices)

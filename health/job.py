@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
+from health import services as health
 from jobs import lifecycle
 from management.models import DataSetItem, HealthCheck, HealthDismissal
-from management.services import health, pretrained
+from management.services import pretrained
 from management.services.datasets import dataset_labels
 from management.services.trainer import local_paths
 from ml import health as ml_health

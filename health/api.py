@@ -13,9 +13,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.permissions import TokenScopes, UseCasePermissions
+from health import services as health
 from management import permissions as rules
 from management.models import DataSet, HealthCheck, HealthDismissal
-from management.services import health
 from management.services.errors import Conflict, NotFound
 
 
