@@ -77,6 +77,12 @@ from api.serializers import (
     ZipUploadSerializer,
 )
 from jobs import lifecycle
+from labelling.services import (
+    dataset_items_label,
+    suggestions_accept,
+    suggestions_list,
+    suggestions_progress,
+)
 from management import metrics
 from management import permissions as rules
 from management.files import media_response
@@ -105,12 +111,6 @@ from management.services.prediction import (
     prediction_version_run,
 )
 from management.services.pretrained import starting_points
-from management.services.suggestions import (
-    dataset_items_label,
-    suggestions_accept,
-    suggestions_list,
-    suggestions_progress,
-)
 from management.services.training import (
     dataset_model_validate,
     training_run_cancel,

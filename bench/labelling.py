@@ -69,7 +69,7 @@ def main() -> None:
     train_seconds, _ = manage(environment, "train", str(dataset.pk))
     job = SuggestionJob.objects.filter(dataset=dataset, status="queued").first()
     if job is None:  # the run finished in another process: its commit queued nothing here
-        from management.services.suggestion_jobs import suggestions_request
+        from labelling.suggestion_jobs import suggestions_request
 
         job = suggestions_request(dataset_id=dataset.pk)
     suggest_seconds, _ = manage(environment, "job", "suggestions", str(job.pk))

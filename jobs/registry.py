@@ -91,12 +91,12 @@ KINDS: dict[str, Kind] = {
         Kind(
             name="suggestions",
             model="management.SuggestionJob",
-            execute="management.services.suggestions:suggestion_job_execute",
+            execute="labelling.services:suggestion_job_execute",
             noun="suggestions' process",
             budget_setting="KERASUI_MAX_CONCURRENT_SUGGESTIONS",
             log_prefix="suggestions",
             lost_hint="Suggestions are asked for again when images arrive or the model changes.",
-            after_success="management.services.suggestions:suggestion_job_after",
+            after_success="labelling.services:suggestion_job_after",
         ),
     ]
 }

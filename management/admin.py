@@ -13,7 +13,9 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
 from health import views as health_views
-from management import deletions, labelling_views, options, run_report, views
+from labelling import views as labelling_views
+from labelling.services import RETRAIN_AFTER, dataset_labelled_since_current
+from management import deletions, options, run_report, views
 from management import permissions as rules
 from management.forms import DataSetForm, DataSetItemForm
 from management.models import DataSet, DataSetItem, ExportJob, LabelCount, TrainingRun
@@ -27,7 +29,6 @@ from management.services.datasets import (
 from management.services.errors import ServiceError
 from management.services.evaluations import evaluation_has_predictions
 from management.services.exports import export_jobs_of
-from management.services.suggestions import RETRAIN_AFTER, dataset_labelled_since_current
 from management.services.training import (
     training_run_cancel,
     training_run_create,

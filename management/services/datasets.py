@@ -248,7 +248,7 @@ def dataset_item_save(*, item: DataSetItem) -> DataSetItem:
 
 def _suggestions_follow(*, dataset_id: int) -> None:
     """Images without a label arrived: queue the job that suggests theirs (after the commit)."""
-    from management.services.suggestion_jobs import suggestions_request_on_commit
+    from labelling.suggestion_jobs import suggestions_request_on_commit
 
     suggestions_request_on_commit(dataset_id=dataset_id)
 

@@ -68,7 +68,7 @@ def dataset_current_run_choose(*, dataset_id: int, reason: str, run_id: int | No
     changed = bool(datasets.update(**fields))
     if changed:
         # A new model: its suggestions for the unlabelled images, once this commits.
-        from management.services.suggestion_jobs import suggestions_request_on_commit
+        from labelling.suggestion_jobs import suggestions_request_on_commit
 
         # A run that finished did so in the training process: the web process's runner claims the job.
         in_job_process = reason == "trained" and settings.KERASUI_TRAINING_BACKEND == "thread"

@@ -7,10 +7,10 @@ import io
 import pytest
 
 from jobs.process import job_execute
+from labelling.services import suggestion_of
 from management.models import DataSet, DataSetItem, Suggestion, SuggestionJob
 from management.services import runs
 from management.services.datasets import dataset_item_create, dataset_label_counts, dataset_unlabelled_count
-from management.services.suggestions import suggestion_of
 from tests.images import colour_image, png
 
 MIXED = [(0.5, 0.5, 0.0), (0.3, 0.3, 0.4)]  # colours between two labels: the model is unsure of these
@@ -171,7 +171,7 @@ def test_margin_is_top_one_minus_top_two():
 
 
 def test_after_a_job_images_that_arrived_meanwhile_are_asked_for_again(unlabelled):
-    from management.services.suggestions import suggestion_job_after
+    from labelling.services import suggestion_job_after
 
     dataset, _, _ = unlabelled
     job = SuggestionJob.objects.get(dataset=dataset)

@@ -20,11 +20,11 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from jobs import lifecycle
+from labelling.suggestion_jobs import current_model_run, suggestions_request
 from management.models import DataSet, DataSetItem, Suggestion, SuggestionJob
 from management.services.datasets import UNLABELLED, clean_label, label_counts_add, label_or_unlabelled
 from management.services.errors import ServiceError
 from management.services.serving import serving_predictor
-from management.services.suggestion_jobs import current_model_run, suggestions_request
 from ml.images import load_image
 
 log = logging.getLogger(__name__)
