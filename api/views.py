@@ -100,16 +100,6 @@ from management.services.datasets import (
 )
 from management.services.errors import Conflict, NotFound, ServiceError
 from management.services.evaluations import evaluation_confusion_cell_by_label
-from management.services.explanations import explanation_budget, explanation_for_image, explanation_run_item
-from management.services.exports import ExportFile, export_job_request
-from management.services.prediction import (
-    model_cache,
-    prediction_current_run,
-    prediction_metadata,
-    prediction_predict,
-    prediction_run_for,
-    prediction_version_run,
-)
 from management.services.pretrained import starting_points
 from management.services.training import (
     dataset_model_validate,
@@ -119,6 +109,16 @@ from management.services.training import (
     training_run_resume,
 )
 from management.services.versions import training_run_import, training_run_promote
+from serving.explanations import explanation_budget, explanation_for_image, explanation_run_item
+from serving.exports import ExportFile, export_job_request
+from serving.prediction import (
+    model_cache,
+    prediction_current_run,
+    prediction_metadata,
+    prediction_predict,
+    prediction_run_for,
+    prediction_version_run,
+)
 
 API_PREFIXES = ("/api/", "/o/")
 FILE_RESPONSE = OpenApiResponse(OpenApiTypes.BINARY, description="The file, as an attachment.")

@@ -153,9 +153,9 @@ def setup(data_dir: Path) -> dict:
     get_access_token_model().objects.filter(token=token).update(scope="read write predict metrics")
 
     from management.models import DataSet, TrainingRun
-    from management.services.serving import serving_prepare_run
     from management.services.training import training_run_create
     from ml.models import DEFAULT_PROCESS, ModelSpec, build_model
+    from serving.services import serving_prepare_run
 
     runs = []
     for index in range(MODELS):
@@ -330,8 +330,8 @@ def breakdown(data: dict) -> dict:
 
     from api.authentication import OAuth2Authentication
     from api.serializers import PredictSerializer
-    from management.services.prediction import model_cache, prediction_current_run, prediction_predict
     from ml.images import load_image
+    from serving.prediction import model_cache, prediction_current_run, prediction_predict
 
     set_current(data["runs"], 1)
     model_cache.clear()
@@ -376,9 +376,9 @@ def raw_models(data: dict) -> dict:
     import keras
     import numpy as np
 
-    from management.services.serving import onnx_path
     from ml.engines import KERAS, ONNXRUNTIME, load_predictor
     from ml.images import load_image
+    from serving.services import onnx_path
 
     model_path = data["model_path"]
     x = load_image(data["image"], image_size=64, color_mode="rgb")[None]

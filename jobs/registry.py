@@ -73,7 +73,7 @@ KINDS: dict[str, Kind] = {
         Kind(
             name="export",
             model="management.ExportJob",
-            execute="management.services.exports:export_job_execute",
+            execute="serving.exports:export_job_execute",
             noun="export's process",
             budget_setting="KERASUI_MAX_CONCURRENT_EXPORTS",
             log_prefix="export",

@@ -24,8 +24,8 @@ from labelling.suggestion_jobs import current_model_run, suggestions_request
 from management.models import DataSet, DataSetItem, Suggestion, SuggestionJob
 from management.services.datasets import UNLABELLED, clean_label, label_counts_add, label_or_unlabelled
 from management.services.errors import ServiceError
-from management.services.serving import serving_predictor
 from ml.images import load_image
+from serving.services import serving_predictor
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ from management.services.datasets import (
 )
 from management.services.errors import ServiceError
 from management.services.evaluations import evaluation_has_predictions
-from management.services.exports import export_jobs_of
 from management.services.training import (
     training_run_cancel,
     training_run_create,
@@ -36,6 +35,7 @@ from management.services.training import (
     training_run_resume,
 )
 from ml.export import FORMATS, RUNTIMES
+from serving.exports import export_jobs_of
 
 GALLERY_PAGE = 24
 RUNS_ON_DATASET_PAGE = 5

@@ -24,12 +24,12 @@ from management.services.compare import compare_ids_parse, compare_thumbnails, r
 from management.services.datasets import ImportReport, dataset_import_request, dataset_item_create
 from management.services.errors import ServiceError
 from management.services.evaluations import evaluation_confusion_cell
-from management.services.explanations import explanation_budget, explanation_for_image, explanation_run_item
-from management.services.exports import ExportFile, export_job_request
-from management.services.prediction import prediction_predict_one, prediction_version_run
 from management.services.training import dataset_model_validate
 from management.services.versions import training_run_import, training_run_promote
 from ml.images import image_extension, image_format
+from serving.explanations import explanation_budget, explanation_for_image, explanation_run_item
+from serving.exports import ExportFile, export_job_request
+from serving.prediction import prediction_predict_one, prediction_version_run
 
 
 def home(request):

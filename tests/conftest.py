@@ -9,7 +9,7 @@ from api.throttles import counters
 from jobs import runner as runners
 from management.models import DataSet
 from management.services.datasets import dataset_import_zip
-from management.services.prediction import model_cache
+from serving.prediction import model_cache
 from tests.images import colour_zip
 
 # New datasets start Automatic; their pretrained candidate (224 px features, fine-tuning) is the bench's

@@ -30,7 +30,6 @@ from management.options import Architecture, fit_arguments
 from management.services import pretrained, runs
 from management.services.journal import MediaJournal, media_journal
 from management.services.promotion import HELD_OUT
-from management.services.serving import serving_prepare_run
 from management.services.training import training_run_problem
 from ml import fit as ml_fit
 from ml import transfer
@@ -48,6 +47,7 @@ from ml.evaluate import classification_report
 from ml.feed import batches
 from ml.images import channels_for
 from ml.models import Augmentation, ModelCodeError, ModelSpec, build_model, model_summary
+from serving.services import serving_prepare_run
 
 # The run's log (settings.LOGGING): standard output, beside Keras' progress.
 log = logging.getLogger(RUN_LOGGER)

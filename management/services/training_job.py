@@ -29,6 +29,6 @@ def training_job_execute(*, job: TrainingRun) -> None:
 def training_job_after(*, job_id: int) -> None:
     """After a training process succeeded (in the runner's process): load the new model now, so this
     process's first prediction with it is not slow."""
-    from management.services.prediction import prediction_warm
+    from serving.prediction import prediction_warm
 
     prediction_warm(run_id=job_id)

@@ -6,7 +6,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from jobs.process import NotRunnable, job_execute
 from management.models import ExportJob, ImportJob
-from management.services import exports
+from serving import exports
 from tests.images import colour_zip, png, zip_of
 
 

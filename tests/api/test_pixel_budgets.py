@@ -25,7 +25,7 @@ def no_decoding(monkeypatch):
     def decode(*args, **kwargs):
         raise AssertionError("an image was decoded")
 
-    monkeypatch.setattr("management.services.prediction.load_image", decode)
+    monkeypatch.setattr("serving.prediction.load_image", decode)
 
 
 def b64(data: bytes) -> str:

@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 
 from management.models import TrainingRun
-from management.services import exports
+from serving import exports
 from tests.images import colour_image
 from tests.runs import download, install_model
 
@@ -233,7 +233,7 @@ def test_import_and_promote_need_their_permissions(api_as, colour_dataset, colou
 
 
 def test_predicting_with_a_version_keeps_the_current_model_loaded(api, trained_dataset, two_versions):
-    from management.services.prediction import model_cache
+    from serving.prediction import model_cache
 
     older, newer = two_versions
     image = base64.b64encode(colour_image("red", seed=5)).decode()

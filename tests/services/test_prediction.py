@@ -2,7 +2,7 @@ import pytest
 
 from management.models import DataSet
 from management.services.errors import Conflict, ServiceError
-from management.services.prediction import prediction_predict, prediction_predict_one
+from serving.prediction import prediction_predict, prediction_predict_one
 from tests.images import colour_image, png
 
 
@@ -36,8 +36,8 @@ def test_a_non_image_is_refused_naming_the_image(trained_dataset):
 def test_a_missing_model_file_is_a_conflict_not_a_crash(trained_dataset):
     import os
 
-    from management.services.prediction import model_cache
-    from management.services.serving import onnx_path
+    from serving.prediction import model_cache
+    from serving.services import onnx_path
 
     model_cache.clear()
     os.remove(trained_dataset.current_run.model_file.path)
@@ -47,7 +47,7 @@ def test_a_missing_model_file_is_a_conflict_not_a_crash(trained_dataset):
 
 
 def test_a_succeeded_current_run_is_warmed_into_the_cache(trained_dataset):
-    from management.services.prediction import model_cache, prediction_warm
+    from serving.prediction import model_cache, prediction_warm
 
     run = trained_dataset.current_run
     assert run.pk not in model_cache
@@ -58,7 +58,7 @@ def test_a_succeeded_current_run_is_warmed_into_the_cache(trained_dataset):
 
 def test_the_cache_serves_a_new_run_and_evicts_beyond_its_bound(trained_dataset, colour_model_file, settings):
     from management.models import DataSet
-    from management.services.prediction import model_cache, prediction_predict_one
+    from serving.prediction import model_cache, prediction_predict_one
     from tests.images import colour_image
     from tests.runs import install_model
 
@@ -85,8 +85,8 @@ def test_threads_asking_the_cache_at_once_share_one_load_and_get_right_answers(t
 
     import numpy as np
 
-    from management.services.prediction import model_cache
     from ml.images import load_image
+    from serving.prediction import model_cache
     from tests.images import colour_image
 
     run = trained_dataset.current_run
@@ -113,7 +113,7 @@ def test_threads_asking_the_cache_at_once_share_one_load_and_get_right_answers(t
 
 
 def test_the_current_run_lookup_answers_for_unknown_and_out_of_range_ids(trained_dataset):
-    from management.services.prediction import prediction_current_run
+    from serving.prediction import prediction_current_run
 
     assert prediction_current_run(dataset_id=trained_dataset.pk).pk == trained_dataset.current_run_id
     for dataset_id in (424242, 2**63, 10**30, 0, -1):

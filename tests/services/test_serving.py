@@ -7,12 +7,12 @@ import pytest
 from PIL import Image
 
 from management.models import TrainingRun
-from management.services import exports
-from management.services.prediction import model_cache, prediction_metadata, prediction_predict
-from management.services.serving import onnx_path, serving_prepare_run
 from ml.engines import OnnxPredictor
 from ml.export import ExportReport
 from ml.images import load_image
+from serving import exports
+from serving.prediction import model_cache, prediction_metadata, prediction_predict
+from serving.services import onnx_path, serving_prepare_run
 from tests.images import COLOURS, colour_image
 from tests.runs import install_model
 
@@ -132,7 +132,7 @@ def slots_taken(settings, tmp_path):
 
 def test_a_busy_machine_leaves_a_version_undecided_rather_than_served_by_keras(pending_run, slots_taken, monkeypatch):
     from jobs.budgets import TooManyJobs
-    from management.services import serving
+    from serving import services as serving
 
     monkeypatch.setattr(serving, "SLOT_POLL_SECONDS", 0.01)
     # A request: 429, and nothing recorded.

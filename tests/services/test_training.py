@@ -9,7 +9,7 @@ from jobs import watchdog
 from management.models import DataSet, DataSetItem, TrainingRun
 from management.services import runs, trainer, training
 from management.services.errors import Conflict
-from management.services.prediction import model_cache, prediction_predict
+from serving.prediction import model_cache, prediction_predict
 from tests.images import COLOURS, colour_image, png, zip_of
 
 Status = TrainingRun.Status

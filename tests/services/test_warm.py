@@ -7,9 +7,9 @@ import pytest
 
 from management.models import DataSet
 from management.services.errors import Conflict
-from management.services.prediction import model_cache, prediction_current_run, prediction_predict
 from management.services.versions import training_run_promote
-from management.warm import ServingWatcher
+from serving.prediction import model_cache, prediction_current_run, prediction_predict
+from serving.warm import ServingWatcher
 from tests.images import COLOURS, colour_image
 from tests.runs import install_model
 
@@ -94,7 +94,7 @@ def test_a_newly_current_run_is_loaded_by_the_watcher_while_the_version_it_repla
 def test_a_new_version_that_cannot_be_loaded_is_not_stood_in_for(trained_dataset, colour_model_file, watcher):
     import os
 
-    from management.services.serving import onnx_path
+    from serving.services import onnx_path
 
     watcher.preload()
     model_cache.watcher = watcher

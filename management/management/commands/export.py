@@ -4,8 +4,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from management.models import TrainingRun
 from management.services.errors import ServiceError
-from management.services.exports import export_key, training_run_export, training_run_export_again
 from ml.export import FORMATS
+from serving.exports import export_key, training_run_export, training_run_export_again
 
 
 class Command(BaseCommand):

@@ -21,9 +21,9 @@ from jobs.budgets import TooManyJobs
 from management.files import media_local_copy
 from management.models import TrainingRun
 from management.services.errors import ServiceError
-from management.services.exports import export_folder, training_run_export
 from ml.engines import KERAS, ONNXRUNTIME, load_predictor
 from ml.export import file_name
+from serving.exports import export_folder, training_run_export
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from management.models import DataSet, TrainingRun
 from management.services.budgets import pixel_budget_charge
 from management.services.datasets import image_size_check
 from management.services.errors import Conflict, ServiceError
-from management.services.serving import serving_engine, serving_predictor
 from ml.images import channels_for, load_image
+from serving.services import serving_engine, serving_predictor
 
 UNKNOWN = "unknown"
 TOP_LABELS = 3
@@ -83,7 +83,7 @@ class ModelCache:
         self._retired: dict[int, float] = {}
         self.loads = 0
         self.loads_by_trigger: Counter[str] = Counter()
-        # This process's warm-worker watcher (management.warm), when one runs: it loads newly current runs.
+        # This process's warm-worker watcher (serving.warm), when one runs: it loads newly current runs.
         self.watcher = None
 
     def get(self, run: TrainingRun, *, current: bool = True, trigger: str = "request"):

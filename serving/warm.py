@@ -20,7 +20,7 @@ from django.db import DatabaseError, close_old_connections
 from jobs.budgets import TooManyJobs
 from management import metrics
 from management.models import DataSet, TrainingRun
-from management.services.prediction import model_cache
+from serving.prediction import model_cache
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from management.files import media_write_bytes
 from management.models import DataSetItem, TrainingRun
 from management.services.datasets import image_size_check
 from management.services.errors import Conflict, InsufficientStorage, NotFound, ServiceError
-from management.services.prediction import model_cache
 from ml.explain import METHOD, display_image, occlusion_map, overlay_png
 from ml.images import load_image
+from serving.prediction import model_cache
 
 # One heatmap takes a fraction of a second to a few seconds: a client told to wait this long finds a slot.
 SLOT_RETRY_SECONDS = 5
