@@ -88,7 +88,6 @@ from management import permissions as rules
 from management.files import media_response
 from management.models import DataSet, DataSetItem, TrainingRun
 from management.permissions import media_permissions
-from management.services.compare import compare_ids_parse, runs_compare, runs_for_comparison
 from management.services.datasets import (
     dataset_delete,
     dataset_import_request,
@@ -99,16 +98,6 @@ from management.services.datasets import (
     datasets_with_counts,
 )
 from management.services.errors import Conflict, NotFound, ServiceError
-from management.services.evaluations import evaluation_confusion_cell_by_label
-from management.services.pretrained import starting_points
-from management.services.training import (
-    dataset_model_validate,
-    training_run_cancel,
-    training_run_create,
-    training_run_delete,
-    training_run_resume,
-)
-from management.services.versions import training_run_import, training_run_promote
 from serving.explanations import explanation_budget, explanation_for_image, explanation_run_item
 from serving.exports import ExportFile, export_job_request
 from serving.prediction import (
@@ -119,6 +108,17 @@ from serving.prediction import (
     prediction_run_for,
     prediction_version_run,
 )
+from training.compare import compare_ids_parse, runs_compare, runs_for_comparison
+from training.evaluations import evaluation_confusion_cell_by_label
+from training.pretrained import starting_points
+from training.services import (
+    dataset_model_validate,
+    training_run_cancel,
+    training_run_create,
+    training_run_delete,
+    training_run_resume,
+)
+from training.versions import training_run_import, training_run_promote
 
 API_PREFIXES = ("/api/", "/o/")
 FILE_RESPONSE = OpenApiResponse(OpenApiTypes.BINARY, description="The file, as an attachment.")

@@ -153,9 +153,9 @@ def setup(data_dir: Path) -> dict:
     get_access_token_model().objects.filter(token=token).update(scope="read write predict metrics")
 
     from management.models import DataSet, TrainingRun
-    from management.services.training import training_run_create
     from ml.models import DEFAULT_PROCESS, ModelSpec, build_model
     from serving.services import serving_prepare_run
+    from training.services import training_run_create
 
     runs = []
     for index in range(MODELS):

@@ -119,7 +119,7 @@ def main() -> None:
     from kerasui.celery import app
     from management.models import DataSet, TrainingRun
     from management.services.datasets import dataset_import_zip
-    from management.services.training import training_run_cancel, training_run_create
+    from training.services import training_run_cancel, training_run_create
 
     call_command("migrate", verbosity=0)
     images = colour_zip(20)

@@ -206,7 +206,8 @@ def train(environment: dict, dataset) -> tuple[float, object]:
 def train_here(dataset, seed: int) -> tuple[float, object]:
     """The trainer's own code in this process (what `manage.py train` runs), with the dataset's seed."""
     from management.models import DataSet
-    from management.services import runs, trainer, training
+    from training import runs, trainer
+    from training import services as training
 
     DataSet.objects.filter(pk=dataset.pk).update(seed=seed)
     dataset.refresh_from_db()

@@ -21,13 +21,13 @@ from django.conf import settings
 from health import services as health
 from jobs import lifecycle
 from management.models import DataSetItem, HealthCheck, HealthDismissal
-from management.services import pretrained
 from management.services.datasets import dataset_labels
-from management.services.trainer import local_paths
 from ml import health as ml_health
 from ml.backbones import WeightsUnavailable
 from ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache
 from ml.images import channels_for
+from training import pretrained
+from training.trainer import local_paths
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ KINDS: dict[str, Kind] = {
         Kind(
             name="training",
             model="management.TrainingRun",
-            execute="management.services.training_job:training_job_execute",
+            execute="training.job:training_job_execute",
             noun="training process",
             budget_setting="KERASUI_MAX_CONCURRENT_RUNS",
             log_prefix="run",
@@ -59,7 +59,7 @@ KINDS: dict[str, Kind] = {
                 "resume": ((_CANCELLED, _FAILED), _QUEUED),  # continue from its checkpoint
                 "promote": ((_SUCCEEDED,), _SUCCEEDED),  # a person makes this version current
             },
-            after_success="management.services.training_job:training_job_after",
+            after_success="training.job:training_job_after",
         ),
         Kind(
             name="health",

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 from health import views as health_views
 from labelling import views as labelling_views
 from labelling.services import RETRAIN_AFTER, dataset_labelled_since_current
-from management import deletions, options, run_report, views
+from management import deletions, options, views
 from management import permissions as rules
 from management.forms import DataSetForm, DataSetItemForm
 from management.models import DataSet, DataSetItem, ExportJob, LabelCount, TrainingRun
@@ -27,15 +27,16 @@ from management.services.datasets import (
     datasets_with_counts,
 )
 from management.services.errors import ServiceError
-from management.services.evaluations import evaluation_has_predictions
-from management.services.training import (
+from ml.export import FORMATS, RUNTIMES
+from serving.exports import export_jobs_of
+from training import run_report
+from training.evaluations import evaluation_has_predictions
+from training.services import (
     training_run_cancel,
     training_run_create,
     training_run_delete,
     training_run_resume,
 )
-from ml.export import FORMATS, RUNTIMES
-from serving.exports import export_jobs_of
 
 GALLERY_PAGE = 24
 RUNS_ON_DATASET_PAGE = 5

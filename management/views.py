@@ -20,16 +20,16 @@ from management.files import IMAGE_TYPES, media_response
 from management.forms import ModelImportForm, TestForm, ValidateForm, ZipUploadForm
 from management.management.commands.demo import DEMO_NAME
 from management.models import Architecture, ColorMode, DataSet, ImportJob, TrainingRun
-from management.services.compare import compare_ids_parse, compare_thumbnails, runs_compare, runs_for_comparison
 from management.services.datasets import ImportReport, dataset_import_request, dataset_item_create
 from management.services.errors import ServiceError
-from management.services.evaluations import evaluation_confusion_cell
-from management.services.training import dataset_model_validate
-from management.services.versions import training_run_import, training_run_promote
 from ml.images import image_extension, image_format
 from serving.explanations import explanation_budget, explanation_for_image, explanation_run_item
 from serving.exports import ExportFile, export_job_request
 from serving.prediction import prediction_predict_one, prediction_version_run
+from training.compare import compare_ids_parse, compare_thumbnails, runs_compare, runs_for_comparison
+from training.evaluations import evaluation_confusion_cell
+from training.services import dataset_model_validate
+from training.versions import training_run_import, training_run_promote
 
 
 def home(request):

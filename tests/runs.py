@@ -8,7 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from management.models import DataSet, TrainingRun
-from management.services.training import training_run_create
+from training.services import training_run_create
 
 
 def install_model(dataset: DataSet, model_file: Path, *, labels: list[str] | None = None) -> TrainingRun:
@@ -72,7 +72,7 @@ def finish_run(
     """A run of `dataset` that ends as the trainer ends one (the lifecycle's `run_succeed`, which applies the
     promotion policy), with the given evaluation and splits and a (fake) model file, without training.
     `snapshot` overrides the options the run copied from its dataset (its model code, epochs…)."""
-    from management.services import runs
+    from training import runs
 
     run = training_run_create(dataset=dataset, enqueue=False)
     splits = splits or {}

@@ -99,7 +99,7 @@ def test_no_module_of_management_or_api_imports_back_into_a_circle():
 
 
 JOB_LIFECYCLE = "jobs.lifecycle"
-RUN_LIFECYCLE = "management.services.runs"
+RUN_LIFECYCLE = "training.runs"
 WRITE_METHODS = {"update", "create", "get_or_create", "update_or_create", "bulk_update", "bulk_create"}
 LIFECYCLE_FIELDS = {"status", "current_run", "current_run_id"}
 

@@ -5,7 +5,8 @@ import re
 import sys
 
 from management.models import DataSet
-from management.services import runs, trainer, training
+from training import runs, trainer
+from training import services as training
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
 

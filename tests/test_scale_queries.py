@@ -9,8 +9,8 @@ from rest_framework.test import APIClient
 
 from management.models import DataSet, DataSetItem, TrainingRun
 from management.services.datasets import label_counts_add
-from management.services.training import training_run_create
 from tests.runs import split_report
+from training.services import training_run_create
 
 LABELS = ["ankle boot", "bag", "coat", "dress", "shirt"]
 LARGE = 3000

@@ -11,8 +11,8 @@ from django.db import DatabaseError
 from rest_framework.test import APIClient
 
 from management.models import DataSet, DataSetItem, TrainingRun
-from management.services.training import training_run_create
 from tests.images import colour_image, png
+from training.services import training_run_create
 
 
 def b64(data: bytes) -> str:

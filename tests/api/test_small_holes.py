@@ -11,7 +11,7 @@ from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
 from management.models import HealthCheck
-from management.services.training import training_run_create
+from training.services import training_run_create
 
 
 def client_with(username: str, *codenames: str) -> APIClient:

@@ -1,7 +1,8 @@
 """Training options, evaluation, resume and validate through the API."""
 
 from management.models import DataSet, TrainingRun
-from management.services import runs, trainer, training
+from training import runs, trainer
+from training import services as training
 
 Status = TrainingRun.Status
 

@@ -8,8 +8,8 @@ import pytest
 from django.core.files.base import ContentFile
 
 from management.models import DataSet, DataSetItem, TrainingRun
-from management.services.training import training_run_create
 from tests.images import png
+from training.services import training_run_create
 
 CHROMIUM = Path("/usr/bin/chromium")
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)(?![^>]*type=\"application/json\")[^>]*>", re.IGNORECASE)

@@ -12,11 +12,11 @@ import pytest
 from django.core.files.base import ContentFile
 
 from management.models import DataSet, DataSetItem, HealthCheck, HealthDismissal, TrainingRun
-from management.services import runs as lifecycle
 from management.services.datasets import dataset_item_create
-from management.services.training import training_run_create
 from tests.images import colour_image
 from tests.runs import finish_run, split_report
+from training import runs as lifecycle
+from training.services import training_run_create
 
 CHROMIUM = Path("/usr/bin/chromium")
 PHONE = {"width": 390, "height": 844}

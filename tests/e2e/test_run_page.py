@@ -17,8 +17,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from management.models import DataSet, TrainingRun
-from management.services.training import training_run_create
 from ml.evaluate import classification_report
+from training.services import training_run_create
 
 CHROMIUM = Path("/usr/bin/chromium")
 

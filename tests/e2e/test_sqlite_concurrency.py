@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from management.models import DataSet, DataSetItem, TrainingRun
-from management.services.training import training_run_create
+from training.services import training_run_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

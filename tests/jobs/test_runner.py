@@ -9,8 +9,8 @@ from health import services as health
 from jobs import lifecycle, runner, watchdog
 from jobs.budgets import TooManyJobs
 from management.models import DataSet, HealthCheck, TrainingRun
-from management.services import training
 from tests.images import colour_image
+from training import services as training
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import pytest
 from jobs.process import job_execute
 from labelling.services import suggestion_of
 from management.models import DataSet, DataSetItem, Suggestion, SuggestionJob
-from management.services import runs
 from management.services.datasets import dataset_item_create, dataset_label_counts, dataset_unlabelled_count
 from tests.images import colour_image, png
+from training import runs
 
 MIXED = [(0.5, 0.5, 0.0), (0.3, 0.3, 0.4)]  # colours between two labels: the model is unsure of these
 
@@ -194,7 +194,7 @@ def test_a_run_finishing_in_its_process_queues_suggestions_without_starting_a_ru
     started = []
     monkeypatch.setattr(runner, "enqueue", lambda *args, **kwargs: started.append(args))
     from management.models import TrainingRun
-    from management.services.training import training_run_create
+    from training.services import training_run_create
 
     current = dataset.current_run
     newer = training_run_create(dataset=dataset, enqueue=False)

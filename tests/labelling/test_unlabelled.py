@@ -6,7 +6,6 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from management.models import DataSet, DataSetItem, LabelCount, TrainingRun
-from management.services import runs, trainer, training
 from management.services.datasets import (
     dataset_import_request,
     dataset_import_zip,
@@ -19,6 +18,8 @@ from management.services.datasets import (
 from management.services.errors import ServiceError
 from tests.images import COLOURS, colour_image, png, zip_of
 from tests.runs import run_queued_imports
+from training import runs, trainer
+from training import services as training
 
 
 @pytest.fixture

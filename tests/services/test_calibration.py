@@ -6,10 +6,11 @@ import keras
 import numpy as np
 
 from management.models import DataSet, DataSetItem, TrainingRun
-from management.services import runs, trainer, training
 from management.services.datasets import dataset_import_zip
 from ml.images import load_image
 from tests.images import colour_zip
+from training import runs, trainer
+from training import services as training
 
 
 def execute(dataset: DataSet) -> TrainingRun:

@@ -8,9 +8,9 @@ from django.core.files.base import ContentFile
 from health import services as health
 from management.models import DataSet, DataSetItem, HealthDismissal
 from management.services.datasets import dataset_import_zip, dataset_item_create
-from management.services.versions import training_run_promote
 from tests.images import colour_zip
 from tests.runs import finish_run, split_report
+from training.versions import training_run_promote
 
 
 def copy_of(item: DataSetItem) -> DataSetItem:

@@ -12,8 +12,8 @@ from rest_framework.test import APIClient
 from management.models import DataSet
 from management.services.datasets import clean_label, dataset_import_zip, dataset_item_create, dataset_labels
 from management.services.errors import ServiceError
-from management.services.versions import parse_labels
 from tests.images import png, zip_of
+from training.versions import parse_labels
 
 DECOMPOSED = unicodedata.normalize("NFD", "café")  # 'e' + U+0301 COMBINING ACUTE ACCENT
 COMPOSED = "café"

@@ -6,8 +6,8 @@ from api.serializers import DataSetSerializer, TrainingRunSerializer
 from management import options
 from management.admin import DataSetAdmin, TrainingRunAdmin
 from management.models import DataSet, TrainingRun
-from management.services.training import training_run_create
 from ml.fit import FitOptions
+from training.services import training_run_create
 
 # A value other than the default for each option, as a person would set it.
 CHANGED = {

@@ -5,9 +5,9 @@ import pytest
 
 from jobs import lifecycle
 from management.models import DataSet, TrainingRun
-from management.services import runs
 from management.services.errors import Conflict
-from management.services.training import run_snapshot
+from training import runs
+from training.services import run_snapshot
 
 Status = TrainingRun.Status
 TRANSITIONS = lifecycle.transitions("training")

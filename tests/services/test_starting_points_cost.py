@@ -8,8 +8,8 @@ import sys
 import pytest
 from django.conf import settings as django_settings
 
-from management.services.pretrained import backbone_statuses, starting_points
 from ml import backbones, efficientnet_lite
+from training.pretrained import backbone_statuses, starting_points
 
 
 def test_finding_keras_cache_imports_neither_keras_nor_tensorflow(tmp_path):

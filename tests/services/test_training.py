@@ -7,10 +7,11 @@ from django.core.files.base import ContentFile
 
 from jobs import watchdog
 from management.models import DataSet, DataSetItem, TrainingRun
-from management.services import runs, trainer, training
 from management.services.errors import Conflict
 from serving.prediction import model_cache, prediction_predict
 from tests.images import COLOURS, colour_image, png, zip_of
+from training import runs, trainer
+from training import services as training
 
 Status = TrainingRun.Status
 

@@ -7,11 +7,11 @@ import pytest
 
 from management.models import DataSet
 from management.services.errors import Conflict
-from management.services.versions import training_run_promote
 from serving.prediction import model_cache, prediction_current_run, prediction_predict
 from serving.warm import ServingWatcher
 from tests.images import COLOURS, colour_image
 from tests.runs import install_model
+from training.versions import training_run_promote
 
 LABELS = sorted(COLOURS)
 
@@ -126,7 +126,7 @@ def test_an_imported_version_made_current_by_the_lifecycle_is_loaded_by_the_watc
 ):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from management.services.versions import training_run_import
+    from training.versions import training_run_import
 
     older = trained_dataset.current_run
     assert watcher.preload() == [older.pk]

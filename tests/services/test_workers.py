@@ -14,7 +14,8 @@ from jobs import watchdog
 from jobs.process import job_heartbeat
 from jobs.tasks import job_celery_execute
 from management.models import DataSet, TrainingRun
-from management.services import runs, training
+from training import runs
+from training import services as training
 
 Status = TrainingRun.Status
 DEAD_PID = 2**22 + 12345

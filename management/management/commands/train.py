@@ -8,8 +8,9 @@ from django.db import transaction
 
 from jobs.process import NotRunnable, job_execute
 from management.models import DataSet, TrainingRun
-from management.services import runs, training
 from management.services.errors import ServiceError
+from training import runs
+from training import services as training
 
 
 class _Tee:

@@ -22,7 +22,7 @@ from jobs.lifecycle import IllegalTransition, this_worker  # noqa: F401 - the ru
 from jobs.registry import kind_get
 from management.models import DataSet, TrainingRun
 from management.services.errors import Conflict
-from management.services.promotion import promotion_decide
+from training.promotion import promotion_decide
 
 Status = TrainingRun.Status
 KIND = TrainingRun.KIND

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from management.models import DataSetItem, TrainingRun
 from management.options import OPTIONS
 from management.services.errors import NotFound, ServiceError
-from management.services.promotion import HELD_OUT, held_out_report, same_held_out_split
+from training.promotion import HELD_OUT, held_out_report, same_held_out_split
 
 MAX_RUNS = 10
 MAX_FLIPS = 200

@@ -27,10 +27,7 @@ from kerasui.logs import RUN_LOGGER
 from management.files import media_local_copy
 from management.models import DataSet, DataSetItem, Phase, TrainingRun
 from management.options import Architecture, fit_arguments
-from management.services import pretrained, runs
 from management.services.journal import MediaJournal, media_journal
-from management.services.promotion import HELD_OUT
-from management.services.training import training_run_problem
 from ml import fit as ml_fit
 from ml import transfer
 from ml.backbones import WeightsUnavailable
@@ -48,6 +45,9 @@ from ml.feed import batches
 from ml.images import channels_for
 from ml.models import Augmentation, ModelCodeError, ModelSpec, build_model, model_summary
 from serving.services import serving_prepare_run
+from training import pretrained, runs
+from training.promotion import HELD_OUT
+from training.services import training_run_problem
 
 # The run's log (settings.LOGGING): standard output, beside Keras' progress.
 log = logging.getLogger(RUN_LOGGER)

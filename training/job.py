@@ -7,8 +7,8 @@ import logging
 
 from kerasui.logs import RUN_LOGGER
 from management.models import TrainingRun
-from management.services import runs
-from management.services.training import training_run_problem
+from training import runs
+from training.services import training_run_problem
 
 log = logging.getLogger(RUN_LOGGER)
 
@@ -21,7 +21,7 @@ def training_job_execute(*, job: TrainingRun) -> None:
         log.info("Run %s failed: %s", job.pk, problem)
         runs.run_fail(run_id=job.pk, message=problem)
         return
-    from management.services import trainer
+    from training import trainer
 
     trainer.training_run_execute(run=job)
 

@@ -15,7 +15,6 @@ from jobs.budgets import model_job_slot
 from management.files import media_local_copy
 from management.models import DataSet, TrainingRun
 from management.options import snapshot_of
-from management.services import runs
 from management.services.datasets import (
     dataset_labels,
     dataset_unlabelled_count,
@@ -26,6 +25,7 @@ from management.services.errors import Conflict
 from ml.images import channels_for
 from ml.models import Augmentation, ModelSpec
 from ml.validate import ValidationReport, validate_model
+from training import runs
 
 
 def run_snapshot(*, dataset: DataSet) -> dict:

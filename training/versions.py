@@ -16,12 +16,12 @@ from django.core.files import File
 
 from jobs.budgets import model_job_slot
 from management.models import DataSet, TrainingRun
-from management.services import runs
 from management.services.datasets import clean_label
 from management.services.errors import ServiceError
-from management.services.training import run_snapshot
 from ml.export import inspect_in_child
 from ml.images import COLOR_MODES, channels_for
+from training import runs
+from training.services import run_snapshot
 
 MODES_BY_CHANNELS = {channels_for(mode): mode for mode in COLOR_MODES}
 
