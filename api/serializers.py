@@ -18,6 +18,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from datasets.services import MAX_LABEL_LENGTH
 from management import options
 from management.models import (
     PRETRAINED_ARCHITECTURES,
@@ -29,7 +30,6 @@ from management.models import (
     ImportJob,
     TrainingRun,
 )
-from management.services.datasets import MAX_LABEL_LENGTH
 from ml.backbones import DEFAULT_IMAGE_SIZE as DEFAULT_PRETRAINED_SIZE
 from ml.backbones import MIN_IMAGE_SIZE as MIN_PRETRAINED_SIZE
 from ml.backbones import check_image_size

@@ -76,6 +76,15 @@ from api.serializers import (
     ValidationReportSerializer,
     ZipUploadSerializer,
 )
+from datasets.services import (
+    dataset_delete,
+    dataset_import_request,
+    dataset_item_create,
+    dataset_item_thumbnail_make,
+    dataset_item_update,
+    dataset_items_delete,
+    datasets_with_counts,
+)
 from jobs import lifecycle
 from labelling.services import (
     dataset_items_label,
@@ -85,19 +94,10 @@ from labelling.services import (
 )
 from management import metrics
 from management import permissions as rules
+from management.errors import Conflict, NotFound, ServiceError
 from management.files import media_response
 from management.models import DataSet, DataSetItem, TrainingRun
 from management.permissions import media_permissions
-from management.services.datasets import (
-    dataset_delete,
-    dataset_import_request,
-    dataset_item_create,
-    dataset_item_thumbnail_make,
-    dataset_item_update,
-    dataset_items_delete,
-    datasets_with_counts,
-)
-from management.services.errors import Conflict, NotFound, ServiceError
 from serving.explanations import explanation_budget, explanation_for_image, explanation_run_item
 from serving.exports import ExportFile, export_job_request
 from serving.prediction import (

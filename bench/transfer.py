@@ -181,8 +181,8 @@ def manage(environment: dict, *args: str) -> tuple[float, subprocess.CompletedPr
 
 
 def dataset_with(name: str, archive: bytes, options: dict):
+    from datasets.services import dataset_import_zip
     from management.models import DataSet
-    from management.services.datasets import dataset_import_zip
 
     values = {"batch_size": 32, "validation_split": 0.2, "seed": SEED, "color_mode": "grayscale", "verbose": 0}
     values.update(options)

@@ -15,8 +15,8 @@ from rest_framework.views import APIView
 from api.permissions import TokenScopes, UseCasePermissions
 from health import services as health
 from management import permissions as rules
+from management.errors import Conflict, NotFound
 from management.models import DataSet, HealthCheck, HealthDismissal
-from management.services.errors import Conflict, NotFound
 
 
 class HealthCheckSerializer(serializers.ModelSerializer):

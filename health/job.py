@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
+from datasets.services import dataset_labels
 from health import services as health
 from jobs import lifecycle
 from management.models import DataSetItem, HealthCheck, HealthDismissal
-from management.services.datasets import dataset_labels
 from ml import health as ml_health
 from ml.backbones import WeightsUnavailable
 from ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache

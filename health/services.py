@@ -13,11 +13,11 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from datasets.services import dataset_item_update, dataset_items_delete
 from jobs import lifecycle, runner, watchdog
 from jobs.budgets import job_rate_check
+from management.errors import Conflict, ServiceError
 from management.models import DataSet, DataSetItem, HealthCheck, HealthDismissal, TrainingRun
-from management.services.datasets import dataset_item_update, dataset_items_delete
-from management.services.errors import Conflict, ServiceError
 
 KIND = HealthCheck.KIND
 Status = HealthCheck.Status

@@ -8,8 +8,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from health import services as health
 from management import permissions as rules
+from management.errors import ServiceError
 from management.models import DataSet, HealthCheck, HealthDismissal
-from management.services.errors import ServiceError
 
 KINDS = dict(HealthDismissal.Kind.choices)
 

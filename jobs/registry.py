@@ -82,7 +82,7 @@ KINDS: dict[str, Kind] = {
         Kind(
             name="import",
             model="management.ImportJob",
-            execute="management.services.datasets:import_job_execute",
+            execute="datasets.services:import_job_execute",
             noun="import's process",
             budget_setting="KERASUI_MAX_CONCURRENT_IMPORTS",
             log_prefix="import",

@@ -19,11 +19,11 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 
+from datasets.services import UNLABELLED, clean_label, label_counts_add, label_or_unlabelled
 from jobs import lifecycle
 from labelling.suggestion_jobs import current_model_run, suggestions_request
+from management.errors import ServiceError
 from management.models import DataSet, DataSetItem, Suggestion, SuggestionJob
-from management.services.datasets import UNLABELLED, clean_label, label_counts_add, label_or_unlabelled
-from management.services.errors import ServiceError
 from ml.images import load_image
 from serving.services import serving_predictor
 

@@ -12,21 +12,22 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from health import views as health_views
-from labelling import views as labelling_views
-from labelling.services import RETRAIN_AFTER, dataset_labelled_since_current
-from management import deletions, options, views
-from management import permissions as rules
-from management.forms import DataSetForm, DataSetItemForm
-from management.models import DataSet, DataSetItem, ExportJob, LabelCount, TrainingRun
-from management.services.datasets import (
+from datasets import deletions
+from datasets.services import (
     dataset_delete,
     dataset_item_save,
     dataset_items_delete,
     dataset_label_counts,
     datasets_with_counts,
 )
-from management.services.errors import ServiceError
+from health import views as health_views
+from labelling import views as labelling_views
+from labelling.services import RETRAIN_AFTER, dataset_labelled_since_current
+from management import options, views
+from management import permissions as rules
+from management.errors import ServiceError
+from management.forms import DataSetForm, DataSetItemForm
+from management.models import DataSet, DataSetItem, ExportJob, LabelCount, TrainingRun
 from ml.export import FORMATS, RUNTIMES
 from serving.exports import export_jobs_of
 from training import run_report

@@ -57,7 +57,7 @@ def media_type(relative: str) -> tuple[str, bool]:
     extension = path.suffix.lower().lstrip(".")
     if folder == "datasets" and extension in IMAGE_TYPES:
         return IMAGE_TYPES[extension], True
-    if folder == "explanations" and extension == "png":  # heatmaps the server drew (services/explanations.py)
+    if folder == "explanations" and extension == "png":  # heatmaps the server drew (serving/explanations.py)
         return IMAGE_TYPES["png"], True
     if folder == "logs" and extension in {"log", "txt"}:
         return TEXT, True

@@ -316,7 +316,7 @@ class HealthCheck(Job):
         return HEALTH_PHASE_TITLES.get(self.phase, self.phase)
 
 
-# What each phase of services/health_job.py does, in words (kept in step with health.js).
+# What each phase of health/job.py does, in words (kept in step with health.js).
 HEALTH_PHASE_TITLES = {
     "hashing": "looking for duplicates",
     "decoding": "reading the images",

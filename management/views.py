@@ -15,13 +15,13 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from datasets.services import ImportReport, dataset_import_request, dataset_item_create
 from management import permissions as rules
+from management.errors import ServiceError
 from management.files import IMAGE_TYPES, media_response
 from management.forms import ModelImportForm, TestForm, ValidateForm, ZipUploadForm
 from management.management.commands.demo import DEMO_NAME
 from management.models import Architecture, ColorMode, DataSet, ImportJob, TrainingRun
-from management.services.datasets import ImportReport, dataset_import_request, dataset_item_create
-from management.services.errors import ServiceError
 from ml.images import image_extension, image_format
 from serving.explanations import explanation_budget, explanation_for_image, explanation_run_item
 from serving.exports import ExportFile, export_job_request

@@ -1,6 +1,6 @@
 """Dataset health, computed: suspected label errors, duplicates, outliers and label balance.
 
-Pure functions over arrays, file paths and plain lists (no Django). The job (services/health.py)
+Pure functions over arrays, file paths and plain lists (no Django). The job (health/services.py)
 gives them the cached backbone features of a dataset's images and its labels, and stores the report
 they build. Label errors come from out-of-fold probabilities ranked by confident learning (cleanlab).
 """

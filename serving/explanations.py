@@ -24,10 +24,10 @@ from django.core.cache import cache
 from django.core.files.storage import default_storage
 from filelock import FileLock, Timeout
 
+from datasets.services import image_size_check
+from management.errors import Conflict, InsufficientStorage, NotFound, ServiceError
 from management.files import media_write_bytes
 from management.models import DataSetItem, TrainingRun
-from management.services.datasets import image_size_check
-from management.services.errors import Conflict, InsufficientStorage, NotFound, ServiceError
 from ml.explain import METHOD, display_image, occlusion_map, overlay_png
 from ml.images import load_image
 from serving.prediction import model_cache

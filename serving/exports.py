@@ -28,8 +28,8 @@ from filelock import FileLock
 
 from jobs import lifecycle, runner
 from jobs.budgets import TooManyJobs, model_job_slot
+from management.errors import Conflict, ServiceError
 from management.models import DataSetItem, ExportJob, TrainingRun
-from management.services.errors import Conflict, ServiceError
 from ml.export import FORMATS, PRECISIONS, export_in_child, file_name
 from ml.files import atomic_path
 from ml.images import channels_for, load_image

@@ -3,7 +3,7 @@
 Images are prepared exactly as the run behind the model was trained (that run's image size and
 colour mode, not the dataset's current fields). Models are loaded once per process and kept in a
 small least-recently-used cache keyed by run, so a newer current run is simply a new key. Each is
-served by the engine its run records (services/serving.py): ONNX Runtime, or Keras as the fallback.
+served by the engine its run records (serving/services.py): ONNX Runtime, or Keras as the fallback.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import numpy as np
 from django.conf import settings
 from django.db import connection
 
+from datasets.services import image_size_check
 from jobs.budgets import TooManyJobs
 from management import metrics
+from management.budgets import pixel_budget_charge
+from management.errors import Conflict, ServiceError
 from management.models import DataSet, TrainingRun
-from management.services.budgets import pixel_budget_charge
-from management.services.datasets import image_size_check
-from management.services.errors import Conflict, ServiceError
 from ml.images import channels_for, load_image
 from serving.services import serving_engine, serving_predictor
 
@@ -352,7 +352,7 @@ def prediction_predict(
     """Predict each (name, bytes) image with a run's model (the dataset's current one by default), in order.
 
     `current` says whether `run` is its dataset's current model (by default: when no run is given).
-    The images are held to the pixel budgets (services/budgets.py) before any is decoded, the user's
+    The images are held to the pixel budgets (management/budgets.py) before any is decoded, the user's
     minute counted when `user_id` is given.
     """
     current = run is None if current is None else current

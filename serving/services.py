@@ -18,9 +18,9 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 
 from jobs.budgets import TooManyJobs
+from management.errors import ServiceError
 from management.files import media_local_copy
 from management.models import TrainingRun
-from management.services.errors import ServiceError
 from ml.engines import KERAS, ONNXRUNTIME, load_predictor
 from ml.export import file_name
 from serving.exports import export_folder, training_run_export

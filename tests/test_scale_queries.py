@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 from rest_framework.test import APIClient
 
+from datasets.services import label_counts_add
 from management.models import DataSet, DataSetItem, TrainingRun
-from management.services.datasets import label_counts_add
 from tests.runs import split_report
 from training.services import training_run_create
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from management.errors import Conflict, NotFound, ServiceError
 from management.models import DataSetItem, TrainingRun
-from management.services.errors import Conflict, NotFound, ServiceError
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from django.utils import timezone
 from jobs import lifecycle
 from jobs.lifecycle import IllegalTransition, this_worker  # noqa: F401 - the run lifecycle's public names
 from jobs.registry import kind_get
+from management.errors import Conflict
 from management.models import DataSet, TrainingRun
-from management.services.errors import Conflict
 from training.promotion import promotion_decide
 
 Status = TrainingRun.Status

@@ -10,18 +10,18 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import transaction
 
-from jobs import runner
-from jobs.budgets import model_job_slot
-from management.files import media_local_copy
-from management.models import DataSet, TrainingRun
-from management.options import snapshot_of
-from management.services.datasets import (
+from datasets.services import (
     dataset_labels,
     dataset_unlabelled_count,
     delete_files_on_commit,
     delete_folders_on_commit,
 )
-from management.services.errors import Conflict
+from jobs import runner
+from jobs.budgets import model_job_slot
+from management.errors import Conflict
+from management.files import media_local_copy
+from management.models import DataSet, TrainingRun
+from management.options import snapshot_of
 from ml.images import channels_for
 from ml.models import Augmentation, ModelSpec
 from ml.validate import ValidationReport, validate_model

@@ -25,9 +25,9 @@ from django.db import transaction
 
 from kerasui.logs import RUN_LOGGER
 from management.files import media_local_copy
+from management.journal import MediaJournal, media_journal
 from management.models import DataSet, DataSetItem, Phase, TrainingRun
 from management.options import Architecture, fit_arguments
-from management.services.journal import MediaJournal, media_journal
 from ml import fit as ml_fit
 from ml import transfer
 from ml.backbones import WeightsUnavailable

@@ -14,10 +14,10 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files import File
 
+from datasets.services import clean_label
 from jobs.budgets import model_job_slot
+from management.errors import ServiceError
 from management.models import DataSet, TrainingRun
-from management.services.datasets import clean_label
-from management.services.errors import ServiceError
 from ml.export import inspect_in_child
 from ml.images import COLOR_MODES, channels_for
 from training import runs

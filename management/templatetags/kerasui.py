@@ -3,8 +3,8 @@
 from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
 
+from datasets.services import dataset_label_counts, datasets_with_counts
 from management.models import DataSet, TrainingRun
-from management.services.datasets import dataset_label_counts, datasets_with_counts
 
 register = template.Library()
 

@@ -6,7 +6,7 @@ import base64
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from management.services import budgets
+from management import budgets
 from tests.images import png
 from tests.ml.test_pixel_budget import gif_with_screen
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from django.core.files.base import ContentFile
 
+from datasets.services import dataset_item_create
 from management.models import DataSet, DataSetItem, HealthCheck, HealthDismissal, TrainingRun
-from management.services.datasets import dataset_item_create
 from tests.images import colour_image
 from tests.runs import finish_run, split_report
 from training import runs as lifecycle

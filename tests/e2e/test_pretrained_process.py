@@ -13,8 +13,8 @@ from django.conf import settings as django_settings
 from django.db import connection
 from rest_framework.test import APIClient
 
+from datasets.services import dataset_import_zip
 from management.models import DataSet, TrainingRun
-from management.services.datasets import dataset_import_zip
 from ml.efficientnet_lite import ensure_weights
 from ml.export import FORMATS
 from tests.images import COLOURS, colour_image, colour_zip

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from rest_framework.test import APIClient
 
+from datasets.services import dataset_import_zip
 from management.models import DataSet, TrainingRun
-from management.services.datasets import dataset_import_zip
 from tests.images import colour_zip
 from tests.integration.conftest import HEARTBEAT_TIMEOUT
 

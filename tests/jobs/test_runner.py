@@ -17,7 +17,7 @@ from training import services as training
 def dataset(db):
     from django.core.files.base import ContentFile
 
-    from management.services.datasets import dataset_item_create
+    from datasets.services import dataset_item_create
 
     dataset = DataSet.objects.create(name="Jobs", image_size=16)
     for label in ("red", "blue"):

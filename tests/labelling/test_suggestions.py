@@ -6,10 +6,10 @@ import io
 
 import pytest
 
+from datasets.services import dataset_item_create, dataset_label_counts, dataset_unlabelled_count
 from jobs.process import job_execute
 from labelling.services import suggestion_of
 from management.models import DataSet, DataSetItem, Suggestion, SuggestionJob
-from management.services.datasets import dataset_item_create, dataset_label_counts, dataset_unlabelled_count
 from tests.images import colour_image, png
 from training import runs
 

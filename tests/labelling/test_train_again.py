@@ -3,9 +3,9 @@ item 5)."""
 
 import io
 
+from datasets.services import dataset_item_create
 from labelling.services import RETRAIN_AFTER, dataset_labelled_since_current
 from management.models import TrainingRun
-from management.services.datasets import dataset_item_create
 from tests.images import colour_image
 
 

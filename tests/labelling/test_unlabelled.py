@@ -5,8 +5,7 @@ import io
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from management.models import DataSet, DataSetItem, LabelCount, TrainingRun
-from management.services.datasets import (
+from datasets.services import (
     dataset_import_request,
     dataset_import_zip,
     dataset_item_create,
@@ -15,7 +14,8 @@ from management.services.datasets import (
     dataset_labels,
     dataset_unlabelled_count,
 )
-from management.services.errors import ServiceError
+from management.errors import ServiceError
+from management.models import DataSet, DataSetItem, LabelCount, TrainingRun
 from tests.images import COLOURS, colour_image, png, zip_of
 from tests.runs import run_queued_imports
 from training import runs, trainer

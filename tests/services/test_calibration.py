@@ -5,8 +5,8 @@ import io
 import keras
 import numpy as np
 
+from datasets.services import dataset_import_zip
 from management.models import DataSet, DataSetItem, TrainingRun
-from management.services.datasets import dataset_import_zip
 from ml.images import load_image
 from tests.images import colour_zip
 from training import runs, trainer

@@ -3,8 +3,8 @@ difference, and the held-out images that flipped between right and wrong."""
 
 import pytest
 
+from management.errors import NotFound, ServiceError
 from management.models import DataSet, TrainingRun
-from management.services.errors import NotFound, ServiceError
 from tests.runs import finish_run, split_report
 from training.compare import compare_ids_parse, runs_compare, runs_for_comparison
 

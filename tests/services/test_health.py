@@ -6,12 +6,12 @@ import io
 import pytest
 from django.core.files.base import ContentFile
 
+from datasets.services import dataset_import_zip, dataset_item_create
 from health import services as health
 from jobs import lifecycle
 from jobs.process import job_execute
+from management.errors import ServiceError
 from management.models import DataSet, DataSetItem, HealthCheck
-from management.services.datasets import dataset_import_zip, dataset_item_create
-from management.services.errors import ServiceError
 from ml import backbones
 from tests.images import colour_image, colour_zip
 

@@ -11,8 +11,8 @@ from django.conf import settings
 from django.core.files.storage import FileSystemStorage
 from rest_framework.test import APIClient
 
+from management.journal import media_journals_recover
 from management.models import DataSet, DataSetItem, TrainingRun
-from management.services.journal import media_journals_recover
 from tests.images import colour_zip
 from tests.runs import imported
 from training import runs, trainer

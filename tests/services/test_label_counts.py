@@ -7,9 +7,7 @@ import pytest
 from django.apps import apps
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from health.services import health_delete, health_relabel
-from management.models import DataSet, DataSetItem, LabelCount
-from management.services.datasets import (
+from datasets.services import (
     dataset_import_zip,
     dataset_item_create,
     dataset_item_update,
@@ -18,6 +16,8 @@ from management.services.datasets import (
     dataset_labels,
     label_counts_recount,
 )
+from health.services import health_delete, health_relabel
+from management.models import DataSet, DataSetItem, LabelCount
 from tests.images import png, zip_of
 from tests.runs import run_queued_imports
 

@@ -1,7 +1,7 @@
 import pytest
 
+from management.errors import Conflict, ServiceError
 from management.models import DataSet
-from management.services.errors import Conflict, ServiceError
 from serving.prediction import prediction_predict, prediction_predict_one
 from tests.images import colour_image, png
 

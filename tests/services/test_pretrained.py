@@ -10,8 +10,8 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
+from datasets.services import dataset_import_zip
 from management.models import DataSet, Phase, TrainingRun
-from management.services.datasets import dataset_import_zip
 from ml import backbones, transfer
 from ml.images import load_image
 from tests.images import COLOURS, colour_image, colour_zip

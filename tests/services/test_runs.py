@@ -4,8 +4,8 @@
 import pytest
 
 from jobs import lifecycle
+from management.errors import Conflict
 from management.models import DataSet, TrainingRun
-from management.services.errors import Conflict
 from training import runs
 from training.services import run_snapshot
 

@@ -10,14 +10,14 @@ from django.contrib.auth.models import Permission, User
 from django.core.files.base import ContentFile
 from PIL import Image
 
-from management.models import DataSet, DataSetItem
-from management.services.datasets import (
+from datasets.services import (
     dataset_delete,
     dataset_import_zip,
     dataset_item_create,
     dataset_item_update,
     dataset_items_delete,
 )
+from management.models import DataSet, DataSetItem
 from tests.images import png, zip_of
 
 pytestmark = pytest.mark.django_db

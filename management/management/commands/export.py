@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from management.errors import ServiceError
 from management.models import TrainingRun
-from management.services.errors import ServiceError
 from ml.export import FORMATS
 from serving.exports import export_key, training_run_export, training_run_export_again
 

@@ -7,8 +7,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from health import services as health
 from jobs.process import NotRunnable, job_execute
+from management.errors import ServiceError
 from management.models import DataSet, HealthCheck
-from management.services.errors import ServiceError
 
 
 class Command(BaseCommand):

@@ -7,8 +7,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from jobs.process import NotRunnable, job_execute
+from management.errors import ServiceError
 from management.models import DataSet, TrainingRun
-from management.services.errors import ServiceError
 from training import runs
 from training import services as training
 

@@ -18,7 +18,7 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 
-from management.services.errors import ServiceError
+from management.errors import ServiceError
 from ml.images import TooManyPixels, decoded_pixels
 
 WINDOW_SECONDS = 60

@@ -26,6 +26,9 @@ from django.db.models import Count, F, IntegerField, OuterRef, QuerySet, Subquer
 from django.db.models.functions import Coalesce
 
 from jobs import lifecycle, runner
+from management.budgets import pixel_budget_charge
+from management.errors import Conflict, InsufficientStorage, ServiceError
+from management.journal import MediaJournal, media_journal
 from management.models import (
     DataSet,
     DataSetItem,
@@ -37,9 +40,6 @@ from management.models import (
     thumbnail_image_prefix,
     thumbnail_name,
 )
-from management.services.budgets import pixel_budget_charge
-from management.services.errors import Conflict, InsufficientStorage, ServiceError
-from management.services.journal import MediaJournal, media_journal
 from ml.images import ImageInfo, image_file_name, make_thumbnail, verify_image
 
 MAX_LABEL_LENGTH = DataSetItem._meta.get_field("label").max_length
@@ -113,7 +113,7 @@ def image_size_check(data: bytes, *, name: str, field_name: str = "image") -> No
 def image_check(data: bytes, *, name: str, field_name: str = "image", user_id: int | None = None) -> ImageInfo:
     """Refuse anything that is not a whole, decodable image of acceptable size; say what it is.
 
-    Its pixels are held to the budgets (413/429, services/budgets.py) from its header, before decoding."""
+    Its pixels are held to the budgets (413/429, management/budgets.py) from its header, before decoding."""
     image_size_check(data, name=name, field_name=field_name)
     pixel_budget_charge(images=[(name, data)], user_id=user_id, field_name=field_name)
     try:
