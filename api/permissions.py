@@ -5,8 +5,8 @@ from django.core.exceptions import ValidationError
 from oauth2_provider.contrib.rest_framework import TokenHasScope
 from rest_framework import permissions
 
+from datasets.models import DataSet
 from management import permissions as rules
-from management.models import DataSet
 from ml.models import DEFAULT_PROCESS
 
 READ, WRITE, PREDICT, METRICS = "read", "write", "predict", "metrics"

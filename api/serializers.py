@@ -18,21 +18,15 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from datasets.models import DataSet, DataSetItem, ImportJob
 from datasets.services import MAX_LABEL_LENGTH
 from management import options
-from management.models import (
-    PRETRAINED_ARCHITECTURES,
-    Architecture,
-    ColorMode,
-    DataSet,
-    DataSetItem,
-    ExportJob,
-    ImportJob,
-    TrainingRun,
-)
+from management.options import PRETRAINED_ARCHITECTURES, Architecture, ColorMode
 from ml.backbones import DEFAULT_IMAGE_SIZE as DEFAULT_PRETRAINED_SIZE
 from ml.backbones import MIN_IMAGE_SIZE as MIN_PRETRAINED_SIZE
 from ml.backbones import check_image_size
+from serving.models import ExportJob
+from training.models import TrainingRun
 
 DATA_URI_PREFIX = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
 NOT_BASE64 = "not valid base64: send the image's bytes encoded as base64, or upload a file"

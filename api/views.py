@@ -76,6 +76,7 @@ from api.serializers import (
     ValidationReportSerializer,
     ZipUploadSerializer,
 )
+from datasets.models import DataSet, DataSetItem
 from datasets.services import (
     dataset_delete,
     dataset_import_request,
@@ -96,7 +97,6 @@ from management import metrics
 from management import permissions as rules
 from management.errors import Conflict, NotFound, ServiceError
 from management.files import media_response
-from management.models import DataSet, DataSetItem, TrainingRun
 from management.permissions import media_permissions
 from serving.explanations import explanation_budget, explanation_for_image, explanation_run_item
 from serving.exports import ExportFile, export_job_request
@@ -110,6 +110,7 @@ from serving.prediction import (
 )
 from training.compare import compare_ids_parse, runs_compare, runs_for_comparison
 from training.evaluations import evaluation_confusion_cell_by_label
+from training.models import TrainingRun
 from training.pretrained import starting_points
 from training.services import (
     dataset_model_validate,

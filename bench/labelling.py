@@ -44,8 +44,9 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="kerasui-labelling-"))
     environment = setup(data_dir)
 
+    from datasets.models import DataSet
     from datasets.services import dataset_import_zip, dataset_item_create
-    from management.models import DataSet, Suggestion, SuggestionJob
+    from labelling.models import Suggestion, SuggestionJob
 
     (images, targets), _, names = digits()
     generator = np.random.default_rng(SEED)

@@ -152,9 +152,10 @@ def setup(data_dir: Path) -> dict:
     # The same token reads /metrics (the bench's account is a superuser).
     get_access_token_model().objects.filter(token=token).update(scope="read write predict metrics")
 
-    from management.models import DataSet, TrainingRun
+    from datasets.models import DataSet
     from ml.models import DEFAULT_PROCESS, ModelSpec, build_model
     from serving.services import serving_prepare_run
+    from training.models import TrainingRun
     from training.services import training_run_create
 
     runs = []
@@ -183,7 +184,7 @@ def setup(data_dir: Path) -> dict:
 
 
 def set_current(runs: list, count: int) -> None:
-    from management.models import DataSet
+    from datasets.models import DataSet
 
     for index, run in enumerate(runs):
         DataSet.objects.filter(pk=run.dataset_id).update(current_run=run if index < count else None)

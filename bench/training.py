@@ -356,8 +356,8 @@ def setup_main(args: argparse.Namespace) -> None:
     django.setup()
     from django.conf import settings
 
+    from datasets.models import DataSet, DataSetItem
     from datasets.services import dataset_import_zip
-    from management.models import DataSet, DataSetItem
 
     dataset = DataSet.objects.create(
         name=f"bench-{args.name}",

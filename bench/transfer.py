@@ -181,8 +181,8 @@ def manage(environment: dict, *args: str) -> tuple[float, subprocess.CompletedPr
 
 
 def dataset_with(name: str, archive: bytes, options: dict):
+    from datasets.models import DataSet
     from datasets.services import dataset_import_zip
-    from management.models import DataSet
 
     values = {"batch_size": 32, "validation_split": 0.2, "seed": SEED, "color_mode": "grayscale", "verbose": 0}
     values.update(options)
@@ -193,7 +193,7 @@ def dataset_with(name: str, archive: bytes, options: dict):
 
 def train(environment: dict, dataset) -> tuple[float, object]:
     """`manage.py train` in a subprocess (the timing part)."""
-    from management.models import TrainingRun
+    from training.models import TrainingRun
 
     seconds, _ = manage(environment, "train", str(dataset.pk))
     dataset.cpu_seconds = LAST_CPU_SECONDS[0]
@@ -205,7 +205,7 @@ def train(environment: dict, dataset) -> tuple[float, object]:
 
 def train_here(dataset, seed: int) -> tuple[float, object]:
     """The trainer's own code in this process (what `manage.py train` runs), with the dataset's seed."""
-    from management.models import DataSet
+    from datasets.models import DataSet
     from training import runs, trainer
     from training import services as training
 

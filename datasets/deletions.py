@@ -6,7 +6,8 @@ relation); this says the same in a few counted sentences, with a constant number
 
 from django.db.models import Count, Q
 
-from management.models import DataSet, TrainingRun
+from datasets.models import DataSet
+from training.models import TrainingRun
 
 
 def _plural(count: int, one: str, many: str) -> str:

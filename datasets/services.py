@@ -25,22 +25,22 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, F, IntegerField, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
-from jobs import lifecycle, runner
-from management.budgets import pixel_budget_charge
-from management.errors import Conflict, InsufficientStorage, ServiceError
-from management.journal import MediaJournal, media_journal
-from management.models import (
+from datasets.models import (
     DataSet,
     DataSetItem,
     ImportJob,
     LabelCount,
-    Suggestion,
-    TrainingRun,
     original_file_name,
     thumbnail_image_prefix,
     thumbnail_name,
 )
+from jobs import lifecycle, runner
+from labelling.models import Suggestion
+from management.budgets import pixel_budget_charge
+from management.errors import Conflict, InsufficientStorage, ServiceError
+from management.journal import MediaJournal, media_journal
 from ml.images import ImageInfo, image_file_name, make_thumbnail, verify_image
+from training.models import TrainingRun
 
 MAX_LABEL_LENGTH = DataSetItem._meta.get_field("label").max_length
 UNLABELLED = ""  # an item's label when it has none: kept, shown, suggested for, never trained on

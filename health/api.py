@@ -13,10 +13,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.permissions import TokenScopes, UseCasePermissions
+from datasets.models import DataSet
 from health import services as health
+from health.models import HealthCheck, HealthDismissal
 from management import permissions as rules
 from management.errors import Conflict, NotFound
-from management.models import DataSet, HealthCheck, HealthDismissal
 
 
 class HealthCheckSerializer(serializers.ModelSerializer):

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
+from datasets.models import DataSetItem
 from datasets.services import dataset_labels
 from health import services as health
+from health.models import HealthCheck, HealthDismissal
 from jobs import lifecycle
-from management.models import DataSetItem, HealthCheck, HealthDismissal
 from ml import health as ml_health
 from ml.backbones import WeightsUnavailable
 from ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache

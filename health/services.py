@@ -13,11 +13,13 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from datasets.models import DataSet, DataSetItem
 from datasets.services import dataset_item_update, dataset_items_delete
+from health.models import HealthCheck, HealthDismissal
 from jobs import lifecycle, runner, watchdog
 from jobs.budgets import job_rate_check
 from management.errors import Conflict, ServiceError
-from management.models import DataSet, DataSetItem, HealthCheck, HealthDismissal, TrainingRun
+from training.models import TrainingRun
 
 KIND = HealthCheck.KIND
 Status = HealthCheck.Status

@@ -6,10 +6,11 @@ from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from datasets.models import DataSet
 from health import services as health
+from health.models import HealthCheck, HealthDismissal
 from management import permissions as rules
 from management.errors import ServiceError
-from management.models import DataSet, HealthCheck, HealthDismissal
 
 KINDS = dict(HealthDismissal.Kind.choices)
 

@@ -19,11 +19,12 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 
+from datasets.models import DataSet, DataSetItem
 from datasets.services import UNLABELLED, clean_label, label_counts_add, label_or_unlabelled
 from jobs import lifecycle
+from labelling.models import Suggestion, SuggestionJob
 from labelling.suggestion_jobs import current_model_run, suggestions_request
 from management.errors import ServiceError
-from management.models import DataSet, DataSetItem, Suggestion, SuggestionJob
 from ml.images import load_image
 from serving.services import serving_predictor
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from django.db import IntegrityError, transaction
 
+from datasets.models import DataSet, DataSetItem
 from jobs import lifecycle, runner
-from management.models import DataSet, DataSetItem, SuggestionJob, TrainingRun
+from labelling.models import SuggestionJob
+from training.models import TrainingRun
 
 
 def current_model_run(dataset_id: int) -> TrainingRun | None:

@@ -9,11 +9,11 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_POST
 
+from datasets.models import DataSet
 from datasets.services import dataset_labels
 from labelling.services import dataset_items_label, suggestions_progress
 from management import permissions as rules
 from management.errors import ServiceError
-from management.models import DataSet
 
 
 def label_page(request, dataset_id):

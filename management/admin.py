@@ -13,6 +13,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
 from datasets import deletions
+from datasets.models import DataSet, DataSetItem, LabelCount
 from datasets.services import (
     dataset_delete,
     dataset_item_save,
@@ -27,11 +28,12 @@ from management import options, views
 from management import permissions as rules
 from management.errors import ServiceError
 from management.forms import DataSetForm, DataSetItemForm
-from management.models import DataSet, DataSetItem, ExportJob, LabelCount, TrainingRun
 from ml.export import FORMATS, RUNTIMES
 from serving.exports import export_jobs_of
+from serving.models import ExportJob
 from training import run_report
 from training.evaluations import evaluation_has_predictions
+from training.models import TrainingRun
 from training.services import (
     training_run_cancel,
     training_run_create,

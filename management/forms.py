@@ -3,9 +3,10 @@
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
+from datasets.models import DataSet, DataSetItem, original_file_name
 from datasets.services import image_check, label_or_unlabelled
 from management.errors import ServiceError
-from management.models import Architecture, ColorMode, DataSet, DataSetItem, PromotionPolicy, original_file_name
+from management.options import Architecture, ColorMode, PromotionPolicy
 from ml.backbones import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE
 from training.pretrained import backbone_statuses
 

@@ -20,8 +20,9 @@ from django.conf import settings
 from django.core.files.base import File
 from django.core.files.storage import default_storage
 
-from management.models import DataSet, DataSetItem, TrainingRun
+from datasets.models import DataSet, DataSetItem
 from management.processes import pid_alive
+from training.models import TrainingRun
 
 logger = logging.getLogger(__name__)
 

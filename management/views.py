@@ -15,19 +15,21 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from datasets.models import DataSet, ImportJob
 from datasets.services import ImportReport, dataset_import_request, dataset_item_create
 from management import permissions as rules
 from management.errors import ServiceError
 from management.files import IMAGE_TYPES, media_response
 from management.forms import ModelImportForm, TestForm, ValidateForm, ZipUploadForm
 from management.management.commands.demo import DEMO_NAME
-from management.models import Architecture, ColorMode, DataSet, ImportJob, TrainingRun
+from management.options import Architecture, ColorMode
 from ml.images import image_extension, image_format
 from serving.explanations import explanation_budget, explanation_for_image, explanation_run_item
 from serving.exports import ExportFile, export_job_request
 from serving.prediction import prediction_predict_one, prediction_version_run
 from training.compare import compare_ids_parse, compare_thumbnails, runs_compare, runs_for_comparison
 from training.evaluations import evaluation_confusion_cell
+from training.models import TrainingRun
 from training.services import dataset_model_validate
 from training.versions import training_run_import, training_run_promote
 

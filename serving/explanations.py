@@ -24,13 +24,14 @@ from django.core.cache import cache
 from django.core.files.storage import default_storage
 from filelock import FileLock, Timeout
 
+from datasets.models import DataSetItem
 from datasets.services import image_size_check
 from management.errors import Conflict, InsufficientStorage, NotFound, ServiceError
 from management.files import media_write_bytes
-from management.models import DataSetItem, TrainingRun
 from ml.explain import METHOD, display_image, occlusion_map, overlay_png
 from ml.images import load_image
 from serving.prediction import model_cache
+from training.models import TrainingRun
 
 # One heatmap takes a fraction of a second to a few seconds: a client told to wait this long finds a slot.
 SLOT_RETRY_SECONDS = 5

@@ -26,13 +26,15 @@ from django.utils import timezone
 from django.utils.text import slugify
 from filelock import FileLock
 
+from datasets.models import DataSetItem
 from jobs import lifecycle, runner
 from jobs.budgets import TooManyJobs, model_job_slot
 from management.errors import Conflict, ServiceError
-from management.models import DataSetItem, ExportJob, TrainingRun
 from ml.export import FORMATS, PRECISIONS, export_in_child, file_name
 from ml.files import atomic_path
 from ml.images import channels_for, load_image
+from serving.models import ExportJob
+from training.models import TrainingRun
 
 log = logging.getLogger(__name__)
 KIND = ExportJob.KIND

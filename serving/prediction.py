@@ -17,14 +17,15 @@ import numpy as np
 from django.conf import settings
 from django.db import connection
 
+from datasets.models import DataSet
 from datasets.services import image_size_check
 from jobs.budgets import TooManyJobs
 from management import metrics
 from management.budgets import pixel_budget_charge
 from management.errors import Conflict, ServiceError
-from management.models import DataSet, TrainingRun
 from ml.images import channels_for, load_image
 from serving.services import serving_engine, serving_predictor
+from training.models import TrainingRun
 
 UNKNOWN = "unknown"
 TOP_LABELS = 3

@@ -20,10 +20,10 @@ from django.core.files.storage import default_storage
 from jobs.budgets import TooManyJobs
 from management.errors import ServiceError
 from management.files import media_local_copy
-from management.models import TrainingRun
 from ml.engines import KERAS, ONNXRUNTIME, load_predictor
 from ml.export import file_name
 from serving.exports import export_folder, training_run_export
+from training.models import TrainingRun
 
 log = logging.getLogger(__name__)
 

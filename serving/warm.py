@@ -17,10 +17,11 @@ import threading
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
+from datasets.models import DataSet
 from jobs.budgets import TooManyJobs
 from management import metrics
-from management.models import DataSet, TrainingRun
 from serving.prediction import model_cache
+from training.models import TrainingRun
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import uuid
 import pytest
 
 from api.throttles import counters
+from datasets.models import DataSet
 from datasets.services import dataset_import_zip
 from jobs import runner as runners
-from management.models import DataSet
 from serving.prediction import model_cache
 from tests.images import colour_zip
 

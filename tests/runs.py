@@ -7,7 +7,8 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from management.models import DataSet, TrainingRun
+from datasets.models import DataSet
+from training.models import TrainingRun
 from training.services import training_run_create
 
 
@@ -126,8 +127,8 @@ def imported(client, response) -> dict:
 
 def run_queued_imports() -> list:
     """Run every queued zip import here, as their processes would; the jobs as they ended."""
+    from datasets.models import ImportJob
     from jobs.process import job_execute
-    from management.models import ImportJob
 
     return [
         job_execute(kind="import", job_id=job_id, worker="test:1")

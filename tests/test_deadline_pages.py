@@ -4,8 +4,8 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
+from datasets.models import DataSet
 from management.admin import DataSetAdmin
-from management.models import DataSet
 
 # Counts to a hundred million in SQLite: tens of seconds unless something stops it.
 SLOW = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000000) SELECT count(*) FROM c"

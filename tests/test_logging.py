@@ -4,7 +4,7 @@ import logging
 import re
 import sys
 
-from management.models import DataSet
+from datasets.models import DataSet
 from training import runs, trainer
 from training import services as training
 

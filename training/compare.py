@@ -10,9 +10,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from datasets.models import DataSetItem
 from management.errors import NotFound, ServiceError
-from management.models import DataSetItem, TrainingRun
 from management.options import OPTIONS
+from training.models import TrainingRun
 from training.promotion import HELD_OUT, held_out_report, same_held_out_split
 
 MAX_RUNS = 10

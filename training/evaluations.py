@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from datasets.models import DataSetItem
 from management.errors import Conflict, NotFound, ServiceError
-from management.models import DataSetItem, TrainingRun
+from training.models import TrainingRun
 
 
 @dataclass(frozen=True)

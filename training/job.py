@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 
 from kerasui.logs import RUN_LOGGER
-from management.models import TrainingRun
 from training import runs
+from training.models import TrainingRun
 from training.services import training_run_problem
 
 log = logging.getLogger(RUN_LOGGER)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from management.models import Architecture
+from management.options import Architecture
 from ml.backbones import BACKBONES, DEFAULT_IMAGE_SIZE, Backbone, WeightsUnavailable, backbone_named
 from ml.efficientnet_lite import source_path
 from ml.models import MIN_IMAGE_SIZE

@@ -6,7 +6,8 @@ stores the answer on the run with its status. The comparison (compare.py) reads 
 
 from __future__ import annotations
 
-from management.models import PromotionPolicy, TrainingRun
+from management.options import PromotionPolicy
+from training.models import TrainingRun
 
 # The held-out splits, the most trustworthy first: the test images never chose an epoch.
 HELD_OUT = ("test", "validation")

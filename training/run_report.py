@@ -7,7 +7,7 @@ import math
 
 from django.utils import timezone
 
-from management.models import TrainingRun
+from training.models import TrainingRun
 
 # What each final metric and history column means, in words. A name not listed is shown spaced out.
 METRIC_NAMES = {

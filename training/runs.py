@@ -17,11 +17,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from datasets.models import DataSet
 from jobs import lifecycle
 from jobs.lifecycle import IllegalTransition, this_worker  # noqa: F401 - the run lifecycle's public names
 from jobs.registry import kind_get
 from management.errors import Conflict
-from management.models import DataSet, TrainingRun
+from training.models import TrainingRun
 from training.promotion import promotion_decide
 
 Status = TrainingRun.Status

@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import transaction
 
+from datasets.models import DataSet
 from datasets.services import (
     dataset_labels,
     dataset_unlabelled_count,
@@ -20,12 +21,12 @@ from jobs import runner
 from jobs.budgets import model_job_slot
 from management.errors import Conflict
 from management.files import media_local_copy
-from management.models import DataSet, TrainingRun
 from management.options import snapshot_of
 from ml.images import channels_for
 from ml.models import Augmentation, ModelSpec
 from ml.validate import ValidationReport, validate_model
 from training import runs
+from training.models import TrainingRun
 
 
 def run_snapshot(*, dataset: DataSet) -> dict:

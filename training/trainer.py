@@ -23,10 +23,10 @@ from django.conf import settings
 from django.core.files import File
 from django.db import transaction
 
+from datasets.models import DataSet, DataSetItem
 from kerasui.logs import RUN_LOGGER
 from management.files import media_local_copy
 from management.journal import MediaJournal, media_journal
-from management.models import DataSet, DataSetItem, Phase, TrainingRun
 from management.options import Architecture, fit_arguments
 from ml import fit as ml_fit
 from ml import transfer
@@ -46,6 +46,7 @@ from ml.images import channels_for
 from ml.models import Augmentation, ModelCodeError, ModelSpec, build_model, model_summary
 from serving.services import serving_prepare_run
 from training import pretrained, runs
+from training.models import Phase, TrainingRun
 from training.promotion import HELD_OUT
 from training.services import training_run_problem
 

@@ -14,13 +14,14 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files import File
 
+from datasets.models import DataSet
 from datasets.services import clean_label
 from jobs.budgets import model_job_slot
 from management.errors import ServiceError
-from management.models import DataSet, TrainingRun
 from ml.export import inspect_in_child
 from ml.images import COLOR_MODES, channels_for
 from training import runs
+from training.models import TrainingRun
 from training.services import run_snapshot
 
 MODES_BY_CHANNELS = {channels_for(mode): mode for mode in COLOR_MODES}

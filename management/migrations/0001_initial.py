@@ -2,7 +2,7 @@
 
 import django.core.validators
 import django.db.models.deletion
-import management.models
+import datasets.models
 from django.conf import settings
 from django.db import migrations, models
 
@@ -79,7 +79,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('label', models.CharField(max_length=100)),
-                ('image', models.ImageField(max_length=255, upload_to=management.models.item_image_path)),
+                ('image', models.ImageField(max_length=255, upload_to=datasets.models.item_image_path)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='items', to='management.dataset')),
             ],

@@ -1,9 +1,10 @@
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from management.models import DataSet, DataSetItem, TrainingRun
+from datasets.models import DataSet, DataSetItem
 from tests.images import colour_image, colour_zip, png, zip_of
 from tests.runs import run_queued_imports
+from training.models import TrainingRun
 
 
 def test_every_admin_page_renders(admin_client, trained_dataset):

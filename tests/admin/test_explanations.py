@@ -14,11 +14,11 @@ from PIL import Image
 from rest_framework.test import APIClient
 
 from management.files import PRIVATE_HEADERS
-from management.models import TrainingRun
 from ml.evaluate import classification_report
 from tests.e2e.test_csp import INLINE_HANDLER, INLINE_SCRIPT
 from tests.images import colour_image
 from training.evaluations import evaluation_confusion_cell
+from training.models import TrainingRun
 
 LABELS = ["blue", "green", "red"]
 

@@ -7,7 +7,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from management.models import DataSetItem, HealthCheck
+from datasets.models import DataSetItem
+from health.models import HealthCheck
 from training.services import training_run_create
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

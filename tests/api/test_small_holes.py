@@ -10,7 +10,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
-from management.models import HealthCheck
+from health.models import HealthCheck
 from training.services import training_run_create
 
 

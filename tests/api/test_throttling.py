@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
-from management.models import DataSet
+from datasets.models import DataSet
 from tests.images import png
 
 # Queries of a bearer request between the throttle's leases (the token with its user; for a dataset, the
@@ -138,8 +138,8 @@ def test_migrate_makes_the_database_cache_table(settings):
 def test_media_downloads_are_not_counted_against_the_rate(tiny_rates, admin_user):
     import io
 
+    from datasets.models import DataSet
     from datasets.services import dataset_item_create
-    from management.models import DataSet
 
     item = dataset_item_create(dataset=DataSet.objects.create(name="Pets"), label="cat", file=io.BytesIO(png()))
     client = client_for(admin_user)

@@ -10,10 +10,10 @@ import keras
 import pytest
 from django.conf import settings
 
-from management.models import TrainingRun
 from serving import exports
 from tests.images import colour_image
 from tests.runs import download, install_model
+from training.models import TrainingRun
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from management.models import DataSetItem
+from datasets.models import DataSetItem
 from tests.e2e.test_labelling_page import open_page, shown, to_label  # noqa: F401 - the labelling page's fixture
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from django.core.files.base import ContentFile
 
-from management.models import DataSet, DataSetItem, TrainingRun
+from datasets.models import DataSet, DataSetItem
 from tests.images import png
+from training.models import TrainingRun
 from training.services import training_run_create
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from datasets.models import DataSet, DataSetItem
 from datasets.services import dataset_item_create
 from jobs.process import job_execute
-from management.models import DataSet, DataSetItem, Suggestion, SuggestionJob
+from labelling.models import Suggestion, SuggestionJob
 from tests.e2e.test_dataset_page import browser  # noqa: F401,F811 - one Chromium for the module
 from tests.images import colour_image
 from tests.labelling.test_suggestions import MIXED, mixed_image

@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 from django.core.files.base import ContentFile
 
+from datasets.models import DataSet, DataSetItem
 from datasets.services import dataset_item_create
-from management.models import DataSet, DataSetItem, HealthCheck, HealthDismissal, TrainingRun
+from health.models import HealthCheck, HealthDismissal
 from tests.images import colour_image
 from tests.runs import finish_run, split_report
 from training import runs as lifecycle
+from training.models import TrainingRun
 from training.services import training_run_create
 
 CHROMIUM = Path("/usr/bin/chromium")

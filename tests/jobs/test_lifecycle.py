@@ -3,10 +3,10 @@
 import pytest
 from django.db import IntegrityError
 
+from datasets.models import DataSet
 from jobs import lifecycle
 from jobs.models import Job, JobStatus
 from jobs.registry import KINDS, UnknownKind, kind_get
-from management.models import DataSet
 from training.services import run_snapshot
 
 MOVES = [

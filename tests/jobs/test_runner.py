@@ -5,12 +5,14 @@ import sys
 
 import pytest
 
+from datasets.models import DataSet
 from health import services as health
+from health.models import HealthCheck
 from jobs import lifecycle, runner, watchdog
 from jobs.budgets import TooManyJobs
-from management.models import DataSet, HealthCheck, TrainingRun
 from tests.images import colour_image
 from training import services as training
+from training.models import TrainingRun
 
 
 @pytest.fixture

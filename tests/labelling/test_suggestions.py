@@ -6,10 +6,11 @@ import io
 
 import pytest
 
+from datasets.models import DataSet, DataSetItem
 from datasets.services import dataset_item_create, dataset_label_counts, dataset_unlabelled_count
 from jobs.process import job_execute
+from labelling.models import Suggestion, SuggestionJob
 from labelling.services import suggestion_of
-from management.models import DataSet, DataSetItem, Suggestion, SuggestionJob
 from tests.images import colour_image, png
 from training import runs
 
@@ -193,7 +194,7 @@ def test_a_run_finishing_in_its_process_queues_suggestions_without_starting_a_ru
     settings.KERASUI_TRAINING_BACKEND = "thread"
     started = []
     monkeypatch.setattr(runner, "enqueue", lambda *args, **kwargs: started.append(args))
-    from management.models import TrainingRun
+    from training.models import TrainingRun
     from training.services import training_run_create
 
     current = dataset.current_run

@@ -5,8 +5,8 @@ import io
 
 from datasets.services import dataset_item_create
 from labelling.services import RETRAIN_AFTER, dataset_labelled_since_current
-from management.models import TrainingRun
 from tests.images import colour_image
+from training.models import TrainingRun
 
 
 def test_the_offer_appears_once_enough_images_were_labelled_since_the_current_run(admin_client, trained_dataset):

@@ -5,6 +5,7 @@ import io
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from datasets.models import DataSet, DataSetItem, LabelCount
 from datasets.services import (
     dataset_import_request,
     dataset_import_zip,
@@ -15,11 +16,11 @@ from datasets.services import (
     dataset_unlabelled_count,
 )
 from management.errors import ServiceError
-from management.models import DataSet, DataSetItem, LabelCount, TrainingRun
 from tests.images import COLOURS, colour_image, png, zip_of
 from tests.runs import run_queued_imports
 from training import runs, trainer
 from training import services as training
+from training.models import TrainingRun
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from moto import mock_aws
 from rest_framework.test import APIClient
 
+from datasets.models import DataSet
 from datasets.services import storage_folder_delete
 from management.files import media_local_copy, media_response, media_write_bytes
 from management.journal import media_journals_recover
-from management.models import DataSet
 from tests.images import png
 
 BUCKET = "kerasui-test"

@@ -5,12 +5,13 @@ import io
 import keras
 import numpy as np
 
+from datasets.models import DataSet, DataSetItem
 from datasets.services import dataset_import_zip
-from management.models import DataSet, DataSetItem, TrainingRun
 from ml.images import load_image
 from tests.images import colour_zip
 from training import runs, trainer
 from training import services as training
+from training.models import TrainingRun
 
 
 def execute(dataset: DataSet) -> TrainingRun:

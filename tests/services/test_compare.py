@@ -3,10 +3,11 @@ difference, and the held-out images that flipped between right and wrong."""
 
 import pytest
 
+from datasets.models import DataSet
 from management.errors import NotFound, ServiceError
-from management.models import DataSet, TrainingRun
 from tests.runs import finish_run, split_report
 from training.compare import compare_ids_parse, runs_compare, runs_for_comparison
+from training.models import TrainingRun
 
 LABELS = ["a", "b"]
 IDS = [101, 102, 103, 104]

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from datasets.models import DataSet, DataSetItem
 from datasets.services import dataset_delete, dataset_import_zip, dataset_item_create
 from management.errors import ServiceError
-from management.models import DataSet, DataSetItem
 from tests.images import colour_zip, png, zip_of
 
 

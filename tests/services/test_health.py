@@ -6,12 +6,13 @@ import io
 import pytest
 from django.core.files.base import ContentFile
 
+from datasets.models import DataSet, DataSetItem
 from datasets.services import dataset_import_zip, dataset_item_create
 from health import services as health
+from health.models import HealthCheck
 from jobs import lifecycle
 from jobs.process import job_execute
 from management.errors import ServiceError
-from management.models import DataSet, DataSetItem, HealthCheck
 from ml import backbones
 from tests.images import colour_image, colour_zip
 

@@ -5,9 +5,10 @@ import io
 
 from django.core.files.base import ContentFile
 
+from datasets.models import DataSet, DataSetItem
 from datasets.services import dataset_import_zip, dataset_item_create
 from health import services as health
-from management.models import DataSet, DataSetItem, HealthDismissal
+from health.models import HealthDismissal
 from tests.images import colour_zip
 from tests.runs import finish_run, split_report
 from training.versions import training_run_promote

@@ -7,6 +7,7 @@ import pytest
 from django.apps import apps
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from datasets.models import DataSet, DataSetItem, LabelCount
 from datasets.services import (
     dataset_import_zip,
     dataset_item_create,
@@ -17,7 +18,6 @@ from datasets.services import (
     label_counts_recount,
 )
 from health.services import health_delete, health_relabel
-from management.models import DataSet, DataSetItem, LabelCount
 from tests.images import png, zip_of
 from tests.runs import run_queued_imports
 

@@ -9,9 +9,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
+from datasets.models import DataSet
 from datasets.services import clean_label, dataset_import_zip, dataset_item_create, dataset_labels
 from management.errors import ServiceError
-from management.models import DataSet
 from tests.images import png, zip_of
 from training.versions import parse_labels
 

@@ -3,10 +3,11 @@
 import dataclasses
 
 from api.serializers import DataSetSerializer, TrainingRunSerializer
+from datasets.models import DataSet
 from management import options
 from management.admin import DataSetAdmin, TrainingRunAdmin
-from management.models import DataSet, TrainingRun
 from ml.fit import FitOptions
+from training.models import TrainingRun
 from training.services import training_run_create
 
 # A value other than the default for each option, as a person would set it.

@@ -1,7 +1,7 @@
 import pytest
 
+from datasets.models import DataSet
 from management.errors import Conflict, ServiceError
-from management.models import DataSet
 from serving.prediction import prediction_predict, prediction_predict_one
 from tests.images import colour_image, png
 
@@ -57,7 +57,7 @@ def test_a_succeeded_current_run_is_warmed_into_the_cache(trained_dataset):
 
 
 def test_the_cache_serves_a_new_run_and_evicts_beyond_its_bound(trained_dataset, colour_model_file, settings):
-    from management.models import DataSet
+    from datasets.models import DataSet
     from serving.prediction import model_cache, prediction_predict_one
     from tests.images import colour_image
     from tests.runs import install_model

@@ -10,13 +10,14 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
+from datasets.models import DataSet
 from datasets.services import dataset_import_zip
-from management.models import DataSet, Phase, TrainingRun
 from ml import backbones, transfer
 from ml.images import load_image
 from tests.images import COLOURS, colour_image, colour_zip
 from training import runs, trainer
 from training import services as training
+from training.models import Phase, TrainingRun
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,9 @@
 
 import pytest
 
-from management.models import DataSet, TrainingRun
+from datasets.models import DataSet
 from tests.runs import finish_run, split_report
+from training.models import TrainingRun
 from training.services import training_run_delete
 from training.versions import training_run_promote
 

@@ -3,10 +3,11 @@
 
 import pytest
 
+from datasets.models import DataSet
 from jobs import lifecycle
 from management.errors import Conflict
-from management.models import DataSet, TrainingRun
 from training import runs
+from training.models import TrainingRun
 from training.services import run_snapshot
 
 Status = TrainingRun.Status

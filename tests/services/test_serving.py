@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from management.models import TrainingRun
 from ml.engines import OnnxPredictor
 from ml.export import ExportReport
 from ml.images import load_image
@@ -15,6 +14,7 @@ from serving.prediction import model_cache, prediction_metadata, prediction_pred
 from serving.services import onnx_path, serving_prepare_run
 from tests.images import COLOURS, colour_image
 from tests.runs import install_model
+from training.models import TrainingRun
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from django.contrib.auth.models import Permission, User
 from django.core.files.base import ContentFile
 from PIL import Image
 
+from datasets.models import DataSet, DataSetItem
 from datasets.services import (
     dataset_delete,
     dataset_import_zip,
@@ -17,7 +18,6 @@ from datasets.services import (
     dataset_item_update,
     dataset_items_delete,
 )
-from management.models import DataSet, DataSetItem
 from tests.images import png, zip_of
 
 pytestmark = pytest.mark.django_db

@@ -5,13 +5,14 @@ import socket
 import pytest
 from django.core.files.base import ContentFile
 
+from datasets.models import DataSet, DataSetItem
 from jobs import watchdog
 from management.errors import Conflict
-from management.models import DataSet, DataSetItem, TrainingRun
 from serving.prediction import model_cache, prediction_predict
 from tests.images import COLOURS, colour_image, png, zip_of
 from training import runs, trainer
 from training import services as training
+from training.models import TrainingRun
 
 Status = TrainingRun.Status
 

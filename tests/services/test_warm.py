@@ -5,8 +5,8 @@ import time
 
 import pytest
 
+from datasets.models import DataSet
 from management.errors import Conflict
-from management.models import DataSet
 from serving.prediction import model_cache, prediction_current_run, prediction_predict
 from serving.warm import ServingWatcher
 from tests.images import COLOURS, colour_image

@@ -6,8 +6,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from datasets.models import DataSet
 from datasets.services import dataset_import_zip
-from management.models import DataSet
 from ml.shapes import SHAPES, demo_zip
 
 DEMO_NAME = "Shapes (demo)"

@@ -3,9 +3,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from management.errors import ServiceError
-from management.models import TrainingRun
 from ml.export import FORMATS
 from serving.exports import export_key, training_run_export, training_run_export_again
+from training.models import TrainingRun
 
 
 class Command(BaseCommand):

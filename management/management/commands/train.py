@@ -6,11 +6,12 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from datasets.models import DataSet
 from jobs.process import NotRunnable, job_execute
 from management.errors import ServiceError
-from management.models import DataSet, TrainingRun
 from training import runs
 from training import services as training
+from training.models import TrainingRun
 
 
 class _Tee:
