@@ -15,8 +15,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-# The folder holding the `management` package: the child's working directory, so `-m` finds it.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The folder holding the `ml` package: the child's working directory, so `-m` finds it.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # TensorFlow's C++ log lines ("E0000 00:00:17... cuda_platform.cc:52] ...") say nothing about the work.
 TENSORFLOW_LOG_LINE = re.compile(r"^[IWEF]\d{4} |^WARNING: All log messages before absl")
 
