@@ -330,9 +330,9 @@ def breakdown(data: dict) -> dict:
     from rest_framework.test import APIRequestFactory
 
     from api.authentication import OAuth2Authentication
-    from api.serializers import PredictSerializer
     from ml.images import load_image
     from serving.prediction import model_cache, prediction_current_run, prediction_predict
+    from serving.serializers import PredictSerializer
 
     set_current(data["runs"], 1)
     model_cache.clear()

@@ -22,7 +22,7 @@ def slow_dataset_list(monkeypatch, settings):
             cursor.execute(SLOW)
         return DataSet.objects.all()
 
-    monkeypatch.setattr("api.views.datasets_with_counts", slow)
+    monkeypatch.setattr("datasets.api.datasets_with_counts", slow)
     monkeypatch.setattr(DataSetAdmin, "get_queryset", lambda self, request: slow())
 
 
