@@ -18,7 +18,6 @@ from django.utils._os import safe_join
 from django.views import defaults
 from drf_spectacular.utils import (
     OpenApiResponse,
-    OpenApiTypes,
     extend_schema,
     inline_serializer,
 )
@@ -53,12 +52,6 @@ from serving.prediction import (
 )
 
 API_PREFIXES = ("/api/", "/o/")
-
-
-FILE_RESPONSE = OpenApiResponse(OpenApiTypes.BINARY, description="The file, as an attachment.")
-
-
-MODEL_CODE_AND_CHANGE = "management.change_dataset and management.change_model_code"
 
 
 def exception_handler(error, context):

@@ -18,7 +18,7 @@ from api.permissions import (
     TokenScopes,
     UseCasePermissions,
 )
-from api.views import MODEL_CODE_AND_CHANGE, JobViewSet
+from api.views import JobViewSet
 from datasets.models import DataSet, DataSetItem
 from datasets.serializers import (
     DataSetItemMultipartSerializer,
@@ -56,6 +56,8 @@ from training.services import (
     training_run_create,
 )
 from training.versions import training_run_import
+
+MODEL_CODE_AND_CHANGE = "management.change_dataset and management.change_model_code"
 
 
 @extend_schema_view(

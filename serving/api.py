@@ -7,6 +7,7 @@ from django.http import Http404
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
+    OpenApiTypes,
     PolymorphicProxySerializer,
     extend_schema,
 )
@@ -22,7 +23,7 @@ from api.permissions import (
     CanPredict,
     TokenScopes,
 )
-from api.views import FILE_RESPONSE, JobViewSet
+from api.views import JobViewSet
 from management import permissions as rules
 from management.errors import NotFound
 from management.files import media_response
@@ -42,6 +43,7 @@ from serving.serializers import (
     PredictSerializer,
 )
 
+FILE_RESPONSE = OpenApiResponse(OpenApiTypes.BINARY, description="The file, as an attachment.")
 EXPORT_PARAMETERS = [
     OpenApiParameter(
         "format",
