@@ -4,7 +4,7 @@ Workers and threads were chosen with bench/serving.py on a 2-core machine (see t
 worker process holds its own model cache (ONNX Runtime sessions; TensorFlow only for a model served
 by the Keras fallback), and threads let one worker serve several requests while another waits on
 the network or the database. Each worker loads the current models before it accepts its first
-request and follows newly current runs in a thread (kerasui/wsgi.py, management/warm.py).
+request and follows newly current runs in a thread (kerasui/wsgi.py, serving/warm.py).
 """
 
 import multiprocessing

@@ -2,7 +2,7 @@
 
 import django_filters
 
-from management.models import DataSetItem
+from datasets.models import DataSetItem
 
 
 class DataSetItemFilter(django_filters.FilterSet):

@@ -5,9 +5,9 @@ from django.core.exceptions import ValidationError
 from oauth2_provider.contrib.rest_framework import TokenHasScope
 from rest_framework import permissions
 
+from datasets.models import DataSet
 from management import permissions as rules
-from management.ml.models import DEFAULT_PROCESS
-from management.models import DataSet
+from ml.models import DEFAULT_PROCESS
 
 READ, WRITE, PREDICT, METRICS = "read", "write", "predict", "metrics"
 

@@ -2,7 +2,11 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
-from api import health, views
+from api import views
+from datasets import api as datasets
+from health import api as health
+from serving import api as serving
+from training import api as training
 
 router = DefaultRouter()
 # No `.json` suffix routes: the viewsets' actions take no `format` argument (a suffix was a 500), and
@@ -10,17 +14,17 @@ router = DefaultRouter()
 router.include_format_suffixes = False
 router.APIRootView = views.ApiRootView
 router.register("users", views.UserViewSet, basename="user")
-router.register("dataset", views.DataSetViewSet, basename="dataset")
-router.register("datasetitem", views.DataSetItemViewSet, basename="datasetitem")
-router.register("trainingrun", views.TrainingRunViewSet, basename="trainingrun")
-router.register("exportjob", views.ExportJobViewSet, basename="exportjob")
-router.register("importjob", views.ImportJobViewSet, basename="importjob")
+router.register("dataset", datasets.DataSetViewSet, basename="dataset")
+router.register("datasetitem", datasets.DataSetItemViewSet, basename="datasetitem")
+router.register("trainingrun", training.TrainingRunViewSet, basename="trainingrun")
+router.register("exportjob", serving.ExportJobViewSet, basename="exportjob")
+router.register("importjob", datasets.ImportJobViewSet, basename="importjob")
 
 urlpatterns = [
-    path("test/", views.PredictView.as_view(), name="predict"),
+    path("test/", serving.PredictView.as_view(), name="predict"),
     path("health/", views.HealthView.as_view(), name="health"),
-    path("starting-points/", views.StartingPointsView.as_view(), name="starting-points"),
-    # Dataset health (api/health.py); /api/health/ above is the server's own liveness probe.
+    path("starting-points/", training.StartingPointsView.as_view(), name="starting-points"),
+    # Dataset health (health/api.py); /api/health/ above is the server's own liveness probe.
     path("dataset/<int:pk>/health/", health.DataSetHealthView.as_view(), name="dataset-health"),
     path("dataset/<int:pk>/health/keep/", health.HealthDismissView.as_view(), name="dataset-health-keep"),
     path("dataset/<int:pk>/health/keep_one/", health.HealthKeepOneView.as_view(), name="dataset-health-keep-one"),

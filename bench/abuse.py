@@ -39,8 +39,8 @@ from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_application_model
 from PIL import Image
-from management.models import DataSet
-from management.services.datasets import dataset_import_zip
+from datasets.models import DataSet
+from datasets.services import dataset_import_zip
 
 def token_for(user, name):
     Application = get_application_model()

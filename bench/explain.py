@@ -8,7 +8,7 @@ depend on the weights' values:
   - EfficientNet-Lite0 at 224 px with a 3-label head (assembled as a pretrained run's model is).
 Each is exported to ONNX and checked against Keras as a trained run's is, then served as the web process
 serves it: ONNX Runtime with one thread (KERASUI_INFERENCE_THREADS=1), and Keras as the fallback. For
-each: one prediction, one heatmap (management.ml.explain.occlusion_map: 64 occluded copies and the image
+each: one prediction, one heatmap (ml.explain.occlusion_map: 64 occluded copies and the image
 in one batch), and the overlay PNG over a 640×480 photo shown at 384 px; median and worst of `--repeat`
 runs after a warm-up.
 Prints a table and writes bench/results/explain.json.
@@ -43,10 +43,10 @@ def build_models(folder: Path) -> dict[str, tuple[Path, int]]:
     """The two models as .keras files beside their proven ONNX exports: {name: (keras path, image size)}."""
     import keras
 
-    from management.ml.efficientnet_lite import build_efficientnet_lite0
-    from management.ml.export import export_model
-    from management.ml.models import DEFAULT_PROCESS, ModelSpec, build_model
-    from management.ml.transfer import assemble_model, build_head
+    from ml.efficientnet_lite import build_efficientnet_lite0
+    from ml.export import export_model
+    from ml.models import DEFAULT_PROCESS, ModelSpec, build_model
+    from ml.transfer import assemble_model, build_head
 
     keras.utils.set_random_seed(0)
     models = {
@@ -78,8 +78,8 @@ def build_models(folder: Path) -> dict[str, tuple[Path, int]]:
 def measure(paths: dict[str, tuple[Path, int]], repeat: int) -> dict:
     from PIL import Image
 
-    from management.ml.engines import KERAS, ONNXRUNTIME, load_predictor
-    from management.ml.explain import DISPLAY_SIDE, GRID, occlusion_map, overlay_png
+    from ml.engines import KERAS, ONNXRUNTIME, load_predictor
+    from ml.explain import DISPLAY_SIDE, GRID, occlusion_map, overlay_png
 
     photo = Image.effect_noise((640, 480), 60).convert("RGB")
     shown = photo.copy()

@@ -103,8 +103,9 @@ def main() -> None:
     try:
         environment = setup(data_dir)
         environment["KERASUI_HEALTH_IMAGE_SIZE"] = str(arguments.size)
-        from management.models import DataSet, HealthCheck
-        from management.services.datasets import dataset_import_zip
+        from datasets.models import DataSet
+        from datasets.services import dataset_import_zip
+        from health.models import HealthCheck
 
         weights_seconds, _ = manage(environment, "weights", "fetch", "efficientnet_lite0")
         dataset = DataSet.objects.create(name="Flipped", color_mode=color_mode, validation_split=0.2)

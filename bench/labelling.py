@@ -44,8 +44,9 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="kerasui-labelling-"))
     environment = setup(data_dir)
 
-    from management.models import DataSet, Suggestion, SuggestionJob
-    from management.services.datasets import dataset_import_zip, dataset_item_create
+    from datasets.models import DataSet
+    from datasets.services import dataset_import_zip, dataset_item_create
+    from labelling.models import Suggestion, SuggestionJob
 
     (images, targets), _, names = digits()
     generator = np.random.default_rng(SEED)
@@ -69,7 +70,7 @@ def main() -> None:
     train_seconds, _ = manage(environment, "train", str(dataset.pk))
     job = SuggestionJob.objects.filter(dataset=dataset, status="queued").first()
     if job is None:  # the run finished in another process: its commit queued nothing here
-        from management.services.suggestion_jobs import suggestions_request
+        from labelling.suggestion_jobs import suggestions_request
 
         job = suggestions_request(dataset_id=dataset.pk)
     suggest_seconds, _ = manage(environment, "job", "suggestions", str(job.pk))

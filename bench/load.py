@@ -151,8 +151,8 @@ def load_test(
 def setup(data_dir: Path) -> tuple[str, int]:
     """A migrated database, a bearer token, and a dataset with a model trained by the train command."""
     token = database_with_token(data_dir, "load")
-    from management.models import DataSet
-    from management.services.datasets import dataset_import_zip
+    from datasets.models import DataSet
+    from datasets.services import dataset_import_zip
 
     dataset = DataSet.objects.create(name="Load", image_size=16, epochs=2, batch_size=8)
     archive = io.BytesIO()

@@ -52,8 +52,8 @@ def main() -> None:
     from django.db import connection
     from django.db.models import Count
 
-    from management.models import DataSet, DataSetItem, LabelCount
-    from management.services.datasets import dataset_label_counts, label_counts_recount
+    from datasets.models import DataSet, DataSetItem, LabelCount
+    from datasets.services import dataset_label_counts, label_counts_recount
 
     call_command("migrate", verbosity=0)
     dataset = DataSet.objects.create(name="A million")

@@ -223,7 +223,7 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="kerasui-scale-"))
     token = database_with_token(data_dir, "scale")
     session = admin_session("scale")
-    from management.models import DataSet
+    from datasets.models import DataSet
 
     dataset = DataSet.objects.create(
         name="Fashion-MNIST", image_size=28, color_mode="grayscale", epochs=args.epochs, batch_size=128, seed=1
@@ -316,7 +316,7 @@ def main() -> None:
             raise _Stop
         results["training"] = run_process(environment, "train", str(dataset))
         print("training", {k: v for k, v in results["training"].items() if k != "tail"}, flush=True)
-        from management.models import TrainingRun
+        from training.models import TrainingRun
 
         run = TrainingRun.objects.filter(dataset_id=dataset).order_by("-id").first()
         results["run"] = {"id": run.pk, "status": run.status, "accuracy": run.accuracy, "error": run.error[:300]}
@@ -372,7 +372,8 @@ def pages_again(data_dir: Path, port: int) -> None:
     django.setup()
     from django.core.management import call_command
 
-    from management.models import DataSet, TrainingRun
+    from datasets.models import DataSet
+    from training.models import TrainingRun
 
     call_command("migrate", verbosity=0)
     token = database_with_token_again("scale")

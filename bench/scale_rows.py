@@ -30,10 +30,10 @@ def main() -> None:
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="kerasui-scale-rows-"))
     database_with_token(data_dir, "scale")
+    from datasets.services import label_counts_add
     from management.models import DataSet, DataSetItem, HealthCheck, TrainingRun
-    from management.services.datasets import label_counts_add
-    from management.services.training import training_run_create
     from tests.runs import split_report, store_results
+    from training.services import training_run_create
 
     random = np.random.default_rng(1)
     dataset = DataSet.objects.create(name="Fashion-MNIST", image_size=28, color_mode="grayscale", epochs=3, seed=1)

@@ -152,10 +152,11 @@ def setup(data_dir: Path) -> dict:
     # The same token reads /metrics (the bench's account is a superuser).
     get_access_token_model().objects.filter(token=token).update(scope="read write predict metrics")
 
-    from management.ml.models import DEFAULT_PROCESS, ModelSpec, build_model
-    from management.models import DataSet, TrainingRun
-    from management.services.serving import serving_prepare_run
-    from management.services.training import training_run_create
+    from datasets.models import DataSet
+    from ml.models import DEFAULT_PROCESS, ModelSpec, build_model
+    from serving.services import serving_prepare_run
+    from training.models import TrainingRun
+    from training.services import training_run_create
 
     runs = []
     for index in range(MODELS):
@@ -183,7 +184,7 @@ def setup(data_dir: Path) -> dict:
 
 
 def set_current(runs: list, count: int) -> None:
-    from management.models import DataSet
+    from datasets.models import DataSet
 
     for index, run in enumerate(runs):
         DataSet.objects.filter(pk=run.dataset_id).update(current_run=run if index < count else None)
@@ -329,9 +330,9 @@ def breakdown(data: dict) -> dict:
     from rest_framework.test import APIRequestFactory
 
     from api.authentication import OAuth2Authentication
-    from api.serializers import PredictSerializer
-    from management.ml.images import load_image
-    from management.services.prediction import model_cache, prediction_current_run, prediction_predict
+    from ml.images import load_image
+    from serving.prediction import model_cache, prediction_current_run, prediction_predict
+    from serving.serializers import PredictSerializer
 
     set_current(data["runs"], 1)
     model_cache.clear()
@@ -377,9 +378,9 @@ def raw_models(data: dict) -> dict:
     import numpy as np
 
     from management.files import media_local_copy
-    from management.ml.engines import KERAS, ONNXRUNTIME, load_predictor
-    from management.ml.images import load_image
-    from management.services.serving import onnx_name
+    from ml.engines import KERAS, ONNXRUNTIME, load_predictor
+    from ml.images import load_image
+    from serving.services import onnx_name
 
     model_path = data["model_path"]
     x = load_image(data["image"], image_size=64, color_mode="rgb")[None]

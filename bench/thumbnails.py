@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from bench.common import write_results
-from management.ml.images import make_thumbnail
+from ml.images import make_thumbnail
 
 
 def photo(width: int = 4000, height: int = 3000) -> Image.Image:

@@ -357,9 +357,9 @@ def setup_main(args: argparse.Namespace) -> None:
     from django.core.files import File
     from django.core.files.storage import default_storage
 
+    from datasets.services import dataset_import_zip
     from management.files import media_is_local, media_scratch_path
     from management.models import DataSet, DataSetItem
-    from management.services.datasets import dataset_import_zip
 
     dataset = DataSet.objects.create(
         name=f"bench-{args.name}",
@@ -509,7 +509,7 @@ def plain_pillow_loop(paths: list[Path], image_size: int):
 
 
 def measure_decoding(work: Path, png_count: int, jpeg_count: int) -> dict:
-    from management.ml.cache import build_image_cache
+    from ml.cache import build_image_cache
 
     workers = int(os.environ.get("KERASUI_PREPROCESS_WORKERS") or os.cpu_count() or 1)
     jpegs = make_files(work / "jpeg256", jpeg_count, size=256, image_format="jpg")

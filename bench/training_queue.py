@@ -115,11 +115,12 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
+    from datasets.models import DataSet
+    from datasets.services import dataset_import_zip
     from jobs import runner as runners
     from kerasui.celery import app
-    from management.models import DataSet, TrainingRun
-    from management.services.datasets import dataset_import_zip
-    from management.services.training import training_run_cancel, training_run_create
+    from training.models import TrainingRun
+    from training.services import training_run_cancel, training_run_create
 
     call_command("migrate", verbosity=0)
     images = colour_zip(20)

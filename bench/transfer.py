@@ -16,7 +16,7 @@ dataset's seed does):
   Every run: the dataset's defaults otherwise (epochs 10, batch 32, validation split 0.2), grayscale images.
   Trained in this process by the trainer's own code (trainer.training_run_execute: what `manage.py train`
   runs), with KERASUI_SERVING_ENGINE=keras, so no ONNX export is made (it has no bearing on accuracy; the
-  run page times it). Test images go through the app's preprocessing (management.ml.images.load_image) and
+  run page times it). Test images go through the app's preprocessing (ml.images.load_image) and
   the run's saved model; the expected calibration error on them is measured with the saved (calibrated)
   model, and before calibration by undoing the run's temperature.
 Reports, per problem and starting point, the mean and worst test accuracy over the seeds, the calibration
@@ -181,8 +181,8 @@ def manage(environment: dict, *args: str) -> tuple[float, subprocess.CompletedPr
 
 
 def dataset_with(name: str, archive: bytes, options: dict):
-    from management.models import DataSet
-    from management.services.datasets import dataset_import_zip
+    from datasets.models import DataSet
+    from datasets.services import dataset_import_zip
 
     values = {"batch_size": 32, "validation_split": 0.2, "seed": SEED, "color_mode": "grayscale", "verbose": 0}
     values.update(options)
@@ -193,7 +193,7 @@ def dataset_with(name: str, archive: bytes, options: dict):
 
 def train(environment: dict, dataset) -> tuple[float, object]:
     """`manage.py train` in a subprocess (the timing part)."""
-    from management.models import TrainingRun
+    from training.models import TrainingRun
 
     seconds, _ = manage(environment, "train", str(dataset.pk))
     dataset.cpu_seconds = LAST_CPU_SECONDS[0]
@@ -205,8 +205,9 @@ def train(environment: dict, dataset) -> tuple[float, object]:
 
 def train_here(dataset, seed: int) -> tuple[float, object]:
     """The trainer's own code in this process (what `manage.py train` runs), with the dataset's seed."""
-    from management.models import DataSet
-    from management.services import runs, trainer, training
+    from datasets.models import DataSet
+    from training import runs, trainer
+    from training import services as training
 
     DataSet.objects.filter(pk=dataset.pk).update(seed=seed)
     dataset.refresh_from_db()
@@ -225,7 +226,7 @@ def test_probabilities(run, images: np.ndarray, labels: np.ndarray, names: list[
     import keras
 
     from management.files import media_local_copy
-    from management.ml.images import load_image
+    from ml.images import load_image
 
     model = keras.saving.load_model(media_local_copy(name=run.model_file.name))
     order = [run.labels.index(name) for name in names]  # test label index -> model output index
@@ -243,7 +244,7 @@ def test_probabilities(run, images: np.ndarray, labels: np.ndarray, names: list[
 
 def calibration_errors(run, probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """The expected calibration error on the test images before (the run's temperature undone) and after."""
-    from management.ml.calibration import reliability, with_temperature
+    from ml.calibration import reliability, with_temperature
 
     temperature = float((run.metrics.get("calibration") or {}).get("temperature") or 1.0)
     before = with_temperature(probabilities, 1.0 / temperature)

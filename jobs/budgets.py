@@ -18,7 +18,7 @@ from django.utils import timezone
 from filelock import FileLock, Timeout
 
 from jobs.registry import kind_get
-from management.services.errors import ServiceError
+from management.errors import ServiceError
 
 # A validation takes a few seconds: a client asked to wait this long mostly finds a free slot.
 RETRY_AFTER_SECONDS = 10

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from jobs.models import Job, JobStatus
 from jobs.registry import kind_get
-from management.services.errors import Conflict
+from management.errors import Conflict
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = JobStatus.values
 

@@ -46,7 +46,7 @@ KINDS: dict[str, Kind] = {
         Kind(
             name="training",
             model="management.TrainingRun",
-            execute="management.services.training_job:training_job_execute",
+            execute="training.job:training_job_execute",
             noun="training process",
             budget_setting="KERASUI_MAX_CONCURRENT_RUNS",
             log_prefix="run",
@@ -59,12 +59,12 @@ KINDS: dict[str, Kind] = {
                 "resume": ((_CANCELLED, _FAILED), _QUEUED),  # continue from its checkpoint
                 "promote": ((_SUCCEEDED,), _SUCCEEDED),  # a person makes this version current
             },
-            after_success="management.services.training_job:training_job_after",
+            after_success="training.job:training_job_after",
         ),
         Kind(
             name="health",
             model="management.HealthCheck",
-            execute="management.services.health_job:health_job_execute",
+            execute="health.job:health_job_execute",
             noun="health check's process",
             budget_setting="KERASUI_MAX_CONCURRENT_HEALTH_CHECKS",
             log_prefix="health",
@@ -73,7 +73,7 @@ KINDS: dict[str, Kind] = {
         Kind(
             name="export",
             model="management.ExportJob",
-            execute="management.services.exports:export_job_execute",
+            execute="serving.exports:export_job_execute",
             noun="export's process",
             budget_setting="KERASUI_MAX_CONCURRENT_EXPORTS",
             log_prefix="export",
@@ -82,7 +82,7 @@ KINDS: dict[str, Kind] = {
         Kind(
             name="import",
             model="management.ImportJob",
-            execute="management.services.datasets:import_job_execute",
+            execute="datasets.services:import_job_execute",
             noun="import's process",
             budget_setting="KERASUI_MAX_CONCURRENT_IMPORTS",
             log_prefix="import",
@@ -91,12 +91,12 @@ KINDS: dict[str, Kind] = {
         Kind(
             name="suggestions",
             model="management.SuggestionJob",
-            execute="management.services.suggestions:suggestion_job_execute",
+            execute="labelling.services:suggestion_job_execute",
             noun="suggestions' process",
             budget_setting="KERASUI_MAX_CONCURRENT_SUGGESTIONS",
             log_prefix="suggestions",
             lost_hint="Suggestions are asked for again when images arrive or the model changes.",
-            after_success="management.services.suggestions:suggestion_job_after",
+            after_success="labelling.services:suggestion_job_after",
         ),
     ]
 }

@@ -12,7 +12,7 @@ stop_on_bad_settings()
 application = get_asgi_application()
 
 from jobs import runner  # noqa: E402 - needs the app registry loaded above
-from management.services.journal import media_journals_recover  # noqa: E402
+from management.journal import media_journals_recover  # noqa: E402
 
 try:
     media_journals_recover()

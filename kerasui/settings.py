@@ -460,7 +460,7 @@ KERASUI_SERVING_POLL_SECONDS = config.number("KERASUI_SERVING_POLL_SECONDS", 2.0
 KERASUI_MAX_IMAGE_BYTES = env_int("KERASUI_MAX_IMAGE_BYTES", 20 * 1024 * 1024)
 KERASUI_MAX_IMAGE_PIXELS = env_int("KERASUI_MAX_IMAGE_PIXELS", 25_000_000)
 # Decoded pixels per request (a batch's sum) and per user per minute, counted from the images' headers
-# before anything is decoded (management/services/budgets.py); 0 switches a budget off.
+# before anything is decoded (management/budgets.py); 0 switches a budget off.
 KERASUI_MAX_REQUEST_PIXELS = env_int("KERASUI_MAX_REQUEST_PIXELS", 100_000_000)
 KERASUI_MAX_USER_PIXELS_PER_MINUTE = env_int("KERASUI_MAX_USER_PIXELS_PER_MINUTE", 500_000_000)
 # Explanations (65 forward passes each) computed at once per user and on the whole machine.

@@ -13,7 +13,7 @@ stop_on_bad_settings()
 application = get_wsgi_application()
 
 from jobs import runner  # noqa: E402 - needs the app registry loaded above
-from management.services.journal import media_journals_recover  # noqa: E402
+from management.journal import media_journals_recover  # noqa: E402
 
 try:
     media_journals_recover()
@@ -24,6 +24,6 @@ except Exception:  # noqa: BLE001 - e.g. the database is not migrated yet; servi
 runner.start()
 
 # Issue 17: this web process loads the current models now and follows newly current runs.
-from management.warm import serving_workers_start  # noqa: E402
+from serving.warm import serving_workers_start  # noqa: E402
 
 serving_workers_start()

@@ -12,12 +12,10 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from management import deletions, health_views, labelling_views, options, run_report, views
-from management import permissions as rules
-from management.forms import DataSetForm, DataSetItemForm
-from management.ml.export import FORMATS, RUNTIMES
-from management.models import DataSet, DataSetItem, ExportJob, LabelCount, TrainingRun
-from management.services.datasets import (
+from datasets import deletions
+from datasets import views as dataset_views
+from datasets.models import DataSet, DataSetItem, LabelCount
+from datasets.services import (
     dataset_delete,
     dataset_item_save,
     dataset_items_delete,
@@ -25,16 +23,27 @@ from management.services.datasets import (
     dataset_labels,
     datasets_with_counts,
 )
-from management.services.errors import ServiceError
-from management.services.evaluations import evaluation_has_predictions
-from management.services.exports import export_jobs_of
-from management.services.suggestions import (
+from health import views as health_views
+from labelling import views as labelling_views
+from labelling.services import (
     RETRAIN_AFTER,
     dataset_labelled_since_current,
     dataset_suggestions_score,
     items_judged_by_suggestion,
 )
-from management.services.training import (
+from management import options
+from management import permissions as rules
+from management.errors import ServiceError
+from management.forms import DataSetForm, DataSetItemForm
+from ml.export import FORMATS, RUNTIMES
+from serving import views as serving_views
+from serving.exports import export_jobs_of
+from serving.models import ExportJob
+from training import run_report
+from training import views as training_views
+from training.evaluations import evaluation_has_predictions
+from training.models import TrainingRun
+from training.services import (
     training_run_cancel,
     training_run_create,
     training_run_delete,
@@ -64,7 +73,7 @@ def progress_bar(run: TrainingRun | None) -> str:
     return render_to_string("management/progress.html", {"run": run})
 
 
-thumbnail = views.item_thumbnail
+thumbnail = dataset_views.item_thumbnail
 
 
 # The latest zip imports the dataset page lists (each links to its page with the whole report).
@@ -190,7 +199,7 @@ class DataSetAdmin(admin.ModelAdmin):
 
     @admin.display(description="current model")
     def current_run_link(self, obj):
-        return views.run_link(obj.current_run)
+        return training_views.run_link(obj.current_run)
 
     @admin.action(description="Train selected datasets", permissions=["train"])
     def train_selected(self, request, queryset):
@@ -208,7 +217,7 @@ class DataSetAdmin(admin.ModelAdmin):
             return None
         self.message_user(
             request,
-            format_html("Training of '{}' queued as {}.", dataset.name, views.run_link(run)),
+            format_html("Training of '{}' queued as {}.", dataset.name, training_views.run_link(run)),
             messages.SUCCESS,
         )
         return run
@@ -266,13 +275,13 @@ class DataSetAdmin(admin.ModelAdmin):
                 self.message_user(request, error.message, messages.ERROR)
 
     def get_urls(self):
-        upload = guarded(self, views.upload_zip, rules.ADD_IMAGES)
+        upload = guarded(self, dataset_views.upload_zip, rules.ADD_IMAGES)
         return [
             path("upload/", upload, name="management_dataset_upload"),
             path("<int:dataset_id>/upload/", upload, name="management_dataset_upload_into"),
             path(
                 "import/<int:job_id>/",
-                guarded(self, views.import_progress, rules.ADD_IMAGES),
+                guarded(self, dataset_views.import_progress, rules.ADD_IMAGES),
                 name="management_dataset_import",
             ),
             path(
@@ -282,12 +291,12 @@ class DataSetAdmin(admin.ModelAdmin):
             ),
             path(
                 "<int:dataset_id>/validate/",
-                guarded(self, views.validate_model, rules.EDIT_DATASET),
+                guarded(self, training_views.validate_model, rules.EDIT_DATASET),
                 name="management_dataset_validate",
             ),
             path(
                 "<int:dataset_id>/import_model/",
-                guarded(self, views.import_model, rules.IMPORT),
+                guarded(self, training_views.import_model, rules.IMPORT),
                 name="management_dataset_import_model",
             ),
             *self._health_urls(),
@@ -301,13 +310,13 @@ class DataSetAdmin(admin.ModelAdmin):
                 guarded(self, labelling_views.label_set, rules.LABEL_IMAGES),
                 name="management_dataset_label_set",
             ),
-            path("test/", guarded(self, views.test_model, rules.PREDICT), name="management_dataset_test"),
-            path("demo/", guarded(self, views.load_demo, rules.LOAD_DEMO), name="management_dataset_demo"),
+            path("test/", guarded(self, serving_views.test_model, rules.PREDICT), name="management_dataset_test"),
+            path("demo/", guarded(self, dataset_views.load_demo, rules.LOAD_DEMO), name="management_dataset_demo"),
             *super().get_urls(),
         ]
 
     def _health_urls(self):
-        """Dataset → Health (management/health_views.py): the page, and each action behind its rule."""
+        """Dataset → Health (health/views.py): the page, and each action behind its rule."""
         pages = [
             ("", health_views.health_page, rules.VIEW_HEALTH, ""),
             ("check/", health_views.health_start, rules.CHECK_HEALTH, "_check"),
@@ -669,27 +678,29 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def get_urls(self):
         name = "management_trainingrun"
         return [
-            path("compare/", guarded(self, views.compare_runs, rules.COMPARE), name=f"{name}_compare"),
-            path("<int:run_id>/model/", guarded(self, views.download_model, rules.EXPORT), name=f"{name}_model"),
-            path("<int:run_id>/log/", guarded(self, views.download_log, rules.EXPORT), name=f"{name}_log"),
+            path("compare/", guarded(self, training_views.compare_runs, rules.COMPARE), name=f"{name}_compare"),
+            path(
+                "<int:run_id>/model/", guarded(self, training_views.download_model, rules.EXPORT), name=f"{name}_model"
+            ),
+            path("<int:run_id>/log/", guarded(self, training_views.download_log, rules.EXPORT), name=f"{name}_log"),
             path(
                 "<int:run_id>/export/<str:format>/",
-                guarded(self, views.download_export, rules.EXPORT),
+                guarded(self, serving_views.download_export, rules.EXPORT),
                 name="management_trainingrun_export",
             ),
             path(
                 "<int:run_id>/explain/<int:item_id>.png",
-                guarded(self, views.explain_run_item, rules.INSPECT_RUN),
+                guarded(self, serving_views.explain_run_item, rules.INSPECT_RUN),
                 name="management_trainingrun_explain",
             ),
             path(
                 "<int:run_id>/confusion/<str:split>/<int:true_index>/<int:predicted_index>/",
-                guarded(self, views.confusion_cell, rules.INSPECT_RUN),
+                guarded(self, training_views.confusion_cell, rules.INSPECT_RUN),
                 name="management_trainingrun_confusion",
             ),
             path(
                 "<int:run_id>/promote/",
-                guarded(self, views.promote_run, rules.PROMOTE),
+                guarded(self, training_views.promote_run, rules.PROMOTE),
                 name="management_trainingrun_promote",
             ),
             path(

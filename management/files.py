@@ -25,7 +25,7 @@ from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse
 
-from management.ml.files import atomic_write_bytes
+from ml.files import atomic_write_bytes
 
 # The image types a dataset item is served inline as, by its (server-chosen) extension.
 IMAGE_TYPES = {
@@ -58,7 +58,7 @@ def media_type(relative: str) -> tuple[str, bool]:
     extension = path.suffix.lower().lstrip(".")
     if folder == "datasets" and extension in IMAGE_TYPES:
         return IMAGE_TYPES[extension], True
-    if folder == "explanations" and extension == "png":  # heatmaps the server drew (services/explanations.py)
+    if folder == "explanations" and extension == "png":  # heatmaps the server drew (serving/explanations.py)
         return IMAGE_TYPES["png"], True
     if folder == "logs" and extension in {"log", "txt"}:
         return TEXT, True

@@ -3,11 +3,12 @@
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
-from management.ml.backbones import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE
-from management.models import Architecture, ColorMode, DataSet, DataSetItem, PromotionPolicy, original_file_name
-from management.services.datasets import image_check, label_or_unlabelled
-from management.services.errors import ServiceError
-from management.services.pretrained import backbone_statuses
+from datasets.models import DataSet, DataSetItem, original_file_name
+from datasets.services import image_check, label_or_unlabelled
+from management.errors import ServiceError
+from management.options import Architecture, ColorMode, PromotionPolicy
+from ml.backbones import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE
+from training.pretrained import backbone_statuses
 
 
 class ZipUploadForm(forms.Form):

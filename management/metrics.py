@@ -90,7 +90,7 @@ class TrainingCollector:
     def collect(self):
         from django.db.models import Count
 
-        from management.models import TrainingRun
+        from training.models import TrainingRun
 
         counts = dict(
             TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE)

@@ -18,7 +18,7 @@ from django.core.validators import FileExtensionValidator, MaxValueValidator, Mi
 from django.db import models
 from django.utils.text import get_valid_filename
 
-from management.ml.models import DEFAULT_PROCESS, PRETRAINED
+from ml.models import DEFAULT_PROCESS, PRETRAINED
 
 
 class ColorMode(models.TextChoices):
@@ -33,7 +33,7 @@ class Architecture(models.TextChoices):
     DEEP_CNN = "deep_cnn", "Deeper CNN with batch normalisation"
     MOBILENET_V3_SMALL = "mobilenet_v3_small", "MobileNetV3-Small, from scratch"
     EFFICIENTNET_B0 = "efficientnet_b0", "EfficientNet-B0, from scratch"
-    # Pretrained on ImageNet (management/ml/backbones.py): trained by the transfer recipe.
+    # Pretrained on ImageNet (ml/backbones.py): trained by the transfer recipe.
     EFFICIENTNET_LITE0 = "efficientnet_lite0", "EfficientNet-Lite0, pretrained on ImageNet (offline)"
     MOBILENET_V3_SMALL_IMAGENET = "mobilenet_v3_small_imagenet", "MobileNetV3-Small, pretrained on ImageNet"
     MOBILENET_V3_LARGE_IMAGENET = "mobilenet_v3_large_imagenet", "MobileNetV3-Large, pretrained on ImageNet"

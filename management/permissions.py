@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from management.models import MODEL_CODE_PERMISSION
+from datasets.models import MODEL_CODE_PERMISSION
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ writes, next to this file:
   shapes.zip   circle/, square/ and triangle/, 8 PNG images of 32x32 each (the upload request)
   sample.png   one more square (the multipart prediction request)
 and prints the base64 of one more circle, the collection variable `imageBase64`.
-The images come from the app's own generator (management/ml/shapes.py).
+The images come from the app's own generator (ml/shapes.py).
 """
 
 import base64
@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from management.ml.shapes import SHAPES, draw_shape  # noqa: E402
+from ml.shapes import SHAPES, draw_shape  # noqa: E402
 
 PER_LABEL = 8
 SIZE = 32

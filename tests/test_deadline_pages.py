@@ -4,8 +4,8 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
+from datasets.models import DataSet
 from management.admin import DataSetAdmin
-from management.models import DataSet
 
 # Counts to a hundred million in SQLite: tens of seconds unless something stops it.
 SLOW = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000000) SELECT count(*) FROM c"
@@ -22,7 +22,7 @@ def slow_dataset_list(monkeypatch, settings):
             cursor.execute(SLOW)
         return DataSet.objects.all()
 
-    monkeypatch.setattr("api.views.datasets_with_counts", slow)
+    monkeypatch.setattr("datasets.api.datasets_with_counts", slow)
     monkeypatch.setattr(DataSetAdmin, "get_queryset", lambda self, request: slow())
 
 

@@ -4,8 +4,9 @@ import logging
 import re
 import sys
 
-from management.models import DataSet
-from management.services import runs, trainer, training
+from datasets.models import DataSet
+from training import runs, trainer
+from training import services as training
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
 

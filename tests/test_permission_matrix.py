@@ -11,8 +11,8 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from rest_framework.test import APIClient
 
+from datasets.models import DataSet
 from management import permissions as rules
-from management.models import DataSet
 
 CUSTOM_CODE = "model.add(layers.Flatten())\n"
 

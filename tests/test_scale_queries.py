@@ -7,10 +7,10 @@ from collections import Counter
 import pytest
 from rest_framework.test import APIClient
 
+from datasets.services import label_counts_add
 from management.models import DataSet, DataSetItem, TrainingRun
-from management.services.datasets import label_counts_add
-from management.services.training import training_run_create
 from tests.runs import split_report, store_results
+from training.services import training_run_create
 
 LABELS = ["ankle boot", "bag", "coat", "dress", "shirt"]
 LARGE = 3000
@@ -165,7 +165,7 @@ def test_the_health_page_reads_only_the_images_its_report_names_and_pages_its_su
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from management.models import HealthCheck
+    from health.models import HealthCheck
 
     dataset = DataSet.objects.create(name="Fashion")
     add_images(dataset, LARGE)

@@ -2,13 +2,12 @@
 
 import django.core.validators
 import django.db.models.deletion
-import management.models
+import datasets.models
 from django.conf import settings
 from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,84 +16,196 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='DataSet',
+            name="DataSet",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('process', models.TextField(default='# Add layers to `model`: the input (scaled to 0..1) is already there, and KerasUI adds the\n# final Dense(num_classes, activation="softmax") after your layers.\n# In scope: model, keras, layers, every keras.layers name (Conv2D, Dense, ...),\n# image_size, channels and num_classes.\n\n# Convolution blocks halve the image until it is about 4 px wide, so the same code suits\n# any size from 16 to 512 px and always ends on a small map of features.\nfilters = 32\nsize = image_size\nwhile size > 4:\n    model.add(Conv2D(filters, 3, padding="same", activation="relu"))\n    model.add(MaxPooling2D())\n    size //= 2\n    filters = min(filters * 2, 128)\nmodel.add(Flatten())\nmodel.add(Dropout(0.3))\nmodel.add(Dense(128, activation="relu"))\n', help_text='Python that adds layers to <code>model</code> (a keras.Sequential holding the input, scaled to 0..1). The final softmax layer is added for you. In scope: model, keras, layers, every keras.layers name, image_size, channels, num_classes.', verbose_name='model code')),
-                ('epochs', models.PositiveIntegerField(default=10, help_text='Passes over the training images.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000)])),
-                ('batch_size', models.PositiveIntegerField(default=32, help_text='Images per training step.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(4096)])),
-                ('image_size', models.PositiveIntegerField(default=64, help_text='Images are resized to this many pixels wide and high.', validators=[django.core.validators.MinValueValidator(8), django.core.validators.MaxValueValidator(1024)])),
-                ('color_mode', models.CharField(choices=[('grayscale', 'Grayscale'), ('rgb', 'RGB')], default='rgb', help_text='Whether the model sees colour or grayscale images.', max_length=10)),
-                ('validation_split', models.FloatField(default=0.2, help_text="Fraction of each label's images held out to validate the model (0 for none).", validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(0.9)])),
-                ('verbose', models.PositiveSmallIntegerField(choices=[(0, 'Silent'), (1, 'Progress bar'), (2, 'One line per epoch')], default=2, help_text="How much Keras writes to the run's log.")),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200, unique=True)),
+                (
+                    "process",
+                    models.TextField(
+                        default='# Add layers to `model`: the input (scaled to 0..1) is already there, and KerasUI adds the\n# final Dense(num_classes, activation="softmax") after your layers.\n# In scope: model, keras, layers, every keras.layers name (Conv2D, Dense, ...),\n# image_size, channels and num_classes.\n\n# Convolution blocks halve the image until it is about 4 px wide, so the same code suits\n# any size from 16 to 512 px and always ends on a small map of features.\nfilters = 32\nsize = image_size\nwhile size > 4:\n    model.add(Conv2D(filters, 3, padding="same", activation="relu"))\n    model.add(MaxPooling2D())\n    size //= 2\n    filters = min(filters * 2, 128)\nmodel.add(Flatten())\nmodel.add(Dropout(0.3))\nmodel.add(Dense(128, activation="relu"))\n',
+                        help_text="Python that adds layers to <code>model</code> (a keras.Sequential holding the input, scaled to 0..1). The final softmax layer is added for you. In scope: model, keras, layers, every keras.layers name, image_size, channels, num_classes.",
+                        verbose_name="model code",
+                    ),
+                ),
+                (
+                    "epochs",
+                    models.PositiveIntegerField(
+                        default=10,
+                        help_text="Passes over the training images.",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(1000),
+                        ],
+                    ),
+                ),
+                (
+                    "batch_size",
+                    models.PositiveIntegerField(
+                        default=32,
+                        help_text="Images per training step.",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(4096),
+                        ],
+                    ),
+                ),
+                (
+                    "image_size",
+                    models.PositiveIntegerField(
+                        default=64,
+                        help_text="Images are resized to this many pixels wide and high.",
+                        validators=[
+                            django.core.validators.MinValueValidator(8),
+                            django.core.validators.MaxValueValidator(1024),
+                        ],
+                    ),
+                ),
+                (
+                    "color_mode",
+                    models.CharField(
+                        choices=[("grayscale", "Grayscale"), ("rgb", "RGB")],
+                        default="rgb",
+                        help_text="Whether the model sees colour or grayscale images.",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "validation_split",
+                    models.FloatField(
+                        default=0.2,
+                        help_text="Fraction of each label's images held out to validate the model (0 for none).",
+                        validators=[
+                            django.core.validators.MinValueValidator(0.0),
+                            django.core.validators.MaxValueValidator(0.9),
+                        ],
+                    ),
+                ),
+                (
+                    "verbose",
+                    models.PositiveSmallIntegerField(
+                        choices=[(0, "Silent"), (1, "Progress bar"), (2, "One line per epoch")],
+                        default=2,
+                        help_text="How much Keras writes to the run's log.",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name': 'dataset',
-                'ordering': ['name'],
+                "verbose_name": "dataset",
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='TrainingRun',
+            name="TrainingRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=10)),
-                ('progress', models.FloatField(default=0.0)),
-                ('epoch', models.PositiveIntegerField(default=0)),
-                ('process', models.TextField(verbose_name='model code')),
-                ('epochs', models.PositiveIntegerField()),
-                ('batch_size', models.PositiveIntegerField()),
-                ('image_size', models.PositiveIntegerField()),
-                ('color_mode', models.CharField(choices=[('grayscale', 'Grayscale'), ('rgb', 'RGB')], max_length=10)),
-                ('validation_split', models.FloatField()),
-                ('verbose', models.PositiveSmallIntegerField(choices=[(0, 'Silent'), (1, 'Progress bar'), (2, 'One line per epoch')])),
-                ('labels', models.JSONField(default=list, help_text='The labels in model output order.')),
-                ('seed', models.PositiveIntegerField(default=0)),
-                ('history', models.JSONField(blank=True, default=list)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('model_file', models.FileField(blank=True, max_length=255, upload_to='models')),
-                ('log_file', models.FileField(blank=True, max_length=255, upload_to='logs')),
-                ('error', models.TextField(blank=True)),
-                ('worker', models.CharField(blank=True, help_text='Host and process that trained it.', max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runs', to='management.dataset')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("progress", models.FloatField(default=0.0)),
+                ("epoch", models.PositiveIntegerField(default=0)),
+                ("process", models.TextField(verbose_name="model code")),
+                ("epochs", models.PositiveIntegerField()),
+                ("batch_size", models.PositiveIntegerField()),
+                ("image_size", models.PositiveIntegerField()),
+                ("color_mode", models.CharField(choices=[("grayscale", "Grayscale"), ("rgb", "RGB")], max_length=10)),
+                ("validation_split", models.FloatField()),
+                (
+                    "verbose",
+                    models.PositiveSmallIntegerField(
+                        choices=[(0, "Silent"), (1, "Progress bar"), (2, "One line per epoch")]
+                    ),
+                ),
+                ("labels", models.JSONField(default=list, help_text="The labels in model output order.")),
+                ("seed", models.PositiveIntegerField(default=0)),
+                ("history", models.JSONField(blank=True, default=list)),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("model_file", models.FileField(blank=True, max_length=255, upload_to="models")),
+                ("log_file", models.FileField(blank=True, max_length=255, upload_to="logs")),
+                ("error", models.TextField(blank=True)),
+                ("worker", models.CharField(blank=True, help_text="Host and process that trained it.", max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "dataset",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="runs", to="management.dataset"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'training run',
-                'ordering': ['-created_at', '-id'],
+                "verbose_name": "training run",
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.AddField(
-            model_name='dataset',
-            name='current_run',
-            field=models.ForeignKey(blank=True, help_text='The run whose model answers predictions.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='management.trainingrun'),
+            model_name="dataset",
+            name="current_run",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="The run whose model answers predictions.",
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="management.trainingrun",
+            ),
         ),
         migrations.CreateModel(
-            name='DataSetItem',
+            name="DataSetItem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('label', models.CharField(max_length=100)),
-                ('image', models.ImageField(max_length=255, upload_to=management.models.item_image_path)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='items', to='management.dataset')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("label", models.CharField(max_length=100)),
+                ("image", models.ImageField(max_length=255, upload_to=datasets.models.item_image_path)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "dataset",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="items", to="management.dataset"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'dataset item',
-                'ordering': ['dataset', 'label', 'id'],
-                'indexes': [models.Index(fields=['dataset', 'label'], name='management__dataset_f224d1_idx')],
+                "verbose_name": "dataset item",
+                "ordering": ["dataset", "label", "id"],
+                "indexes": [models.Index(fields=["dataset", "label"], name="management__dataset_f224d1_idx")],
             },
         ),
         migrations.AddConstraint(
-            model_name='trainingrun',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['queued', 'running'])), fields=('dataset',), name='one_active_run_per_dataset'),
+            model_name="trainingrun",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status__in", ["queued", "running"])),
+                fields=("dataset",),
+                name="one_active_run_per_dataset",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='trainingrun',
-            constraint=models.CheckConstraint(condition=models.Q(('progress__gte', 0), ('progress__lte', 100)), name='progress_between_0_and_100'),
+            model_name="trainingrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("progress__gte", 0), ("progress__lte", 100)), name="progress_between_0_and_100"
+            ),
         ),
     ]

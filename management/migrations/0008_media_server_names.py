@@ -12,8 +12,8 @@ from pathlib import PurePosixPath
 from django.core.files import File
 from django.db import migrations, models, transaction
 
-import management.models
-from management.ml.images import image_extension, image_file_name, image_format
+import datasets.models
+from ml.images import image_extension, image_file_name, image_format
 
 logger = logging.getLogger(__name__)
 
@@ -28,14 +28,14 @@ def rename_item_files(apps, schema_editor):
     for item in Item.objects.exclude(image="").order_by("pk").iterator(chunk_size=500):
         old = item.image.name
         base = PurePosixPath(old).name
-        original = management.models.original_file_name(OLD_PREFIX.sub("", base, count=1))
+        original = datasets.models.original_file_name(OLD_PREFIX.sub("", base, count=1))
         try:
             with storage.open(old, "rb") as file:
                 format = image_format(file)
                 if PurePosixPath(old).suffix.lower() == f".{image_extension(format)}":
                     new = old
                 else:
-                    name = management.models.item_image_path(item, image_file_name(format))
+                    name = datasets.models.item_image_path(item, image_file_name(format))
                     new = storage.save(name, File(file))
         except (FileNotFoundError, OSError):
             missing += 1
@@ -74,7 +74,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name="datasetitem",
             name="image",
-            field=management.models.ServerNamedImageField(max_length=255, upload_to=management.models.item_image_path),
+            field=datasets.models.ServerNamedImageField(max_length=255, upload_to=datasets.models.item_image_path),
         ),
         migrations.RunPython(rename_item_files, migrations.RunPython.noop),
     ]

@@ -3,8 +3,9 @@
 from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
 
-from management.models import DataSet, TrainingRun
-from management.services.datasets import dataset_label_counts, datasets_with_counts
+from datasets.models import DataSet
+from datasets.services import dataset_label_counts, datasets_with_counts
+from training.models import TrainingRun
 
 register = template.Library()
 

@@ -1,9 +1,10 @@
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from management.models import DataSet, DataSetItem, TrainingRun
+from datasets.models import DataSet, DataSetItem
 from tests.images import colour_image, colour_zip, png, zip_of
 from tests.runs import run_queued_imports
+from training.models import TrainingRun
 
 
 def test_every_admin_page_renders(admin_client, trained_dataset):
@@ -195,7 +196,7 @@ def test_model_code_is_read_only_without_the_model_code_permission(client, colou
 
 
 def test_run_page_shows_the_evaluation_with_its_misclassified_images_and_a_resume_button(admin_client, colour_dataset):
-    from management.services import training
+    from training import services as training
 
     run = training.training_run_create(dataset=colour_dataset, enqueue=False)
     red = colour_dataset.items.filter(label="red").first()

@@ -5,8 +5,8 @@ import io
 import pytest
 from django.contrib.auth.models import Permission, User
 
-from management.models import DataSet
-from management.services.datasets import dataset_import_zip
+from datasets.models import DataSet
+from datasets.services import dataset_import_zip
 from tests.images import colour_zip
 from tests.runs import finish_run, split_report
 

@@ -14,12 +14,12 @@ from PIL import Image
 from rest_framework.test import APIClient
 
 from management.files import PRIVATE_HEADERS
-from management.ml.evaluate import classification_report
 from management.models import RunData, TrainingRun
-from management.services.evaluations import evaluation_confusion_cell
+from ml.evaluate import classification_report
 from tests.e2e.test_csp import INLINE_HANDLER, INLINE_SCRIPT
 from tests.images import colour_image
 from tests.runs import store_results
+from training.evaluations import evaluation_confusion_cell
 
 LABELS = ["blue", "green", "red"]
 

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from management.models import DataSet
+from datasets.models import DataSet
 from tests.images import colour_image, png
 from tests.runs import install_model
 

@@ -3,7 +3,8 @@
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from management.models import DataSetItem, HealthCheck, HealthDismissal
+from datasets.models import DataSetItem
+from health.models import HealthCheck, HealthDismissal
 
 
 def done_check(dataset) -> HealthCheck:

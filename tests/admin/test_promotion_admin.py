@@ -3,7 +3,7 @@ and offer Promote."""
 
 from django.utils.html import escape
 
-from management.models import DataSet
+from datasets.models import DataSet
 from tests.runs import finish_run, split_report
 
 IDS = [21, 22, 23, 24]

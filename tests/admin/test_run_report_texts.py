@@ -1,6 +1,6 @@
 """The run page tells the few-shot facts in words: the head's fit, calibration, Automatic's choice, phases."""
 
-from management.run_report import metric_rows
+from training.run_report import metric_rows
 
 
 def test_automatic_says_what_was_tried_each_score_and_time_and_why_the_winner_won():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from management.models import DataSet
+from datasets.models import DataSet
 
 
 def test_an_empty_installation_offers_creating_a_dataset_or_loading_the_demo(admin_client, db):

@@ -3,9 +3,11 @@
 import io
 import zipfile
 
+from datasets.models import DataSet
 from jobs.process import job_execute
-from management.models import DataSet, ExportJob, TrainingRun
+from serving.models import ExportJob
 from tests.runs import install_model
+from training.models import TrainingRun
 
 
 def test_the_dataset_page_marks_the_current_version_and_promotes_another(

@@ -6,9 +6,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from oauth2_provider.models import get_application_model
 from rest_framework.test import APIClient
 
-from management.models import DataSet, TrainingRun
+from datasets.models import DataSet
 from tests.images import colour_image, colour_zip, png, zip_of
 from tests.runs import imported
+from training.models import TrainingRun
 
 
 def test_datasets_can_be_created_listed_and_changed(api):

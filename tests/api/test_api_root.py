@@ -4,8 +4,8 @@ that labels.json and the README name."""
 import pytest
 from django.urls import reverse
 
-from management.services.exports import export_metadata
-from management.services.prediction import prediction_metadata
+from serving.exports import export_metadata
+from serving.prediction import prediction_metadata
 
 
 @pytest.mark.django_db

@@ -48,7 +48,7 @@ def test_broken_input_is_a_4xx_json_answer(admin_user, colour_dataset, method, u
 def test_a_request_over_the_upload_limit_is_refused_before_it_is_read(admin_user, db, settings, client):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from management.models import DataSet
+    from datasets.models import DataSet
 
     settings.KERASUI_MAX_UPLOAD_BYTES = 10_000
     dataset = DataSet.objects.create(name="Limits")

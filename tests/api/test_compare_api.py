@@ -2,7 +2,7 @@
 
 import pytest
 
-from management.models import DataSet
+from datasets.models import DataSet
 from tests.runs import finish_run, split_report
 
 IDS = [31, 32, 33, 34]

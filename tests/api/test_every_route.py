@@ -7,8 +7,9 @@ import pytest
 from django.contrib.auth.models import User
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from management.models import DataSetItem, HealthCheck
-from management.services.training import training_run_create
+from datasets.models import DataSetItem
+from health.models import HealthCheck
+from training.services import training_run_create
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # Routes whose GET makes a model file (an export in a subprocess): walked with a run that has none.

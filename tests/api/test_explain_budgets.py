@@ -8,7 +8,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from management.services.explanations import explanation_budget
+from serving.explanations import explanation_budget
 from tests.admin.test_explanations import mistakes  # noqa: F401  (a fixture)
 from tests.api.test_explanations import square_png
 

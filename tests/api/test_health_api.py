@@ -2,9 +2,10 @@
 
 import pytest
 
+from datasets.models import DataSetItem
+from health import job as health_job
+from health.models import HealthCheck
 from jobs.process import NotRunnable, job_execute
-from management.models import DataSetItem, HealthCheck
-from management.services import health_job
 
 
 @pytest.fixture

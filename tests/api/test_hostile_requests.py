@@ -89,7 +89,7 @@ def test_json_nested_too_deep_from_an_anonymous_client_is_a_4xx_without_a_traceb
 
 
 def test_json_nested_too_deep_in_a_prediction_an_item_or_a_validation_is_a_400(db, admin_user):
-    from management.models import DataSet
+    from datasets.models import DataSet
 
     dataset = DataSet.objects.create(name="Deep")
     api = APIClient()

@@ -4,9 +4,10 @@ cancelled at its URL, one at a time per dataset, and seen only by those who may 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from datasets.models import ImportJob
 from jobs.process import NotRunnable, job_execute
-from management.models import ExportJob, ImportJob
-from management.services import exports
+from serving import exports
+from serving.models import ExportJob
 from tests.images import colour_zip, png, zip_of
 
 

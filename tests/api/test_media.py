@@ -12,8 +12,8 @@ from django.apps import apps as django_apps
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from management.models import DataSet, DataSetItem
-from management.services.datasets import dataset_import_zip
+from datasets.models import DataSet, DataSetItem
+from datasets.services import dataset_import_zip
 from tests.api.test_permissions import token_client, user_with
 from tests.images import png, zip_of
 from tests.runs import imported

@@ -11,8 +11,8 @@ from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_application_model
 from rest_framework.test import APIClient
 
-from management.services.training import training_run_create
 from tests.images import colour_image
+from training.services import training_run_create
 
 
 def value(text: str, series: str) -> float:

@@ -7,7 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
-from management.models import DataSetItem
+from datasets.models import DataSetItem
 
 
 def encoded(image: Image.Image, format: str, **save) -> bytes:

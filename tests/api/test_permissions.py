@@ -14,8 +14,8 @@ from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_application_model
 from rest_framework.test import APIClient
 
-from management.ml.models import DEFAULT_PROCESS
-from management.models import DataSet
+from datasets.models import DataSet
+from ml.models import DEFAULT_PROCESS
 from tests.images import colour_image, png
 
 Application = get_application_model()

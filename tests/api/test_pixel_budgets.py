@@ -6,7 +6,7 @@ import base64
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from management.services import budgets
+from management import budgets
 from tests.images import png
 from tests.ml.test_pixel_budget import gif_with_screen
 
@@ -25,7 +25,7 @@ def no_decoding(monkeypatch):
     def decode(*args, **kwargs):
         raise AssertionError("an image was decoded")
 
-    monkeypatch.setattr("management.services.prediction.load_image", decode)
+    monkeypatch.setattr("serving.prediction.load_image", decode)
 
 
 def b64(data: bytes) -> str:

@@ -1,6 +1,6 @@
 """The promotion policy through the API: a run says whether it became current and why; promote overrides it."""
 
-from management.models import DataSet
+from datasets.models import DataSet
 from tests.runs import finish_run, split_report
 
 IDS = [11, 12, 13, 14]

@@ -10,9 +10,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import DatabaseError
 from rest_framework.test import APIClient
 
-from management.models import DataSet, DataSetItem, TrainingRun
-from management.services.training import training_run_create
+from datasets.models import DataSet, DataSetItem
 from tests.images import colour_image, png
+from training.models import TrainingRun
+from training.services import training_run_create
 
 
 def b64(data: bytes) -> str:

@@ -10,8 +10,8 @@ from django.conf import settings as django_settings
 from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
-from management.models import HealthCheck
-from management.services.training import training_run_create
+from health.models import HealthCheck
+from training.services import training_run_create
 
 
 def client_with(username: str, *codenames: str) -> APIClient:

@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
-from management.models import DataSet
+from datasets.models import DataSet
 from tests.images import png
 
 # Queries of a bearer request between the throttle's leases (the token with its user; for a dataset, the
@@ -138,8 +138,8 @@ def test_migrate_makes_the_database_cache_table(settings):
 def test_media_downloads_are_not_counted_against_the_rate(tiny_rates, admin_user):
     import io
 
-    from management.models import DataSet
-    from management.services.datasets import dataset_item_create
+    from datasets.models import DataSet
+    from datasets.services import dataset_item_create
 
     item = dataset_item_create(dataset=DataSet.objects.create(name="Pets"), label="cat", file=io.BytesIO(png()))
     client = client_for(admin_user)
@@ -208,7 +208,7 @@ def test_counting_a_request_writes_to_the_database_once_per_lease_not_per_reques
 def test_an_authenticated_requests_queries_do_not_grow_with_requests_or_images(
     database_cache, bearer, settings, django_assert_max_num_queries
 ):
-    from management.services.datasets import dataset_item_create
+    from datasets.services import dataset_item_create
 
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api": "1200/min"}}
     dataset = DataSet.objects.create(name="Pets")

@@ -1,8 +1,9 @@
 """Training options, evaluation, resume and validate through the API."""
 
-
-from management.models import DataSet, TrainingRun
-from management.services import runs, trainer, training
+from datasets.models import DataSet
+from training import runs, trainer
+from training import services as training
+from training.models import TrainingRun
 
 Status = TrainingRun.Status
 

@@ -10,10 +10,10 @@ import keras
 import pytest
 from django.conf import settings
 
-from management.models import TrainingRun
-from management.services import exports
+from serving import exports
 from tests.images import colour_image
 from tests.runs import download, install_model
+from training.models import TrainingRun
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_an_export_is_made_once_and_kept(api, trained_dataset, monkeypatch):
 
 
 def test_an_export_failing_its_check_is_refused_recorded_and_never_served(api, trained_dataset, monkeypatch):
-    from management.ml.export import ExportReport
+    from ml.export import ExportReport
 
     def diverging(model_path, *, target, **kwargs):
         Path(target).write_bytes(b"half an export")
@@ -233,7 +233,7 @@ def test_import_and_promote_need_their_permissions(api_as, colour_dataset, colou
 
 
 def test_predicting_with_a_version_keeps_the_current_model_loaded(api, trained_dataset, two_versions):
-    from management.services.prediction import model_cache
+    from serving.prediction import model_cache
 
     older, newer = two_versions
     image = base64.b64encode(colour_image("red", seed=5)).decode()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from datasets.services import dataset_item_create
 from jobs.process import job_execute
 from management.models import SuggestionJob
-from management.services.datasets import dataset_item_create
 from tests.images import colour_image
 from tests.labelling.test_suggestions import MIXED, mixed_image
 

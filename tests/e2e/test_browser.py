@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from management.models import DataSet, DataSetItem, TrainingRun
+from datasets.models import DataSet, DataSetItem
 from tests.images import colour_image, colour_zip, zip_of
+from training.models import TrainingRun
 
 CHROMIUM = Path("/usr/bin/chromium")
 SIZES = {"desktop": (1400, 900), "phone": (390, 844)}

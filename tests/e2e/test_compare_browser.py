@@ -6,8 +6,8 @@ from itertools import pairwise
 
 import pytest
 
-from management.models import DataSet
-from management.services.datasets import dataset_import_zip
+from datasets.models import DataSet
+from datasets.services import dataset_import_zip
 from tests.e2e.test_browser import CHROMIUM, browser_page, screenshots, shoot  # noqa: F401 - fixtures
 from tests.images import colour_zip
 from tests.runs import finish_run, split_report

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from django.core.files.base import ContentFile
 
-from management.models import DataSet, DataSetItem, TrainingRun
-from management.services.training import training_run_create
+from datasets.models import DataSet, DataSetItem
 from tests.images import png
+from training.models import TrainingRun
+from training.services import training_run_create
 
 CHROMIUM = Path("/usr/bin/chromium")
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)(?![^>]*type=\"application/json\")[^>]*>", re.IGNORECASE)

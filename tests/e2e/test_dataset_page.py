@@ -11,8 +11,8 @@ import pytest
 from django.core.files.base import ContentFile
 from PIL import Image
 
+from datasets.models import DataSet, DataSetItem
 from jobs import runner
-from management.models import DataSet, DataSetItem
 from tests.e2e.conftest import CHROMIUM, DESKTOP, open_page
 from tests.e2e.test_browser import drop_files, shoot
 from tests.images import colour_image, zip_of

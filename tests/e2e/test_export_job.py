@@ -7,7 +7,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from jobs import runner
-from management.models import ExportJob
+from serving.models import ExportJob
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

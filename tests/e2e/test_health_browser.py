@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from datasets.models import DataSetItem
+from health.models import HealthCheck
 from jobs import lifecycle
-from management.models import DataSetItem, HealthCheck
 from tests.e2e.test_browser import screenshots, shoot  # noqa: F401 - fixture
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -6,10 +6,11 @@ import io
 import pytest
 from django.core.files.base import ContentFile
 
+from datasets.models import DataSet
+from datasets.services import dataset_import_zip, dataset_item_create
+from health import services as health
+from health.models import HealthCheck
 from jobs import lifecycle, runner
-from management.models import DataSet, HealthCheck
-from management.services import health
-from management.services.datasets import dataset_import_zip, dataset_item_create
 from tests.images import colour_image, colour_zip
 
 pytestmark = pytest.mark.django_db(transaction=True)

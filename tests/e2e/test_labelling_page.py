@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from datasets.services import dataset_item_create
 from management.models import DataSet, DataSetItem, Suggestion
-from management.services.datasets import dataset_item_create
 from tests.e2e.conftest import CHROMIUM, DESKTOP, PHONE, open_page
 from tests.images import colour_image
 

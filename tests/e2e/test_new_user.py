@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 from django.core.files.base import ContentFile
 
-from management.models import DataSet, DataSetItem, HealthCheck, HealthDismissal, TrainingRun
-from management.services import runs as lifecycle
-from management.services.datasets import dataset_item_create
-from management.services.training import training_run_create
+from datasets.models import DataSet, DataSetItem
+from datasets.services import dataset_item_create
+from health.models import HealthCheck, HealthDismissal
 from tests.images import colour_image
 from tests.runs import finish_run, split_report
+from training import runs as lifecycle
+from training.models import TrainingRun
+from training.services import training_run_create
 
 CHROMIUM = Path("/usr/bin/chromium")
 PHONE = {"width": 390, "height": 844}

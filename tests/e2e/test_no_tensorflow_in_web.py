@@ -31,8 +31,8 @@ django.setup()
 from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore
 from django.urls import URLPattern, URLResolver, get_resolver
-from management.models import DataSet
-from management.services.datasets import dataset_import_zip
+from datasets.models import DataSet
+from datasets.services import dataset_import_zip
 from tests.images import colour_zip
 from tests.runs import install_model
 

@@ -13,11 +13,12 @@ from django.conf import settings as django_settings
 from django.db import connection
 from rest_framework.test import APIClient
 
-from management.ml.efficientnet_lite import ensure_weights
-from management.ml.export import FORMATS
-from management.models import DataSet, TrainingRun
-from management.services.datasets import dataset_import_zip
+from datasets.models import DataSet
+from datasets.services import dataset_import_zip
+from ml.efficientnet_lite import ensure_weights
+from ml.export import FORMATS
 from tests.images import COLOURS, colour_image, colour_zip
+from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(django_settings.BASE_DIR)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from management.models import DataSet, DataSetItem
+from datasets.models import DataSet, DataSetItem
 from tests.runs import install_model
 
 CHROMIUM = Path("/usr/bin/chromium")

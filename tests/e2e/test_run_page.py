@@ -16,9 +16,10 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from management.ml.evaluate import classification_report
-from management.models import DataSet, TrainingRun
-from management.services.training import training_run_create
+from datasets.models import DataSet
+from ml.evaluate import classification_report
+from training.models import TrainingRun
+from training.services import training_run_create
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -27,7 +27,7 @@ SETUP = """
 import django, sys
 django.setup()
 from django.contrib.auth.models import User
-from management.models import DataSet
+from datasets.models import DataSet
 from tests.runs import install_model
 User.objects.create_superuser("operator", password=sys.argv[2])
 dataset = DataSet.objects.create(name="Colours", image_size=16)
@@ -36,7 +36,7 @@ print(dataset.pk, install_model(dataset, sys.argv[1], labels=["blue", "green", "
 NEW_VERSION = """
 import django, sys
 django.setup()
-from management.models import DataSet
+from datasets.models import DataSet
 from tests.runs import install_model
 print(install_model(DataSet.objects.get(name="Colours"), sys.argv[1], labels=["blue", "green", "red"]).pk)
 """

@@ -10,8 +10,9 @@ import pytest
 from django.conf import settings
 from django.db import connection, transaction
 
-from management.models import DataSet, DataSetItem, TrainingRun
-from management.services.training import training_run_create
+from datasets.models import DataSet, DataSetItem
+from training.models import TrainingRun
+from training.services import training_run_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,7 +21,7 @@ import django, os, sys
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kerasui.settings")
 django.setup()
 from django.db import transaction
-from management.models import TrainingRun
+from training.models import TrainingRun
 run_id = int(sys.argv[1])
 for step in range(300):
     with transaction.atomic():

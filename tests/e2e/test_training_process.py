@@ -13,9 +13,10 @@ from django.conf import settings as django_settings
 from django.db import connection
 from rest_framework.test import APIClient
 
-from management.models import DataSet, TrainingRun
-from management.services.datasets import dataset_import_zip
+from datasets.models import DataSet
+from datasets.services import dataset_import_zip
 from tests.images import COLOURS, colour_image, colour_zip
+from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(django_settings.BASE_DIR)
@@ -140,7 +141,7 @@ def test_cancelling_a_running_run_stops_its_process(admin_user, settings):
     while TrainingRun.objects.get(pk=run_id).epoch < 1:
         assert time.monotonic() < deadline, "training never started"
         time.sleep(0.2)
-    from management.services.training import training_run_cancel
+    from training.services import training_run_cancel
 
     training_run_cancel(run=TrainingRun.objects.get(pk=run_id))
     time.sleep(3)
@@ -191,7 +192,7 @@ def test_a_killed_training_process_leaves_the_run_interrupted_and_it_resumes_whe
 
 
 def test_train_command_resumes_a_cancelled_run_in_the_foreground():
-    from management.services import training
+    from training import services as training
 
     dataset = colour_dataset()
     dataset.epochs = 2

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from rest_framework.test import APIClient
 
-from management.models import DataSet, TrainingRun
-from management.services.datasets import dataset_import_zip
+from datasets.models import DataSet
+from datasets.services import dataset_import_zip
 from tests.images import colour_zip
 from tests.integration.conftest import HEARTBEAT_TIMEOUT
+from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -3,11 +3,11 @@
 import pytest
 from django.db import IntegrityError
 
+from datasets.models import DataSet
 from jobs import lifecycle
 from jobs.models import Job, JobStatus
 from jobs.registry import KINDS, UnknownKind, kind_get
-from management.models import DataSet
-from management.services.training import run_snapshot
+from training.services import run_snapshot
 
 MOVES = [
     (kind, event, sources, target)

@@ -5,18 +5,21 @@ import sys
 
 import pytest
 
+from datasets.models import DataSet
+from health import services as health
+from health.models import HealthCheck
 from jobs import lifecycle, runner, watchdog
 from jobs.budgets import TooManyJobs
-from management.models import DataSet, HealthCheck, TrainingRun
-from management.services import health, training
 from tests.images import colour_image
+from training import services as training
+from training.models import TrainingRun
 
 
 @pytest.fixture
 def dataset(db):
     from django.core.files.base import ContentFile
 
-    from management.services.datasets import dataset_item_create
+    from datasets.services import dataset_item_create
 
     dataset = DataSet.objects.create(name="Jobs", image_size=16)
     for label in ("red", "blue"):

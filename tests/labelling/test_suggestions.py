@@ -6,12 +6,13 @@ import io
 
 import pytest
 
+from datasets.models import DataSet, DataSetItem
+from datasets.services import dataset_item_create, dataset_label_counts, dataset_unlabelled_count
 from jobs.process import job_execute
-from management.models import DataSet, DataSetItem, Suggestion, SuggestionJob
-from management.services import runs
-from management.services.datasets import dataset_item_create, dataset_label_counts, dataset_unlabelled_count
-from management.services.suggestions import suggestion_of
+from labelling.models import Suggestion, SuggestionJob
+from labelling.services import suggestion_of
 from tests.images import colour_image, png
+from training import runs
 
 MIXED = [(0.5, 0.5, 0.0), (0.3, 0.3, 0.4)]  # colours between two labels: the model is unsure of these
 
@@ -174,7 +175,7 @@ def test_margin_is_top_one_minus_top_two():
 
 
 def test_after_a_job_images_that_arrived_meanwhile_are_asked_for_again(unlabelled):
-    from management.services.suggestions import suggestion_job_after
+    from labelling.services import suggestion_job_after
 
     dataset, _, _ = unlabelled
     job = SuggestionJob.objects.get(dataset=dataset)
@@ -196,8 +197,8 @@ def test_a_run_finishing_in_its_process_queues_suggestions_without_starting_a_ru
     settings.KERASUI_TRAINING_BACKEND = "thread"
     started = []
     monkeypatch.setattr(runner, "enqueue", lambda *args, **kwargs: started.append(args))
-    from management.models import TrainingRun
-    from management.services.training import training_run_create
+    from training.models import TrainingRun
+    from training.services import training_run_create
 
     current = dataset.current_run
     newer = training_run_create(dataset=dataset, enqueue=False)

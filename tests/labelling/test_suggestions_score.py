@@ -4,10 +4,10 @@ offer to train again, with a link to the images it got wrong."""
 
 import io
 
+from datasets.services import dataset_item_create, dataset_item_update
+from labelling import services as suggestions
+from labelling.services import dataset_items_label, dataset_suggestions_score, suggestions_accept
 from management.models import DataSetItem, Suggestion, TrainingRun
-from management.services import suggestions
-from management.services.datasets import dataset_item_create, dataset_item_update
-from management.services.suggestions import dataset_items_label, dataset_suggestions_score, suggestions_accept
 from tests.images import png
 
 

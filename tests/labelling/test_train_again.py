@@ -3,10 +3,10 @@ item 5)."""
 
 import io
 
-from management.models import TrainingRun
-from management.services.datasets import dataset_item_create
-from management.services.suggestions import RETRAIN_AFTER, dataset_labelled_since_current
+from datasets.services import dataset_item_create
+from labelling.services import RETRAIN_AFTER, dataset_labelled_since_current
 from tests.images import colour_image
+from training.models import TrainingRun
 
 
 def test_the_offer_appears_once_enough_images_were_labelled_since_the_current_run(admin_client, trained_dataset):

@@ -5,9 +5,8 @@ import io
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from management.models import DataSet, DataSetItem, LabelCount, TrainingRun
-from management.services import runs, trainer, training
-from management.services.datasets import (
+from datasets.models import DataSet, DataSetItem, LabelCount
+from datasets.services import (
     dataset_import_request,
     dataset_import_zip,
     dataset_item_create,
@@ -16,9 +15,12 @@ from management.services.datasets import (
     dataset_labels,
     dataset_unlabelled_count,
 )
-from management.services.errors import ServiceError
+from management.errors import ServiceError
 from tests.images import COLOURS, colour_image, png, zip_of
 from tests.runs import run_queued_imports
+from training import runs, trainer
+from training import services as training
+from training.models import TrainingRun
 
 
 @pytest.fixture
@@ -141,8 +143,8 @@ def test_training_a_dataset_with_only_unlabelled_images_fails_readably(dataset):
 
 
 def test_a_health_check_checks_the_labelled_images_and_says_how_many_are_unlabelled(dataset, settings):
+    from health import services as health
     from jobs.process import job_execute
-    from management.services import health
 
     settings.KERASUI_HEALTH_BACKBONE = ""
     for number in range(4):
@@ -159,7 +161,7 @@ def test_a_health_check_checks_the_labelled_images_and_says_how_many_are_unlabel
 
 
 def test_a_health_check_of_only_unlabelled_images_is_refused(dataset):
-    from management.services import health
+    from health import services as health
 
     dataset_item_create(dataset=dataset, label="", file=io.BytesIO(png()))
     with pytest.raises(ServiceError, match="add labelled images"):

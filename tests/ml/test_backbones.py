@@ -10,7 +10,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-from management.ml.backbones import BACKBONES, Backbone, WeightsUnavailable, backbone_named, check_image_size
+from ml.backbones import BACKBONES, Backbone, WeightsUnavailable, backbone_named, check_image_size
 
 PAYLOAD = b"pretend these are the weights of a backbone\n" * 100
 
@@ -192,7 +192,7 @@ def test_keras_cache_dir_is_found_without_loading_keras(monkeypatch, tmp_path):
     # A web page lists the starting points and where their weights are: that must not load TensorFlow.
     import sys
 
-    from management.ml.backbones import keras_cache_dir
+    from ml.backbones import keras_cache_dir
 
     for name in [name for name in sys.modules if name == "keras" or name.startswith("keras.")]:
         monkeypatch.delitem(sys.modules, name)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from management.ml import cache
-from management.ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache
-from management.ml.images import load_image
+from ml import cache
+from ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache
+from ml.images import load_image
 
 
 def write_images(folder, count: int, *, size=(12, 9), seed: int = 0) -> list:

@@ -5,14 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from management.ml import efficientnet_lite
-from management.ml.efficientnet_lite import (
+from ml import efficientnet_lite
+from ml.efficientnet_lite import (
     WEIGHTS_FILE,
     cached_weights,
     ensure_weights,
     pretrained_efficientnet_lite0,
 )
-from management.ml.images import load_image
+from ml.images import load_image
 
 # ImageNet classes: 281 tabby, 282 tiger cat, 285 Egyptian cat; 967 espresso.
 CATS = {281, 282, 285}

@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from management.ml.child import PROJECT_ROOT
-from management.ml.engines import KERAS, ONNXRUNTIME, OnnxPredictor, load_predictor
-from management.ml.export import export_model
-from management.ml.models import DEFAULT_PROCESS, Augmentation, ModelSpec, build_model
+from ml.child import PROJECT_ROOT
+from ml.engines import KERAS, ONNXRUNTIME, OnnxPredictor, load_predictor
+from ml.export import export_model
+from ml.models import DEFAULT_PROCESS, Augmentation, ModelSpec, build_model
 
 SERVING_TOLERANCE = 1e-5
 
@@ -74,8 +74,8 @@ def test_each_starting_point_that_exports_is_answered_alike_by_onnx_runtime_and_
 def test_the_onnx_engine_never_imports_tensorflow(colour_model_file):
     code = (
         "import sys, numpy as np\n"
-        "from management.ml.engines import load_predictor\n"
-        "from management.ml.images import load_image\n"
+        "from ml.engines import load_predictor\n"
+        "from ml.images import load_image\n"
         f"p = load_predictor('onnxruntime', {str(colour_model_file.with_suffix('.onnx'))!r}, threads=1)\n"
         "p.predict(np.zeros((2, 16, 16, 3), np.uint8))\n"
         "print(sorted(name for name in ('tensorflow', 'keras') if name in sys.modules))\n"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from management.ml.engines import ONNXRUNTIME, load_predictor
-from management.ml.explain import GRID, display_image, occlusion_map, overlay_png, patch_boxes
+from ml.engines import ONNXRUNTIME, load_predictor
+from ml.explain import GRID, display_image, occlusion_map, overlay_png, patch_boxes
 
 RED, BLUE = (220, 30, 30), (30, 60, 220)
 
@@ -116,8 +116,8 @@ def test_a_pretrained_starting_point_is_explained_in_one_batch():
     at 96 px to keep the test quick - 224 px costs about a second, see bench/explain.py)."""
     import keras
 
-    from management.ml.efficientnet_lite import build_efficientnet_lite0
-    from management.ml.transfer import assemble_model, build_head
+    from ml.efficientnet_lite import build_efficientnet_lite0
+    from ml.transfer import assemble_model, build_head
 
     model = assemble_model(
         build_efficientnet_lite0(image_size=96), build_head(dimensions=1280, num_classes=3, dropout=0.2), channels=3

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from management.ml.export import (
+from ml.export import (
     FORMATS,
     export_in_child,
     export_model,
@@ -14,7 +14,7 @@ from management.ml.export import (
     inspect_in_child,
     inspect_model,
 )
-from management.ml.models import DEFAULT_PROCESS, Augmentation, ModelSpec, build_model
+from ml.models import DEFAULT_PROCESS, Augmentation, ModelSpec, build_model
 
 SIZE = 16
 
@@ -109,7 +109,7 @@ def test_the_savedmodel_zip_has_a_serving_default_signature_and_the_metadata(cod
 
 
 def test_an_export_outside_the_tolerance_is_refused(code_model, tmp_path, monkeypatch):
-    from management.ml import export
+    from ml import export
 
     path, images = code_model
     original = export.run_export

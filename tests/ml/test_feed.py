@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from management.ml.feed import batches
+from ml.feed import batches
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from management.ml.evaluate import classification_report, evaluate
-from management.ml.fit import FitOptions, balanced_class_weights, fit, last_checkpoint, split_indices
-from management.ml.models import ModelSpec, build_model
+from ml.evaluate import classification_report, evaluate
+from ml.fit import FitOptions, balanced_class_weights, fit, last_checkpoint, split_indices
+from ml.models import ModelSpec, build_model
 
 
 def two_shades(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from management.ml.head import fit_softmax_head
+from ml.head import fit_softmax_head
 
 
 def separable(count: int = 120, dimensions: int = 32, classes: int = 3, seed: int = 0):
@@ -65,7 +65,7 @@ def test_it_stops_after_patience_epochs_without_progress_and_keeps_the_best():
 
 
 def test_a_reporter_answering_false_stops_it(monkeypatch):
-    from management.ml import head
+    from ml import head
 
     monkeypatch.setattr(head, "REPORT_INTERVAL", 0.0)  # report every epoch
     x, y = separable()

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from management.ml import health
+from ml import health
 
 
 def clustered_features(count=400, classes=10, dimensions=32, seed=0):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from management.ml.images import load_image, verify_image
+from ml.images import load_image, verify_image
 from tests.images import png
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from management.ml.inference import COMPILED, EAGER, Predictor
+from ml.inference import COMPILED, EAGER, Predictor
 
 
 def images(count: int, seed: int = 0) -> np.ndarray:

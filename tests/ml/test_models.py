@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from management.ml.fit import FitOptions, fit, stratified_split
-from management.ml.models import (
+from ml.fit import FitOptions, fit, stratified_split
+from ml.models import (
     ARCHITECTURES,
     DEFAULT_PROCESS,
     MIN_IMAGE_SIZE,

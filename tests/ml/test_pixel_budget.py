@@ -7,7 +7,7 @@ import struct
 import pytest
 from PIL import Image
 
-from management.ml.images import TooManyPixels, decoded_pixels, load_image, make_thumbnail, verify_image
+from ml.images import TooManyPixels, decoded_pixels, load_image, make_thumbnail, verify_image
 
 
 def gif_with_screen(width: int, height: int) -> bytes:

@@ -4,8 +4,8 @@ temperature scaling: deterministic, converged, and folded into an ordinary Dense
 import keras
 import numpy as np
 
-from management.ml.calibration import fit_temperature, fold_temperature, reliability, with_temperature
-from management.ml.probe import fit_linear_probe, log_softmax
+from ml.calibration import fit_temperature, fold_temperature, reliability, with_temperature
+from ml.probe import fit_linear_probe, log_softmax
 
 
 def blobs(per_label: int, *, dimensions: int = 20, labels: int = 3, spread: float = 1.0, seed: int = 0):

@@ -10,7 +10,7 @@ import struct
 import numpy as np
 import pytest
 
-from management.ml.torch_legacy import MAGIC_NUMBER, PROTOCOL_VERSION, ForbiddenGlobal, load_legacy_checkpoint
+from ml.torch_legacy import MAGIC_NUMBER, PROTOCOL_VERSION, ForbiddenGlobal, load_legacy_checkpoint
 
 SYS_INFO = {"protocol_version": PROTOCOL_VERSION, "little_endian": True, "type_sizes": {"short": 2, "int": 4}}
 

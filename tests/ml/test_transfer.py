@@ -5,10 +5,10 @@ import keras
 import numpy as np
 import pytest
 
-from management.ml.fit import split_indices
-from management.ml.images import load_image
-from management.ml.models import Augmentation
-from management.ml.transfer import (
+from ml.fit import split_indices
+from ml.images import load_image
+from ml.models import Augmentation
+from ml.transfer import (
     FEATURES,
     FINE_TUNE,
     HEAD,
@@ -125,7 +125,7 @@ def _train(tmp_path, images, labels, options, counting, *, channels=3, phases=No
 
 
 def test_a_head_trained_on_cached_features_predicts_and_a_second_run_needs_no_backbone_pass(tmp_path, monkeypatch):
-    from management.ml import transfer
+    from ml import transfer
 
     extractors = []
     real_extractor = transfer.feature_extractor
@@ -230,7 +230,7 @@ def pattern_data(size: int, per_label: int):
 
 
 def test_efficientnet_lite0_features_train_a_head_on_grayscale_images(tmp_path):
-    from management.ml.backbones import backbone_named
+    from ml.backbones import backbone_named
 
     images, labels = pattern_data(96, per_label=4)
     lite = backbone_named("efficientnet_lite0")
@@ -267,7 +267,7 @@ def test_the_same_features_labels_and_seed_give_the_same_model(tmp_path):
 
 
 def test_a_fine_tune_that_does_not_beat_the_head_says_so_in_words():
-    from management.ml.transfer import fine_tune_note
+    from ml.transfer import fine_tune_note
 
     history = [
         {"epoch": 1, "val_loss": 0.20},

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from management.ml.models import DEFAULT_PROCESS, ModelSpec
-from management.ml.validate import PROJECT_ROOT, validate_model
+from ml.models import DEFAULT_PROCESS, ModelSpec
+from ml.validate import PROJECT_ROOT, validate_model
 
 # Starting the child costs a TensorFlow import (about 3 s on the 2-core test machine) before the
 # model code runs, so the limit for the endless loop leaves room for it: the loop itself is stopped.
@@ -37,7 +37,7 @@ def test_good_code_gives_the_layers_and_parameter_counts():
 def test_the_child_prints_one_json_line_and_sends_everything_else_to_stderr():
     spec = _spec('print("hello from the model code")\nmodel.add(Flatten())')
     completed = subprocess.run(
-        [sys.executable, "-m", "management.ml.validate"],
+        [sys.executable, "-m", "ml.validate"],
         input=json.dumps(spec.as_dict()),
         capture_output=True,
         text=True,

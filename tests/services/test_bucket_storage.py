@@ -13,12 +13,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from moto import mock_aws
 from rest_framework.test import APIClient
 
+from datasets.services import storage_folder_delete
 from jobs.lifecycle import job_log_keep, job_log_path
 from management.files import media_folder_fetch, media_folder_keep, media_local_copy, media_response, media_write_bytes
-from management.ml import fit as ml_fit
+from management.journal import media_journals_recover
 from management.models import DataSet, HealthCheck
-from management.services.datasets import storage_folder_delete
-from management.services.journal import media_journals_recover
+from ml import fit as ml_fit
 from tests.images import png
 
 BUCKET = "kerasui-test"

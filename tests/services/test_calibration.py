@@ -5,11 +5,13 @@ import io
 import keras
 import numpy as np
 
-from management.ml.images import load_image
-from management.models import DataSet, DataSetItem, TrainingRun
-from management.services import runs, trainer, training
-from management.services.datasets import dataset_import_zip
+from datasets.models import DataSet, DataSetItem
+from datasets.services import dataset_import_zip
+from ml.images import load_image
 from tests.images import colour_zip
+from training import runs, trainer
+from training import services as training
+from training.models import TrainingRun
 
 
 def execute(dataset: DataSet) -> TrainingRun:

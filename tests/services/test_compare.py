@@ -3,10 +3,10 @@ difference, and the held-out images that flipped between right and wrong."""
 
 import pytest
 
+from management.errors import NotFound, ServiceError
 from management.models import DataSet, RunData, TrainingRun
-from management.services.compare import compare_ids_parse, runs_compare, runs_for_comparison
-from management.services.errors import NotFound, ServiceError
 from tests.runs import finish_run, split_report
+from training.compare import compare_ids_parse, runs_compare, runs_for_comparison
 
 LABELS = ["a", "b"]
 IDS = [101, 102, 103, 104]

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from management.models import DataSet, DataSetItem
-from management.services.datasets import dataset_delete, dataset_import_zip, dataset_item_create
-from management.services.errors import ServiceError
+from datasets.models import DataSet, DataSetItem
+from datasets.services import dataset_delete, dataset_import_zip, dataset_item_create
+from management.errors import ServiceError
 from tests.images import colour_zip, png, zip_of
 
 

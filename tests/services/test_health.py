@@ -6,13 +6,14 @@ import io
 import pytest
 from django.core.files.base import ContentFile
 
+from datasets.models import DataSet, DataSetItem
+from datasets.services import dataset_import_zip, dataset_item_create
+from health import services as health
+from health.models import HealthCheck
 from jobs import lifecycle
 from jobs.process import job_execute
-from management.ml import backbones
-from management.models import DataSet, DataSetItem, HealthCheck
-from management.services import health
-from management.services.datasets import dataset_import_zip, dataset_item_create
-from management.services.errors import ServiceError
+from management.errors import ServiceError
+from ml import backbones
 from tests.images import colour_image, colour_zip
 
 SECTIONS = {"label_issues", "duplicates", "leaks", "outliers", "balance", "method", "seconds"}
@@ -72,7 +73,7 @@ def test_a_second_check_while_one_is_queued_returns_the_same_check(planted):
 def test_a_cancelled_check_stops_and_keeps_no_report(planted, monkeypatch):
     dataset = planted[0]
     check, _ = health.health_check_start(dataset=dataset, enqueue=False)
-    from management.services import health_job
+    from health import job as health_job
 
     real = health_job.ml_health.image_hashes
 

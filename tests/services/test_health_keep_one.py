@@ -5,12 +5,13 @@ import io
 
 from django.core.files.base import ContentFile
 
-from management.models import DataSet, DataSetItem, HealthDismissal
-from management.services import health
-from management.services.datasets import dataset_import_zip, dataset_item_create
-from management.services.versions import training_run_promote
+from datasets.models import DataSet, DataSetItem
+from datasets.services import dataset_import_zip, dataset_item_create
+from health import services as health
+from health.models import HealthDismissal
 from tests.images import colour_zip
 from tests.runs import finish_run, split_report
+from training.versions import training_run_promote
 
 
 def copy_of(item: DataSetItem) -> DataSetItem:

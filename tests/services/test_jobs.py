@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from jobs.budgets import TooManyJobs, model_job_slot
 from jobs.process import job_execute
-from management.services.training import dataset_model_validate
+from training.services import dataset_model_validate
 
 ROOT = Path(django_settings.BASE_DIR)
 HOLDER = """

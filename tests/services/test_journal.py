@@ -11,11 +11,13 @@ from django.conf import settings
 from django.core.files.storage import FileSystemStorage
 from rest_framework.test import APIClient
 
-from management.models import DataSet, DataSetItem, TrainingRun
-from management.services import runs, trainer, training
-from management.services.journal import media_journals_recover
+from datasets.models import DataSet, DataSetItem
+from management.journal import media_journals_recover
 from tests.images import colour_zip
 from tests.runs import imported
+from training import runs, trainer
+from training import services as training
+from training.models import TrainingRun
 
 
 def write(name: str, data: bytes = b"x") -> Path:

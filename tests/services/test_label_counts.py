@@ -7,8 +7,8 @@ import pytest
 from django.apps import apps
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from management.models import DataSet, DataSetItem, LabelCount
-from management.services.datasets import (
+from datasets.models import DataSet, DataSetItem, LabelCount
+from datasets.services import (
     dataset_import_zip,
     dataset_item_create,
     dataset_item_update,
@@ -17,7 +17,7 @@ from management.services.datasets import (
     dataset_labels,
     label_counts_recount,
 )
-from management.services.health import health_delete, health_relabel
+from health.services import health_delete, health_relabel
 from tests.images import png, zip_of
 from tests.runs import run_queued_imports
 

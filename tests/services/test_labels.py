@@ -9,11 +9,11 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from management.models import DataSet
-from management.services.datasets import clean_label, dataset_import_zip, dataset_item_create, dataset_labels
-from management.services.errors import ServiceError
-from management.services.versions import parse_labels
+from datasets.models import DataSet
+from datasets.services import clean_label, dataset_import_zip, dataset_item_create, dataset_labels
+from management.errors import ServiceError
 from tests.images import png, zip_of
+from training.versions import parse_labels
 
 DECOMPOSED = unicodedata.normalize("NFD", "café")  # 'e' + U+0301 COMBINING ACUTE ACCENT
 COMPOSED = "café"

@@ -2,12 +2,14 @@
 
 import dataclasses
 
-from api.serializers import DataSetSerializer, TrainingRunSerializer
+from datasets.models import DataSet
+from datasets.serializers import DataSetSerializer
 from management import options
 from management.admin import DataSetAdmin, TrainingRunAdmin
-from management.ml.fit import FitOptions
-from management.models import DataSet, TrainingRun
-from management.services.training import training_run_create
+from ml.fit import FitOptions
+from training.models import TrainingRun
+from training.serializers import TrainingRunSerializer
+from training.services import training_run_create
 
 # A value other than the default for each option, as a person would set it.
 CHANGED = {

@@ -1,8 +1,8 @@
 import pytest
 
-from management.models import DataSet
-from management.services.errors import Conflict, ServiceError
-from management.services.prediction import prediction_predict, prediction_predict_one
+from datasets.models import DataSet
+from management.errors import Conflict, ServiceError
+from serving.prediction import prediction_predict, prediction_predict_one
 from tests.images import colour_image, png
 
 
@@ -38,8 +38,8 @@ def test_a_missing_model_file_is_a_conflict_not_a_crash(trained_dataset):
 
     from django.core.files.storage import default_storage
 
-    from management.services.prediction import model_cache
-    from management.services.serving import onnx_name
+    from serving.prediction import model_cache
+    from serving.services import onnx_name
 
     model_cache.clear()
     os.remove(trained_dataset.current_run.model_file.path)
@@ -49,7 +49,7 @@ def test_a_missing_model_file_is_a_conflict_not_a_crash(trained_dataset):
 
 
 def test_a_succeeded_current_run_is_warmed_into_the_cache(trained_dataset):
-    from management.services.prediction import model_cache, prediction_warm
+    from serving.prediction import model_cache, prediction_warm
 
     run = trained_dataset.current_run
     assert run.pk not in model_cache
@@ -59,8 +59,8 @@ def test_a_succeeded_current_run_is_warmed_into_the_cache(trained_dataset):
 
 
 def test_the_cache_serves_a_new_run_and_evicts_beyond_its_bound(trained_dataset, colour_model_file, settings):
-    from management.models import DataSet
-    from management.services.prediction import model_cache, prediction_predict_one
+    from datasets.models import DataSet
+    from serving.prediction import model_cache, prediction_predict_one
     from tests.images import colour_image
     from tests.runs import install_model
 
@@ -87,8 +87,8 @@ def test_threads_asking_the_cache_at_once_share_one_load_and_get_right_answers(t
 
     import numpy as np
 
-    from management.ml.images import load_image
-    from management.services.prediction import model_cache
+    from ml.images import load_image
+    from serving.prediction import model_cache
     from tests.images import colour_image
 
     run = trained_dataset.current_run
@@ -115,7 +115,7 @@ def test_threads_asking_the_cache_at_once_share_one_load_and_get_right_answers(t
 
 
 def test_the_current_run_lookup_answers_for_unknown_and_out_of_range_ids(trained_dataset):
-    from management.services.prediction import prediction_current_run
+    from serving.prediction import prediction_current_run
 
     assert prediction_current_run(dataset_id=trained_dataset.pk).pk == trained_dataset.current_run_id
     for dataset_id in (424242, 2**63, 10**30, 0, -1):

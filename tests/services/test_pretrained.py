@@ -10,12 +10,14 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from management.ml import backbones, transfer
-from management.ml.images import load_image
-from management.models import DataSet, Phase, TrainingRun
-from management.services import runs, trainer, training
-from management.services.datasets import dataset_import_zip
+from datasets.models import DataSet
+from datasets.services import dataset_import_zip
+from ml import backbones, transfer
+from ml.images import load_image
 from tests.images import COLOURS, colour_image, colour_zip
+from training import runs, trainer
+from training import services as training
+from training.models import Phase, TrainingRun
 
 
 @pytest.fixture(scope="session")
@@ -180,7 +182,7 @@ def test_the_admin_says_whether_each_pretrained_starting_points_weights_are_here
 
 
 def test_validating_a_pretrained_starting_point_shows_its_layers_or_the_size_it_needs(db):
-    from management.services.training import dataset_model_validate
+    from training.services import dataset_model_validate
 
     dataset = DataSet.objects.create(name="Check", architecture="efficientnet_lite0", image_size=96)
     report = dataset_model_validate(dataset=dataset)

@@ -3,10 +3,11 @@
 
 import pytest
 
-from management.models import DataSet, TrainingRun
-from management.services.training import training_run_delete
-from management.services.versions import training_run_promote
+from datasets.models import DataSet
 from tests.runs import finish_run, split_report
+from training.models import TrainingRun
+from training.services import training_run_delete
+from training.versions import training_run_promote
 
 LABELS = ["a", "b"]
 VALIDATION = [101, 102, 103, 104]

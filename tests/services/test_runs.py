@@ -3,11 +3,12 @@
 
 import pytest
 
+from datasets.models import DataSet
 from jobs import lifecycle
-from management.models import DataSet, TrainingRun
-from management.services import runs
-from management.services.errors import Conflict
-from management.services.training import run_snapshot
+from management.errors import Conflict
+from training import runs
+from training.models import TrainingRun
+from training.services import run_snapshot
 
 Status = TrainingRun.Status
 TRANSITIONS = lifecycle.transitions("training")

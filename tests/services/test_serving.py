@@ -7,13 +7,13 @@ import pytest
 from django.core.files.storage import default_storage
 from PIL import Image
 
-from management.ml.engines import OnnxPredictor
-from management.ml.export import ExportReport
-from management.ml.images import load_image
 from management.models import TrainingRun
-from management.services import exports
-from management.services.prediction import model_cache, prediction_metadata, prediction_predict
-from management.services.serving import onnx_name, serving_prepare_run
+from ml.engines import OnnxPredictor
+from ml.export import ExportReport
+from ml.images import load_image
+from serving import exports
+from serving.prediction import model_cache, prediction_metadata, prediction_predict
+from serving.services import onnx_name, serving_prepare_run
 from tests.images import COLOURS, colour_image
 from tests.runs import install_model
 
@@ -58,7 +58,7 @@ def test_a_version_first_used_gets_its_onnx_export_proven_and_is_served_by_onnx_
 
 
 def test_a_model_whose_export_fails_is_served_by_keras_and_says_so(pending_run, monkeypatch, admin_client):
-    from management.ml.inference import Predictor
+    from ml.inference import Predictor
 
     monkeypatch.setattr(exports, "export_in_child", _refused)
     dataset = pending_run.dataset
@@ -89,7 +89,7 @@ def test_an_export_further_from_keras_than_the_serving_tolerance_is_served_by_ke
 
 
 def test_the_keras_setting_serves_every_version_with_keras(pending_run, trained_dataset, settings, monkeypatch):
-    from management.ml.inference import Predictor
+    from ml.inference import Predictor
 
     settings.KERASUI_SERVING_ENGINE = "keras"
     monkeypatch.setattr(exports, "export_in_child", lambda *args, **kwargs: pytest.fail("no export needed"))
@@ -133,7 +133,7 @@ def slots_taken(settings, tmp_path):
 
 def test_a_busy_machine_leaves_a_version_undecided_rather_than_served_by_keras(pending_run, slots_taken, monkeypatch):
     from jobs.budgets import TooManyJobs
-    from management.services import serving
+    from serving import services as serving
 
     monkeypatch.setattr(serving, "SLOT_POLL_SECONDS", 0.01)
     # A request: 429, and nothing recorded.

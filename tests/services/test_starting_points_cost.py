@@ -8,13 +8,13 @@ import sys
 import pytest
 from django.conf import settings as django_settings
 
-from management.ml import backbones, efficientnet_lite
-from management.services.pretrained import backbone_statuses, starting_points
+from ml import backbones, efficientnet_lite
+from training.pretrained import backbone_statuses, starting_points
 
 
 def test_finding_keras_cache_imports_neither_keras_nor_tensorflow(tmp_path):
     code = (
-        "import sys; from management.ml.backbones import keras_cache_dir; print(keras_cache_dir()); "
+        "import sys; from ml.backbones import keras_cache_dir; print(keras_cache_dir()); "
         "print(sorted(name for name in ('keras', 'tensorflow') if name in sys.modules))"
     )
     completed = subprocess.run(

@@ -10,8 +10,8 @@ from django.contrib.auth.models import Permission, User
 from django.core.files.base import ContentFile
 from PIL import Image
 
-from management.models import DataSet, DataSetItem
-from management.services.datasets import (
+from datasets.models import DataSet, DataSetItem
+from datasets.services import (
     dataset_delete,
     dataset_import_zip,
     dataset_item_create,

@@ -5,12 +5,14 @@ import socket
 import pytest
 from django.core.files.base import ContentFile
 
+from datasets.models import DataSet, DataSetItem
 from jobs import watchdog
-from management.models import DataSet, DataSetItem, TrainingRun
-from management.services import runs, trainer, training
-from management.services.errors import Conflict
-from management.services.prediction import model_cache, prediction_predict
+from management.errors import Conflict
+from serving.prediction import model_cache, prediction_predict
 from tests.images import COLOURS, colour_image, png, zip_of
+from training import runs, trainer
+from training import services as training
+from training.models import TrainingRun
 
 Status = TrainingRun.Status
 
@@ -60,7 +62,7 @@ def test_an_empty_dataset_fails_with_a_readable_message(db):
 def test_a_single_label_fails_with_a_readable_message(db):
     dataset = DataSet.objects.create(name="One")
     training_data = zip_of({f"cat/{n}.png": png() for n in range(3)})
-    from management.services.datasets import dataset_import_zip
+    from datasets.services import dataset_import_zip
 
     dataset_import_zip(dataset=dataset, file=io.BytesIO(training_data))
     run = execute(dataset)

@@ -5,13 +5,13 @@ import time
 
 import pytest
 
-from management.models import DataSet
-from management.services.errors import Conflict
-from management.services.prediction import model_cache, prediction_current_run, prediction_predict
-from management.services.versions import training_run_promote
-from management.warm import ServingWatcher
+from datasets.models import DataSet
+from management.errors import Conflict
+from serving.prediction import model_cache, prediction_current_run, prediction_predict
+from serving.warm import ServingWatcher
 from tests.images import COLOURS, colour_image
 from tests.runs import install_model
+from training.versions import training_run_promote
 
 LABELS = sorted(COLOURS)
 
@@ -96,7 +96,7 @@ def test_a_new_version_that_cannot_be_loaded_is_not_stood_in_for(trained_dataset
 
     from django.core.files.storage import default_storage
 
-    from management.services.serving import onnx_name
+    from serving.services import onnx_name
 
     watcher.preload()
     model_cache.watcher = watcher
@@ -128,7 +128,7 @@ def test_an_imported_version_made_current_by_the_lifecycle_is_loaded_by_the_watc
 ):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from management.services.versions import training_run_import
+    from training.versions import training_run_import
 
     older = trained_dataset.current_run
     assert watcher.preload() == [older.pk]

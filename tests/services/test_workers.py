@@ -9,12 +9,14 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from datasets.models import DataSet
 from jobs import runner as runners
 from jobs import watchdog
 from jobs.process import job_heartbeat
 from jobs.tasks import job_celery_execute
-from management.models import DataSet, TrainingRun
-from management.services import runs, training
+from training import runs
+from training import services as training
+from training.models import TrainingRun
 
 Status = TrainingRun.Status
 DEAD_PID = 2**22 + 12345

@@ -6,9 +6,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from management.ml.shapes import SHAPES, demo_zip
-from management.models import DataSet
-from management.services.datasets import dataset_import_zip
+from datasets.models import DataSet
+from datasets.services import dataset_import_zip
+from ml.shapes import SHAPES, demo_zip
 
 DEMO_NAME = "Shapes (demo)"
 

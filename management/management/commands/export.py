@@ -2,10 +2,10 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from management.ml.export import FORMATS
-from management.models import TrainingRun
-from management.services.errors import ServiceError
-from management.services.exports import export_key, training_run_export, training_run_export_again
+from management.errors import ServiceError
+from ml.export import FORMATS
+from serving.exports import export_key, training_run_export, training_run_export_again
+from training.models import TrainingRun
 
 
 class Command(BaseCommand):

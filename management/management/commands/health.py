@@ -5,10 +5,11 @@ import json as json_module
 
 from django.core.management.base import BaseCommand, CommandError
 
+from datasets.models import DataSet
+from health import services as health
+from health.models import HealthCheck
 from jobs.process import NotRunnable, job_execute
-from management.models import DataSet, HealthCheck
-from management.services import health
-from management.services.errors import ServiceError
+from management.errors import ServiceError
 
 
 class Command(BaseCommand):

@@ -6,11 +6,13 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from datasets.models import DataSet
 from jobs import lifecycle
 from jobs.process import NotRunnable, job_execute
-from management.models import DataSet, TrainingRun
-from management.services import runs, training
-from management.services.errors import ServiceError
+from management.errors import ServiceError
+from training import runs
+from training import services as training
+from training.models import TrainingRun
 
 
 class _Tee:

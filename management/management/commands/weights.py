@@ -4,8 +4,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from management.ml.backbones import BACKBONES, WeightsUnavailable
-from management.services.pretrained import backbone_fetch, backbone_import, backbone_statuses
+from ml.backbones import BACKBONES, WeightsUnavailable
+from training.pretrained import backbone_fetch, backbone_import, backbone_statuses
 
 
 class Command(BaseCommand):

@@ -96,7 +96,7 @@
     return null;
   }
 
-  /* "8 s", "2 min 5 s", "1 h 3 min": as the server writes a duration (management/run_report.py). */
+  /* "8 s", "2 min 5 s", "1 h 3 min": as the server writes a duration (training/run_report.py). */
   function durationText(seconds) {
     seconds = Math.max(0, Math.round(seconds));
     if (seconds < 60) return seconds + " s";

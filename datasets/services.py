@@ -1,0 +1,660 @@
+"""Use cases for datasets and their images: add one image, import a zip, count labels, delete.
+
+A zip sent through the web is a job of kind "import" (dataset_import_request stores it and queues the
+job; import_job_execute decodes its entries in the job's own process); dataset_import_zip imports one
+in the caller's process (the shell, the demo, tests).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import shutil
+import unicodedata
+import uuid
+import zipfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, IntegerField, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from datasets.models import (
+    DataSet,
+    DataSetItem,
+    ImportJob,
+    LabelCount,
+    original_file_name,
+    thumbnail_image_prefix,
+    thumbnail_name,
+)
+from jobs import lifecycle, runner
+from labelling.models import Suggestion
+from management.budgets import pixel_budget_charge
+from management.errors import Conflict, InsufficientStorage, ServiceError
+from management.journal import MediaJournal, media_journal
+from ml.images import ImageInfo, image_file_name, make_thumbnail, verify_image
+from training.models import TrainingRun
+
+MAX_LABEL_LENGTH = DataSetItem._meta.get_field("label").max_length
+UNLABELLED = ""  # an item's label when it has none: kept, shown, suggested for, never trained on
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImportReport:
+    """What a zip import added, per label, and which entries it skipped and why."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    unlabelled: int = 0
+
+    @property
+    def added(self) -> int:
+        return sum(self.counts.values()) + self.unlabelled
+
+    def as_dict(self) -> dict:
+        return {"added": self.added, "counts": self.counts, "unlabelled": self.unlabelled, "skipped": self.skipped}
+
+
+# Unicode categories refused in a label: controls (Cc), format characters (Cf: the bidirectional
+# overrides, isolates and marks U+202A-202E, U+2066-2069, U+200E/F, U+061C; the zero-width U+200B-200D,
+# U+2060, U+FEFF; soft hyphens...) and lone surrogates (Cs). Each makes two labels that look alike
+# differ, or makes a label display as another text.
+REFUSED_CATEGORIES = {"Cc": "a control character", "Cf": "an invisible or direction-changing character"}
+
+
+def clean_label(label: str, *, field_name: str = "label") -> str:
+    """The one check of a label, wherever it comes in: API, admin, zip label and folder names, model import.
+
+    NFC-normalised (a label typed as 'é' or as 'e' + combining accent is one label), whitespace runs
+    made one space; control, invisible and direction-changing characters are refused, naming the field.
+    """
+    label = " ".join(unicodedata.normalize("NFC", label or "").split())
+    if not label:
+        raise ServiceError("a label cannot be empty", field=field_name)
+    for character in label:
+        category = unicodedata.category(character)
+        if category in REFUSED_CATEGORIES or category == "Cs":
+            kind = REFUSED_CATEGORIES.get(category, "a lone surrogate")
+            name = unicodedata.name(character, "")
+            raise ServiceError(
+                f"a label cannot contain {kind}: U+{ord(character):04X}{f' {name}' if name else ''}",
+                field=field_name,
+            )
+    if len(label) > MAX_LABEL_LENGTH:
+        raise ServiceError(f"a label has at most {MAX_LABEL_LENGTH} characters", field=field_name)
+    return label
+
+
+def label_or_unlabelled(label: str | None, *, field_name: str = "label") -> str:
+    """A label checked by clean_label, or "" (unlabelled) when none is given or it is only whitespace."""
+    if label is None or not label.strip():
+        return UNLABELLED
+    return clean_label(label, field_name=field_name)
+
+
+def image_size_check(data: bytes, *, name: str, field_name: str = "image") -> None:
+    """Refuse an empty or oversize file before any decoding."""
+    if not data:
+        raise ServiceError(f"{name}: the file is empty", field=field_name)
+    if len(data) > settings.KERASUI_MAX_IMAGE_BYTES:
+        raise ServiceError(
+            f"{name}: the file is larger than {settings.KERASUI_MAX_IMAGE_BYTES} bytes", field=field_name
+        )
+
+
+def image_check(data: bytes, *, name: str, field_name: str = "image", user_id: int | None = None) -> ImageInfo:
+    """Refuse anything that is not a whole, decodable image of acceptable size; say what it is.
+
+    Its pixels are held to the budgets (413/429, management/budgets.py) from its header, before decoding."""
+    image_size_check(data, name=name, field_name=field_name)
+    pixel_budget_charge(images=[(name, data)], user_id=user_id, field_name=field_name)
+    try:
+        return verify_image(data, max_pixels=settings.KERASUI_MAX_IMAGE_PIXELS)
+    except ValueError as error:
+        raise ServiceError(f"{name}: {error}", field=field_name) from None
+
+
+def _thumbnail_save(storage, name: str, data: bytes, journal: MediaJournal | None = None) -> bool:
+    """Write the thumbnail `name` from the image `data` unless it exists; False when the image cannot be
+    made smaller (the lists then show nothing for it, never the original)."""
+    if storage.exists(name):
+        return True
+    try:
+        thumbnail = make_thumbnail(data, max_pixels=settings.KERASUI_MAX_IMAGE_PIXELS)
+    except ValueError:
+        return False
+    if journal is not None:
+        journal.add(name)
+    saved = storage.save(name, ContentFile(thumbnail))
+    if saved != name:  # another request made it meanwhile: keep theirs
+        storage.delete(saved)
+    return True
+
+
+def dataset_item_thumbnail_make(*, name: str) -> bool:
+    """Make the thumbnail `name` on its first request, from its item's original (items added before
+    thumbnails existed, or through the admin's form). True when the thumbnail exists afterwards."""
+    prefix = thumbnail_image_prefix(name)
+    if prefix is None:
+        return False
+    item = DataSetItem.objects.filter(image__startswith=prefix).first()
+    if item is None or thumbnail_name(item.image.name) != name:
+        return False
+    storage = item.image.storage
+    if storage.exists(name):
+        return True
+    try:
+        with item.image.open("rb") as file:
+            data = file.read()
+    except OSError:
+        return False
+    return _thumbnail_save(storage, name, data)
+
+
+def _files_of(item: DataSetItem) -> list[tuple[object, str]]:
+    """An item's files: its image and its thumbnail."""
+    if not item.image.name:
+        return []
+    return [(item.image.storage, item.image.name), (item.image.storage, thumbnail_name(item.image.name))]
+
+
+def dataset_item_create(
+    *, dataset: DataSet, label: str, file: BinaryIO, name: str = "", user_id: int | None = None
+) -> DataSetItem:
+    """Add one verified image to a dataset, stored under a name the server gives it from its format;
+    `name` (the sender's) is kept as the item's original name. `user_id`: whose pixel budget it spends.
+    An empty `label` adds it unlabelled."""
+    name = name or getattr(file, "name", "") or ""
+    label = label_or_unlabelled(label)
+    data = file.read()
+    info = image_check(data, name=name or "image", user_id=user_id)
+    item = DataSetItem(dataset=dataset, label=label, original_name=original_file_name(name))
+    with media_journal() as journal:
+        journal.save(item.image, image_file_name(info.format), ContentFile(data))
+        try:
+            _thumbnail_save(item.image.storage, item.thumbnail_name, data, journal)
+            with transaction.atomic():
+                item.save()
+                label_counts_add(changes=Counter({(dataset.pk, item.label): 1}))
+                if item.label == UNLABELLED:
+                    _suggestions_follow(dataset_id=dataset.pk)
+        except BaseException:
+            for storage, stored in _files_of(item):
+                storage.delete(stored)
+            raise
+    return item
+
+
+def dataset_item_update(
+    *, item: DataSetItem, label: str | None = None, dataset: DataSet | None = None, file: BinaryIO | None = None
+) -> DataSetItem:
+    """Change an item's label (empty: unlabelled), move it to another dataset, or replace its image
+    (verified first)."""
+    was = (item.dataset_id, item.label)
+    if label is not None:
+        item.label = label_or_unlabelled(label)
+    if dataset is not None:
+        item.dataset = dataset
+    old_files: list[tuple[object, str]] = []
+    if file is not None:
+        name = getattr(file, "name", "") or ""
+        data = file.read()
+        info = image_check(data, name=name or "image")
+        old_files = _files_of(item)
+        item.original_name = original_file_name(name)
+    with media_journal() as journal:
+        if file is not None:
+            journal.save(item.image, image_file_name(info.format), ContentFile(data))
+        try:
+            if file is not None:
+                _thumbnail_save(item.image.storage, item.thumbnail_name, data, journal)
+            with transaction.atomic():
+                item.save()
+                changes = Counter({was: -1})
+                changes[(item.dataset_id, item.label)] += 1
+                label_counts_add(changes=changes)
+                _suggestions_after_change(items=[item], was={item.pk: was})
+                if old_files:
+                    delete_files_on_commit(old_files)
+        except BaseException:
+            if old_files:
+                for storage, stored in _files_of(item):
+                    storage.delete(stored)
+            raise
+    return item
+
+
+@transaction.atomic
+def dataset_item_save(*, item: DataSetItem) -> DataSetItem:
+    """Save an item a form has filled in (the admin's add and change pages), keeping the counts."""
+    was = DataSetItem.objects.filter(pk=item.pk).values_list("dataset_id", "label").first() if item.pk else None
+    item.label = label_or_unlabelled(item.label)
+    item.save()
+    changes = Counter({(item.dataset_id, item.label): 1})
+    if was is not None:
+        changes[was] -= 1
+    label_counts_add(changes=changes)
+    _suggestions_after_change(items=[item], was={item.pk: was} if was else {})
+    return item
+
+
+def _suggestions_follow(*, dataset_id: int) -> None:
+    """Images without a label arrived: queue the job that suggests theirs (after the commit)."""
+    from labelling.suggestion_jobs import suggestions_request_on_commit
+
+    suggestions_request_on_commit(dataset_id=dataset_id)
+
+
+def suggestions_mark_labelled(*, items: list[DataSetItem], was_unlabelled: set[int]) -> None:
+    """A suggestion outlives its image's labelling, marked with when it was labelled, so that the dataset
+    page can say whether the model was right; an image unlabelled again is back in the queue."""
+    now = timezone.now()
+    labelled = [item.pk for item in items if item.label != UNLABELLED and item.pk in was_unlabelled]
+    Suggestion.objects.filter(item__in=labelled).update(labelled_at=now)
+    unlabelled = [item.pk for item in items if item.label == UNLABELLED]
+    Suggestion.objects.filter(item__in=unlabelled, labelled_at__isnull=False).update(labelled_at=None)
+
+
+def _suggestions_after_change(*, items: list[DataSetItem], was: dict) -> None:
+    """A labelled item's suggestion is marked labelled; an item that moved loses it (it was the other
+    dataset's model's); an item that became unlabelled, or moved, needs one."""
+    moved = [item.pk for item in items if item.pk in was and was[item.pk][0] != item.dataset_id]
+    Suggestion.objects.filter(item__in=moved).delete()
+    suggestions_mark_labelled(
+        items=items, was_unlabelled={pk for pk, before in was.items() if before and before[1] == UNLABELLED}
+    )
+    for item in items:
+        before = was.get(item.pk)
+        if item.label == UNLABELLED and (before is None or before != (item.dataset_id, UNLABELLED)):
+            _suggestions_follow(dataset_id=item.dataset_id)
+
+
+def _zip_entry_label(parts: tuple[str, ...], label: str | None) -> tuple[str | None, str | None]:
+    """The label for an entry and, when it has none, the reason it is skipped."""
+    if label:
+        return label, None
+    if len(parts) < 2:
+        return None, "not in a folder: type a label, or put each image in a folder named after its label"
+    try:
+        return clean_label(parts[0]), None
+    except ServiceError as error:
+        return None, f"the folder name is not a usable label: {error.message}"
+
+
+def _is_ignored(parts: tuple[str, ...]) -> bool:
+    """Entries nobody means to import: macOS resource forks, hidden files and folders."""
+    return parts[0] == "__MACOSX" or any(part.startswith(".") for part in parts)
+
+
+def _zip_entries(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """The zip's file entries, refused (naming the limit) when it has too many, too many bytes, or is a
+    bomb. Reads the central directory only: nothing is decompressed."""
+    entries = [info for info in archive.infolist() if not info.is_dir()]
+    if len(entries) > settings.KERASUI_MAX_ZIP_ENTRIES:
+        raise ServiceError(
+            f"the zip has {len(entries)} entries; at most {settings.KERASUI_MAX_ZIP_ENTRIES} are accepted",
+            field="file",
+        )
+    total = sum(info.file_size for info in entries)
+    if total > settings.KERASUI_MAX_ZIP_BYTES:
+        raise ServiceError(
+            f"the zip holds {total} bytes uncompressed; at most {settings.KERASUI_MAX_ZIP_BYTES} are accepted",
+            field="file",
+        )
+    # Images barely compress; a zip that inflates hundreds of times is a zip bomb.
+    compressed = sum(info.compress_size for info in entries)
+    ratio = total / max(compressed, 1)
+    if total > 1024 * 1024 and ratio > settings.KERASUI_MAX_ZIP_RATIO:
+        raise ServiceError(
+            f"the zip inflates {ratio:.0f} times ({compressed} bytes to {total}); at most "
+            f"{settings.KERASUI_MAX_ZIP_RATIO} times is accepted (a zip bomb?)",
+            field="file",
+        )
+    return entries
+
+
+def _open_zip(file: BinaryIO) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(file)
+    except (zipfile.BadZipFile, OSError):
+        raise ServiceError("the file is not a zip archive", field="file") from None
+
+
+class ImportStopped(Exception):
+    """The import job was cancelled while its entries were read: nothing of it is kept."""
+
+
+def dataset_import_zip(
+    *,
+    dataset: DataSet,
+    file: BinaryIO,
+    label: str | None = None,
+    unlabelled: bool = False,
+    progress: Callable[[int, int], bool] | None = None,
+) -> ImportReport:
+    """Import every image of a zip, labelled by `label` or else by its top-level folder; with `unlabelled`,
+    every image without a label (its folders are ignored).
+
+    Entries that are not usable images are skipped and reported. Either every accepted image is
+    saved with its row, or (on an unexpected error, or `progress(done, total)` answering False) nothing
+    is left behind.
+    """
+    label = None if unlabelled else (clean_label(label) if label and label.strip() else None)
+    with _open_zip(file) as archive:
+        entries = _zip_entries(archive)
+        report = ImportReport()
+        items: list[DataSetItem] = []
+        with media_journal() as journal:
+            _import_entries(archive, entries, dataset, label, report, items, journal, progress, unlabelled)
+    counts = Counter(item.label for item in items)
+    report.unlabelled = counts.pop(UNLABELLED, 0)
+    report.counts = dict(sorted(counts.items()))
+    return report
+
+
+@transaction.atomic
+def dataset_import_request(
+    *, dataset: DataSet, file, label: str | None = None, unlabelled: bool = False, user=None
+) -> ImportJob:
+    """Keep an uploaded zip and queue the job that imports it (202 for the API): the request only checks
+    that it is a zip within the limits (its directory, nothing decoded) and stores it. `unlabelled`: its
+    images are imported without labels (a label given too is refused)."""
+    if unlabelled and label and label.strip():
+        raise ServiceError("give a label or ask for unlabelled images, not both", field="label")
+    label = clean_label(label) if label and label.strip() else ""
+    with _open_zip(file) as archive:
+        _zip_entries(archive)
+    file.seek(0)
+    try:
+        name = default_storage.save(f"imports/{uuid.uuid4().hex}.zip", file)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise InsufficientStorage("the server's disk is full: the zip cannot be kept", field="file") from None
+        raise
+    fields = {
+        "dataset": dataset,
+        "upload": name,
+        "original_name": original_file_name(getattr(file, "name", "")),
+        "label": label,
+        "unlabelled": unlabelled,
+        "created_by": user if getattr(user, "pk", None) else None,
+    }
+    try:
+        with transaction.atomic():
+            job = lifecycle.job_create(kind=ImportJob.KIND, fields=fields)
+    except IntegrityError:
+        default_storage.delete(name)
+        active = dataset.import_jobs.filter(status__in=ImportJob.ACTIVE).first()
+        raise Conflict(
+            f"import {getattr(active, 'pk', '')} of this dataset is still under way: one zip at a time; "
+            "send this one when it has ended",
+            field="file",
+        ) from None
+    runner.enqueue_on_commit(kind=ImportJob.KIND, job_id=job.pk)
+    return job
+
+
+def import_job_execute(*, job: ImportJob) -> None:
+    """Import a claimed job's zip (the job kind's entry): succeeded with the per-file report, failed with
+    the reason; the stored zip is deleted either way. Progress is written at most about once a second."""
+    kind = ImportJob.KIND
+    last = 0.0
+
+    def progress(done: int, total: int) -> bool:
+        nonlocal last
+        import time
+
+        if done < total and time.monotonic() - last < 1.0:
+            return True
+        last = time.monotonic()
+        return lifecycle.job_progress(kind=kind, job_id=job.pk, phase="importing", progress=done / max(1, total))
+
+    try:
+        with job.upload.open("rb") as file:
+            report = dataset_import_zip(
+                dataset=job.dataset,
+                file=file,
+                label=job.label or None,
+                unlabelled=job.unlabelled,
+                progress=progress,
+            )
+        lifecycle.job_succeed(kind=kind, job_id=job.pk, report=report.as_dict())
+    except ImportStopped:
+        log.info("Import %s was cancelled: nothing of it was kept.", job.pk)
+    except ServiceError as error:
+        lifecycle.job_fail(kind=kind, job_id=job.pk, message=error.message)
+    finally:
+        job.upload.storage.delete(job.upload.name)
+
+
+def _import_entries(
+    archive: zipfile.ZipFile,
+    entries: list[zipfile.ZipInfo],
+    dataset: DataSet,
+    label: str | None,
+    report: ImportReport,
+    items: list[DataSetItem],
+    journal: MediaJournal,
+    progress: Callable[[int, int], bool] | None = None,
+    unlabelled: bool = False,
+) -> None:
+    """Save every usable entry's file, then all their rows in one transaction; on any error delete
+    the files again (and a killed process's files are deleted by `media_journals_recover`)."""
+    try:
+        for number, info in enumerate(entries):
+            if progress is not None and not progress(number, len(entries)):
+                raise ImportStopped
+            # "..", "." and leading slashes mean nothing inside a dataset: drop them.
+            name = info.filename.replace("\\", "/")
+            parts = tuple(part for part in name.split("/") if part not in {"", ".", ".."})
+            if not parts or _is_ignored(parts):
+                continue
+            reason = None
+            if info.file_size > settings.KERASUI_MAX_IMAGE_BYTES:
+                reason = f"larger than {settings.KERASUI_MAX_IMAGE_BYTES} bytes"
+            else:
+                try:
+                    data = archive.read(info)
+                    image_format = image_check(data, name=info.filename).format
+                except ServiceError as error:
+                    reason = error.message.removeprefix(f"{info.filename}: ")
+                except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as error:
+                    reason = f"cannot be extracted ({error})"
+            entry_label = None
+            if reason is None and unlabelled:
+                entry_label = UNLABELLED
+            elif reason is None:
+                entry_label, reason = _zip_entry_label(parts, label)
+            if reason is not None:
+                report.skipped.append({"name": info.filename, "reason": reason})
+                continue
+            item = DataSetItem(dataset=dataset, label=entry_label, original_name=original_file_name(parts[-1]))
+            # The server names the file from its format; the entry's name is kept only as data.
+            journal.save(item.image, image_file_name(image_format), ContentFile(data))
+            items.append(item)
+            _thumbnail_save(item.image.storage, item.thumbnail_name, data, journal)
+        with transaction.atomic():
+            DataSetItem.objects.bulk_create(items, batch_size=500)
+            label_counts_add(changes=Counter((dataset.pk, item.label) for item in items))
+            if any(item.label == UNLABELLED for item in items):
+                _suggestions_follow(dataset_id=dataset.pk)
+    except OSError as error:
+        _delete_images(items)
+        if error.errno == errno.ENOSPC:
+            raise InsufficientStorage(
+                "the server's disk is full: nothing of this zip was imported", field="file"
+            ) from None
+        raise
+    except BaseException:
+        _delete_images(items)
+        raise
+
+
+def _delete_images(items: list[DataSetItem]) -> None:
+    for item in items:
+        for storage, name in _files_of(item):
+            storage.delete(name)
+
+
+def label_counts_add(*, changes: Counter) -> None:
+    """Add `changes` ((dataset id, label) -> images added, negative for images removed) to the counts kept
+    as data. Called inside the transaction of the write that makes the change, so the counts and the
+    items commit or roll back together; the datasets' rows are locked first (in id order) so that two
+    writers of one dataset's counts take turns instead of both creating a label's row."""
+    changes = Counter({key: delta for key, delta in changes.items() if delta})
+    if not changes:
+        return
+    dataset_ids = sorted({dataset_id for dataset_id, _ in changes})
+    list(DataSet.objects.select_for_update().filter(pk__in=dataset_ids).order_by("pk").values_list("pk", flat=True))
+    for (dataset_id, label), delta in sorted(changes.items()):
+        updated = LabelCount.objects.filter(dataset_id=dataset_id, label=label).update(count=F("count") + delta)
+        if not updated and delta > 0:
+            LabelCount.objects.create(dataset_id=dataset_id, label=label, count=delta)
+    LabelCount.objects.filter(dataset_id__in=dataset_ids, count__lte=0).delete()
+
+
+def label_counts_recount(*, dataset: DataSet) -> dict[str, int]:
+    """Count a dataset's images per label again from its items and keep that (the migration's backfill,
+    and a repair after writes that went around this service). Reads every item: not for a request."""
+
+    with transaction.atomic():
+        list(DataSet.objects.select_for_update().filter(pk=dataset.pk).values_list("pk", flat=True))
+        rows = dataset.items.order_by().values("label").annotate(count=Count("id"))
+        counts = {row["label"]: row["count"] for row in rows}
+        LabelCount.objects.filter(dataset=dataset).delete()
+        LabelCount.objects.bulk_create(
+            [LabelCount(dataset=dataset, label=label, count=count) for label, count in counts.items()]
+        )
+    return dict(sorted(counts.items()))
+
+
+def dataset_label_counts(*, dataset: DataSet) -> dict[str, int]:
+    """Number of images per label, labels sorted: the counts kept as data (one query, or none when
+    prefetched with `datasets_with_counts`)."""
+    rows = sorted((row.label, row.count) for row in dataset.label_counts.all() if row.count > 0 and row.label)
+    return dict(rows)
+
+
+def dataset_unlabelled_count(*, dataset: DataSet) -> int:
+    """How many images of a dataset have no label: the counts kept as data (one query, or none when
+    prefetched with `datasets_with_counts`)."""
+    return sum(row.count for row in dataset.label_counts.all() if row.label == UNLABELLED)
+
+
+def dataset_labels(*, dataset: DataSet) -> list[str]:
+    """This dataset's labels, sorted: the order of a model's outputs."""
+    return list(dataset_label_counts(dataset=dataset))
+
+
+def datasets_with_counts(queryset: QuerySet | None = None, *, label_counts: bool = True) -> QuerySet:
+    """Datasets as lists show them: `item_count` summed from the counts kept as data (a subquery over a
+    dataset's labels, never its images), each dataset's label counts prefetched (unless `label_counts`
+    is False: the API's answer does not show them, and the prefetch is one more query), and its current
+    run joined without the run's per-image data."""
+    total = (
+        LabelCount.objects.filter(dataset=OuterRef("pk"))
+        .order_by()
+        .values("dataset")
+        .annotate(total=Sum("count"))
+        .values("total")
+    )
+    queryset = DataSet.objects.all() if queryset is None else queryset
+    queryset = (
+        queryset.annotate(item_count=Coalesce(Subquery(total, output_field=IntegerField()), Value(0)))
+        .select_related("current_run")
+        .defer(*(f"current_run__{name}" for name in TrainingRun.HEAVY_FIELDS))
+    )
+    return queryset.prefetch_related("label_counts") if label_counts else queryset
+
+
+def delete_files_on_commit(names: list[tuple[object, str]]) -> None:
+    """Delete (storage, name) files once the current transaction commits; empty names are skipped."""
+
+    def delete() -> None:
+        for storage, name in names:
+            if name:
+                storage.delete(name)
+
+    transaction.on_commit(delete)
+
+
+def delete_folders_on_commit(names: list[str]) -> None:
+    """Delete folders of media (checkpoints, exports) once the current transaction commits."""
+
+    def delete() -> None:
+        for name in names:
+            if name:
+                storage_folder_delete(storage=default_storage, name=name)
+
+    transaction.on_commit(delete)
+
+
+def storage_folder_delete(*, storage, name: str) -> None:
+    """Delete every file under the folder `name` of `storage` (a bucket has no folders to remove, only
+    names with a common prefix; a local folder is removed as well once empty)."""
+    try:
+        folders, files = storage.listdir(name)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for file in files:
+        storage.delete(f"{name}/{file}")
+    for folder in folders:
+        storage_folder_delete(storage=storage, name=f"{name}/{folder}")
+    try:
+        local = storage.path(name)
+    except NotImplementedError:  # a bucket
+        return
+    shutil.rmtree(local, ignore_errors=True)
+
+
+@transaction.atomic
+def dataset_items_delete(*, items) -> int:
+    """Delete items and, once that is committed, their image files."""
+    items = list(items)
+    files = [file for item in items for file in _files_of(item)]
+    deleted = DataSetItem.objects.filter(pk__in=[item.pk for item in items])
+    removed = Counter(deleted.values_list("dataset_id", "label"))
+    deleted.delete()
+    label_counts_add(changes=Counter({key: -count for key, count in removed.items()}))
+    delete_files_on_commit(files)
+    return len(items)
+
+
+@transaction.atomic
+def dataset_delete(*, dataset: DataSet) -> None:
+    """Delete a dataset with its items and runs, then their files; refused while it is being trained."""
+    active = dataset.runs.filter(status__in=TrainingRun.ACTIVE).first()
+    if active is not None:
+        raise Conflict(
+            f"dataset '{dataset.name}' is being trained (run {active.pk} is {active.status}): cancel the run first",
+            field="dataset",
+        )
+    storage = DataSetItem._meta.get_field("image").storage
+    names = dataset.items.order_by().values_list("image", flat=True).iterator(chunk_size=5000)
+    files = [(storage, stored) for name in names if name for stored in (name, thumbnail_name(name))]
+    for run in dataset.runs.all():
+        files += [(run.model_file.storage, run.model_file.name), (run.log_file.storage, run.log_file.name)]
+    folders = list(dataset.runs.exclude(checkpoint="").values_list("checkpoint", flat=True))
+    run_ids = list(dataset.runs.values_list("pk", flat=True))
+    folders += [f"{kind}/run_{run_id}" for run_id in run_ids for kind in ("exports", "explanations")]
+    # The logs of its other jobs (and a zip still waiting for its import), deleted with it (CASCADE).
+    for jobs in (dataset.health_checks, dataset.export_jobs, dataset.import_jobs, dataset.suggestion_jobs):
+        files += [(default_storage, name) for name in jobs.exclude(log_file="").values_list("log_file", flat=True)]
+    files += [
+        (default_storage, name) for name in dataset.import_jobs.exclude(upload="").values_list("upload", flat=True)
+    ]
+    storage = dataset.weights_file.storage
+    weights = {dataset.weights_file.name, *dataset.runs.values_list("weights_file", flat=True)}
+    files += [(storage, name) for name in weights if name]
+    dataset.delete()
+    delete_files_on_commit(files)
+    delete_folders_on_commit(folders)

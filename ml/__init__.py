@@ -1,0 +1,1 @@
+"""Pure computation (images, models, fit, transfer, export, engines, health, explain): no Django, nothing of the app."""

@@ -1,0 +1,1 @@
+"""Answering with a model: engines, prediction, explanations, exports and warm web workers."""
