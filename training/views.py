@@ -5,6 +5,7 @@ from datetime import datetime
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -102,9 +103,11 @@ def import_model(request, dataset_id):
 
 def download_log(request, run_id):
     run = get_object_or_404(TrainingRun, pk=run_id)
+    # Not written yet while the run is active: its process is starting, or (with a bucket) has not sent its
+    # first copy; the run page polls it, so that is "nothing yet" (204), not a missing page.
+    if run.is_active and not (run.log_file and default_storage.exists(run.log_file.name)):
+        return HttpResponse(status=204)
     if not run.log_file:
-        if run.is_active:
-            return HttpResponse(status=204)  # not written yet: its process is starting (the run page polls it)
         raise Http404("this run has no log")
     return media_response(run.log_file.name)
 

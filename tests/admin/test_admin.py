@@ -5,6 +5,7 @@ from datasets.models import DataSet, DataSetItem
 from tests.images import colour_image, colour_zip, png, zip_of
 from tests.runs import run_queued_imports
 from training.models import TrainingRun
+from training.services import training_run_create
 
 
 def test_every_admin_page_renders(admin_client, trained_dataset):
@@ -142,6 +143,21 @@ def test_run_page_downloads_the_model_and_shows_the_log(admin_client, trained_da
     assert "something useful" in page and "largest difference from Keras" in page
     download = admin_client.get(f"/admin/management/trainingrun/{run.pk}/model/")
     assert download.status_code == 200 and download["Content-Disposition"].startswith("attachment")
+
+
+def test_the_log_of_a_starting_run_is_nothing_yet_until_its_file_exists(admin_client, colour_dataset, settings):
+    """The run page polls the log from the moment the run is queued: before its process has written the
+    file (or, with a bucket, sent its first copy) the answer is 204, never a 404 in the browser's console."""
+    run = training_run_create(dataset=colour_dataset, enqueue=False)
+    TrainingRun.objects.filter(pk=run.pk).update(log_file="logs/run_starting.log")
+    assert admin_client.get(f"/admin/management/trainingrun/{run.pk}/log/").status_code == 204
+    log = settings.MEDIA_ROOT / "logs" / "run_starting.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("Epoch 1/6\n")
+    answer = admin_client.get(f"/admin/management/trainingrun/{run.pk}/log/")
+    assert answer.status_code == 200 and b"".join(answer.streaming_content) == b"Epoch 1/6\n"
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.FAILED, log_file="logs/gone.log")
+    assert admin_client.get(f"/admin/management/trainingrun/{run.pk}/log/").status_code == 404
 
 
 def test_deleting_items_in_the_admin_deletes_their_files(
