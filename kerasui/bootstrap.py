@@ -203,8 +203,20 @@ def run_server(command: list[str], *, address: str) -> None:
             child.kill()
 
 
+# The suite in parallel processes (pytest-xdist), a file each at a time: most tests wait on one core (the
+# database, the servers they start), and each file keeps its own live server and browser. At most four:
+# each process may hold TensorFlow and a browser.
+PARALLEL = ["--numprocesses=auto", "--maxprocesses=4", "--dist=loadfile"]
+
+
+def pytest_arguments(arguments: list[str]) -> list[str]:
+    """The test command's pytest arguments: in parallel unless the caller chose (-n, -p no:xdist)."""
+    chosen = any(a.startswith(("-n", "--numprocesses", "--dist")) or a == "no:xdist" for a in arguments)
+    return list(arguments) if chosen else [*PARALLEL, *arguments]
+
+
 def test(python: Path, arguments: list[str]) -> None:
-    completed = subprocess.run([str(python), "-m", "pytest", *arguments], cwd=ROOT)
+    completed = subprocess.run([str(python), "-m", "pytest", *pytest_arguments(arguments)], cwd=ROOT)
     sys.exit(completed.returncode)
 
 

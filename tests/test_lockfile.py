@@ -85,3 +85,12 @@ def test_another_python_installs_the_ranges_and_says_so(capsys):
         ["-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", str(ROOT / "requirements.txt")]
     ]
     assert "requirements.lock is for Python 3.11" in capsys.readouterr().out
+
+
+def test_the_test_command_runs_the_suite_in_parallel_unless_the_caller_chose():
+    from kerasui.bootstrap import PARALLEL, pytest_arguments
+
+    assert pytest_arguments([]) == PARALLEL
+    assert pytest_arguments(["tests/ml", "-k", "fit"]) == [*PARALLEL, "tests/ml", "-k", "fit"]
+    assert pytest_arguments(["-n", "0", "tests/ml"]) == ["-n", "0", "tests/ml"]
+    assert pytest_arguments(["-p", "no:xdist"]) == ["-p", "no:xdist"]
