@@ -220,19 +220,59 @@ def export_model(
     import keras
 
     started = time.monotonic()
+    refused = _refused(format, precision)
+    if refused is not None:
+        return refused
+    try:
+        model = keras.saving.load_model(str(model_path), compile=False, safe_mode=True)
+    except Exception as error:  # noqa: BLE001 - a model that does not load cannot be exported
+        report = ExportReport(ok=False, runtime=RUNTIMES.get(format, ""), samples=len(images))
+        report.error = f"the {format} export failed: {type(error).__name__}: {_one_line(error)}"
+        report.seconds = time.monotonic() - started
+        return report
+    report = export_loaded_model(
+        model, format=format, target=target, images=images, precision=precision, metadata=metadata
+    )
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _refused(format: str, precision: str) -> ExportReport | None:
     if format not in FORMATS:
         return ExportReport(ok=False, error=f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     if precision not in PRECISIONS or (precision == "float16" and format != "tflite"):
         return ExportReport(ok=False, error=f"precision {precision} is not offered for {format}")
+    return None
+
+
+def export_loaded_model(
+    model,
+    *,
+    format: str,
+    target: str | Path,
+    images: np.ndarray,
+    precision: str = "float32",
+    metadata: dict | None = None,
+) -> ExportReport:
+    """`export_model` for a model already in memory: no reload of its file.
+
+    The training process proves its new model's ONNX export this way, with TensorFlow and the model
+    already loaded (a child process would import TensorFlow and load the file again).
+    """
+    import keras
+
+    started = time.monotonic()
+    refused = _refused(format, precision)
+    if refused is not None:
+        return refused
     tolerance = TOLERANCE[precision]
     target = Path(target)
     report = ExportReport(ok=False, tolerance=tolerance, samples=len(images), runtime=RUNTIMES[format])
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         try:
-            original = keras.saving.load_model(str(model_path), compile=False, safe_mode=True)
-            expected = np.asarray(keras.ops.convert_to_numpy(original(images.astype(np.float32), training=False)))
-            _write(inference_model(original), format, precision, target, metadata or {}, work)
+            expected = np.asarray(keras.ops.convert_to_numpy(model(images.astype(np.float32), training=False)))
+            _write(inference_model(model), format, precision, target, metadata or {}, work)
         except Exception as error:  # noqa: BLE001 - any conversion failure is this format's answer
             report.error = f"the {format} export failed: {type(error).__name__}: {_one_line(error)}"
             report.seconds = time.monotonic() - started
