@@ -209,6 +209,11 @@ def test_automatic_tries_the_pretrained_head_and_the_model_code_and_keeps_the_be
     assert all(candidate["seconds"] >= 0 and candidate["val_accuracy"] is not None for candidate in (head, code))
     winner = next(candidate for candidate in automatic["candidates"] if candidate.get("winner"))
     assert automatic["winner"] == winner["name"] and automatic["reason"]
+    # Six images a label: a small dataset, compared by repeated cross-validation, the head on every fold.
+    assert automatic["measure"].startswith("repeated stratified cross-validation")
+    assert head["cross_validation"]["folds"] > code["cross_validation"]["folds"] >= 1
+    assert 0 <= code["cross_validation"]["mean"] <= 1 and head["cross_validation"]["spread"] >= 0
+    assert "fold(s) every candidate was scored on" in automatic["reason"]
     # The run's snapshot is the winner's, so prediction feeds its model what it takes.
     assert (run.architecture, run.image_size) == (winner["architecture"], winner["image_size"])
     model = keras.saving.load_model(run.model_file.path)
