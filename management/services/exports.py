@@ -251,6 +251,7 @@ def _export_into(run: TrainingRun, target: Path, format: str, precision: str, mo
                     images=export_samples(run, TRAINED_MODEL_SAMPLES),
                     precision=precision,
                     metadata=export_metadata(run),
+                    cache_folder=Path(settings.KERASUI_CACHE_DIR) / "onnx",
                 )
                 report.seconds = round(report.seconds, 2)
             else:

@@ -56,7 +56,12 @@ def train(dataset: DataSet, phases: list | None = None, monkeypatch=None) -> Tra
     return trainer.training_run_execute(run=run)
 
 
-def test_a_pretrained_run_trains_a_head_on_lite0_features_and_its_model_predicts(db, monkeypatch):
+def test_a_pretrained_run_trains_a_head_on_lite0_features_and_its_model_predicts(db, monkeypatch, settings, tmp_path):
+    from management.services import exports
+
+    # The ONNX export is proven in the training process, on the model it holds: no child process.
+    monkeypatch.setattr(exports, "export_in_child", lambda *args, **kwargs: pytest.fail("exported in a child"))
+    settings.KERASUI_CACHE_DIR = tmp_path / "cache"
     dataset = pretrained_dataset()
     phases = []
 
@@ -69,6 +74,13 @@ def test_a_pretrained_run_trains_a_head_on_lite0_features_and_its_model_predicts
     assert run.metrics["head"]["method"] == "linear probe (L-BFGS)"
     # What happened after training, timed; the confidence calibrated on the validation images.
     assert set(run.metrics["phases"]) == {"preparing", "training", "evaluating", "saving", "exporting"}
+    assert all(seconds >= 0 for seconds in run.metrics["phases"].values())
+    onnx = run.exports["onnx"]
+    assert run.serving_engine == "onnxruntime" and onnx["status"] == "ok", run.serving_note
+    assert onnx["samples"] == exports.TRAINED_MODEL_SAMPLES and onnx["max_difference"] <= 1e-4
+    assert 0 < onnx["seconds"] <= run.metrics["phases"]["exporting"]
+    # The backbone's conversion is kept for the next run's head.
+    assert len(list((tmp_path / "cache" / "onnx").glob("extractor-*.onnx"))) == 1
     # Three validation images say too little to fit a temperature on.
     assert run.metrics["calibration"] == {
         "temperature": 1.0,
