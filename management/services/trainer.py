@@ -619,11 +619,12 @@ def _fit_automatic(run: TrainingRun, images, labels, splits, items: list[DataSet
         reason = leader_reason
         tuned = next((entry for entry in results if entry[0]["name"].startswith(tuned_name)), None)
         if leader == head_name and tuned is not None and tuned[3].metrics.get("fine_tuned"):
-            head_accuracy = winner[0]["val_accuracy"] or 0.0
-            if (tuned[0]["val_accuracy"] or 0.0) >= head_accuracy:
+            head, tuned_entry = winner[0], tuned[0]
+            if (tuned_entry["val_accuracy"] or 0.0) >= (head["val_accuracy"] or 0.0):
                 reason = (
-                    f"fine-tuning beat the head on the validation images ({tuned[0]['val_accuracy']:.1%}, "
-                    f"lower loss than the head's {head_accuracy:.1%}); the head led by cross-validation: {reason}"
+                    f"fine-tuning beat the head on the validation images (loss {tuned_entry['val_loss']:.3g} "
+                    f"against {head['val_loss']:.3g}, accuracy {tuned_entry['val_accuracy']:.1%} against "
+                    f"{head['val_accuracy']:.1%}); the head had led by cross-validation: {reason}"
                 )
                 winner = tuned
         measure = (
