@@ -261,9 +261,9 @@ def _pretrained_parts(model):
         return None
     if getattr(dense.activation, "__name__", "") != "softmax" or not dense.use_bias:
         return None
-    from management.ml.transfer import feature_extractor
+    from management.ml.transfer import backbone_features
 
-    return feature_extractor(backbone, channels=int(model.input_shape[-1])), dense
+    return backbone_features(backbone, channels=int(model.input_shape[-1])), dense
 
 
 def _extractor_key(extractor) -> str:
