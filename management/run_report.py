@@ -170,7 +170,8 @@ def automatic_text(automatic: dict) -> str:
         parts.append(f"{candidate['name']}: {shown} in {candidate['seconds']} s{mark}")
     measure = f" Compared by {automatic['measure']}." if automatic.get("measure") else ""
     return (
-        f"{automatic.get('winner')} won: {automatic.get('reason')}.{measure} Tried within {automatic.get('budget_seconds'):g} s "
+        f"{automatic.get('winner')} won: {automatic.get('reason')}.{measure} "
+        f"Tried within {automatic.get('budget_seconds'):g} s "
         f"({automatic.get('seconds')} s used): " + "; ".join(parts) + "."
     )
 

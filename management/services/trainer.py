@@ -555,8 +555,16 @@ def _fit_automatic(run: TrainingRun, images, labels, splits, items: list[DataSet
                 class_weight = None
                 if run.balance_classes:
                     class_weight = ml_fit.balanced_class_weights(labels[splits.train], len(run.labels))
+                # The L2 strength the head's probe chose on the run's training images, for every fold: the
+                # nested choice costs 40 fits a fold (minutes on 10 labels of a busy CPU), for a mild optimism.
                 score = selection.probe_fold_scores(
-                    features, labels, folds, num_classes=len(run.labels), seed=run.seed, class_weight=class_weight
+                    features,
+                    labels,
+                    folds,
+                    num_classes=len(run.labels),
+                    seed=run.seed,
+                    class_weight=class_weight,
+                    c=result.metrics["head"]["l2_c"],
                 )
             tried(head_name, pretrained_copy, began, (model, result, predict, big_images), score)
 

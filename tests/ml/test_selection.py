@@ -125,3 +125,19 @@ def test_the_same_features_labels_and_seed_choose_the_same_candidate():
         return choose(scores), [score.accuracies for score in scores]
 
     assert decide() == decide()
+
+
+def test_with_the_runs_l2_strength_each_fold_is_one_fit(monkeypatch):
+    from management.ml import probe
+
+    x, y = features_and_labels(per_label=6)
+    train, validation = own_split(y)
+    folds = repeated_folds(y, train=train, validation=validation, seed=3, repeats=1)
+    fits = []
+    real_fit = probe._fit
+    monkeypatch.setattr(probe, "_fit", lambda *args, **kwargs: fits.append(args[3]) or real_fit(*args, **kwargs))
+
+    fixed = probe_fold_scores(x, y, folds, num_classes=3, seed=3, c=0.1)
+
+    assert fits == [0.1] * len(folds)
+    assert fixed.accuracies == probe_fold_scores(x, y, folds, num_classes=3, seed=3, c_grid=(0.1,)).accuracies
