@@ -217,7 +217,10 @@ def test_automatic_tries_the_pretrained_head_and_the_model_code_and_keeps_the_be
     names = [candidate["name"] for candidate in automatic["candidates"]]
     assert names == ["EfficientNet-Lite0, head only", "model code, from scratch", "EfficientNet-Lite0, fine-tuned"]
     head, code, tuned = automatic["candidates"]
-    assert head["tried"] and code["tried"] and not tuned["tried"] and "budget" in tuned["note"]
+    assert head["tried"] and code["tried"] and not tuned["tried"]
+    # Fine-tuning starts from the head: not tried when the code led, else for want of time.
+    expected = "budget" if head.get("winner") else "beat the head by cross-validation"
+    assert expected in tuned["note"]
     assert all(candidate["seconds"] >= 0 and candidate["val_accuracy"] is not None for candidate in (head, code))
     winner = next(candidate for candidate in automatic["candidates"] if candidate.get("winner"))
     assert automatic["winner"] == winner["name"] and automatic["reason"]
