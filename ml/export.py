@@ -9,7 +9,9 @@ the Keras model on sample images: the largest absolute difference of a probabili
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ml.child import ChildFailed, ChildTimedOut, run_module, serve
+from ml.files import atomic_path
 
 FORMATS = ("keras", "h5", "savedmodel", "tflite", "onnx")
 PRECISIONS = ("float32", "float16")
@@ -220,19 +223,164 @@ def export_model(
     import keras
 
     started = time.monotonic()
+    refused = _refused(format, precision)
+    if refused is not None:
+        return refused
+    try:
+        model = keras.saving.load_model(str(model_path), compile=False, safe_mode=True)
+    except Exception as error:  # noqa: BLE001 - a model that does not load cannot be exported
+        report = ExportReport(ok=False, runtime=RUNTIMES.get(format, ""), samples=len(images))
+        report.error = f"the {format} export failed: {type(error).__name__}: {_one_line(error)}"
+        report.seconds = time.monotonic() - started
+        return report
+    report = export_loaded_model(
+        model, format=format, target=target, images=images, precision=precision, metadata=metadata
+    )
+    report.seconds = time.monotonic() - started
+    return report
+
+
+# Bump when what `_extractor_onnx` caches changes; the newest EXTRACTORS_KEPT conversions are kept.
+EXTRACTOR_FORMAT = 1
+EXTRACTORS_KEPT = 4
+FEATURES_NAME = "features"
+
+
+def _pretrained_parts(model):
+    """(feature extractor, softmax Dense layer) of a model made by transfer.assemble_model, else None."""
+    import keras
+
+    if model.name != "kerasui_pretrained" or len(model.layers) < 3:
+        return None
+    head, backbone = model.layers[-1], model.layers[-2]
+    if head.name != "head" or not isinstance(backbone, keras.Model):
+        return None
+    try:
+        dense = head.get_layer("predictions")
+    except ValueError:
+        return None
+    if getattr(dense.activation, "__name__", "") != "softmax" or not dense.use_bias:
+        return None
+    from ml.transfer import backbone_features
+
+    return backbone_features(backbone, channels=int(model.input_shape[-1])), dense
+
+
+def _extractor_key(extractor) -> str:
+    digest = hashlib.sha256(json.dumps([EXTRACTOR_FORMAT, ONNX_OPSET, list(extractor.input_shape)]).encode())
+    for weight in extractor.weights:
+        digest.update(weight.path.encode())
+        digest.update(np.ascontiguousarray(keras_numpy(weight)).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def keras_numpy(variable) -> np.ndarray:
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(variable))
+
+
+def _extractor_onnx(extractor, folder: Path, work: Path) -> Path:
+    """The extractor's ONNX conversion (output `features`), made once for its weights and input shape."""
+    import onnx
+
+    path = folder / f"extractor-{_extractor_key(extractor)}.onnx"
+    if path.is_file():
+        os.utime(path)  # recently used: pruning keeps it
+        return path
+    converted = work / "extractor.onnx"
+    _write(extractor, "onnx", "float32", converted, {}, work)
+    proto = onnx.load(str(converted))
+    for node in proto.graph.node:
+        node.output[:] = [FEATURES_NAME if name == OUTPUT_NAME else name for name in node.output]
+        node.input[:] = [FEATURES_NAME if name == OUTPUT_NAME else name for name in node.input]
+    proto.graph.output[0].name = FEATURES_NAME
+    with atomic_path(path) as temporary:
+        onnx.save(proto, str(temporary))
+    for older in sorted(folder.glob("extractor-*.onnx"), key=lambda file: file.stat().st_mtime)[:-EXTRACTORS_KEPT]:
+        older.unlink(missing_ok=True)
+    return path
+
+
+def onnx_with_head(extractor_path: Path, kernel: np.ndarray, bias: np.ndarray, target: Path, metadata: dict) -> None:
+    """The extractor's ONNX graph followed by softmax(features @ kernel + bias), saved at `target`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    proto = onnx.load(str(extractor_path))
+    graph = proto.graph
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.asarray(kernel, dtype=np.float32), "head_kernel"),
+            numpy_helper.from_array(np.asarray(bias, dtype=np.float32), "head_bias"),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("MatMul", [FEATURES_NAME, "head_kernel"], ["head_matmul"], name="head_matmul"),
+            helper.make_node("Add", ["head_matmul", "head_bias"], ["head_logits"], name="head_add"),
+            helper.make_node("Softmax", ["head_logits"], [OUTPUT_NAME], axis=-1, name="head_softmax"),
+        ]
+    )
+    batch = graph.input[0].type.tensor_type.shape.dim[0].dim_param or None
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [batch, int(kernel.shape[1])]))
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(target))
+
+
+def _refused(format: str, precision: str) -> ExportReport | None:
     if format not in FORMATS:
         return ExportReport(ok=False, error=f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     if precision not in PRECISIONS or (precision == "float16" and format != "tflite"):
         return ExportReport(ok=False, error=f"precision {precision} is not offered for {format}")
+    return None
+
+
+def export_loaded_model(
+    model,
+    *,
+    format: str,
+    target: str | Path,
+    images: np.ndarray,
+    precision: str = "float32",
+    metadata: dict | None = None,
+    cache_folder: str | Path | None = None,
+) -> ExportReport:
+    """`export_model` for a model already in memory: no reload of its file.
+
+    The training process proves its new model's ONNX export this way, with TensorFlow and the model
+    already loaded (a child process would import TensorFlow and load the file again). With a
+    `cache_folder`, a pretrained backbone's head (transfer.assemble_model) is exported to ONNX as the
+    backbone's cached conversion plus the head's softmax layer (`onnx_with_head`): the backbone is
+    converted once per backbone, weights and input, not once per run. The proof is the same either way.
+    """
+    import keras
+
+    started = time.monotonic()
+    refused = _refused(format, precision)
+    if refused is not None:
+        return refused
     tolerance = TOLERANCE[precision]
     target = Path(target)
     report = ExportReport(ok=False, tolerance=tolerance, samples=len(images), runtime=RUNTIMES[format])
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         try:
-            original = keras.saving.load_model(str(model_path), compile=False, safe_mode=True)
-            expected = np.asarray(keras.ops.convert_to_numpy(original(images.astype(np.float32), training=False)))
-            _write(inference_model(original), format, precision, target, metadata or {}, work)
+            expected = np.asarray(keras.ops.convert_to_numpy(model(images.astype(np.float32), training=False)))
+            parts = _pretrained_parts(model) if format == "onnx" and cache_folder is not None else None
+            if parts is not None:
+                extractor, dense = parts
+                kernel, bias = (np.asarray(value) for value in dense.get_weights())
+                onnx_with_head(
+                    _extractor_onnx(extractor, Path(cache_folder), work), kernel, bias, target, metadata or {}
+                )
+            else:
+                _write(inference_model(model), format, precision, target, metadata or {}, work)
         except Exception as error:  # noqa: BLE001 - any conversion failure is this format's answer
             report.error = f"the {format} export failed: {type(error).__name__}: {_one_line(error)}"
             report.seconds = time.monotonic() - started

@@ -40,8 +40,12 @@ def _logistic(c: float, seed: int):
     return LogisticRegression(C=c, solver="lbfgs", max_iter=MAX_ITERATIONS, tol=1e-6, random_state=seed)
 
 
-def _fit(x: np.ndarray, y: np.ndarray, num_classes: int, c: float, seed: int, sample_weight):
-    """Fit on x (already standardised): (kernel (dimensions, num_classes), bias (num_classes,))."""
+def _fit(x: np.ndarray, y: np.ndarray, num_classes: int, c: float, seed: int, sample_weight, estimator=None):
+    """Fit on x (already standardised): (kernel (dimensions, num_classes), bias (num_classes,)).
+
+    `estimator`, a LogisticRegression with warm_start, starts from its previous fit (the same fold at
+    the previous strength of the grid): converged to the same tolerance, in far fewer iterations.
+    """
     present = np.unique(y)
     if len(present) == 1:
         # One label only: the model can only ever answer it.
@@ -51,7 +55,9 @@ def _fit(x: np.ndarray, y: np.ndarray, num_classes: int, c: float, seed: int, sa
         return kernel, bias
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning: the strongest C may stop at max_iter
-        model = _logistic(c, seed).fit(x, y, sample_weight=sample_weight)
+        model = estimator if estimator is not None else _logistic(c, seed)
+        model.set_params(C=c)
+        model.fit(x, y, sample_weight=sample_weight)
     coef = model.coef_
     intercept = model.intercept_
     if len(present) == 2:
@@ -121,15 +127,19 @@ def _fit_linear_probe(features, labels, *, num_classes: int, seed: int, class_we
     if folds >= 2 and len(c_grid) > 1:
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         parts = list(splitter.split(standard, y))
-        for c in c_grid:
-            hits, losses = [], []
-            for train_rows, test_rows in parts:
-                w = None if weights is None else weights[train_rows]
-                kernel, bias = _fit(standard[train_rows], y[train_rows], num_classes, c, seed, w)
+        hits = {c: [] for c in c_grid}
+        losses = {c: [] for c in c_grid}
+        for train_rows, test_rows in parts:
+            w = None if weights is None else weights[train_rows]
+            # Along the grid from the strongest L2 to the weakest, each fit starting from the previous one.
+            estimator = _logistic(c_grid[0], seed).set_params(warm_start=True)
+            for c in sorted(c_grid):
+                kernel, bias = _fit(standard[train_rows], y[train_rows], num_classes, c, seed, w, estimator)
                 log_p = log_softmax(standard[test_rows] @ kernel + bias)
-                hits.append(float((log_p.argmax(axis=1) == y[test_rows]).mean()))
-                losses.append(float(-np.clip(log_p[np.arange(len(test_rows)), y[test_rows]], -50, 0).mean()))
-            accuracy, loss = round(float(np.mean(hits)), 6), round(float(np.mean(losses)), 6)
+                hits[c].append(float((log_p.argmax(axis=1) == y[test_rows]).mean()))
+                losses[c].append(float(-np.clip(log_p[np.arange(len(test_rows)), y[test_rows]], -50, 0).mean()))
+        for c in c_grid:
+            accuracy, loss = round(float(np.mean(hits[c])), 6), round(float(np.mean(losses[c])), 6)
             scores.append({"c": c, "accuracy": accuracy, "loss": loss})
         best = max(scores, key=lambda row: (row["accuracy"], -row["loss"]))
         chosen = best["c"]

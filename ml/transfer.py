@@ -101,7 +101,14 @@ def feature_cache_key(image_key: str, *, backbone: str, weights_id: str, image_s
 
 
 def feature_extractor(backbone: keras.Model, *, channels: int) -> keras.Model:
-    """The backbone in inference mode behind the run's input: grayscale images get three channels."""
+    """The model the feature cache runs: `backbone_features`."""
+    return backbone_features(backbone, channels=channels)
+
+
+def backbone_features(backbone: keras.Model, *, channels: int) -> keras.Model:
+    """The backbone in inference mode behind the run's input: grayscale images get three channels.
+
+    The assembled model's first part (its ONNX export reuses this part's conversion, ml/export.py)."""
     size = backbone.input_shape[1]
     inputs = keras.Input(shape=(size, size, channels), name="image")
     x = _to_rgb(inputs, channels)

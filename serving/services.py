@@ -32,13 +32,13 @@ def onnx_name(run: TrainingRun) -> str:
     return f"{export_folder(run)}/{file_name('onnx')}"
 
 
-def _decide(run: TrainingRun, model_path: str | None) -> tuple[str, str]:
+def _decide(run: TrainingRun, model_path: str | None, model=None) -> tuple[str, str]:
     """The engine for the run and why: ONNX Runtime when its export is proven close enough to Keras."""
     if settings.KERASUI_SERVING_ENGINE == KERAS:
         return KERAS, KERAS_EVERYWHERE
     tolerance = settings.KERASUI_SERVING_TOLERANCE
     try:
-        training_run_export(run=run, format="onnx", model_path=model_path)
+        training_run_export(run=run, format="onnx", model_path=model_path, model=model)
     except TooManyJobs:
         raise  # every slot for model jobs is taken: nothing is decided about the export yet
     except ServiceError as error:
@@ -62,7 +62,7 @@ def _decide(run: TrainingRun, model_path: str | None) -> tuple[str, str]:
 
 
 def serving_prepare_run(
-    *, run: TrainingRun, model_path: str | None = None, wait_for_slot: float | None = None
+    *, run: TrainingRun, model_path: str | None = None, wait_for_slot: float | None = None, model=None
 ) -> TrainingRun:
     """Decide (and record on the run) which engine serves its model; make and prove its ONNX export.
 
@@ -71,12 +71,13 @@ def serving_prepare_run(
     TooManyJobs (429) if `wait_for_slot` is None (a request), else after waiting that many seconds
     the version is left undecided, to be decided when first used (the training process). `model_path`
     is the model file of a run that is not a version yet (the training process calls this before the
-    run succeeds and becomes current).
+    run succeeds and becomes current), and `model` that file's model when it is loaded in this process
+    (the export is then made here, without a child process loading it again).
     """
     deadline = time.monotonic() + (wait_for_slot or 0.0)
     while True:
         try:
-            engine, note = _decide(run, model_path)
+            engine, note = _decide(run, model_path, model)
             break
         except TooManyJobs as busy:
             if wait_for_slot is None:

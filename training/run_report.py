@@ -160,10 +160,18 @@ def automatic_text(automatic: dict) -> str:
             continue
         score = candidate.get("val_accuracy")
         shown = f"validation accuracy {score:.1%}" if score is not None else "no validation images"
+        folds = candidate.get("cross_validation")
+        if folds:
+            shown = (
+                f"mean accuracy {folds['mean']:.1%} ± {folds['spread']:.1%} over {folds['folds']} fold(s) "
+                f"(scored in {folds['seconds']:g} s), {shown} on the run's own split"
+            )
         mark = " — the winner" if candidate.get("winner") else ""
         parts.append(f"{candidate['name']}: {shown} in {candidate['seconds']} s{mark}")
+    measure = f" Compared by {automatic['measure']}." if automatic.get("measure") else ""
     return (
-        f"{automatic.get('winner')} won: {automatic.get('reason')}. Tried within {automatic.get('budget_seconds'):g} s "
+        f"{automatic.get('winner')} won: {automatic.get('reason')}.{measure} "
+        f"Tried within {automatic.get('budget_seconds'):g} s "
         f"({automatic.get('seconds')} s used): " + "; ".join(parts) + "."
     )
 

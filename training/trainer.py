@@ -31,7 +31,7 @@ from management.files import media_folder_fetch, media_folder_keep, media_local_
 from management.journal import MediaJournal, media_journal
 from management.options import Architecture, fit_arguments
 from ml import fit as ml_fit
-from ml import transfer
+from ml import selection, transfer
 from ml.backbones import WeightsUnavailable
 from ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache
 from ml.calibration import (
@@ -42,11 +42,12 @@ from ml.calibration import (
     reliability,
     with_temperature,
 )
+from ml.engines import ONNXRUNTIME, OnnxPredictor
 from ml.evaluate import classification_report
 from ml.feed import batches
 from ml.images import channels_for
 from ml.models import Augmentation, ModelCodeError, ModelSpec, build_model, model_summary
-from serving.services import serving_prepare_run
+from serving.services import onnx_name, serving_prepare_run
 from training import pretrained, runs
 from training.models import Phase, TrainingRun
 from training.promotion import HELD_OUT
@@ -423,6 +424,9 @@ def _fit_pretrained(run: TrainingRun, backbone, images, labels, splits, items: l
 # Automatic: the pretrained candidate's image size and what fine-tuning needs at least of the time left.
 AUTOMATIC_IMAGE_SIZE = 224
 AUTOMATIC_MIN_FINE_TUNE_SECONDS = 20.0
+# On a small dataset the model code is scored on the run's own split and up to this many folds in all:
+# each is a whole training from scratch, while the head's folds cost a linear probe each.
+AUTOMATIC_CODE_FOLDS = 3
 
 
 def _candidate_score(metrics: dict) -> tuple[float, float] | None:
@@ -432,41 +436,100 @@ def _candidate_score(metrics: dict) -> tuple[float, float] | None:
     return float(metrics["val_accuracy"]), float(metrics.get("val_loss") or 0.0)
 
 
+def _cached_features(run: TrainingRun, items: list[DataSetItem], backbone, images) -> np.ndarray:
+    """The features `_fit_pretrained` just cached for the run's images (read back, never recomputed)."""
+
+    def refuse():
+        raise TrainingFailed("the pretrained head's features went missing from the cache")
+
+    folder = Path(settings.KERASUI_CACHE_DIR) / "features"
+    return transfer.build_feature_cache(
+        images, folder=folder, key=_feature_key(run, items, backbone), make_extractor=refuse
+    )
+
+
+def _code_fold_scores(
+    run: TrainingRun, images, labels, folds, *, own: tuple[float, float], seconds: float, left
+) -> selection.CandidateScore:
+    """The model code's accuracy on the run's own split (its fit, already made: `own`, in `seconds`)
+    and on the next folds, up to AUTOMATIC_CODE_FOLDS in all, while each fits in half the time left."""
+    accuracies: list[float | None] = [None] * len(folds)
+    losses: list[float | None] = [None] * len(folds)
+    accuracies[0], losses[0] = own
+    spent = seconds
+    for index in range(1, min(AUTOMATIC_CODE_FOLDS, len(folds))):
+        if seconds > left() / 2:
+            log.info("Automatic: the model code scored on %s fold(s), the time budget allows no more", index)
+            break
+        began = time.monotonic()
+        train_rows, scored_rows = folds[index]
+        fold_splits = ml_fit.Splits(train=train_rows, validation=scored_rows, test=np.array([], dtype=np.int64))
+        model = build_model(run_model_spec(run))
+
+        def report(progress: ml_fit.Progress, index=index) -> bool:
+            return runs.run_set_phase(run_id=run.pk, phase=Phase.TRAINING, progress=index / AUTOMATIC_CODE_FOLDS)
+
+        options = ml_fit.FitOptions(**{**fit_arguments(run), "verbose": 0})
+        result = ml_fit.fit(model, images, labels, options, report, splits=fold_splits)
+        if result.stopped:
+            raise Cancelled
+        accuracies[index] = float(result.metrics.get("val_accuracy") or 0.0)
+        losses[index] = float(result.metrics.get("val_loss") or 0.0)
+        spent += time.monotonic() - began
+        del model
+    return selection.CandidateScore(name="model code", accuracies=accuracies, losses=losses, seconds=spent)
+
+
 def _fit_automatic(run: TrainingRun, images, labels, splits, items: list[DataSetItem]):
     """The Automatic starting point: try the candidates that fit in the run's time budget, keep the best.
 
     1. KERASUI_AUTOMATIC_BACKBONE's head on cached features (the linear probe), when its weights are here;
     2. the model code from scratch at the run's image size;
     3. fine-tuning that backbone with the time left, when there is enough.
-    The best validation accuracy wins, ties to the lower validation loss, then to the earlier (cheaper)
-    candidate. The run's snapshot becomes the winner's (architecture, image size) so prediction feeds
-    its model what it takes; metrics["automatic"] keeps what was tried and why the winner won.
+    On a small dataset (some label with fewer than selection.SMALL_PER_LABEL training and validation
+    images) the head and the code are compared by repeated stratified cross-validation (ml/selection.py:
+    the head on every fold, a linear probe each; the code on up to AUTOMATIC_CODE_FOLDS, a training
+    each), on the folds both were scored on; fine-tuning is then tried only when the head leads, and
+    replaces it when it beats it on the validation images. Otherwise the best validation accuracy wins,
+    ties to the lower validation loss, then to the earlier (cheaper) candidate. The run's snapshot
+    becomes the winner's (architecture, image size) so prediction feeds its model what it takes;
+    metrics["automatic"] keeps what was tried, each score and time, and why the winner won.
     Returns (run, model, FitResult, predict or None, the winner's images).
     """
     budget = float(run.auto_seconds)
     started = time.monotonic()
     candidates: list[dict] = []
     results: list[tuple] = []  # (candidate, run copy, model, FitResult, predict, images)
+    pool = np.concatenate([splits.train, splits.validation])
+    folds = []
+    if len(splits.validation) and selection.is_small(labels, pool):
+        folds = selection.repeated_folds(labels, train=splits.train, validation=splits.validation, seed=run.seed)
+    cross_validate = len(folds) > 1
+    fold_scores: dict[str, selection.CandidateScore] = {}
 
     def left() -> float:
         return budget - (time.monotonic() - started)
 
-    def tried(name: str, copy: TrainingRun, began: float, outcome) -> None:
+    def tried(name: str, copy: TrainingRun, began: float, outcome, score=None) -> None:
         model, result, predict, candidate_images = outcome
         if result.stopped:
             # Cancelled: the completed epochs stay with the run, so a resumed run continues them.
             runs.run_keep_epochs(run_id=run.pk, history=result.history)
             raise Cancelled
-        score = _candidate_score(result.metrics)
+        validation = _candidate_score(result.metrics)
         candidate = {
             "name": name,
             "architecture": copy.architecture,
             "image_size": copy.image_size,
-            "val_accuracy": score[0] if score else None,
-            "val_loss": score[1] if score else None,
+            "val_accuracy": validation[0] if validation else None,
+            "val_loss": validation[1] if validation else None,
             "seconds": round(time.monotonic() - began, 1),
             "tried": True,
         }
+        if score is not None:
+            score.name = name
+            fold_scores[name] = score
+            candidate["cross_validation"] = score.as_dict()
         candidates.append(candidate)
         results.append((candidate, copy, model, result, predict, candidate_images))
         log.info("Automatic: %s", candidate)
@@ -486,6 +549,7 @@ def _fit_automatic(run: TrainingRun, images, labels, splits, items: list[DataSet
             skipped(f"{backbone_name}, head only", f"its weights are not on this machine ({error})")
     pretrained_copy = None
     short = backbone.label.split(",")[0] if backbone is not None else ""
+    head_name = f"{short}, head only"
     if backbone is not None:
         pretrained_copy = copy.copy(run)
         pretrained_copy.architecture = backbone.name
@@ -497,11 +561,29 @@ def _fit_automatic(run: TrainingRun, images, labels, splits, items: list[DataSet
         try:
             model, result, predict = _fit_pretrained(pretrained_copy, backbone, big_images, labels, splits, items)
         except TrainingFailed as error:
-            skipped(f"{short}, head only", str(error))
+            skipped(head_name, str(error))
             pretrained_copy = None
         else:
-            tried(f"{short}, head only", pretrained_copy, began, (model, result, predict, big_images))
+            score = None
+            if cross_validate and not result.stopped:
+                features = _cached_features(pretrained_copy, items, backbone, big_images)
+                class_weight = None
+                if run.balance_classes:
+                    class_weight = ml_fit.balanced_class_weights(labels[splits.train], len(run.labels))
+                # The L2 strength the head's probe chose on the run's training images, for every fold: the
+                # nested choice costs 40 fits a fold (minutes on 10 labels of a busy CPU), for a mild optimism.
+                score = selection.probe_fold_scores(
+                    features,
+                    labels,
+                    folds,
+                    num_classes=len(run.labels),
+                    seed=run.seed,
+                    class_weight=class_weight,
+                    c=result.metrics["head"]["l2_c"],
+                )
+            tried(head_name, pretrained_copy, began, (model, result, predict, big_images), score)
 
+    code_name = "model code, from scratch"
     if left() > 0:
         code_copy = copy.copy(run)
         code_copy.architecture = Architecture.CODE
@@ -511,36 +593,70 @@ def _fit_automatic(run: TrainingRun, images, labels, splits, items: list[DataSet
         except TrainingFailed as error:
             if not results:
                 raise
-            skipped("model code, from scratch", str(error))
+            skipped(code_name, str(error))
         else:
-            tried("model code, from scratch", code_copy, began, (model, result, None, images))
+            score = None
+            validation = _candidate_score(result.metrics)
+            if cross_validate and validation is not None and not result.stopped:
+                score = _code_fold_scores(
+                    code_copy, images, labels, folds, own=validation, seconds=time.monotonic() - began, left=left
+                )
+            tried(code_name, code_copy, began, (model, result, None, images), score)
     else:
-        skipped("model code, from scratch", f"the time budget of {budget:g} s was spent")
+        skipped(code_name, f"the time budget of {budget:g} s was spent")
 
+    # With cross-validation: the head and the code by their folds, before fine-tuning is considered.
+    leader = None
+    if cross_validate and fold_scores:
+        names = list(fold_scores)
+        index, leader_reason = selection.choose([fold_scores[name] for name in names])
+        leader = names[index]
+
+    tuned_name = f"{short}, fine-tuned"
     if pretrained_copy is not None:
         remaining = left()
-        if remaining >= AUTOMATIC_MIN_FINE_TUNE_SECONDS:
+        if leader is not None and leader != head_name:
+            skipped(tuned_name, f"fine-tuning starts from the head, and {leader} beat the head by cross-validation")
+        elif remaining >= AUTOMATIC_MIN_FINE_TUNE_SECONDS:
             tuned_copy = copy.copy(pretrained_copy)
             tuned_copy.fine_tune_seconds = int(remaining)
             began = time.monotonic()
             try:
                 model, result, predict = _fit_pretrained(tuned_copy, backbone, big_images, labels, splits, items)
             except TrainingFailed as error:
-                skipped(f"{short}, fine-tuned", str(error))
+                skipped(tuned_name, str(error))
                 model = None
             if model is not None:
-                name = f"{short}, fine-tuned up to {int(remaining)} s"
-                tried(name, tuned_copy, began, (model, result, predict, big_images))
+                tried(f"{tuned_name} up to {int(remaining)} s", tuned_copy, began, (model, result, predict, big_images))
                 candidates[-1]["note"] = result.metrics.get("fine_tune_note", "")
         else:
             skipped(
-                f"{short}, fine-tuned",
+                tuned_name,
                 f"{max(0.0, remaining):.0f} s of the {budget:g} s budget left "
                 f"(it needs {AUTOMATIC_MIN_FINE_TUNE_SECONDS:g})",
             )
 
     scored = [entry for entry in results if entry[0]["val_accuracy"] is not None]
-    if scored:
+    if leader is not None:
+        winner = next(entry for entry in results if entry[0]["name"] == leader)
+        reason = leader_reason
+        tuned = next((entry for entry in results if entry[0]["name"].startswith(tuned_name)), None)
+        if leader == head_name and tuned is not None and tuned[3].metrics.get("fine_tuned"):
+            head, tuned_entry = winner[0], tuned[0]
+            if (tuned_entry["val_accuracy"] or 0.0) >= (head["val_accuracy"] or 0.0):
+                reason = (
+                    f"fine-tuning beat the head on the validation images (loss {tuned_entry['val_loss']:.3g} "
+                    f"against {head['val_loss']:.3g}, accuracy {tuned_entry['val_accuracy']:.1%} against "
+                    f"{head['val_accuracy']:.1%}); the head had led by cross-validation: {reason}"
+                )
+                winner = tuned
+        measure = (
+            f"repeated stratified cross-validation on the training and validation images ({len(folds)} folds: "
+            f"the run's own split, then {selection.REPEATS} × {_fold_count(folds)}-fold); "
+            "the head is scored on every fold, the model code on as many as its budget allows, and they are "
+            "compared on the folds both were scored on; fine-tuning on the validation images"
+        )
+    elif scored:
         order = sorted(range(len(scored)), key=lambda i: (-scored[i][0]["val_accuracy"], scored[i][0]["val_loss"], i))
         winner = scored[order[0]]
         others = [scored[i][0] for i in order[1:]]
@@ -551,10 +667,12 @@ def _fit_automatic(run: TrainingRun, images, labels, splits, items: list[DataSet
                 reason = f"as good as {others[0]['name']} on the validation images, and tried first (cheaper)"
         elif others:
             reason += f", ahead of {others[0]['name']} ({others[0]['val_accuracy']:.1%})"
+        measure = "accuracy on the validation images (the run's split, the same for every candidate)"
     else:
         # Nothing held out: the pretrained head, the usual winner on photos, when there is one.
         winner = results[0]
         reason = "no validation images to compare on: the first candidate tried was kept"
+        measure = "none: no validation images"
     candidate, winner_run, model, result, predict, winner_images = winner
     candidate["winner"] = True
     fields = {"architecture": winner_run.architecture, "image_size": winner_run.image_size}
@@ -568,10 +686,25 @@ def _fit_automatic(run: TrainingRun, images, labels, splits, items: list[DataSet
         "candidates": candidates,
         "winner": candidate["name"],
         "reason": reason,
-        "measure": "accuracy on the validation images (the run's split, the same for every candidate)",
+        "measure": measure,
     }
     log.info("Automatic: %s won: %s", candidate["name"], reason)
     return run, model, result, predict, winner_images
+
+
+def _fold_count(folds) -> int:
+    """k of the repeated k-fold part of `folds` (the run's own split first)."""
+    return max(1, (len(folds) - 1) // selection.REPEATS)
+
+
+def _current_model_probabilities(current: TrainingRun, images, labels, rows: np.ndarray, batch_size: int):
+    """The current model's probabilities for rows of this run's images: by its proven ONNX export when it
+    has one (ONNX Runtime loads it in a fraction of the time Keras takes to load the .keras file)."""
+    if current.serving_engine == ONNXRUNTIME and default_storage.exists(onnx_name(current)):
+        predictor = OnnxPredictor(media_local_copy(name=onnx_name(current)))
+        return predictor.predict(np.asarray(images[rows]))
+    model = keras.saving.load_model(media_local_copy(name=current.model_file.name))
+    return _model_probabilities(model, images, labels, batch_size=batch_size)(rows)
 
 
 def _score_current_model(run: TrainingRun, evaluation: dict, images, labels, splits) -> None:
@@ -595,8 +728,7 @@ def _score_current_model(run: TrainingRun, evaluation: dict, images, labels, spl
             return
         rows = np.asarray(getattr(splits, name), dtype=np.int64)
         try:
-            model = keras.saving.load_model(media_local_copy(name=current.model_file.name))
-            predicted = _model_probabilities(model, images, labels, batch_size=max(run.batch_size, 64))(rows)
+            predicted = _current_model_probabilities(current, images, labels, rows, batch_size=max(run.batch_size, 64))
         except Exception as error:  # noqa: BLE001 - the comparison falls back to each run's own images
             log.warning(
                 "The current model (run %s) could not be scored on run %s's images: %s", current.pk, run.pk, error
@@ -704,7 +836,10 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
             # Issue 17 (serving): the ONNX export is made and proven before the run becomes current.
             # While other model jobs hold every slot it waits a while, then leaves that to the first use.
             serving_prepare_run(
-                run=run, model_path=str(media_local_copy(name=model_name)), wait_for_slot=SERVING_SLOT_WAIT_SECONDS
+                run=run,
+                model_path=str(media_local_copy(name=model_name)),
+                wait_for_slot=SERVING_SLOT_WAIT_SECONDS,
+                model=model,
             )
             phases["exporting"] = round(time.monotonic() - started, 2)
             metrics["phases"] = phases

@@ -55,3 +55,30 @@ def test_calibration_the_head_and_the_phases_are_told_in_words():
     )
     assert rows["time per phase"] == "training 3.2 s, exporting 4.0 s"
     assert rows["fine-tuning"] == "Fine-tuning did not beat the head alone."
+
+
+def test_automatic_by_cross_validation_shows_each_candidates_mean_spread_folds_and_the_measure():
+    automatic = {
+        "budget_seconds": 180.0,
+        "seconds": 40.0,
+        "winner": "EfficientNet-Lite0, head only",
+        "reason": "best mean accuracy on the 3 fold(s) every candidate was scored on: 95.0% against model code's 70.0%",
+        "measure": "repeated stratified cross-validation",
+        "candidates": [
+            {
+                "name": "EfficientNet-Lite0, head only",
+                "tried": True,
+                "val_accuracy": 1.0,
+                "seconds": 8.2,
+                "winner": True,
+                "cross_validation": {"mean": 0.955, "spread": 0.031, "folds": 11, "seconds": 0.8},
+            },
+        ],
+    }
+    text = dict(metric_rows({"automatic": automatic}))["automatic starting point"]
+
+    assert "Compared by repeated stratified cross-validation." in text
+    assert (
+        "EfficientNet-Lite0, head only: mean accuracy 95.5% ± 3.1% over 11 fold(s) (scored in 0.8 s), "
+        "validation accuracy 100.0% on the run's own split in 8.2 s — the winner" in text
+    )

@@ -163,3 +163,63 @@ def test_inspect_refuses_a_file_that_is_not_a_model(tmp_path):
     info = inspect_model(tmp_path / "notes.keras")
     assert not info.ok
     assert "not a Keras model" in info.error
+
+
+def _small_pretrained(seed: int, num_classes: int = 3):
+    """A model shaped as transfer.assemble_model makes it, on a small stand-in backbone (grey input)."""
+    from keras import layers
+
+    from ml import transfer
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras.Sequential(
+        [keras.Input((SIZE, SIZE, 3)), layers.Conv2D(4, 3, activation="relu"), layers.GlobalAveragePooling2D()],
+        name="stand_in",
+    )
+    backbone.trainable = False
+    head = transfer.build_head(dimensions=4, num_classes=num_classes, dropout=0.2)
+    generator = np.random.default_rng(seed)
+    head.get_layer("predictions").set_weights(
+        [
+            generator.normal(size=(4, num_classes)).astype("float32"),
+            generator.normal(size=num_classes).astype("float32"),
+        ]
+    )
+    return backbone, transfer.assemble_model(backbone, head, channels=1)
+
+
+def test_a_pretrained_heads_onnx_export_reuses_the_backbones_conversion_and_is_proven(tmp_path, monkeypatch):
+    from ml import export
+
+    backbone, model = _small_pretrained(seed=1)
+    images = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 1)).astype(np.uint8)
+    cache = tmp_path / "onnx"
+
+    first = export.export_loaded_model(
+        model, format="onnx", target=tmp_path / "a.onnx", images=images, cache_folder=cache
+    )
+    assert first.ok, first.error
+    assert len(list(cache.glob("extractor-*.onnx"))) == 1
+
+    # Another head on the same backbone (another run): no conversion at all, and the proof still holds.
+    conversions = []
+    real_write = export._write
+    monkeypatch.setattr(export, "_write", lambda *args: conversions.append(args[1]) or real_write(*args))
+    other_head = keras.models.clone_model(model.layers[-1])
+    other_head.set_weights([weight * -2 for weight in model.layers[-1].get_weights()])
+    from ml.transfer import assemble_model
+
+    second_model = assemble_model(backbone, other_head, channels=1)
+    second = export.export_loaded_model(
+        second_model, format="onnx", target=tmp_path / "b.onnx", images=images, cache_folder=cache
+    )
+    assert second.ok and second.max_difference <= 1e-4 and conversions == []
+    answered = export.run_export(tmp_path / "b.onnx", "onnx", images, tmp_path)
+    assert not np.allclose(answered, export.run_export(tmp_path / "a.onnx", "onnx", images, tmp_path))
+
+    # Changed backbone weights (fine-tuned, say) are converted anew.
+    backbone.layers[0].kernel.assign(backbone.layers[0].kernel * 1.5)
+    third = export.export_loaded_model(
+        second_model, format="onnx", target=tmp_path / "c.onnx", images=images, cache_folder=cache
+    )
+    assert third.ok and conversions == ["onnx"] and len(list(cache.glob("extractor-*.onnx"))) == 2
