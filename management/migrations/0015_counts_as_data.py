@@ -6,15 +6,20 @@ from django.db import migrations, models
 from django.db.models import Count
 
 
-def count_what_exists(apps, schema_editor):
+def count_labels(apps) -> None:
+    """Images per dataset and label, counted from the items (also what the label counts test calls)."""
     DataSetItem = apps.get_model("management", "DataSetItem")
     LabelCount = apps.get_model("management", "LabelCount")
-    TrainingRun = apps.get_model("management", "TrainingRun")
     rows = DataSetItem.objects.order_by().values("dataset_id", "label").annotate(count=Count("id"))
     LabelCount.objects.bulk_create(
         [LabelCount(dataset_id=row["dataset_id"], label=row["label"], count=row["count"]) for row in rows],
         batch_size=1000,
     )
+
+
+def count_what_exists(apps, schema_editor):
+    count_labels(apps)
+    TrainingRun = apps.get_model("management", "TrainingRun")
     for run in TrainingRun.objects.only("id", "splits").iterator(chunk_size=50):
         counts = {name: len(ids) for name, ids in (run.splits or {}).items()}
         TrainingRun.objects.filter(pk=run.pk).update(split_counts=counts)
