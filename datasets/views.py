@@ -18,7 +18,8 @@ from management.management.commands.demo import DEMO_NAME
 
 def _report_lines(report: ImportReport, dataset) -> list[tuple[int, str]]:
     """What an import added, per label, and what it skipped and why: (message level, text) lines."""
-    parts = [f"{label}: {count}" for label, count in report.counts.items()]
+    # Sorted here: PostgreSQL's jsonb keeps a stored report's keys by length, not as written.
+    parts = [f"{label}: {count}" for label, count in sorted(report.counts.items())]
     parts += [f"unlabelled: {report.unlabelled}"] if report.unlabelled else []
     counts = ", ".join(parts) or "none"
     images = "image" if report.added == 1 else "images"
