@@ -175,3 +175,17 @@ def test_a_jobs_log_goes_to_the_bucket_and_a_job_run_again_elsewhere_goes_on_wit
     job_log_keep(kind=HealthCheck.KIND, job_id=run.pk)
 
     assert bucket.get_object(Bucket=BUCKET, Key=name)["Body"].read() == b"Epoch 1/2\nEpoch 2/2\n"
+
+
+def test_a_name_sent_again_replaces_its_object_even_with_overwrite_turned_off(settings):
+    """A job's log is sent whole every few seconds under the same name: a deployment's
+    AWS_S3_FILE_OVERWRITE=False must not make a new object each time."""
+    from kerasui.storage import BucketStorage
+
+    settings.AWS_S3_FILE_OVERWRITE = False
+    with mock_aws():
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="overwrite-test")
+        storage = BucketStorage(bucket_name="overwrite-test", region_name="us-east-1")
+        assert storage.save("logs/job_1.log", ContentFile(b"one\n")) == "logs/job_1.log"
+        assert storage.save("logs/job_1.log", ContentFile(b"one\ntwo\n")) == "logs/job_1.log"
+        assert storage.open("logs/job_1.log").read() == b"one\ntwo\n"
