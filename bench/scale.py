@@ -115,15 +115,21 @@ def pages(dataset: int, run: int | None) -> dict[str, str]:
         "admin image list, page 500": f"/admin/management/datasetitem/?dataset__id__exact={dataset}&p=500",
         "admin run list": "/admin/management/trainingrun/",
         "admin health page": f"/admin/management/dataset/{dataset}/health/",
+        "admin labelling page": f"/admin/management/dataset/{dataset}/label/",
+        "admin Test page": "/admin/management/dataset/test/",
         "API dataset list": "/api/dataset/",
         "API dataset": f"/api/dataset/{dataset}/",
         "API image list": f"/api/datasetitem/?dataset={dataset}",
         "API image list, page 500": f"/api/datasetitem/?dataset={dataset}&page=500",
         "API run list": "/api/trainingrun/",
+        "API dataset health": f"/api/dataset/{dataset}/health/",
+        "API suggestions": f"/api/dataset/{dataset}/suggestions/",
     }
     if run is not None:
         urls |= {
             "admin run page": f"/admin/management/trainingrun/{run}/change/",
+            # The fullest cell: the first label's images predicted right (60 a page).
+            "admin confusion cell": f"/admin/management/trainingrun/{run}/confusion/validation/0/0/",
             "API run": f"/api/trainingrun/{run}/",
         }
     return urls
