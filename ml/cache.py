@@ -149,6 +149,11 @@ def prune_image_cache(folder: Path, *, max_bytes: int, keep: Collection[str] = (
     return deleted
 
 
+def open_image_cache(folder: Path, key: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The finished cache of rows of `shape` under `key`, or None when there is none."""
+    return _open_existing(Path(folder) / f"{key}.npy", shape)
+
+
 def _open_existing(final: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     """The finished cache, touched for LRU pruning, or None when there is none (or not of this shape)."""
     try:

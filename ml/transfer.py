@@ -134,33 +134,46 @@ def build_feature_cache(
     make_extractor: Callable[[], Callable[[np.ndarray], np.ndarray]],
     batch_size: int = FEATURE_BATCH,
     report: Callable[[int, int], object] | None = None,
+    known: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """The read-only memory-mapped float32 features (N, dimensions) of `images`.
 
     An existing cache under `key` is returned without building the extractor; otherwise
     `make_extractor()` gives a function from a uint8 batch to its features, run batch by batch into a
-    temporary file renamed into place. `report(done, total)` answering False stops with Stopped.
+    temporary file renamed into place. `known` = (rows, their features) already computed (a sample
+    timed before): written as they are, never computed again. `report(done, total)` answering False
+    stops with Stopped.
     """
     if not CACHE_KEY_PATTERN.fullmatch(key):
         raise ValueError(f"cache key must be 1 to 128 letters, digits, '-' or '_', not {key!r}")
     folder = Path(folder)
     final = folder / f"{key}.npy"
-    cached = _open_features(final, len(images))
+    cached = open_feature_cache(folder, key, len(images))
     if cached is not None:
         return cached
 
-    extract = make_extractor()
+    known_rows = np.asarray(known[0] if known is not None else [], dtype=np.int64)
+    todo = np.setdiff1d(np.arange(len(images), dtype=np.int64), known_rows)
+    extract = make_extractor() if len(todo) else None
     with atomic_path(final, prefix=f"{key}.", suffix=".tmp") as temporary:
         rows = None
-        last_report = 0.0
-        for start in range(0, len(images), batch_size):
-            batch = np.asarray(extract(np.asarray(images[start : start + batch_size])), dtype=np.float32)
+
+        def write(where: np.ndarray, values: np.ndarray):
+            nonlocal rows
+            values = np.asarray(values, dtype=np.float32).reshape(len(where), -1)
             if rows is None:
                 rows = np.lib.format.open_memmap(
-                    temporary, mode="w+", dtype=np.float32, shape=(len(images), batch.shape[-1])
+                    temporary, mode="w+", dtype=np.float32, shape=(len(images), values.shape[-1])
                 )
-            rows[start : start + len(batch)] = batch.reshape(len(batch), -1)
-            done = start + len(batch)
+            rows[where] = values
+
+        if len(known_rows):
+            write(known_rows, known[1])
+        last_report = 0.0
+        for start in range(0, len(todo), batch_size):
+            where = todo[start : start + batch_size]
+            write(where, extract(np.asarray(images[where])))
+            done = len(known_rows) + start + len(where)
             if report is not None and (time.monotonic() - last_report >= REPORT_INTERVAL or done == len(images)):
                 last_report = time.monotonic()
                 if report(done, len(images)) is False:
@@ -171,6 +184,11 @@ def build_feature_cache(
         del rows
         sync_file(temporary)
     return np.load(final, mmap_mode="r")
+
+
+def open_feature_cache(folder: str | os.PathLike, key: str, count: int) -> np.ndarray | None:
+    """The cached features of `count` images under `key`, or None when they are not cached."""
+    return _open_features(Path(folder) / f"{key}.npy", count)
 
 
 def _open_features(final: Path, count: int) -> np.ndarray | None:
@@ -426,12 +444,14 @@ def train_pretrained(
     feature_key: str,
     phase: PhaseReporter,
     report: Reporter,
+    known_features: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TransferResult:
     """The whole recipe: features (cached), head, then fine-tuning when the options give it time.
 
     `phase(name, percent)` is told of each phase and of the features' progress (answering False
     stops with Stopped); `report(Progress)` gets the epochs as `fit` sends them. `make_backbone` is
     called at most once, and only when needed: not for cached features of a head-only run's start.
+    `known_features` = (rows, features) computed already (build_feature_cache's `known`).
     """
     if len(splits.train) == 0:
         raise ValueError("no images left to train on")
@@ -454,6 +474,7 @@ def train_pretrained(
         key=feature_key,
         make_extractor=make_extractor,
         report=lambda done, total: phase(FEATURES, round(100.0 * done / max(1, total), 2)),
+        known=known_features,
     )
 
     phase(HEAD, 0.0)
@@ -526,5 +547,6 @@ __all__ = [
     "feature_cache_key",
     "feature_extractor",
     "head_probabilities",
+    "open_feature_cache",
     "train_pretrained",
 ]

@@ -12,9 +12,11 @@ from __future__ import annotations
 import copy
 import errno
 import logging
+import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -33,7 +35,14 @@ from management.options import Architecture, fit_arguments
 from ml import fit as ml_fit
 from ml import selection, transfer
 from ml.backbones import WeightsUnavailable
-from ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache
+from ml.cache import (
+    MIN_PARALLEL,
+    ImageDecodeError,
+    build_image_cache,
+    cache_key,
+    open_image_cache,
+    prune_image_cache,
+)
 from ml.calibration import (
     MIN_CALIBRATION_IMAGES,
     fit_temperature,
@@ -45,7 +54,7 @@ from ml.calibration import (
 from ml.engines import ONNXRUNTIME, OnnxPredictor
 from ml.evaluate import classification_report
 from ml.feed import batches
-from ml.images import channels_for
+from ml.images import channels_for, load_image
 from ml.models import Augmentation, ModelCodeError, ModelSpec, build_model, model_summary
 from serving.services import onnx_name, serving_prepare_run
 from training import pretrained, runs
@@ -359,11 +368,12 @@ def _feature_key(run: TrainingRun, items: list[DataSetItem], backbone) -> str:
     )
 
 
-def _fit_pretrained(run: TrainingRun, backbone, images, labels, splits, items: list[DataSetItem]):
+def _fit_pretrained(run: TrainingRun, backbone, images, labels, splits, items: list[DataSetItem], estimate=None):
     """Train a pretrained run on its prepared images: (model, FitResult, predict or None).
 
     `predict(rows)` is the head on cached features when the backbone was not fine-tuned (the same
-    predictions, without a backbone pass); None asks for predictions of the whole model.
+    predictions, without a backbone pass); None asks for predictions of the whole model. With an
+    `estimate` (_HeadEstimate), its built backbone and its sample's features are used, not made again.
     """
     options = transfer.TransferOptions(
         epochs=run.epochs,
@@ -384,6 +394,8 @@ def _fit_pretrained(run: TrainingRun, backbone, images, labels, splits, items: l
         return True
 
     def make_backbone() -> keras.Model:
+        if estimate is not None:
+            return estimate.backbone
         log.info("Building %s for %sx%s images", backbone.label, run.image_size, run.image_size)
         return pretrained.backbone_build(name=backbone.name, image_size=run.image_size)
 
@@ -400,6 +412,7 @@ def _fit_pretrained(run: TrainingRun, backbone, images, labels, splits, items: l
             feature_key=key,
             phase=phase,
             report=_report_progress(run.pk),
+            known_features=(estimate.rows, estimate.features) if estimate is not None else None,
         )
     except transfer.Stopped:
         raise Cancelled from None
@@ -424,6 +437,9 @@ def _fit_pretrained(run: TrainingRun, backbone, images, labels, splits, items: l
 # Automatic: the pretrained candidate's image size and what fine-tuning needs at least of the time left.
 AUTOMATIC_IMAGE_SIZE = 224
 AUTOMATIC_MIN_FINE_TUNE_SECONDS = 20.0
+# The pretrained head's cost is measured on this many of the run's images (after a first batch that
+# warms the backbone up) before the 224 px images and features of all of them are made.
+AUTOMATIC_ESTIMATE_IMAGES = 64
 # On a small dataset the model code is scored on the run's own split and up to this many folds in all:
 # each is a whole training from scratch, while the head's folds cost a linear probe each.
 AUTOMATIC_CODE_FOLDS = 3
@@ -446,6 +462,86 @@ def _cached_features(run: TrainingRun, items: list[DataSetItem], backbone, image
     return transfer.build_feature_cache(
         images, folder=folder, key=_feature_key(run, items, backbone), make_extractor=refuse
     )
+
+
+@dataclass
+class _HeadEstimate:
+    """What the pretrained head would still cost, measured on a sample of the run's images; the sample's
+    work (the built backbone, the sample's features) is handed to the head when it is tried."""
+
+    seconds: float  # preparing every image at 224 px (unless cached) and the features of the others
+    images: int
+    sample: int
+    backbone: keras.Model
+    rows: np.ndarray
+    features: np.ndarray
+
+
+def _estimate_head(run: TrainingRun, backbone, items: list[DataSetItem]) -> _HeadEstimate | None:
+    """Time the 224 px preparation and the backbone on up to AUTOMATIC_ESTIMATE_IMAGES images spread over
+    the run's, and extrapolate to all of them; None when the features are cached (they cost nothing)."""
+    count = len(items)
+    features_folder = Path(settings.KERASUI_CACHE_DIR) / "features"
+    if transfer.open_feature_cache(features_folder, _feature_key(run, items, backbone), count) is not None:
+        return None
+    image_key = cache_key(
+        [(item.pk, item.image.name) for item in items], image_size=run.image_size, color_mode=run.color_mode
+    )
+    channels = channels_for(run.color_mode)
+    shape = (count, run.image_size, run.image_size, channels)
+    images_cached = open_image_cache(Path(settings.KERASUI_CACHE_DIR), image_key, shape) is not None
+    rows = np.unique(np.linspace(0, count - 1, min(count, AUTOMATIC_ESTIMATE_IMAGES)).round().astype(np.int64))
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory() as copies:
+        paths = local_paths([items[row] for row in rows], Path(copies))
+        try:
+            sample = np.stack(
+                [
+                    load_image(
+                        path,
+                        image_size=run.image_size,
+                        color_mode=run.color_mode,
+                        max_pixels=settings.KERASUI_MAX_IMAGE_PIXELS,
+                    )
+                    for path in paths
+                ]
+            )
+        except ValueError as error:
+            raise TrainingFailed(f"an image cannot be read: {error}. Delete or replace it and train again.") from None
+    preparing = (time.monotonic() - began) / len(rows)
+    log.info("Building %s for %sx%s images", backbone.label, run.image_size, run.image_size)
+    model = pretrained.backbone_build(name=backbone.name, image_size=run.image_size)
+    model.trainable = False
+    extract = transfer.feature_extractor(model, channels=channels).predict_on_batch
+    features, timed = [], []
+    for start in range(0, len(rows), transfer.FEATURE_BATCH):
+        began = time.monotonic()
+        batch = sample[start : start + transfer.FEATURE_BATCH]
+        features.append(np.asarray(extract(batch), dtype=np.float32).reshape(len(batch), -1))
+        timed.append(((time.monotonic() - began), len(batch)))
+    # The first batch traces the model: without it when there is another.
+    steady = timed[1:] or timed
+    per_image = sum(seconds for seconds, _ in steady) / sum(size for _, size in steady)
+    # The preparation decodes in KERASUI_PREPROCESS_WORKERS processes from ml.cache's MIN_PARALLEL images.
+    workers = min(settings.KERASUI_PREPROCESS_WORKERS, os.cpu_count() or 1) if count >= MIN_PARALLEL else 1
+    seconds = per_image * (count - len(rows)) + (0.0 if images_cached else preparing * count / max(1, workers))
+    return _HeadEstimate(
+        seconds=seconds,
+        images=count,
+        sample=len(rows),
+        backbone=model,
+        rows=rows,
+        features=np.concatenate(features),
+    )
+
+
+def _duration(seconds: float) -> str:
+    """About how long, in words a person reads at a glance."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _code_fold_scores(
@@ -557,31 +653,54 @@ def _fit_automatic(run: TrainingRun, images, labels, splits, items: list[DataSet
         pretrained_copy.fine_tune_seconds = 0
         began = time.monotonic()
         _set_phase(run.pk, Phase.PREPARING)
-        big_images = _prepare_images(pretrained_copy, items)
-        try:
-            model, result, predict = _fit_pretrained(pretrained_copy, backbone, big_images, labels, splits, items)
-        except TrainingFailed as error:
-            skipped(head_name, str(error))
+        estimate = _estimate_head(pretrained_copy, backbone, items)
+        if estimate is not None:
+            log.info(
+                "Automatic: %s's features of %s images would take about %.0f s more (measured on %s)",
+                short,
+                estimate.images,
+                estimate.seconds,
+                estimate.sample,
+            )
+        if estimate is not None and estimate.seconds > left():
+            skipped(
+                head_name,
+                f"its {AUTOMATIC_IMAGE_SIZE} px images and features of {estimate.images:,} images would take about "
+                f"{_duration(estimate.seconds)} (measured on {estimate.sample} of them), more than the "
+                f"{max(0.0, left()):.0f} s left of the {budget:g} s budget; raise the automatic time budget to "
+                "try it (once its features are cached, later runs on these images get them in seconds)",
+            )
             pretrained_copy = None
+            skipped(f"{short}, fine-tuned", "fine-tuning starts from the head, which was not tried")
+            estimate = None  # its backbone's memory back before the model code trains
         else:
-            score = None
-            if cross_validate and not result.stopped:
-                features = _cached_features(pretrained_copy, items, backbone, big_images)
-                class_weight = None
-                if run.balance_classes:
-                    class_weight = ml_fit.balanced_class_weights(labels[splits.train], len(run.labels))
-                # The L2 strength the head's probe chose on the run's training images, for every fold: the
-                # nested choice costs 40 fits a fold (minutes on 10 labels of a busy CPU), for a mild optimism.
-                score = selection.probe_fold_scores(
-                    features,
-                    labels,
-                    folds,
-                    num_classes=len(run.labels),
-                    seed=run.seed,
-                    class_weight=class_weight,
-                    c=result.metrics["head"]["l2_c"],
+            big_images = _prepare_images(pretrained_copy, items)
+            try:
+                model, result, predict = _fit_pretrained(
+                    pretrained_copy, backbone, big_images, labels, splits, items, estimate=estimate
                 )
-            tried(head_name, pretrained_copy, began, (model, result, predict, big_images), score)
+            except TrainingFailed as error:
+                skipped(head_name, str(error))
+                pretrained_copy = None
+    if pretrained_copy is not None:
+        score = None
+        if cross_validate and not result.stopped:
+            features = _cached_features(pretrained_copy, items, backbone, big_images)
+            class_weight = None
+            if run.balance_classes:
+                class_weight = ml_fit.balanced_class_weights(labels[splits.train], len(run.labels))
+            # The L2 strength the head's probe chose on the run's training images, for every fold: the
+            # nested choice costs 40 fits a fold (minutes on 10 labels of a busy CPU), for a mild optimism.
+            score = selection.probe_fold_scores(
+                features,
+                labels,
+                folds,
+                num_classes=len(run.labels),
+                seed=run.seed,
+                class_weight=class_weight,
+                c=result.metrics["head"]["l2_c"],
+            )
+        tried(head_name, pretrained_copy, began, (model, result, predict, big_images), score)
 
     code_name = "model code, from scratch"
     if left() > 0:
