@@ -1,6 +1,6 @@
 """Scale benchmark: a dataset of 60,000 images on the project's gunicorn configuration (issue 24).
 
-    .venv/bin/python -m bench.scale [--images 60000] [--epochs 3] [--no-health] [--port 8624]
+    .venv/bin/python -m bench.scale [--images 60000] [--epochs 3] [--architecture auto|code] [--no-health] [--port 8624]
 
 Needs Fashion-MNIST from Debian: `apt-get install dataset-fashion-mnist` (files under
 /usr/share/datasets/fashion-mnist, see `dpkg -L dataset-fashion-mnist`); without it the bench says so
@@ -10,7 +10,8 @@ and stops. One run, on a fresh data folder (SQLite), gunicorn started with gunic
     own process, as the runner starts it), timed, while a probe asks GET /api/health/ every 0.1 s (p50/p99);
   - every admin page and API list and detail of the dataset, its images and its runs, before and after a
     training run (each three times: the worst and the median);
-  - a training run (`manage.py train ID`, the default model code, 28 px, --epochs) and a health check
+  - a training run (`manage.py train ID`: the dataset's default starting point, Automatic, or --architecture;
+    the model code at 28 px, --epochs) and a health check
     (`manage.py health ID`), each in its own process: wall time and peak memory (the process's own
     rusage, from wait4);
   - the web workers' peak memory (VmHWM) and whether TensorFlow was loaded into them.
@@ -208,6 +209,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=60_000)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--architecture",
+        default="auto",
+        help="the dataset's starting point: auto (Automatic, the default of a new dataset) or code",
+    )
     parser.add_argument("--no-health", action="store_true", help="leave out the health check (minutes)")
     parser.add_argument("--import-only", action="store_true", help="stop after the import (its speed alone)")
     parser.add_argument("--port", type=int, default=8624)
@@ -232,7 +238,13 @@ def main() -> None:
     from datasets.models import DataSet
 
     dataset = DataSet.objects.create(
-        name="Fashion-MNIST", image_size=28, color_mode="grayscale", epochs=args.epochs, batch_size=128, seed=1
+        name="Fashion-MNIST",
+        image_size=28,
+        color_mode="grayscale",
+        epochs=args.epochs,
+        batch_size=128,
+        seed=1,
+        architecture=args.architecture,
     ).pk
     started = time.monotonic()
     archive = zip_of(images, labels)
@@ -326,6 +338,17 @@ def main() -> None:
 
         run = TrainingRun.objects.filter(dataset_id=dataset).order_by("-id").first()
         results["run"] = {"id": run.pk, "status": run.status, "accuracy": run.accuracy, "error": run.error[:300]}
+        automatic = (run.metrics or {}).get("automatic")
+        if automatic:
+            results["run"]["automatic"] = {
+                "winner": automatic["winner"],
+                "seconds": automatic["seconds"],
+                "candidates": [
+                    {key: value for key, value in candidate.items() if key in {"name", "tried", "seconds", "note"}}
+                    for candidate in automatic["candidates"]
+                ],
+            }
+        print("run", results["run"], flush=True)
         results["pages_after_run"] = measure_pages(server, pages(dataset, run.pk))
         if not args.no_health:
             results["health"] = run_process(environment, "health", str(dataset))

@@ -703,7 +703,8 @@ def _fit_automatic(run: TrainingRun, images, labels, splits, items: list[DataSet
         tried(head_name, pretrained_copy, began, (model, result, predict, big_images), score)
 
     code_name = "model code, from scratch"
-    if left() > 0:
+    # Without another candidate the model code is trained whatever the time left: the run needs a model.
+    if left() > 0 or not results:
         code_copy = copy.copy(run)
         code_copy.architecture = Architecture.CODE
         began = time.monotonic()

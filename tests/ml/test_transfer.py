@@ -98,6 +98,35 @@ def test_another_dataset_version_backbone_or_size_names_other_features(tmp_path)
     assert counting.built == 3  # a cache of another length is not taken either
 
 
+def test_features_known_already_are_written_as_they_are_and_only_the_others_computed(tmp_path):
+    images, _ = colour_data()
+    computed = []
+
+    def make_extractor():
+        def extract(batch):
+            computed.extend(int(value) for value in batch[:, 0, 0, 0])
+            return batch.reshape(len(batch), -1)[:, :4].astype(np.float32)
+
+        return extract
+
+    images = images.copy()
+    images[:, 0, 0, 0] = np.arange(len(images))  # each image names its row
+    known_rows = np.array([0, 5, len(images) - 1])
+    known = (known_rows, np.full((3, 4), 7.0, dtype=np.float32))
+
+    features = build_feature_cache(images, folder=tmp_path, key="part", make_extractor=make_extractor, known=known)
+
+    others = np.setdiff1d(np.arange(len(images)), known_rows)
+    assert sorted(computed) == others.tolist()
+    np.testing.assert_array_equal(features[known_rows], known[1])
+    np.testing.assert_array_equal(features[others], images.reshape(len(images), -1)[others, :4])
+    # All known: no extractor is built at all.
+    everything = (np.arange(len(images)), np.asarray(features))
+    build_feature_cache(
+        images, folder=tmp_path, key="all", make_extractor=lambda: pytest.fail("built"), known=everything
+    )
+
+
 def test_cancelling_while_features_are_computed_leaves_no_cache(tmp_path):
     images, _ = colour_data()
     with pytest.raises(Stopped):

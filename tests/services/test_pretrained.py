@@ -237,6 +237,70 @@ def test_automatic_tries_the_pretrained_head_and_the_model_code_and_keeps_the_be
     assert model.input_shape == (None, run.image_size, run.image_size, 3)
 
 
+def _estimated_at(seconds: float, monkeypatch, estimates: list):
+    """The head's real estimate (a sample timed), then said to cost `seconds`: as if the images were many."""
+    real = trainer._estimate_head
+
+    def estimate(run, backbone, items):
+        measured = real(run, backbone, items)
+        estimates.append(measured)
+        if measured is not None:
+            measured.seconds = seconds
+        return measured
+
+    monkeypatch.setattr(trainer, "_estimate_head", estimate)
+
+
+def test_automatic_skips_the_head_whose_features_would_not_fit_in_the_budget_and_the_model_code_wins(
+    db, monkeypatch, settings, tmp_path
+):
+    settings.KERASUI_AUTOMATIC_BACKBONE = "efficientnet_lite0"
+    settings.KERASUI_CACHE_DIR = tmp_path / "cache"
+    monkeypatch.setattr(trainer, "AUTOMATIC_IMAGE_SIZE", 96)
+    monkeypatch.setattr(trainer, "AUTOMATIC_ESTIMATE_IMAGES", 4)
+    estimates = []
+    _estimated_at(10_000.0, monkeypatch, estimates)
+    dataset = pretrained_dataset(architecture="auto", image_size=16, epochs=1, auto_seconds=600)
+
+    run = train(dataset)
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    # Measured on 4 images spread over the 12, before any 96 px image cache of them all was made.
+    assert [estimate.sample for estimate in estimates] == [4] and estimates[0].images == len(run.labels) * 6
+    assert all(np.load(path, mmap_mode="r").shape[1] == 16 for path in (tmp_path / "cache").glob("*.npy"))
+    assert not (tmp_path / "cache" / "features").exists() or not list((tmp_path / "cache" / "features").iterdir())
+    automatic = run.metrics["automatic"]
+    head, tuned, code = automatic["candidates"]
+    assert head["name"] == "EfficientNet-Lite0, head only" and not head["tried"]
+    assert "would take about 2.8 h (measured on 4 of them), more than the" in head["note"]
+    assert "of the 600 s budget; raise the automatic time budget to try it" in head["note"]
+    assert not tuned["tried"] and "which was not tried" in tuned["note"]
+    assert code["tried"] and code.get("winner") and automatic["winner"] == code["name"]
+    assert (run.architecture, run.image_size) == ("code", 16)
+
+
+def test_automatic_tries_the_head_whose_features_are_cached_without_sampling_again(db, monkeypatch, settings, tmp_path):
+    settings.KERASUI_AUTOMATIC_BACKBONE = "efficientnet_lite0"
+    settings.KERASUI_CACHE_DIR = tmp_path / "cache"
+    monkeypatch.setattr(trainer, "AUTOMATIC_IMAGE_SIZE", 96)
+    monkeypatch.setattr(trainer, "AUTOMATIC_MIN_FINE_TUNE_SECONDS", 10_000)
+    dataset = pretrained_dataset(architecture="auto", image_size=16, epochs=1, auto_seconds=3600)
+    first = train(dataset)
+    assert first.status == TrainingRun.Status.SUCCEEDED, first.error
+    assert first.metrics["automatic"]["candidates"][0]["tried"]  # its features are cached now
+
+    # However costly the estimate would say: the features cached cost nothing, and no image is sampled.
+    estimates = []
+    _estimated_at(10_000.0, monkeypatch, estimates)
+    monkeypatch.setattr(trainer, "load_image", lambda *args, **kwargs: pytest.fail("sampled though cached"))
+    run = train(dataset)
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert estimates == [None]
+    head = run.metrics["automatic"]["candidates"][0]
+    assert head["name"] == "EfficientNet-Lite0, head only" and head["tried"] and head["val_accuracy"] is not None
+
+
 def test_new_datasets_start_automatic_in_the_admin_and_the_api(db):
     assert DataSet().architecture == "auto"
     field = DataSet._meta.get_field("architecture")
