@@ -1,6 +1,7 @@
 """Scale benchmark: a dataset of 60,000 images on the project's gunicorn configuration (issue 24).
 
-    .venv/bin/python -m bench.scale [--images 60000] [--epochs 3] [--architecture auto|code] [--no-health] [--port 8624]
+    .venv/bin/python -m bench.scale [--images 60000] [--epochs 3] [--no-health] [--port 8624]
+        [--architecture auto|code] [--auto-seconds 180]
 
 Needs Fashion-MNIST from Debian: `apt-get install dataset-fashion-mnist` (files under
 /usr/share/datasets/fashion-mnist, see `dpkg -L dataset-fashion-mnist`); without it the bench says so
@@ -214,6 +215,7 @@ def main() -> None:
         default="auto",
         help="the dataset's starting point: auto (Automatic, the default of a new dataset) or code",
     )
+    parser.add_argument("--auto-seconds", type=int, default=180, help="Automatic's time budget (the dataset's)")
     parser.add_argument("--no-health", action="store_true", help="leave out the health check (minutes)")
     parser.add_argument("--import-only", action="store_true", help="stop after the import (its speed alone)")
     parser.add_argument("--port", type=int, default=8624)
@@ -245,6 +247,7 @@ def main() -> None:
         batch_size=128,
         seed=1,
         architecture=args.architecture,
+        auto_seconds=args.auto_seconds,
     ).pk
     started = time.monotonic()
     archive = zip_of(images, labels)
