@@ -492,22 +492,25 @@ def _estimate_head(run: TrainingRun, backbone, items: list[DataSetItem]) -> _Hea
     images_cached = open_image_cache(Path(settings.KERASUI_CACHE_DIR), image_key, shape) is not None
     rows = np.unique(np.linspace(0, count - 1, min(count, AUTOMATIC_ESTIMATE_IMAGES)).round().astype(np.int64))
     began = time.monotonic()
+    sampled = [items[row] for row in rows]
     with tempfile.TemporaryDirectory() as copies:
-        paths = local_paths([items[row] for row in rows], Path(copies))
-        try:
-            sample = np.stack(
-                [
+        prepared = []
+        for item, path in zip(sampled, local_paths(sampled, Path(copies)), strict=True):
+            try:
+                prepared.append(
                     load_image(
                         path,
                         image_size=run.image_size,
                         color_mode=run.color_mode,
                         max_pixels=settings.KERASUI_MAX_IMAGE_PIXELS,
                     )
-                    for path in paths
-                ]
-            )
-        except ValueError as error:
-            raise TrainingFailed(f"an image cannot be read: {error}. Delete or replace it and train again.") from None
+                )
+            except ValueError as error:
+                raise TrainingFailed(
+                    f"item {item.pk} (label '{item.label}', file {Path(item.image.name).name}) "
+                    f"cannot be read: {error}. Delete or replace it and train again."
+                ) from None
+    sample = np.stack(prepared)
     preparing = (time.monotonic() - began) / len(rows)
     log.info("Building %s for %sx%s images", backbone.label, run.image_size, run.image_size)
     model = pretrained.backbone_build(name=backbone.name, image_size=run.image_size)
