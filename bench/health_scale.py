@@ -167,11 +167,11 @@ def profile_child(data_dir: Path, dataset: int) -> None:
     sampler.start()
     from django.conf import settings
 
-    from health.job import BACKBONE, health_check_compute
-    from health.models import HealthCheck
-
     baseline = {"django": Sampler.status()}
     import tensorflow  # noqa: F401
+
+    from health.job import BACKBONE, health_check_compute
+    from health.models import HealthCheck
 
     baseline["tensorflow imported"] = Sampler.status()
     from training import pretrained
