@@ -65,7 +65,10 @@ def test_a_thumbnail_follows_the_exif_orientation(dataset):
 def test_a_zip_import_makes_every_images_thumbnail_and_deleting_items_deletes_them(
     dataset, django_capture_on_commit_callbacks
 ):
-    dataset_import_zip(dataset=dataset, file=io.BytesIO(zip_of({"a/1.png": png(), "b/2.png": png((0, 0, 255))})))
+    big = (300, 20)  # wider than a thumbnail: each gets one
+    dataset_import_zip(
+        dataset=dataset, file=io.BytesIO(zip_of({"a/1.png": png(size=big), "b/2.png": png((0, 0, 255), size=big)}))
+    )
     items = list(dataset.items.all())
     assert all(stored(item.thumbnail_name).is_file() for item in items)
     with django_capture_on_commit_callbacks(execute=True):
@@ -77,13 +80,14 @@ def test_a_zip_import_makes_every_images_thumbnail_and_deleting_items_deletes_th
 
 
 def test_replacing_an_image_replaces_its_thumbnail(dataset, django_capture_on_commit_callbacks):
-    item = dataset_item_create(dataset=dataset, label="cat", file=io.BytesIO(png(size=(30, 10))))
+    item = dataset_item_create(dataset=dataset, label="cat", file=io.BytesIO(png(size=(300, 100))))
     old = item.thumbnail_name
+    assert stored(old).is_file()
     with django_capture_on_commit_callbacks(execute=True):
-        dataset_item_update(item=item, file=ContentFile(png(size=(10, 30)), name="new.png"))
+        dataset_item_update(item=item, file=ContentFile(png(size=(100, 300)), name="new.png"))
     assert not stored(old).exists()
     with Image.open(stored(item.thumbnail_name)) as image:
-        assert image.size == (10, 30)
+        assert image.size == (85, 256)
 
 
 def test_an_item_stored_before_thumbnails_gets_one_on_its_first_request(admin_client, dataset):
