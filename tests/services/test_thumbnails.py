@@ -127,3 +127,51 @@ def test_the_item_list_of_the_admin_shows_thumbnails_not_originals(admin_client,
     item = dataset_item_create(dataset=dataset, label="cat", file=io.BytesIO(png()))
     html = admin_client.get("/admin/management/datasetitem/").content.decode()
     assert item.thumbnail_url in html and f'src="{item.image.url}"' not in html
+
+
+def test_a_small_image_shown_as_it_is_is_its_own_thumbnail_and_its_thumbnail_url_answers_with_it(admin_client, dataset):
+    original = png(size=(28, 28))
+    dataset_import_zip(dataset=dataset, file=io.BytesIO(zip_of({"a/1.png": original})))
+    item = dataset.items.get()
+    assert not stored(item.thumbnail_name).exists()  # no WebP made for it
+    response = admin_client.get(item.thumbnail_url)
+    assert response.status_code == 200 and body(response) == original
+    assert response["Content-Type"] == "image/png"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Content-Security-Policy"] == "default-src 'none'; sandbox"
+    assert not stored(item.thumbnail_name).exists()  # nor on its request
+
+
+def animated_gif() -> bytes:
+    buffer = io.BytesIO()
+    frames = [Image.new("RGB", (20, 20), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("wide.png", png(size=(300, 20))),  # larger than a thumbnail
+        ("turned.jpg", photo(40, 20, orientation=6)),  # a browser may not turn it upright
+        ("sixteen.png", png(0, size=(20, 20), mode="I;16")),  # 16-bit: shown differently, or not at all
+        ("small.tiff", png(size=(20, 20), format="TIFF")),  # browsers do not show TIFF
+        ("cmyk.jpg", png((0, 0, 0, 0), size=(20, 20), mode="CMYK", format="JPEG")),
+        ("moving.gif", animated_gif()),  # the thumbnail is its first frame, still
+    ],
+)
+def test_a_small_image_a_browser_would_not_show_as_it_is_still_gets_a_webp_thumbnail(admin_client, dataset, name, data):
+    dataset_import_zip(dataset=dataset, file=io.BytesIO(zip_of({f"a/{name}": data})))
+    item = dataset.items.get()
+    assert stored(item.thumbnail_name).is_file()
+    response = admin_client.get(item.thumbnail_url)
+    assert response.status_code == 200 and response["Content-Type"] == "image/webp"
+
+
+def test_an_item_added_by_the_admin_form_with_a_small_image_answers_its_thumbnail_with_the_image(admin_client, dataset):
+    item = DataSetItem(dataset=dataset, label="cat")
+    item.image.save("x.png", ContentFile(png(size=(24, 24))), save=False)
+    item.save()
+    response = admin_client.get(item.thumbnail_url)
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    assert not stored(item.thumbnail_name).exists()
