@@ -283,6 +283,10 @@ def is_own_thumbnail(image: Image.Image, *, size_bytes: int, side: int = THUMBNA
 def _thumbnail_of(image: Image.Image, side: int) -> bytes:
     """The WebP thumbnail of an opened image (decoded here if it is not yet)."""
     orientation = _orientation(image)
+    # A JPEG is first reduced by whole factors (a box filter, as its decoder's draft mode reduces it),
+    # to no less than the thumbnail's size, then resampled: 640x480 to 256 px in about 1 ms instead of 4
+    # ms of Lanczos over every pixel. Other formats are resampled from closer (Pillow's default gap).
+    reducing_gap = 1.0 if image.format == "JPEG" else 2.0
     if image.mode in {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}:
         image = _to_8_bit(image)
     transparent = image.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or (
@@ -291,11 +295,13 @@ def _thumbnail_of(image: Image.Image, side: int) -> bytes:
     image = image.convert("RGBA" if transparent else "RGB")
     # Shrunk before it is turned upright: the box is square, so the result is the same, and only the
     # thumbnail's pixels are transposed.
-    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    image.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
     if orientation in ORIENTATION_TRANSPOSE:
         image = image.transpose(ORIENTATION_TRANSPOSE[orientation])
     output = io.BytesIO()
-    image.save(output, format="WEBP", quality=THUMBNAIL_QUALITY, method=4)
+    # Method 2 rather than 4: a 256 px photo's thumbnail in 2.5 ms instead of 6.2 ms, 3 % larger, the same
+    # quality within 0.13 dB of PSNR (measured on bench.thumbnails' photo).
+    image.save(output, format="WEBP", quality=THUMBNAIL_QUALITY, method=2)
     return output.getvalue()
 
 
