@@ -3,6 +3,7 @@
 
 import io
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.conf import settings
@@ -18,6 +19,7 @@ from datasets.services import (
     dataset_item_update,
     dataset_items_delete,
 )
+from management.files import media_create
 from tests.images import png, zip_of
 
 pytestmark = pytest.mark.django_db
@@ -175,3 +177,26 @@ def test_an_item_added_by_the_admin_form_with_a_small_image_answers_its_thumbnai
     response = admin_client.get(item.thumbnail_url)
     assert response.status_code == 200 and response["Content-Type"] == "image/png"
     assert not stored(item.thumbnail_name).exists()
+
+
+@pytest.mark.parametrize("failing", [1, 2], ids=["the image", "its thumbnail"])
+def test_a_replacement_that_cannot_be_written_keeps_the_old_image_and_leaves_no_new_file(dataset, failing):
+    item = dataset_item_create(dataset=dataset, label="cat", file=io.BytesIO(png(size=(300, 100))))
+    old = {item.image.name, item.thumbnail_name}
+    before = {path for path in Path(settings.MEDIA_ROOT, "datasets").rglob("*") if path.is_file()}
+    real_create = media_create
+    calls = []
+
+    def full_on(storage, name, data):
+        calls.append(name)
+        if len(calls) == failing:
+            raise OSError(28, "No space left on device", name)
+        return real_create(storage=storage, name=name, data=data)
+
+    with mock.patch("management.journal.media_create", lambda *, storage, name, data: full_on(storage, name, data)):
+        with pytest.raises(OSError):
+            dataset_item_update(item=item, file=ContentFile(png(size=(100, 300)), name="new.png"))
+    assert {path for path in Path(settings.MEDIA_ROOT, "datasets").rglob("*") if path.is_file()} == before
+    assert all(stored(name).is_file() for name in old)
+    item.refresh_from_db()
+    assert {item.image.name, item.thumbnail_name} == old
