@@ -252,17 +252,19 @@ ORIENTATION_TRANSPOSE = {
 
 @dataclass(frozen=True)
 class InspectedImage:
-    """An image verified whole, and its thumbnail (None when the image is its own thumbnail)."""
+    """An image verified whole, and its thumbnail: None when the image is its own thumbnail, or when
+    none can be made (a mode no viewer shows): the image is kept, and the lists show nothing for it."""
 
     info: ImageInfo
     thumbnail: bytes | None
 
 
-def _orientation(image: Image.Image) -> int:
+def _orientation(image: Image.Image) -> int | None:
+    """The image's EXIF orientation (1: upright, the default); None when its EXIF cannot be read."""
     try:
         return int(image.getexif().get(EXIF_ORIENTATION, 1))
-    except (TypeError, ValueError):
-        return 1
+    except Exception:  # noqa: BLE001 - Pillow's EXIF parser raises many kinds on a malformed block
+        return None
 
 
 def is_own_thumbnail(image: Image.Image, *, size_bytes: int, side: int = THUMBNAIL_SIDE) -> bool:
@@ -315,10 +317,14 @@ def inspect_image(image: Image.Image, *, size_bytes: int, side: int = THUMBNAIL_
         if image.width < 1 or image.height < 1:
             raise ValueError("image has no pixels")
         info = ImageInfo(format=image.format or "unknown", width=image.width, height=image.height)
-        own = is_own_thumbnail(image, size_bytes=size_bytes, side=side)
-        return InspectedImage(info=info, thumbnail=None if own else _thumbnail_of(image, side))
     except (OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"image is truncated or corrupt ({error})") from None
+    if is_own_thumbnail(image, size_bytes=size_bytes, side=side):
+        return InspectedImage(info=info, thumbnail=None)
+    try:
+        return InspectedImage(info=info, thumbnail=_thumbnail_of(image, side))
+    except (ValueError, OSError, SyntaxError):  # decoded whole, but not to be made smaller: kept, as before
+        return InspectedImage(info=info, thumbnail=None)
 
 
 def make_thumbnail(source: ImageSource, *, side: int = THUMBNAIL_SIDE, max_pixels: int | None = None) -> bytes:
