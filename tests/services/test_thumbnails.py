@@ -3,6 +3,7 @@
 
 import io
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.conf import settings
@@ -18,6 +19,7 @@ from datasets.services import (
     dataset_item_update,
     dataset_items_delete,
 )
+from management.files import media_create
 from tests.images import png, zip_of
 
 pytestmark = pytest.mark.django_db
@@ -65,7 +67,10 @@ def test_a_thumbnail_follows_the_exif_orientation(dataset):
 def test_a_zip_import_makes_every_images_thumbnail_and_deleting_items_deletes_them(
     dataset, django_capture_on_commit_callbacks
 ):
-    dataset_import_zip(dataset=dataset, file=io.BytesIO(zip_of({"a/1.png": png(), "b/2.png": png((0, 0, 255))})))
+    big = (300, 20)  # wider than a thumbnail: each gets one
+    dataset_import_zip(
+        dataset=dataset, file=io.BytesIO(zip_of({"a/1.png": png(size=big), "b/2.png": png((0, 0, 255), size=big)}))
+    )
     items = list(dataset.items.all())
     assert all(stored(item.thumbnail_name).is_file() for item in items)
     with django_capture_on_commit_callbacks(execute=True):
@@ -77,13 +82,14 @@ def test_a_zip_import_makes_every_images_thumbnail_and_deleting_items_deletes_th
 
 
 def test_replacing_an_image_replaces_its_thumbnail(dataset, django_capture_on_commit_callbacks):
-    item = dataset_item_create(dataset=dataset, label="cat", file=io.BytesIO(png(size=(30, 10))))
+    item = dataset_item_create(dataset=dataset, label="cat", file=io.BytesIO(png(size=(300, 100))))
     old = item.thumbnail_name
+    assert stored(old).is_file()
     with django_capture_on_commit_callbacks(execute=True):
-        dataset_item_update(item=item, file=ContentFile(png(size=(10, 30)), name="new.png"))
+        dataset_item_update(item=item, file=ContentFile(png(size=(100, 300)), name="new.png"))
     assert not stored(old).exists()
     with Image.open(stored(item.thumbnail_name)) as image:
-        assert image.size == (10, 30)
+        assert image.size == (85, 256)
 
 
 def test_an_item_stored_before_thumbnails_gets_one_on_its_first_request(admin_client, dataset):
@@ -123,3 +129,74 @@ def test_the_item_list_of_the_admin_shows_thumbnails_not_originals(admin_client,
     item = dataset_item_create(dataset=dataset, label="cat", file=io.BytesIO(png()))
     html = admin_client.get("/admin/management/datasetitem/").content.decode()
     assert item.thumbnail_url in html and f'src="{item.image.url}"' not in html
+
+
+def test_a_small_image_shown_as_it_is_is_its_own_thumbnail_and_its_thumbnail_url_answers_with_it(admin_client, dataset):
+    original = png(size=(28, 28))
+    dataset_import_zip(dataset=dataset, file=io.BytesIO(zip_of({"a/1.png": original})))
+    item = dataset.items.get()
+    assert not stored(item.thumbnail_name).exists()  # no WebP made for it
+    response = admin_client.get(item.thumbnail_url)
+    assert response.status_code == 200 and body(response) == original
+    assert response["Content-Type"] == "image/png"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Content-Security-Policy"] == "default-src 'none'; sandbox"
+    assert not stored(item.thumbnail_name).exists()  # nor on its request
+
+
+def animated_gif() -> bytes:
+    buffer = io.BytesIO()
+    frames = [Image.new("RGB", (20, 20), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("wide.png", png(size=(300, 20))),  # larger than a thumbnail
+        ("turned.jpg", photo(40, 20, orientation=6)),  # a browser may not turn it upright
+        ("sixteen.png", png(0, size=(20, 20), mode="I;16")),  # 16-bit: shown differently, or not at all
+        ("small.tiff", png(size=(20, 20), format="TIFF")),  # browsers do not show TIFF
+        ("cmyk.jpg", png((0, 0, 0, 0), size=(20, 20), mode="CMYK", format="JPEG")),
+        ("moving.gif", animated_gif()),  # the thumbnail is its first frame, still
+    ],
+)
+def test_a_small_image_a_browser_would_not_show_as_it_is_still_gets_a_webp_thumbnail(admin_client, dataset, name, data):
+    dataset_import_zip(dataset=dataset, file=io.BytesIO(zip_of({f"a/{name}": data})))
+    item = dataset.items.get()
+    assert stored(item.thumbnail_name).is_file()
+    response = admin_client.get(item.thumbnail_url)
+    assert response.status_code == 200 and response["Content-Type"] == "image/webp"
+
+
+def test_an_item_added_by_the_admin_form_with_a_small_image_answers_its_thumbnail_with_the_image(admin_client, dataset):
+    item = DataSetItem(dataset=dataset, label="cat")
+    item.image.save("x.png", ContentFile(png(size=(24, 24))), save=False)
+    item.save()
+    response = admin_client.get(item.thumbnail_url)
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    assert not stored(item.thumbnail_name).exists()
+
+
+@pytest.mark.parametrize("failing", [1, 2], ids=["the image", "its thumbnail"])
+def test_a_replacement_that_cannot_be_written_keeps_the_old_image_and_leaves_no_new_file(dataset, failing):
+    item = dataset_item_create(dataset=dataset, label="cat", file=io.BytesIO(png(size=(300, 100))))
+    old = {item.image.name, item.thumbnail_name}
+    before = {path for path in Path(settings.MEDIA_ROOT, "datasets").rglob("*") if path.is_file()}
+    real_create = media_create
+    calls = []
+
+    def full_on(storage, name, data):
+        calls.append(name)
+        if len(calls) == failing:
+            raise OSError(28, "No space left on device", name)
+        return real_create(storage=storage, name=name, data=data)
+
+    with mock.patch("management.journal.media_create", lambda *, storage, name, data: full_on(storage, name, data)):
+        with pytest.raises(OSError):
+            dataset_item_update(item=item, file=ContentFile(png(size=(100, 300)), name="new.png"))
+    assert {path for path in Path(settings.MEDIA_ROOT, "datasets").rglob("*") if path.is_file()} == before
+    assert all(stored(name).is_file() for name in old)
+    item.refresh_from_db()
+    assert {item.image.name, item.thumbnail_name} == old
