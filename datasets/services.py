@@ -47,7 +47,6 @@ from ml.images import (
     TooManyPixels,
     image_file_name,
     inspect_image,
-    is_own_thumbnail,
     make_thumbnail,
     open_image,
     verify_image,
@@ -158,7 +157,8 @@ def _item_files_write(item: DataSetItem, data: bytes, inspected: InspectedImage,
     (random, from the detected format), journalled first; `item.image` then names the image."""
     storage = item.image.storage
     # item_image_path is the field's upload_to: a fresh random name, so no storage is asked whether it is free.
-    item.image = journal.create(storage, item_image_path(item, image_file_name(inspected.info.format)), data)
+    name = item_image_path(item, image_file_name(inspected.info.format), own_thumbnail=inspected.own_thumbnail)
+    item.image = journal.create(storage, name, data)
     if inspected.thumbnail is not None:
         name = thumbnail_name(item.image.name)
         saved = journal.create(storage, name, inspected.thumbnail)
@@ -184,11 +184,10 @@ def _thumbnail_save(storage, name: str, data: bytes, journal: MediaJournal | Non
 
 
 def dataset_item_thumbnail_source(*, name: str) -> str | None:
-    """The media file that answers a request for the thumbnail `name` when it has no file: the item's
-    original when that is its own thumbnail (small and shown as it is, `ml.images.is_own_thumbnail`: no
-    thumbnail is made for it), else the thumbnail made now from the original (items added before
-    thumbnails existed, or through the admin's form); None when `name` is no item's thumbnail or none
-    can be made."""
+    """The media file that answers a request for the thumbnail `name` when it has no file: the thumbnail
+    made now from the item's original (items added before thumbnails existed), kept, so this is done once
+    per image; None when `name` is no item's thumbnail or none can be made. (An image small enough to be
+    its own thumbnail is named so at import, and its thumbnail URL is its own: it never comes here.)"""
     prefix = thumbnail_image_prefix(name)
     if prefix is None:
         return None
@@ -203,12 +202,6 @@ def dataset_item_thumbnail_source(*, name: str) -> str | None:
             data = file.read()
     except OSError:
         return None
-    try:
-        with open_image(data, settings.KERASUI_MAX_IMAGE_PIXELS or None) as image:
-            if is_own_thumbnail(image, size_bytes=len(data)):
-                return item.image.name
-    except (ValueError, OSError, SyntaxError):
-        return None
     return name if _thumbnail_save(storage, name, data) else None
 
 
@@ -216,7 +209,8 @@ def _files_of(item: DataSetItem) -> list[tuple[object, str]]:
     """An item's files: its image and its thumbnail."""
     if not item.image.name:
         return []
-    return [(item.image.storage, item.image.name), (item.image.storage, thumbnail_name(item.image.name))]
+    names = dict.fromkeys([item.image.name, thumbnail_name(item.image.name)])  # one when its own thumbnail
+    return [(item.image.storage, name) for name in names]
 
 
 def dataset_item_create(
@@ -690,7 +684,7 @@ def dataset_delete(*, dataset: DataSet) -> None:
         )
     storage = DataSetItem._meta.get_field("image").storage
     names = dataset.items.order_by().values_list("image", flat=True).iterator(chunk_size=5000)
-    files = [(storage, stored) for name in names if name for stored in (name, thumbnail_name(name))]
+    files = [(storage, stored) for name in names if name for stored in dict.fromkeys((name, thumbnail_name(name)))]
     for run in dataset.runs.all():
         files += [(run.model_file.storage, run.model_file.name), (run.log_file.storage, run.log_file.name)]
     folders = list(dataset.runs.exclude(checkpoint="").values_list("checkpoint", flat=True))

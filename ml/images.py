@@ -257,6 +257,7 @@ class InspectedImage:
 
     info: ImageInfo
     thumbnail: bytes | None
+    own_thumbnail: bool = False
 
 
 def _orientation(image: Image.Image) -> int | None:
@@ -320,7 +321,7 @@ def inspect_image(image: Image.Image, *, size_bytes: int, side: int = THUMBNAIL_
     except (OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"image is truncated or corrupt ({error})") from None
     if is_own_thumbnail(image, size_bytes=size_bytes, side=side):
-        return InspectedImage(info=info, thumbnail=None)
+        return InspectedImage(info=info, thumbnail=None, own_thumbnail=True)
     try:
         return InspectedImage(info=info, thumbnail=_thumbnail_of(image, side))
     except (ValueError, OSError, SyntaxError):  # decoded whole, but not to be made smaller: kept, as before

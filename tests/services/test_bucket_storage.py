@@ -78,7 +78,9 @@ def test_a_zip_import_puts_images_and_thumbnails_in_the_bucket_and_a_small_image
     items = {item.original_name: item for item in dataset.items.all()}
     stored = keys(bucket)
     assert {items["small.png"].image.name, items["wide.png"].image.name, items["wide.png"].thumbnail_name} <= stored
-    assert items["small.png"].thumbnail_name not in stored
+    assert items["small.png"].thumbnail_name == items["small.png"].image.name  # its own thumbnail: no WebP made
+    assert not any(key.startswith(f"datasets/{dataset.pk}/thumbnails/") and "-t" in key for key in stored)
+    assert sum(key.startswith(f"datasets/{dataset.pk}/thumbnails/") for key in stored) == 1  # the wide one's
     assert not any(key.startswith("journal/") for key in stored)  # a process's own journal stays on its disk
     api = APIClient()
     api.force_authenticate(admin_user)

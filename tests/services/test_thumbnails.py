@@ -9,6 +9,8 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.core.files.base import ContentFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from PIL import Image
 
 from datasets.models import DataSet, DataSetItem
@@ -126,7 +128,7 @@ def test_the_api_lists_items_with_their_thumbnail_newest_first_when_asked(admin_
 
 
 def test_the_item_list_of_the_admin_shows_thumbnails_not_originals(admin_client, dataset):
-    item = dataset_item_create(dataset=dataset, label="cat", file=io.BytesIO(png()))
+    item = dataset_item_create(dataset=dataset, label="cat", file=io.BytesIO(png(size=(300, 100))))
     html = admin_client.get("/admin/management/datasetitem/").content.decode()
     assert item.thumbnail_url in html and f'src="{item.image.url}"' not in html
 
@@ -135,13 +137,19 @@ def test_a_small_image_shown_as_it_is_is_its_own_thumbnail_and_its_thumbnail_url
     original = png(size=(28, 28))
     dataset_import_zip(dataset=dataset, file=io.BytesIO(zip_of({"a/1.png": original})))
     item = dataset.items.get()
-    assert not stored(item.thumbnail_name).exists()  # no WebP made for it
-    response = admin_client.get(item.thumbnail_url)
+    # Its name says so: its thumbnail is itself, no WebP is made, and no lookup is needed to serve it.
+    assert item.image.name.endswith("-t.png") and item.thumbnail_name == item.image.name
+    assert item.thumbnail_url == item.image.url
+    thumbnails = stored(f"datasets/{dataset.pk}/thumbnails")
+    assert not thumbnails.exists() or not any(thumbnails.iterdir())
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(item.thumbnail_url)
     assert response.status_code == 200 and body(response) == original
     assert response["Content-Type"] == "image/png"
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["Content-Security-Policy"] == "default-src 'none'; sandbox"
-    assert not stored(item.thumbnail_name).exists()  # nor on its request
+    assert not any("LIKE" in query["sql"] for query in queries.captured_queries)  # no item looked up by name
+    assert not thumbnails.exists() or not any(thumbnails.iterdir())  # nor on its request
 
 
 def animated_gif() -> bytes:
@@ -170,13 +178,20 @@ def test_a_small_image_a_browser_would_not_show_as_it_is_still_gets_a_webp_thumb
     assert response.status_code == 200 and response["Content-Type"] == "image/webp"
 
 
-def test_an_item_added_by_the_admin_form_with_a_small_image_answers_its_thumbnail_with_the_image(admin_client, dataset):
+def test_a_small_image_stored_before_thumbnails_gets_a_webp_once_on_its_first_request(admin_client, dataset):
     item = DataSetItem(dataset=dataset, label="cat")
     item.image.save("x.png", ContentFile(png(size=(24, 24))), save=False)
     item.save()
     response = admin_client.get(item.thumbnail_url)
-    assert response.status_code == 200 and response["Content-Type"] == "image/png"
-    assert not stored(item.thumbnail_name).exists()
+    assert response.status_code == 200 and response["Content-Type"] == "image/webp"
+    assert stored(item.thumbnail_name).is_file()  # kept: the next request finds the file
+
+
+def test_an_image_added_through_the_service_small_enough_is_named_as_its_own_thumbnail(dataset):
+    small = dataset_item_create(dataset=dataset, label="cat", file=io.BytesIO(png(size=(24, 24))))
+    large = dataset_item_create(dataset=dataset, label="cat", file=io.BytesIO(png(size=(300, 100))))
+    assert small.thumbnail_name == small.image.name
+    assert large.thumbnail_name != large.image.name and stored(large.thumbnail_name).is_file()
 
 
 @pytest.mark.parametrize("failing", [1, 2], ids=["the image", "its thumbnail"])
