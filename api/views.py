@@ -40,7 +40,7 @@ from api.permissions import (
 )
 from api.serializers import UserSerializer
 from datasets.services import (
-    dataset_item_thumbnail_make,
+    dataset_item_thumbnail_source,
 )
 from jobs import lifecycle
 from management import metrics
@@ -200,8 +200,9 @@ class MediaView(APIView):
             raise Http404 from None
         relative = Path(os.path.relpath(full_path, os.path.abspath(settings.MEDIA_ROOT))).as_posix()
         if not default_storage.exists(relative):
-            # A thumbnail is made on its first request when its image came before thumbnails did.
-            dataset_item_thumbnail_make(name=relative)
+            # A thumbnail with no file: its image is its own thumbnail (small, shown as it is), or came
+            # before thumbnails did (made now).
+            relative = dataset_item_thumbnail_source(name=relative) or relative
         return media_response(relative)
 
     def handle_exception(self, exc):

@@ -27,22 +27,29 @@ if TYPE_CHECKING:
 MODEL_CODE_PERMISSION = "management.change_model_code"
 
 
-def item_image_path(instance: "DataSetItem", filename: str) -> str:
+def item_image_path(instance: "DataSetItem", filename: str, *, own_thumbnail: bool = False) -> str:
     """datasets/<dataset>/<random>.<ext>: the extension is the server's (see ServerNamedImageField);
-    anything but a short alphanumeric extension becomes .bin, which is only ever downloaded."""
+    anything but a short alphanumeric extension becomes .bin, which is only ever downloaded. An image
+    small enough to be its own thumbnail (`ml.images.is_own_thumbnail`) says so in its name
+    (<random>-t.<ext>), so its thumbnail URL is its own without a file or a lookup."""
     extension = PurePosixPath(filename).suffix.lower().lstrip(".")
     if not re.fullmatch(r"[a-z0-9]{1,5}", extension):
         extension = "bin"
-    return f"datasets/{instance.dataset_id}/{uuid.uuid4().hex[:16]}.{extension}"
+    mark = OWN_THUMBNAIL_MARK if own_thumbnail else ""
+    return f"datasets/{instance.dataset_id}/{uuid.uuid4().hex[:16]}{mark}.{extension}"
 
 
 THUMBNAIL_FOLDER = "thumbnails"
+OWN_THUMBNAIL_MARK = "-t"
 
 
 def thumbnail_name(image_name: str) -> str:
     """The thumbnail of datasets/<dataset>/<random>.<ext>: datasets/<dataset>/thumbnails/<random>.webp,
-    a name the server made (from the image's), served by the private media view like the image."""
+    a name the server made (from the image's), served by the private media view like the image; an
+    image named as its own thumbnail (<random>-t.<ext>) is its thumbnail."""
     path = PurePosixPath(image_name)
+    if path.stem.endswith(OWN_THUMBNAIL_MARK):
+        return image_name
     return str(path.parent / THUMBNAIL_FOLDER / f"{path.stem}.webp")
 
 

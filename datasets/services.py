@@ -31,16 +31,26 @@ from datasets.models import (
     DataSetItem,
     ImportJob,
     LabelCount,
+    item_image_path,
     original_file_name,
     thumbnail_image_prefix,
     thumbnail_name,
 )
 from jobs import lifecycle, runner
 from labelling.models import Suggestion
-from management.budgets import pixel_budget_charge
+from management.budgets import image_too_large, pixel_budget_charge, pixels_budget_charge
 from management.errors import Conflict, InsufficientStorage, ServiceError
 from management.journal import MediaJournal, media_journal
-from ml.images import ImageInfo, image_file_name, make_thumbnail, verify_image
+from ml.images import (
+    ImageInfo,
+    InspectedImage,
+    TooManyPixels,
+    image_file_name,
+    inspect_image,
+    make_thumbnail,
+    open_image,
+    verify_image,
+)
 from training.models import TrainingRun
 
 MAX_LABEL_LENGTH = DataSetItem._meta.get_field("label").max_length
@@ -123,6 +133,39 @@ def image_check(data: bytes, *, name: str, field_name: str = "image", user_id: i
         raise ServiceError(f"{name}: {error}", field=field_name) from None
 
 
+def image_inspect(data: bytes, *, name: str, field_name: str = "image", user_id: int | None = None) -> InspectedImage:
+    """`image_check`'s checks (whole and decodable, its pixels within the budgets from its header before
+    decoding) and the image's thumbnail, from one opening and one decoding of the image: what a new
+    image goes through (one image, or each of a zip's)."""
+    image_size_check(data, name=name, field_name=field_name)
+    try:
+        image = open_image(data, settings.KERASUI_MAX_IMAGE_PIXELS or None)
+    except TooManyPixels as error:
+        raise image_too_large(name=name, error=error, field_name=field_name) from None
+    except ValueError as error:
+        raise ServiceError(f"{name}: {error}", field=field_name) from None
+    with image:
+        pixels_budget_charge(pixels=image.width * image.height, user_id=user_id, field_name=field_name)
+        try:
+            return inspect_image(image, size_bytes=len(data))
+        except ValueError as error:
+            raise ServiceError(f"{name}: {error}", field=field_name) from None
+
+
+def _item_files_write(item: DataSetItem, data: bytes, inspected: InspectedImage, journal: MediaJournal) -> None:
+    """Keep a new image and its thumbnail (none when it is its own) under names the server makes
+    (random, from the detected format), journalled first; `item.image` then names the image."""
+    storage = item.image.storage
+    # item_image_path is the field's upload_to: a fresh random name, so no storage is asked whether it is free.
+    name = item_image_path(item, image_file_name(inspected.info.format), own_thumbnail=inspected.own_thumbnail)
+    item.image = journal.create(storage, name, data)
+    if inspected.thumbnail is not None:
+        name = thumbnail_name(item.image.name)
+        saved = journal.create(storage, name, inspected.thumbnail)
+        if saved != name:  # a file had that name already: keep it
+            storage.delete(saved)
+
+
 def _thumbnail_save(storage, name: str, data: bytes, journal: MediaJournal | None = None) -> bool:
     """Write the thumbnail `name` from the image `data` unless it exists; False when the image cannot be
     made smaller (the lists then show nothing for it, never the original)."""
@@ -140,31 +183,34 @@ def _thumbnail_save(storage, name: str, data: bytes, journal: MediaJournal | Non
     return True
 
 
-def dataset_item_thumbnail_make(*, name: str) -> bool:
-    """Make the thumbnail `name` on its first request, from its item's original (items added before
-    thumbnails existed, or through the admin's form). True when the thumbnail exists afterwards."""
+def dataset_item_thumbnail_source(*, name: str) -> str | None:
+    """The media file that answers a request for the thumbnail `name` when it has no file: the thumbnail
+    made now from the item's original (items added before thumbnails existed), kept, so this is done once
+    per image; None when `name` is no item's thumbnail or none can be made. (An image small enough to be
+    its own thumbnail is named so at import, and its thumbnail URL is its own: it never comes here.)"""
     prefix = thumbnail_image_prefix(name)
     if prefix is None:
-        return False
+        return None
     item = DataSetItem.objects.filter(image__startswith=prefix).first()
     if item is None or thumbnail_name(item.image.name) != name:
-        return False
+        return None
     storage = item.image.storage
     if storage.exists(name):
-        return True
+        return name
     try:
         with item.image.open("rb") as file:
             data = file.read()
     except OSError:
-        return False
-    return _thumbnail_save(storage, name, data)
+        return None
+    return name if _thumbnail_save(storage, name, data) else None
 
 
 def _files_of(item: DataSetItem) -> list[tuple[object, str]]:
     """An item's files: its image and its thumbnail."""
     if not item.image.name:
         return []
-    return [(item.image.storage, item.image.name), (item.image.storage, thumbnail_name(item.image.name))]
+    names = dict.fromkeys([item.image.name, thumbnail_name(item.image.name)])  # one when its own thumbnail
+    return [(item.image.storage, name) for name in names]
 
 
 def dataset_item_create(
@@ -176,12 +222,11 @@ def dataset_item_create(
     name = name or getattr(file, "name", "") or ""
     label = label_or_unlabelled(label)
     data = file.read()
-    info = image_check(data, name=name or "image", user_id=user_id)
+    inspected = image_inspect(data, name=name or "image", user_id=user_id)
     item = DataSetItem(dataset=dataset, label=label, original_name=original_file_name(name))
     with media_journal() as journal:
-        journal.save(item.image, image_file_name(info.format), ContentFile(data))
         try:
-            _thumbnail_save(item.image.storage, item.thumbnail_name, data, journal)
+            _item_files_write(item, data, inspected, journal)
             with transaction.atomic():
                 item.save()
                 label_counts_add(changes=Counter({(dataset.pk, item.label): 1}))
@@ -208,15 +253,13 @@ def dataset_item_update(
     if file is not None:
         name = getattr(file, "name", "") or ""
         data = file.read()
-        info = image_check(data, name=name or "image")
+        inspected = image_inspect(data, name=name or "image")
         old_files = _files_of(item)
         item.original_name = original_file_name(name)
     with media_journal() as journal:
-        if file is not None:
-            journal.save(item.image, image_file_name(info.format), ContentFile(data))
         try:
             if file is not None:
-                _thumbnail_save(item.image.storage, item.thumbnail_name, data, journal)
+                _item_files_write(item, data, inspected, journal)
             with transaction.atomic():
                 item.save()
                 changes = Counter({was: -1})
@@ -226,8 +269,9 @@ def dataset_item_update(
                 if old_files:
                     delete_files_on_commit(old_files)
         except BaseException:
-            if old_files:
-                for storage, stored in _files_of(item):
+            # The new image's files, if any was written (never the old ones: they stay the item's).
+            for storage, stored in _files_of(item) if old_files else []:
+                if stored not in {name for _, name in old_files}:
                     storage.delete(stored)
             raise
     return item
@@ -464,7 +508,7 @@ def _import_entries(
             else:
                 try:
                     data = archive.read(info)
-                    image_format = image_check(data, name=info.filename).format
+                    inspected = image_inspect(data, name=info.filename)
                 except ServiceError as error:
                     reason = error.message.removeprefix(f"{info.filename}: ")
                 except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as error:
@@ -478,10 +522,10 @@ def _import_entries(
                 report.skipped.append({"name": info.filename, "reason": reason})
                 continue
             item = DataSetItem(dataset=dataset, label=entry_label, original_name=original_file_name(parts[-1]))
-            # The server names the file from its format; the entry's name is kept only as data.
-            journal.save(item.image, image_file_name(image_format), ContentFile(data))
+            # The server names the file from its format; the entry's name is kept only as data. Listed
+            # before its files are written, so that whatever fails deletes what was written of them.
             items.append(item)
-            _thumbnail_save(item.image.storage, item.thumbnail_name, data, journal)
+            _item_files_write(item, data, inspected, journal)
         with transaction.atomic():
             DataSetItem.objects.bulk_create(items, batch_size=500)
             label_counts_add(changes=Counter((dataset.pk, item.label) for item in items))
@@ -640,7 +684,7 @@ def dataset_delete(*, dataset: DataSet) -> None:
         )
     storage = DataSetItem._meta.get_field("image").storage
     names = dataset.items.order_by().values_list("image", flat=True).iterator(chunk_size=5000)
-    files = [(storage, stored) for name in names if name for stored in (name, thumbnail_name(name))]
+    files = [(storage, stored) for name in names if name for stored in dict.fromkeys((name, thumbnail_name(name)))]
     for run in dataset.runs.all():
         files += [(run.model_file.storage, run.model_file.name), (run.log_file.storage, run.log_file.name)]
     folders = list(dataset.runs.exclude(checkpoint="").values_list("checkpoint", flat=True))

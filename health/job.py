@@ -210,6 +210,8 @@ def health_check_compute(*, check: HealthCheck, progress: Progress) -> dict:
             progress=progress,
         )
         method = f"{backbone.label} features at {image_size} px, softmax head per fold"
+        # Only the fallback reads the decoded images again: unmapped, their pages leave this process.
+        images = None
     else:
         features = _pixel_features(images)
         method = f"the dataset's own model code trained per fold at {image_size} px: {fallback}"

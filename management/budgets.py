@@ -85,6 +85,17 @@ def user_pixels_reset() -> None:
         _spent.clear()
 
 
+def image_too_large(*, name: str, error: TooManyPixels, field_name: str = "image") -> TooLarge:
+    """The 413 for an image whose header says it has more pixels than KERASUI_MAX_IMAGE_PIXELS."""
+    limit = settings.KERASUI_MAX_IMAGE_PIXELS
+    return TooLarge(
+        f"{name}: {error.pixels:,} pixels; at most {limit:,} per image (KERASUI_MAX_IMAGE_PIXELS)",
+        field=field_name,
+        setting="KERASUI_MAX_IMAGE_PIXELS",
+        limit=limit,
+    )
+
+
 def image_pixels_check(*, name: str, data: bytes, field_name: str = "image", side: int | None = None) -> int:
     """The pixels decoding `data` will fill (see decoded_pixels); 413 above KERASUI_MAX_IMAGE_PIXELS,
     400 for what is not an image."""
@@ -92,12 +103,7 @@ def image_pixels_check(*, name: str, data: bytes, field_name: str = "image", sid
     try:
         return decoded_pixels(data, side=side, max_pixels=limit or None)
     except TooManyPixels as error:
-        raise TooLarge(
-            f"{name}: {error.pixels:,} pixels; at most {limit:,} per image (KERASUI_MAX_IMAGE_PIXELS)",
-            field=field_name,
-            setting="KERASUI_MAX_IMAGE_PIXELS",
-            limit=limit,
-        ) from None
+        raise image_too_large(name=name, error=error, field_name=field_name) from None
     except ValueError as error:
         raise ServiceError(f"{name}: {error}", field=field_name) from None
 
@@ -108,6 +114,14 @@ def pixel_budget_charge(
     """Check a request's images against the three pixel budgets before any is decoded, and count them
     against the user's minute. Returns the request's pixels; raises TooLarge (413) or OverBudget (429)."""
     total = sum(image_pixels_check(name=name, data=data, field_name=field_name, side=side) for name, data in images)
+    return pixels_budget_charge(pixels=total, user_id=user_id, field_name=field_name)
+
+
+def pixels_budget_charge(*, pixels: int, user_id: int | None, field_name: str = "image") -> int:
+    """Hold `pixels` (a request's, each image already within KERASUI_MAX_IMAGE_PIXELS) to the request's
+    and the user's budgets, counting them against the user's minute: for a caller that has read the
+    headers itself (the import opens each image once)."""
+    total = pixels
     request_limit = settings.KERASUI_MAX_REQUEST_PIXELS
     if request_limit and total > request_limit:
         raise TooLarge(

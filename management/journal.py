@@ -21,6 +21,7 @@ from django.core.files.base import File
 from django.core.files.storage import default_storage
 
 from datasets.models import DataSet, DataSetItem
+from management.files import media_create
 from management.processes import pid_alive
 from training.models import TrainingRun
 
@@ -54,6 +55,15 @@ class MediaJournal:
         field.name = saved
         setattr(field.instance, field.field.attname, saved)
         field._committed = True
+
+    def create(self, storage, name: str, data: bytes) -> str:
+        """Keep `data` as the new file `name`, a name just made unique (`media_create`), journalled
+        first; the name kept."""
+        self.add(name)
+        saved = media_create(storage=storage, name=name, data=data)
+        if saved != name:
+            self.add(saved)
+        return saved
 
     def close(self) -> None:
         self._file.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import mmap
 import multiprocessing
 import os
 import re
@@ -107,6 +108,24 @@ def build_image_cache(
         progress.finish()
         sync_file(temporary)
     return np.load(final, mmap_mode="r")
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drop a memory-mapped array's pages from this process's resident memory.
+
+    Read-only or flushed file pages stay in the kernel's page cache and come back on the next read;
+    they only stop counting as this process's memory. Reading a whole cache once (features of every
+    image) would otherwise leave all of it resident: 0.55 GB for 60,000 images at 96 px. An array
+    that is not a file's shared mapping is left alone: dropping the pages of a copy-on-write
+    mapping (mode "c") would lose its changes.
+    """
+    mapping, shared_file = array, False
+    while mapping is not None and not isinstance(mapping, mmap.mmap):
+        if isinstance(mapping, np.memmap):
+            shared_file = mapping.filename is not None and mapping.mode in ("r", "r+", "w+")
+        mapping = getattr(mapping, "base", None)
+    if shared_file and mapping is not None and hasattr(mapping, "madvise"):
+        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def prune_image_cache(folder: Path, *, max_bytes: int, keep: Collection[str] = ()) -> list[Path]:

@@ -232,6 +232,100 @@ def load_image(
 
 THUMBNAIL_SIDE = 256
 THUMBNAIL_QUALITY = 80
+# An image that a browser shows as it is, no larger than a thumbnail and no heavier than this, is its own
+# thumbnail: no WebP is made for it and its thumbnail's URL answers with it (datasets/services.py).
+OWN_THUMBNAIL_FORMATS = frozenset({"PNG", "JPEG", "GIF", "WEBP"})
+OWN_THUMBNAIL_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA"})
+OWN_THUMBNAIL_MAX_BYTES = 64 * 1024
+EXIF_ORIENTATION = 0x0112
+# Pillow's own table (ImageOps.exif_transpose): the transposition that shows an image upright.
+ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass(frozen=True)
+class InspectedImage:
+    """An image verified whole, and its thumbnail: None when the image is its own thumbnail, or when
+    none can be made (a mode no viewer shows): the image is kept, and the lists show nothing for it."""
+
+    info: ImageInfo
+    thumbnail: bytes | None
+    own_thumbnail: bool = False
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """The image's EXIF orientation (1: upright, the default); None when its EXIF cannot be read."""
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - Pillow's EXIF parser raises many kinds on a malformed block
+        return None
+
+
+def is_own_thumbnail(image: Image.Image, *, size_bytes: int, side: int = THUMBNAIL_SIDE) -> bool:
+    """Whether `image` (opened) can be shown in a list as it is: a format and mode every browser shows
+    alike, at most `side` pixels each way, at most OWN_THUMBNAIL_MAX_BYTES, one frame, upright (no EXIF
+    rotation to apply). The import and the media view ask the same question."""
+    return (
+        image.format in OWN_THUMBNAIL_FORMATS
+        and image.mode in OWN_THUMBNAIL_MODES
+        and 1 <= image.width <= side
+        and 1 <= image.height <= side
+        and size_bytes <= OWN_THUMBNAIL_MAX_BYTES
+        and not getattr(image, "is_animated", False)
+        and _orientation(image) == 1
+    )
+
+
+def _thumbnail_of(image: Image.Image, side: int) -> bytes:
+    """The WebP thumbnail of an opened image (decoded here if it is not yet)."""
+    orientation = _orientation(image)
+    # A JPEG is first reduced by whole factors (a box filter, as its decoder's draft mode reduces it),
+    # to no less than the thumbnail's size, then resampled: 640x480 to 256 px in about 1 ms instead of 4
+    # ms of Lanczos over every pixel. Other formats are resampled from closer (Pillow's default gap).
+    reducing_gap = 1.0 if image.format == "JPEG" else 2.0
+    if image.mode in {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}:
+        image = _to_8_bit(image)
+    transparent = image.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    image = image.convert("RGBA" if transparent else "RGB")
+    # Shrunk before it is turned upright: the box is square, so the result is the same, and only the
+    # thumbnail's pixels are transposed.
+    image.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
+    if orientation in ORIENTATION_TRANSPOSE:
+        image = image.transpose(ORIENTATION_TRANSPOSE[orientation])
+    output = io.BytesIO()
+    # Method 2 rather than 4: a 256 px photo's thumbnail in 2.5 ms instead of 6.2 ms, 3 % larger, the same
+    # quality within 0.13 dB of PSNR (measured on bench.thumbnails' photo).
+    image.save(output, format="WEBP", quality=THUMBNAIL_QUALITY, method=2)
+    return output.getvalue()
+
+
+def inspect_image(image: Image.Image, *, size_bytes: int, side: int = THUMBNAIL_SIDE) -> InspectedImage:
+    """Verify an opened image (`open_image`, its pixels already held to their limits) by decoding it
+    whole, once, and make its thumbnail from that same decoding unless it is its own thumbnail
+    (`is_own_thumbnail`; `size_bytes`: its file's size). Raises ValueError saying why it is not a
+    usable image."""
+    try:
+        image.load()
+        if image.width < 1 or image.height < 1:
+            raise ValueError("image has no pixels")
+        info = ImageInfo(format=image.format or "unknown", width=image.width, height=image.height)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ValueError(f"image is truncated or corrupt ({error})") from None
+    if is_own_thumbnail(image, size_bytes=size_bytes, side=side):
+        return InspectedImage(info=info, thumbnail=None, own_thumbnail=True)
+    try:
+        return InspectedImage(info=info, thumbnail=_thumbnail_of(image, side))
+    except (ValueError, OSError, SyntaxError):  # decoded whole, but not to be made smaller: kept, as before
+        return InspectedImage(info=info, thumbnail=None)
 
 
 def make_thumbnail(source: ImageSource, *, side: int = THUMBNAIL_SIDE, max_pixels: int | None = None) -> bytes:
@@ -245,16 +339,6 @@ def make_thumbnail(source: ImageSource, *, side: int = THUMBNAIL_SIDE, max_pixel
                 # The JPEG decoder downscales by a power of two while decoding: a 40-megapixel photo
                 # never becomes 40 million decoded pixels.
                 image.draft("RGB", (side, side))
-            image = ImageOps.exif_transpose(image)
-            if image.mode in {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}:
-                image = _to_8_bit(image)
-            transparent = image.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or (
-                image.mode == "P" and "transparency" in image.info
-            )
-            image = image.convert("RGBA" if transparent else "RGB")
-            image.thumbnail((side, side), Image.Resampling.LANCZOS)
-            output = io.BytesIO()
-            image.save(output, format="WEBP", quality=THUMBNAIL_QUALITY, method=4)
+            return _thumbnail_of(image, side)
     except (OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"image is truncated or corrupt ({error})") from None
-    return output.getvalue()

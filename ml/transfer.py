@@ -25,7 +25,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ml.cache import CACHE_KEY_PATTERN, sync_file
+from ml.cache import CACHE_KEY_PATTERN, release_pages, sync_file
 from ml.files import atomic_path
 from ml.fit import BestEpoch, Progress, ProgressCallback, Reporter, Splits, balanced_class_weights
 from ml.head import HeadFit
@@ -35,6 +35,8 @@ from ml.probe import fit_linear_probe, log_softmax
 # Bump when the features a key names change (e.g. the feature extractor's input adapter).
 FEATURES_FORMAT = 1
 FEATURE_BATCH = 32
+# Every this many rows, the feature cache's build lets go of the pages it has read and written.
+RELEASE_ROWS = 4096
 # The share of the backbone's layers (from the top) that fine-tuning trains.
 FINE_TUNE_FRACTION = 0.3
 FINE_TUNE_RATE_FACTOR = 0.1
@@ -174,6 +176,11 @@ def build_feature_cache(
             where = todo[start : start + batch_size]
             write(where, extract(np.asarray(images[where])))
             done = len(known_rows) + start + len(where)
+            if (start + len(where)) % RELEASE_ROWS < batch_size:
+                # Pages already read and written need not stay resident (written ones stay in the page
+                # cache until the sync below): memory stays flat at any number of images.
+                release_pages(rows)
+                release_pages(images)
             if report is not None and (time.monotonic() - last_report >= REPORT_INTERVAL or done == len(images)):
                 last_report = time.monotonic()
                 if report(done, len(images)) is False:

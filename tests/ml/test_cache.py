@@ -8,6 +8,7 @@ from PIL import Image
 from ml import cache
 from ml.cache import ImageDecodeError, build_image_cache, cache_key, prune_image_cache
 from ml.images import load_image
+from tests.memory import needs_smaps, resident_bytes
 
 
 def write_images(folder, count: int, *, size=(12, 9), seed: int = 0) -> list:
@@ -155,3 +156,20 @@ def test_prune_removes_stale_temporary_files_and_leaves_young_ones(tmp_path):
     other = make_file(tmp_path, "notes.txt", 10, age=10 * 3600)
     assert prune_image_cache(tmp_path, max_bytes=0) == [stale]
     assert young.exists() and other.exists()
+
+
+@needs_smaps
+def test_released_pages_leave_memory_but_not_the_data_and_a_copy_on_write_map_keeps_its_changes(tmp_path):
+    path = tmp_path / "rows.npy"
+    np.save(path, np.arange(4_000_000, dtype=np.int32).reshape(1000, 4000))
+    rows = np.load(path, mmap_mode="r")
+    total = int(rows.sum(dtype=np.int64))
+    assert resident_bytes(path) > rows.nbytes / 2
+    cache.release_pages(rows[10:20])  # any view of the mapping lets go of all of it
+    assert resident_bytes(path) < rows.nbytes / 2
+    assert int(rows.sum(dtype=np.int64)) == total
+
+    changed = np.load(path, mmap_mode="c")
+    changed[:] = 7
+    cache.release_pages(changed)
+    assert (changed == 7).all()

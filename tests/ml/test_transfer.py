@@ -20,6 +20,7 @@ from ml.transfer import (
     train_pretrained,
 )
 from tests.images import COLOURS, colour_image
+from tests.memory import needs_smaps, resident_bytes
 
 LABELS = sorted(COLOURS)
 
@@ -311,3 +312,23 @@ def test_a_fine_tune_that_does_not_beat_the_head_says_so_in_words():
     history[2]["val_loss"] = 0.1
     note = fine_tune_note(history, head_epochs=1, fine_tuned=True, ran_out=False, seconds=30)
     assert note == "Fine-tuning beat the head alone: val loss 0.1 at epoch 3 against the head's 0.2."
+
+
+@needs_smaps
+def test_computing_features_does_not_keep_every_image_and_feature_resident(tmp_path):
+    # 20,000 images of 32 × 32 (20 MB), read memory-mapped as the decoded-image cache is.
+    generator = np.random.default_rng(0)
+    source = tmp_path / "images.npy"
+    np.save(source, generator.integers(0, 256, (20000, 32, 32, 1), dtype=np.uint8))
+    images = np.load(source, mmap_mode="r")
+
+    def make_extractor():
+        return lambda batch: np.repeat(batch.reshape(len(batch), 64, 16).mean(axis=2), 4, axis=1)  # 256 features
+
+    features = build_feature_cache(images, folder=tmp_path / "features", key="f", make_extractor=make_extractor)
+
+    # Every image was read, yet at most a few thousand of them stay in this process's memory (they stay
+    # in the page cache); the feature rows were let go of as they were written, and none was lost.
+    assert resident_bytes(source) < images.nbytes / 2
+    expected = np.repeat(np.asarray(images).reshape(20000, 64, 16).mean(axis=2), 4, axis=1)
+    np.testing.assert_array_equal(features, expected.astype(np.float32))

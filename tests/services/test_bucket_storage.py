@@ -1,6 +1,7 @@
 """Kept files in an S3 bucket (moto's S3 API in-process): items stored there, served through the media view
 after its check, and folders deleted there."""
 
+import io
 import socket
 import subprocess
 import sys
@@ -13,13 +14,13 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from moto import mock_aws
 from rest_framework.test import APIClient
 
-from datasets.services import storage_folder_delete
+from datasets.services import dataset_import_zip, storage_folder_delete
 from jobs.lifecycle import job_log_keep, job_log_path
 from management.files import media_folder_fetch, media_folder_keep, media_local_copy, media_response, media_write_bytes
 from management.journal import media_journals_recover
 from management.models import DataSet, HealthCheck
 from ml import fit as ml_fit
-from tests.images import png
+from tests.images import png, zip_of
 
 BUCKET = "kerasui-test"
 
@@ -67,6 +68,27 @@ def test_an_uploaded_item_lives_in_the_bucket_and_is_served_by_the_media_view(bu
     assert served["Cache-Control"] == "private, no-store"
     assert b"".join(served.streaming_content) == image
     assert APIClient().get(f"/media/{name}").status_code in {401, 403}
+
+
+def test_a_zip_import_puts_images_and_thumbnails_in_the_bucket_and_a_small_image_is_its_own(bucket, admin_user, db):
+    dataset = DataSet.objects.create(name="Sizes")
+    small, wide = png(size=(28, 28)), png(size=(300, 20))
+    report = dataset_import_zip(dataset=dataset, file=io.BytesIO(zip_of({"a/small.png": small, "a/wide.png": wide})))
+    assert report.added == 2
+    items = {item.original_name: item for item in dataset.items.all()}
+    stored = keys(bucket)
+    assert {items["small.png"].image.name, items["wide.png"].image.name, items["wide.png"].thumbnail_name} <= stored
+    assert items["small.png"].thumbnail_name == items["small.png"].image.name  # its own thumbnail: no WebP made
+    assert not any(key.startswith(f"datasets/{dataset.pk}/thumbnails/") and "-t" in key for key in stored)
+    assert sum(key.startswith(f"datasets/{dataset.pk}/thumbnails/") for key in stored) == 1  # the wide one's
+    assert not any(key.startswith("journal/") for key in stored)  # a process's own journal stays on its disk
+    api = APIClient()
+    api.force_authenticate(admin_user)
+    served = api.get(items["small.png"].thumbnail_url)
+    assert served.status_code == 200 and served["Content-Type"] == "image/png"
+    assert b"".join(served.streaming_content) == small
+    thumbnail = api.get(items["wide.png"].thumbnail_url)
+    assert thumbnail.status_code == 200 and thumbnail["Content-Type"] == "image/webp"
 
 
 def test_a_bucket_file_is_streamed_even_when_a_front_server_sends_local_files(bucket, settings):

@@ -51,7 +51,7 @@ def test_zip_skips_non_images_and_reports_why(dataset, settings):
     assert "not an image" in skipped["cat/notes.txt"]
     assert "truncated" in skipped["cat/broken.png"]
     assert "folder" in skipped["loose.png"]
-    assert len(media_files(settings)) == 2  # the image and its thumbnail
+    assert len(media_files(settings)) == 1  # the image, a 16 px PNG: its own thumbnail
 
 
 def test_zip_entry_names_never_choose_where_files_go(dataset, settings):
@@ -103,7 +103,7 @@ def test_single_image_is_verified_before_it_is_saved(dataset, settings):
     assert item.pk and Path(item.image.path).exists()
     with pytest.raises(ServiceError, match="not an image"):
         dataset_item_create(dataset=dataset, label="cat", file=io.BytesIO(b"nope"), name="x.png")
-    assert dataset.items.count() == 1 and len(media_files(settings)) == 2  # image, thumbnail
+    assert dataset.items.count() == 1 and len(media_files(settings)) == 1  # the image, its own thumbnail
 
 
 def test_deleting_a_dataset_deletes_its_files(dataset, settings, django_capture_on_commit_callbacks):

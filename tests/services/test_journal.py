@@ -53,24 +53,29 @@ def test_a_full_disk_during_a_zip_import_answers_507_and_leaves_nothing(admin_us
     dataset = DataSet.objects.create(name="Full")
     client = APIClient()
     client.force_authenticate(admin_user)
-    real_save = FileSystemStorage._save
-    calls = []
+    folder = Path(settings.MEDIA_ROOT) / "datasets" / str(dataset.pk)
+    real_open = os.open
+    created = []
 
-    def save_until_full(storage, name, content):
-        calls.append(name)
-        if len(calls) == 5:
-            raise OSError(errno.ENOSPC, "No space left on device", name)
-        return real_save(storage, name, content)
+    def open_until_full(path, flags, mode=0o777, **kwargs):
+        """The fifth image file of the dataset is created, then the disk is full while it is written
+        (its bytes go to /dev/full): a half-written file, whichever code writes it."""
+        if str(path).startswith(str(folder)) and flags & os.O_CREAT:
+            created.append(path)
+            if len(created) == 5:
+                os.close(real_open(path, flags, mode, **kwargs))
+                return real_open("/dev/full", os.O_WRONLY)
+        return real_open(path, flags, mode, **kwargs)
 
     upload = io.BytesIO(colour_zip(4))
     upload.name = "colours.zip"
-    with mock.patch.object(FileSystemStorage, "_save", save_until_full):
+    with mock.patch("os.open", open_until_full):
         job = imported(client, client.post(f"/api/dataset/{dataset.pk}/upload/", {"file": upload}))
+    assert len(created) == 5
     assert job["status"] == "failed"
     assert job["error"] == "the server's disk is full: nothing of this zip was imported"
     assert not dataset.items.exists()
     assert not any((Path(settings.MEDIA_ROOT) / "imports").iterdir())  # the zip kept for the job is gone
-    folder = Path(settings.MEDIA_ROOT) / "datasets" / str(dataset.pk)
     assert not folder.exists() or not any(path.is_file() for path in folder.rglob("*"))
     assert not any((Path(settings.MEDIA_ROOT) / "journal").glob("*.txt"))
 
