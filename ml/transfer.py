@@ -43,6 +43,10 @@ FINE_TUNE_RATE_FACTOR = 0.1
 # Fine-tuning is measured in optimizer steps: 16 training images at batch 32 are one step an epoch,
 # and ten epochs of that would be ten steps. At least this many, within the time budget.
 FINE_TUNE_MIN_STEPS = 60
+# Fine-tuning trains a backbone at 224 px: its activations grow with the batch (a batch of 128 took the
+# training process to about 3.6 GB), so it takes at most this many images a step whatever the run's
+# batch size, which is chosen for the model code at the dataset's own image size.
+FINE_TUNE_MAX_BATCH = 32
 REPORT_INTERVAL = 0.5
 
 # Phases, as reported through `phase(name, percent)`.
@@ -362,10 +366,11 @@ def fine_tune(
         trainer = keras.Sequential([keras.Input(model.input_shape[1:]), random_layers, model], name="fine_tuning")
     _compile(trainer, options.learning_rate * FINE_TUNE_RATE_FACTOR)
     labels = np.asarray(labels, dtype=np.int32)
-    train = batches(images, labels, splits.train, batch_size=options.batch_size, shuffle=True, seed=options.seed)
+    batch_size = fine_tune_batch_size(options)
+    train = batches(images, labels, splits.train, batch_size=batch_size, shuffle=True, seed=options.seed)
     validation = None
     if len(splits.validation):
-        validation = batches(images, labels, splits.validation, batch_size=options.batch_size, shuffle=False, seed=0)
+        validation = batches(images, labels, splits.validation, batch_size=batch_size, shuffle=False, seed=0)
     start_epoch = len(history)
     epochs, steps_per_epoch, _ = fine_tune_schedule(len(splits.train), options)
     progress = ProgressCallback(report, epochs=start_epoch + epochs, steps_per_epoch=steps_per_epoch, history=history)
@@ -397,10 +402,15 @@ def fine_tune(
     return progress, best, budget
 
 
+def fine_tune_batch_size(options: TransferOptions) -> int:
+    """The images per fine-tuning step: the run's batch size, at most FINE_TUNE_MAX_BATCH."""
+    return max(1, min(options.batch_size, FINE_TUNE_MAX_BATCH))
+
+
 def fine_tune_schedule(train_count: int, options: TransferOptions) -> tuple[int, int, int]:
     """(epochs, steps per epoch, steps): the run's epochs, or more when they would be fewer than
     FINE_TUNE_MIN_STEPS optimizer steps."""
-    steps_per_epoch = max(1, int(np.ceil(train_count / options.batch_size)))
+    steps_per_epoch = max(1, int(np.ceil(train_count / fine_tune_batch_size(options))))
     epochs = max(options.epochs, int(np.ceil(FINE_TUNE_MIN_STEPS / steps_per_epoch)))
     return epochs, steps_per_epoch, epochs * steps_per_epoch
 

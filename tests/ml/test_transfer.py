@@ -332,3 +332,28 @@ def test_computing_features_does_not_keep_every_image_and_feature_resident(tmp_p
     assert resident_bytes(source) < images.nbytes / 2
     expected = np.repeat(np.asarray(images).reshape(20000, 64, 16).mean(axis=2), 4, axis=1)
     np.testing.assert_array_equal(features, expected.astype(np.float32))
+
+
+def test_fine_tuning_takes_at_most_its_own_batch_whatever_the_runs_batch_size():
+    from ml.transfer import FINE_TUNE_MAX_BATCH, fine_tune_schedule
+
+    # The model code's batch of 128 would hold 128 images' activations at 224 px in the backbone at once.
+    options = TransferOptions(epochs=3, batch_size=128)
+    assert FINE_TUNE_MAX_BATCH == 32
+    assert fine_tune_schedule(640, options) == (3, 20, 60)  # 640 images at 32 a step
+    assert fine_tune_schedule(640, TransferOptions(epochs=3, batch_size=8)) == (3, 80, 240)
+
+
+def test_the_fine_tuning_fit_is_fed_batches_of_at_most_its_own_size(tmp_path, monkeypatch):
+    from ml import feed, transfer
+
+    sizes = []
+    real_batches = feed.batches
+    monkeypatch.setattr(
+        feed, "batches", lambda *args, **kwargs: sizes.append(kwargs["batch_size"]) or real_batches(*args, **kwargs)
+    )
+    monkeypatch.setattr(transfer, "FINE_TUNE_MAX_BATCH", 4)
+    images, labels = colour_data()
+    options = TransferOptions(epochs=1, batch_size=16, fine_tune_seconds=1e-6)
+    _train(tmp_path, images, labels, options, Counting())
+    assert sizes and set(sizes) == {4}
