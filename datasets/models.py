@@ -75,6 +75,13 @@ class ServerNamedImageField(models.ImageField):
     attr_class = ServerNamedImageFieldFile
 
 
+def dataset_name_check(name: str) -> None:
+    """A dataset's name holds no control or invisible characters (a dataset being deleted is renamed with
+    one, so no name a person gives can be the name of a dataset being deleted)."""
+    if any(unicodedata.category(char) in {"Cc", "Cf", "Cs"} for char in name or ""):
+        raise ValidationError("a name cannot hold control or invisible characters")
+
+
 class VisibleDataSets(models.Manager):
     """Datasets that are not being deleted: every page, list, count and lookup reads these."""
 
@@ -85,7 +92,7 @@ class VisibleDataSets(models.Manager):
 class DataSet(models.Model):
     """A named collection of labelled images and the options for training a model on it."""
 
-    name = models.CharField(max_length=200, unique=True)
+    name = models.CharField(max_length=200, unique=True, validators=[dataset_name_check])
     deleting = models.BooleanField(
         default=False,
         editable=False,

@@ -36,8 +36,8 @@ from datasets.models import (
     thumbnail_image_prefix,
     thumbnail_name,
 )
-from jobs import lifecycle, runner
 from health.models import HealthCheck, HealthDismissal
+from jobs import lifecycle, runner
 from labelling.models import Suggestion, SuggestionJob
 from management.budgets import pixel_budget_charge
 from management.errors import Conflict, InsufficientStorage, NotFound, ServiceError
@@ -659,6 +659,8 @@ DATASET_JOBS = (
     (ImportJob.KIND, "import_jobs"),
     (SuggestionJob.KIND, "suggestion_jobs"),
 )
+# A marked dataset's name, which no one can give (names refuse control characters): its own name is free.
+MARKED_NAME_PREFIX = "\x7f"
 # Images deleted per transaction by a deletion job: each transaction holds SQLite's write lock briefly.
 DELETION_BATCH = 2000
 
@@ -680,7 +682,7 @@ def dataset_delete(*, dataset: DataSet, user=None) -> DataSetDeletion:
         )
     images = LabelCount.objects.filter(dataset_id=dataset.pk).aggregate(total=Sum("count"))["total"] or 0
     DataSet.all_objects.filter(pk=dataset.pk).update(
-        deleting=True, name=f"{uuid.uuid4().hex} (being deleted)", updated_at=timezone.now()
+        deleting=True, name=f"{MARKED_NAME_PREFIX}{uuid.uuid4().hex} (being deleted)", updated_at=timezone.now()
     )
     for kind, related in DATASET_JOBS:
         for job_id in getattr(dataset, related).filter(status__in=DataSetDeletion.ACTIVE).values_list("pk", flat=True):
@@ -754,9 +756,15 @@ def dataset_deletion_execute(*, job: DataSetDeletion) -> None:
 
     lifecycle.job_progress(kind=kind, job_id=job.pk, phase="runs", progress=0.9)
     for run in dataset.runs.defer(*TrainingRun.HEAVY_FIELDS).order_by("pk"):
-        for field_file in (run.model_file, run.log_file, run.weights_file):
-            if field_file.name and field_file.name != dataset.weights_file.name:
-                field_file.storage.delete(field_file.name)
+        weights = dataset.weights_file
+        # A run's starting weights are the name of the dataset's file when it was made (a snapshot).
+        for file_storage, name in (
+            (run.model_file.storage, run.model_file.name),
+            (run.log_file.storage, run.log_file.name),
+            (weights.storage, run.weights_file),
+        ):
+            if name and name != weights.name:
+                file_storage.delete(name)
         for run_folder in (run.checkpoint, f"exports/run_{run.pk}", f"explanations/run_{run.pk}"):
             if run_folder:
                 storage_folder_delete(storage=storage, name=run_folder)

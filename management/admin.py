@@ -289,13 +289,13 @@ class DataSetAdmin(admin.ModelAdmin):
 
     @staticmethod
     def _deletion_message(jobs) -> str:
+        one = len(jobs) == 1
         names = ", ".join(f"'{job.dataset_name}'" for job in jobs)
         images = sum(job.images for job in jobs)
         return (
-            f"{names} {'is' if len(jobs) == 1 else 'are'} gone from every list now, and {'its' if len(jobs) == 1 else 'their'} "
-            f"name{'' if len(jobs) == 1 else 's'} can be used again; "
-            f"{images} image{'' if images == 1 else 's'} with their files are deleted in the background "
-            f"(deletion job{'' if len(jobs) == 1 else 's'} {', '.join(str(job.pk) for job in jobs)})."
+            f"{names} {'is' if one else 'are'} gone from every list now, and {'its name' if one else 'their names'} "
+            f"can be used again; {images} image{'' if images == 1 else 's'} with their files are deleted in the "
+            f"background (deletion job{'' if one else 's'} {', '.join(str(job.pk) for job in jobs)})."
         )
 
     def get_urls(self):
