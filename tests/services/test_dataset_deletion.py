@@ -8,10 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.django_db
-from django.test.utils import CaptureQueriesContext
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from datasets import services
@@ -23,6 +21,8 @@ from management.models import DataSet, DataSetDeletion, DataSetItem, ImportJob, 
 from tests.images import png, zip_of
 from tests.test_scale_queries import add_images
 from training.services import training_run_create
+
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
