@@ -224,3 +224,13 @@ def test_the_admin_says_the_dataset_is_going_and_the_bulk_action_too(admin_clien
     assert "'Three', 'Two' are gone from every list now" in text or "'Two', 'Three' are gone" in text, text
     assert "3 images" in text
     assert not DataSet.objects.exists() and DataSetDeletion.objects.count() == 3
+
+
+def test_a_dataset_being_deleted_answers_no_predictions(db):
+    from management.errors import ServiceError
+    from serving.prediction import prediction_current_run
+
+    dataset = imported()
+    dataset_delete(dataset=dataset)
+    with pytest.raises(ServiceError, match=f"no dataset with id {dataset.pk}"):
+        prediction_current_run(dataset_id=dataset.pk)
