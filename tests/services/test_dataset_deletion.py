@@ -68,6 +68,25 @@ def test_the_delete_request_runs_as_many_queries_on_thousands_of_images_as_on_a_
     assert DataSetDeletion.objects.get(dataset_number=large.pk).images == 3000
 
 
+def test_the_admins_confirmation_and_delete_run_as_many_queries_on_thousands_of_images_as_on_a_few(admin_client):
+    def counted(dataset) -> tuple[int, int]:
+        with CaptureQueriesContext(connection) as shown:
+            page = admin_client.get(f"/admin/management/dataset/{dataset.pk}/delete/")
+        assert page.status_code == 200 and "in the background" in page.content.decode()
+        with CaptureQueriesContext(connection) as deleted:
+            assert (
+                admin_client.post(f"/admin/management/dataset/{dataset.pk}/delete/", {"post": "yes"}).status_code == 302
+            )
+        return len(shown), len(deleted)
+
+    small, large = DataSet.objects.create(name="Small"), DataSet.objects.create(name="Large")
+    add_images(small, 10)
+    add_images(large, 3000)
+    few, many = counted(small), counted(large)
+    assert many[0] <= few[0] and many[1] <= few[1], (few, many)
+    assert DataSetItem.objects.filter(dataset_id=large.pk).count() == 3000  # the job deletes them
+
+
 def test_a_deleted_dataset_is_gone_from_every_list_at_once_and_its_name_is_free(api, admin_client):
     dataset = imported()
     kept = imported("Kept", 2)
