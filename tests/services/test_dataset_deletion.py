@@ -253,3 +253,14 @@ def test_a_dataset_being_deleted_answers_no_predictions(db):
     dataset_delete(dataset=dataset)
     with pytest.raises(ServiceError, match=f"no dataset with id {dataset.pk}"):
         prediction_current_run(dataset_id=dataset.pk)
+
+
+def test_a_run_queued_just_before_the_mark_fails_with_a_readable_message(db):
+    from training.services import training_run_problem
+
+    dataset = imported()
+    run = training_run_create(dataset=dataset, enqueue=False)
+    # It was queued in the instant before the mark (which refuses a dataset with an active run).
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.CANCELLED)
+    dataset_delete(dataset=dataset)
+    assert training_run_problem(run=run) == "its dataset is being deleted: nothing was trained"
