@@ -700,6 +700,19 @@ def dataset_delete(*, dataset: DataSet, user=None) -> DataSetDeletion:
     return job
 
 
+def dataset_deletion_retry(*, dataset_id: int) -> DataSetDeletion:
+    """Queue again the failed deletion of a dataset already marked (its rows and files go on from what is
+    left); Conflict while one is queued or running."""
+    job = DataSetDeletion.objects.filter(dataset_id=dataset_id).order_by("-id").first()
+    if job is None:
+        raise NotFound(f"dataset {dataset_id} has no deletion to run again", field="dataset")
+    if job.is_active:
+        raise Conflict(f"deletion {job.pk} of dataset {dataset_id} is {job.status}", field="dataset")
+    lifecycle.job_transition(kind=DataSetDeletion.KIND, job_id=job.pk, event="retry", finished_at=None, error="")
+    job.refresh_from_db()
+    return job
+
+
 def dataset_deletion_execute(*, job: DataSetDeletion) -> None:
     """Delete a marked dataset (the "deletion" job kind's entry), each step in its own short transaction
     and each one idempotent, so a job killed midway and queued again goes on from what is left: its other

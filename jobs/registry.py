@@ -110,7 +110,10 @@ KINDS: dict[str, Kind] = {
             # rather than leave a dataset half deleted.
             lost_event="requeue",
             lost_fields={"finished_at": None, "worker": ""},
-            transitions={"requeue": ((_QUEUED, _RUNNING), _QUEUED)},
+            transitions={
+                "requeue": ((_QUEUED, _RUNNING), _QUEUED),  # its process was lost: it goes on from what is left
+                "retry": ((_FAILED,), _QUEUED),  # it failed (`manage.py delete_dataset ID`): go on again
+            },
         ),
     ]
 }

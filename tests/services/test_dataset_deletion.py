@@ -264,3 +264,31 @@ def test_a_run_queued_just_before_the_mark_fails_with_a_readable_message(db):
     TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.CANCELLED)
     dataset_delete(dataset=dataset)
     assert training_run_problem(run=run) == "its dataset is being deleted: nothing was trained"
+
+
+def test_the_command_deletes_a_dataset_and_runs_a_failed_deletion_again(monkeypatch, settings):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    dataset = imported()
+    job = dataset_delete(dataset=dataset)
+
+    def broken(**fields):
+        raise OSError("the bucket is away")
+
+    monkeypatch.setattr(services, "storage_folder_delete", broken)
+    failed = job_execute(kind="deletion", job_id=job.pk)
+    assert failed.status == "failed" and "the bucket is away" in failed.error
+    assert DataSet.all_objects.filter(pk=dataset.pk).exists() and not DataSet.objects.filter(pk=dataset.pk).exists()
+
+    monkeypatch.undo()
+    call_command("delete_dataset", str(dataset.pk))
+    job.refresh_from_db()
+    assert job.status == "succeeded" and not DataSet.all_objects.filter(pk=dataset.pk).exists()
+    assert not (media(settings) / "datasets" / str(dataset.pk)).exists()
+
+    other = imported("Other", 1)
+    call_command("delete_dataset", str(other.pk))
+    assert not DataSet.all_objects.filter(pk=other.pk).exists()
+    with pytest.raises(CommandError, match="does not exist"):
+        call_command("delete_dataset", str(other.pk))
