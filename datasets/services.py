@@ -2,7 +2,8 @@
 
 A zip sent through the web is a job of kind "import" (dataset_import_request stores it and queues the
 job; import_job_execute decodes its entries in the job's own process); dataset_import_zip imports one
-in the caller's process (the shell, the demo, tests).
+in the caller's process (the shell, the demo, tests). Deleting a dataset is a job of kind "deletion" too:
+dataset_delete marks it (hidden at once) and queues it; dataset_deletion_execute deletes it in batches.
 """
 
 from __future__ import annotations
