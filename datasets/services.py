@@ -782,9 +782,8 @@ def dataset_deletion_execute(*, job: DataSetDeletion) -> None:
         for run_folder in (run.checkpoint, f"exports/run_{run.pk}", f"explanations/run_{run.pk}"):
             if run_folder:
                 storage_folder_delete(storage=storage, name=run_folder)
-        with transaction.atomic():
-            DataSet.all_objects.filter(pk=dataset_id, current_run=run).update(current_run=None)
-            run.delete()
+        # The dataset's current_run is SET_NULL by the run's deletion (no successor is chosen: it goes too).
+        run.delete()
 
     lifecycle.job_progress(kind=kind, job_id=job.pk, phase="files", progress=0.95)
     # Images moved from here to another dataset kept their files here: those stay.

@@ -155,14 +155,13 @@ def job_fail(*, kind: str, job_id: int, message: str, lost: bool = False, narrow
     definition = kind_get(kind)
     event = definition.lost_event if lost else "fail"
     fields = {"error": message, "finished_at": timezone.now(), **(definition.lost_fields if lost else {}), **fields}
-    moved = job_move(kind=kind, job_id=job_id, event=event, fields=fields, narrow=narrow)
-    if moved and transitions(kind)[event][1] == QUEUED:
-        # A kind that starts a lost job again (a deletion): the runner hears of it (a Celery worker
-        # needs a message). Imported here: the runner imports this module.
-        from jobs.runner import enqueue_on_commit
+    return job_move(kind=kind, job_id=job_id, event=event, fields=fields, narrow=narrow)
 
-        enqueue_on_commit(kind=kind, job_id=job_id)
-    return moved
+
+def job_lost_is_queued_again(*, kind: str) -> bool:
+    """Whether a lost job of `kind` is queued again rather than failed (a dataset deletion): whoever
+    noticed the loss then hands it to the runner (a Celery worker needs a message for it)."""
+    return transitions(kind)[kind_get(kind).lost_event][1] == QUEUED
 
 
 def job_cancel(*, kind: str, job_id: int) -> bool:

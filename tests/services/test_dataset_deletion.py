@@ -200,10 +200,12 @@ def test_a_deletion_killed_midway_is_queued_again_and_finishes(monkeypatch, sett
     assert job.status == "running" and 0 < DataSetItem.objects.filter(dataset_id=dataset.pk).count() < 25
     assert not DataSet.objects.filter(pk=dataset.pk).exists()  # never half visible
 
-    # The watchdog (what a runner does at start and every few seconds) finds its process gone.
-    assert watchdog.jobs_fail_interrupted(kinds=["deletion"]) == 1
+    # The watchdog (what a runner does at start and every few seconds) finds its process gone, queues
+    # the job again and tells the runner (a Celery worker sends it as a message).
+    heard = []
+    assert watchdog.jobs_fail_interrupted(kinds=["deletion"], requeued=lambda *job: heard.append(job)) == 1
     job.refresh_from_db()
-    assert job.status == "queued" and "queued again" in job.error
+    assert job.status == "queued" and "queued again" in job.error and heard == [("deletion", job.pk)]
 
     monkeypatch.setattr(services.lifecycle, "job_progress", real_progress)
     ended = job_execute(kind="deletion", job_id=job.pk)
