@@ -105,7 +105,8 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
     """A kind of job through the API: read it (status, phase, progress 0 to 1, error, result) and cancel it."""
 
     def get_queryset(self):
-        return self.get_serializer_class().Meta.model.objects.order_by("-id")
+        # A dataset being deleted takes its jobs with it: they are gone from the lists at once.
+        return self.get_serializer_class().Meta.model.objects.filter(dataset__deleting=False).order_by("-id")
 
     @extend_schema(summary="Cancel it: a queued job never starts; a running one stops and keeps nothing", request=None)
     @action(detail=True, methods=["post"])

@@ -91,8 +91,18 @@ class DataSetViewSet(DataSetLabellingActions, viewsets.ModelViewSet):
         serializer.save()
         serializer.instance.item_count = 0
 
+    @extend_schema(
+        summary="Delete a dataset (204: gone at once; its images and files are deleted by a job)",
+        description="Constant work whatever its size: from this answer on the dataset is gone from every "
+        'list and answer and its name can be used again; a job of kind "deletion" deletes its images, '
+        "runs and files in the background. 409 while one of its runs is queued or training.",
+        responses={204: None},
+    )
+    def destroy(self, request, *args, **kwargs):
+        return super().destroy(request, *args, **kwargs)
+
     def perform_destroy(self, instance):
-        dataset_delete(dataset=instance)
+        dataset_delete(dataset=instance, user=self.request.user)
 
     @extend_schema(
         summary="Import a zip of images (a job: 202 with the job to follow)",
@@ -190,7 +200,7 @@ class DataSetItemViewSet(viewsets.ModelViewSet):
     ordering_fields = ["id", "label", "created_at"]
 
     def get_queryset(self):
-        return DataSetItem.objects.order_by("id")
+        return DataSetItem.objects.filter(dataset__deleting=False).order_by("id")
 
     def perform_create(self, serializer):
         data = serializer.validated_data

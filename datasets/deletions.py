@@ -4,7 +4,7 @@ Django's own page lists every related row (one line per image: thousands of line
 relation); this says the same in a few counted sentences, with a constant number of queries per object.
 """
 
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
 
 from datasets.models import DataSet
 from training.models import TrainingRun
@@ -16,10 +16,12 @@ def _plural(count: int, one: str, many: str) -> str:
 
 def dataset_losses(dataset: DataSet) -> list[str]:
     runs = dataset.runs.aggregate(total=Count("id"), models=Count("id", filter=~Q(model_file="")))
-    images = dataset.items.count()
+    # The counts kept as data: counting the images themselves would grow with them.
+    images = dataset.label_counts.aggregate(total=Sum("count"))["total"] or 0
     lines = [
         f"the dataset '{dataset.name}': its options and model code",
-        f"{_plural(images, 'image', 'images')} with their files and thumbnails",
+        f"{_plural(images, 'image', 'images')} with their files and thumbnails (the dataset goes from every list "
+        "at once; a job deletes these in the background)",
         f"{_plural(runs['total'], 'training run', 'training runs')}, "
         f"{_plural(runs['models'], 'trained model', 'trained models')} among them, "
         "with their exports, logs and checkpoints"

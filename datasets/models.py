@@ -82,10 +82,29 @@ class ServerNamedImageField(models.ImageField):
     attr_class = ServerNamedImageFieldFile
 
 
+def dataset_name_check(name: str) -> None:
+    """A dataset's name holds no control or invisible characters (a dataset being deleted is renamed with
+    one, so no name a person gives can be the name of a dataset being deleted)."""
+    if any(unicodedata.category(char) in {"Cc", "Cf", "Cs"} for char in name or ""):
+        raise ValidationError("a name cannot hold control or invisible characters")
+
+
+class VisibleDataSets(models.Manager):
+    """Datasets that are not being deleted: every page, list, count and lookup reads these."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(deleting=False)
+
+
 class DataSet(models.Model):
     """A named collection of labelled images and the options for training a model on it."""
 
-    name = models.CharField(max_length=200, unique=True)
+    name = models.CharField(max_length=200, unique=True, validators=[dataset_name_check])
+    deleting = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text='Being deleted by a job of kind "deletion": hidden from every page, list and answer.',
+    )
     # The training options: fields added from management/options.py (management/models.py adds them).
     current_run = models.ForeignKey(
         "TrainingRun",
@@ -97,6 +116,11 @@ class DataSet(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    # The default manager (admin, API, forms, unique checks) sees no dataset being deleted; the base
+    # manager (a run's or an item's `.dataset`) and `all_objects` see every one.
+    objects = VisibleDataSets()
+    all_objects = models.Manager()
 
     class Meta:
         app_label = "management"
@@ -204,3 +228,27 @@ class ImportJob(Job):
 
     def __str__(self) -> str:
         return f"Import {self.pk} into {self.dataset}"
+
+
+class DataSetDeletion(Job):
+    """A dataset being deleted in its own process (a job of kind "deletion"): its rows in batches, each
+    in a short transaction, then its files and folders, then the dataset's row. Killed midway, it is
+    queued again and goes on from what is left (see the kind's `lost_event`)."""
+
+    KIND = "deletion"
+
+    # SET_NULL: the job outlives the dataset's row, which it deletes last.
+    dataset = models.ForeignKey(
+        "management.DataSet", null=True, blank=True, on_delete=models.SET_NULL, related_name="deletions"
+    )
+    dataset_number = models.PositiveIntegerField(help_text="The dataset's id, kept once its row is gone.")
+    dataset_name = models.CharField(max_length=200, help_text="The dataset's name when it was deleted.")
+    images = models.PositiveIntegerField(default=0, help_text="Images of the dataset when it was deleted.")
+    images_deleted = models.PositiveIntegerField(default=0)
+
+    class Meta(Job.Meta):
+        app_label = "management"
+        verbose_name = "dataset deletion"
+
+    def __str__(self) -> str:
+        return f"Deletion {self.pk} of {self.dataset_name}"

@@ -2,7 +2,8 @@
 
 A zip sent through the web is a job of kind "import" (dataset_import_request stores it and queues the
 job; import_job_execute decodes its entries in the job's own process); dataset_import_zip imports one
-in the caller's process (the shell, the demo, tests).
+in the caller's process (the shell, the demo, tests). Deleting a dataset is a job of kind "deletion" too:
+dataset_delete marks it (hidden at once) and queues it; dataset_deletion_execute deletes it in batches.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from django.utils import timezone
 
 from datasets.models import (
     DataSet,
+    DataSetDeletion,
     DataSetItem,
     ImportJob,
     LabelCount,
@@ -36,10 +38,11 @@ from datasets.models import (
     thumbnail_image_prefix,
     thumbnail_name,
 )
+from health.models import HealthCheck, HealthDismissal
 from jobs import lifecycle, runner
-from labelling.models import Suggestion
+from labelling.models import Suggestion, SuggestionJob
 from management.budgets import image_too_large, pixel_budget_charge, pixels_budget_charge
-from management.errors import Conflict, InsufficientStorage, ServiceError
+from management.errors import Conflict, InsufficientStorage, NotFound, ServiceError
 from management.journal import MediaJournal, media_journal
 from ml.images import (
     ImageInfo,
@@ -51,6 +54,7 @@ from ml.images import (
     open_image,
     verify_image,
 )
+from serving.models import ExportJob
 from training.models import TrainingRun
 
 MAX_LABEL_LENGTH = DataSetItem._meta.get_field("label").max_length
@@ -463,6 +467,9 @@ def import_job_execute(*, job: ImportJob) -> None:
         return lifecycle.job_progress(kind=kind, job_id=job.pk, phase="importing", progress=done / max(1, total))
 
     try:
+        if DataSet.all_objects.filter(pk=job.dataset_id, deleting=True).exists():
+            lifecycle.job_fail(kind=kind, job_id=job.pk, message="its dataset is being deleted: nothing was imported")
+            return
         with job.upload.open("rb") as file:
             report = dataset_import_zip(
                 dataset=job.dataset,
@@ -642,17 +649,34 @@ def delete_folders_on_commit(names: list[str]) -> None:
     transaction.on_commit(delete)
 
 
-def storage_folder_delete(*, storage, name: str) -> None:
-    """Delete every file under the folder `name` of `storage` (a bucket has no folders to remove, only
-    names with a common prefix; a local folder is removed as well once empty)."""
+def storage_folder_delete(*, storage, name: str, keep: frozenset[str] | set[str] = frozenset()) -> None:
+    """Delete every file under the folder `name` of `storage` but those named in `keep`. A local folder
+    with nothing to keep goes at once (one tree removal, not one call per file); a bucket has no folders,
+    only names with a common prefix: its objects go in batches of a thousand when its storage allows."""
+    if not keep:
+        try:
+            local = storage.path(name)
+        except NotImplementedError:  # a bucket
+            local = None
+        if local is not None:
+            shutil.rmtree(local, ignore_errors=True)
+            return
+        bucket = getattr(storage, "bucket", None)
+        normalize = getattr(storage, "_normalize_name", None)
+        if bucket is not None and normalize is not None:
+            bucket.objects.filter(Prefix=normalize(name).rstrip("/") + "/").delete()
+            return
     try:
         folders, files = storage.listdir(name)
     except (FileNotFoundError, NotADirectoryError):
         return
     for file in files:
-        storage.delete(f"{name}/{file}")
+        if f"{name}/{file}" not in keep:
+            storage.delete(f"{name}/{file}")
     for folder in folders:
-        storage_folder_delete(storage=storage, name=f"{name}/{folder}")
+        storage_folder_delete(storage=storage, name=f"{name}/{folder}", keep=keep)
+    if keep:
+        return
     try:
         local = storage.path(name)
     except NotImplementedError:  # a bucket
@@ -673,32 +697,147 @@ def dataset_items_delete(*, items) -> int:
     return len(items)
 
 
+# The other jobs of a dataset, which a deletion ends: (kind, related name).
+DATASET_JOBS = (
+    (HealthCheck.KIND, "health_checks"),
+    (ExportJob.KIND, "export_jobs"),
+    (ImportJob.KIND, "import_jobs"),
+    (SuggestionJob.KIND, "suggestion_jobs"),
+)
+# A marked dataset's name, which no one can give (names refuse control characters): its own name is free.
+MARKED_NAME_PREFIX = "\x7f"
+# Images deleted per transaction by a deletion job: each transaction holds SQLite's write lock briefly.
+DELETION_BATCH = 2000
+
+
 @transaction.atomic
-def dataset_delete(*, dataset: DataSet) -> None:
-    """Delete a dataset with its items and runs, then their files; refused while it is being trained."""
+def dataset_delete(*, dataset: DataSet, user=None) -> DataSetDeletion:
+    """Mark a dataset as being deleted and queue the job that deletes it; refused while it is being
+    trained. Constant work whatever its size: from this commit on it is gone from every page, list,
+    count and answer, and its name is free (the marked row takes a name nobody chose); its other jobs
+    end; the job deletes its rows in batches, then its files, then its row."""
+    locked = DataSet.objects.select_for_update().filter(pk=dataset.pk).values_list("pk", "name").first()
+    if locked is None:
+        raise NotFound(f"dataset {dataset.pk} does not exist or is already being deleted", field="dataset")
     active = dataset.runs.filter(status__in=TrainingRun.ACTIVE).first()
     if active is not None:
         raise Conflict(
-            f"dataset '{dataset.name}' is being trained (run {active.pk} is {active.status}): cancel the run first",
+            f"dataset '{locked[1]}' is being trained (run {active.pk} is {active.status}): cancel the run first",
             field="dataset",
         )
-    storage = DataSetItem._meta.get_field("image").storage
-    names = dataset.items.order_by().values_list("image", flat=True).iterator(chunk_size=5000)
-    files = [(storage, stored) for name in names if name for stored in dict.fromkeys((name, thumbnail_name(name)))]
-    for run in dataset.runs.all():
-        files += [(run.model_file.storage, run.model_file.name), (run.log_file.storage, run.log_file.name)]
-    folders = list(dataset.runs.exclude(checkpoint="").values_list("checkpoint", flat=True))
-    run_ids = list(dataset.runs.values_list("pk", flat=True))
-    folders += [f"{kind}/run_{run_id}" for run_id in run_ids for kind in ("exports", "explanations")]
-    # The logs of its other jobs (and a zip still waiting for its import), deleted with it (CASCADE).
-    for jobs in (dataset.health_checks, dataset.export_jobs, dataset.import_jobs, dataset.suggestion_jobs):
-        files += [(default_storage, name) for name in jobs.exclude(log_file="").values_list("log_file", flat=True)]
-    files += [
-        (default_storage, name) for name in dataset.import_jobs.exclude(upload="").values_list("upload", flat=True)
-    ]
-    storage = dataset.weights_file.storage
-    weights = {dataset.weights_file.name, *dataset.runs.values_list("weights_file", flat=True)}
-    files += [(storage, name) for name in weights if name]
-    dataset.delete()
-    delete_files_on_commit(files)
-    delete_folders_on_commit(folders)
+    images = LabelCount.objects.filter(dataset_id=dataset.pk).aggregate(total=Sum("count"))["total"] or 0
+    DataSet.all_objects.filter(pk=dataset.pk).update(
+        deleting=True, name=f"{MARKED_NAME_PREFIX}{uuid.uuid4().hex} (being deleted)", updated_at=timezone.now()
+    )
+    for kind, related in DATASET_JOBS:
+        for job_id in getattr(dataset, related).filter(status__in=DataSetDeletion.ACTIVE).values_list("pk", flat=True):
+            lifecycle.job_fail(kind=kind, job_id=job_id, message=f"its dataset '{locked[1]}' was deleted")
+    fields = {
+        "dataset": dataset,
+        "dataset_number": dataset.pk,
+        "dataset_name": locked[1],
+        "images": images,
+        "created_by": user if getattr(user, "pk", None) else None,
+    }
+    job = lifecycle.job_create(kind=DataSetDeletion.KIND, fields=fields)
+    runner.enqueue_on_commit(kind=DataSetDeletion.KIND, job_id=job.pk)
+    dataset.deleting, dataset.name = True, locked[1]
+    return job
+
+
+def dataset_deletion_retry(*, dataset_id: int) -> DataSetDeletion:
+    """Queue again the failed deletion of a dataset already marked (its rows and files go on from what is
+    left); Conflict while one is queued or running."""
+    job = DataSetDeletion.objects.filter(dataset_id=dataset_id).order_by("-id").first()
+    if job is None:
+        raise NotFound(f"dataset {dataset_id} has no deletion to run again", field="dataset")
+    if job.is_active:
+        raise Conflict(f"deletion {job.pk} of dataset {dataset_id} is {job.status}", field="dataset")
+    lifecycle.job_transition(kind=DataSetDeletion.KIND, job_id=job.pk, event="retry", finished_at=None, error="")
+    job.refresh_from_db()
+    return job
+
+
+def dataset_deletion_execute(*, job: DataSetDeletion) -> None:
+    """Delete a marked dataset (the "deletion" job kind's entry), each step in its own short transaction
+    and each one idempotent, so a job killed midway and queued again goes on from what is left: its other
+    jobs with their logs, its images in batches, its runs with their files, the folder of its images and
+    thumbnails, then its row. Files go before the rows that name them: a rerun never loses track of one."""
+    kind = DataSetDeletion.KIND
+    dataset_id = job.dataset_number
+    dataset = DataSet.all_objects.filter(pk=dataset_id).first()
+    if dataset is None:
+        lifecycle.job_succeed(kind=kind, job_id=job.pk)
+        return
+    if not dataset.deleting:
+        lifecycle.job_fail(kind=kind, job_id=job.pk, message=f"dataset {dataset_id} is not marked for deletion")
+        return
+    storage = default_storage
+
+    lifecycle.job_progress(kind=kind, job_id=job.pk, phase="jobs")
+    for _kind, related in DATASET_JOBS:
+        jobs = getattr(dataset, related).all()
+        for name in jobs.exclude(log_file="").values_list("log_file", flat=True):
+            storage.delete(name)
+        if related == "import_jobs":
+            for name in jobs.exclude(upload="").values_list("upload", flat=True):
+                storage.delete(name)
+        jobs.delete()
+
+    images = DataSetItem._meta.get_field("image").storage
+    folder = f"datasets/{dataset_id}"
+    done, total = job.images_deleted, max(1, job.images)
+    while True:
+        rows = list(
+            # Any 2,000 of them, unsorted: sorting what is left for every batch would grow with it.
+            DataSetItem.objects.filter(dataset_id=dataset_id).order_by().values_list("pk", "image")[:DELETION_BATCH]
+        )
+        if not rows:
+            break
+        for _pk, name in rows:
+            # An image moved here from another dataset has its file in that one's folder: deleted one by one.
+            if name and not name.startswith(f"{folder}/"):
+                images.delete(name)
+                images.delete(thumbnail_name(name))
+        ids = [pk for pk, _name in rows]
+        done += len(ids)
+        with transaction.atomic():
+            # What refers to images first (Suggestion.item and HealthDismissal.item cascade), then the
+            # images, without Django's collector reading them again.
+            Suggestion.objects.filter(item_id__in=ids)._raw_delete(Suggestion.objects.db)
+            HealthDismissal.objects.filter(item_id__in=ids)._raw_delete(HealthDismissal.objects.db)
+            DataSetItem.objects.filter(pk__in=ids)._raw_delete(DataSetItem.objects.db)
+            still = lifecycle.job_progress(
+                kind=kind, job_id=job.pk, phase="images", progress=0.9 * min(1.0, done / total), images_deleted=done
+            )
+        if not still:
+            return  # failed or queued again by the watchdog meanwhile: the job's next run goes on
+
+    lifecycle.job_progress(kind=kind, job_id=job.pk, phase="runs", progress=0.9)
+    for run in dataset.runs.defer(*TrainingRun.HEAVY_FIELDS).order_by("pk"):
+        weights = dataset.weights_file
+        # A run's starting weights are the name of the dataset's file when it was made (a snapshot).
+        for file_storage, name in (
+            (run.model_file.storage, run.model_file.name),
+            (run.log_file.storage, run.log_file.name),
+            (weights.storage, run.weights_file),
+        ):
+            if name and name != weights.name:
+                file_storage.delete(name)
+        for run_folder in (run.checkpoint, f"exports/run_{run.pk}", f"explanations/run_{run.pk}"):
+            if run_folder:
+                storage_folder_delete(storage=storage, name=run_folder)
+        # The dataset's current_run is SET_NULL by the run's deletion (no successor is chosen: it goes too).
+        run.delete()
+
+    lifecycle.job_progress(kind=kind, job_id=job.pk, phase="files", progress=0.95)
+    # Images moved from here to another dataset kept their files here: those stay.
+    moved = set(DataSetItem.objects.filter(image__startswith=f"{folder}/").values_list("image", flat=True))
+    keep = frozenset(moved | {thumbnail_name(name) for name in moved})
+    storage_folder_delete(storage=images, name=folder, keep=keep)
+    if dataset.weights_file.name:
+        dataset.weights_file.storage.delete(dataset.weights_file.name)
+    with transaction.atomic():
+        # Left: its label counts and the suggestions' and jobs' rows; the collector takes them.
+        DataSet.all_objects.filter(pk=dataset_id).delete()
+        lifecycle.job_succeed(kind=kind, job_id=job.pk)

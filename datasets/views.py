@@ -109,7 +109,7 @@ def item_thumbnail(item, size: int = 48) -> str:
 
 def import_progress(request, job_id):
     """A zip import's page: its progress while it runs (the page reloads itself), then its report."""
-    job = get_object_or_404(ImportJob.objects.select_related("dataset"), pk=job_id)
+    job = get_object_or_404(ImportJob.objects.filter(dataset__deleting=False).select_related("dataset"), pk=job_id)
     report = ImportReport(counts=job.report.get("counts", {}), skipped=job.report.get("skipped", []))
     succeeded = job.status == ImportJob.Status.SUCCEEDED
     context = {

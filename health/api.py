@@ -99,7 +99,9 @@ class HealthCheckView(HealthBase):
     @extend_schema(summary="A health check: status, progress (0 to 1) and report", responses=HealthCheckSerializer)
     def get(self, request, pk):
         return Response(
-            HealthCheckSerializer(get_object_or_404(HealthCheck.objects.defer("label_quality"), pk=pk)).data
+            HealthCheckSerializer(
+                get_object_or_404(HealthCheck.objects.filter(dataset__deleting=False).defer("label_quality"), pk=pk)
+            ).data
         )
 
 
@@ -108,7 +110,7 @@ class HealthCheckCancelView(HealthBase):
 
     @extend_schema(summary="Cancel a queued or running health check", request=None, responses=HealthCheckSerializer)
     def post(self, request, pk):
-        check = get_object_or_404(HealthCheck, pk=pk)
+        check = get_object_or_404(HealthCheck.objects.filter(dataset__deleting=False), pk=pk)
         if not health.health_check_cancel(check=check):
             raise Conflict(f"health check {check.pk} has already ended ({check.status})", field="check")
         return Response(HealthCheckSerializer(check).data)

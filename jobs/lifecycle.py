@@ -158,6 +158,12 @@ def job_fail(*, kind: str, job_id: int, message: str, lost: bool = False, narrow
     return job_move(kind=kind, job_id=job_id, event=event, fields=fields, narrow=narrow)
 
 
+def job_lost_is_queued_again(*, kind: str) -> bool:
+    """Whether a lost job of `kind` is queued again rather than failed (a dataset deletion): whoever
+    noticed the loss then hands it to the runner (a Celery worker needs a message for it)."""
+    return transitions(kind)[kind_get(kind).lost_event][1] == QUEUED
+
+
 def job_cancel(*, kind: str, job_id: int) -> bool:
     """Cancel a queued or running job; a running one stops at its next progress write."""
     return job_move(kind=kind, job_id=job_id, event="cancel", fields={"finished_at": timezone.now()})

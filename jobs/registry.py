@@ -98,6 +98,23 @@ KINDS: dict[str, Kind] = {
             lost_hint="Suggestions are asked for again when images arrive or the model changes.",
             after_success="labelling.services:suggestion_job_after",
         ),
+        Kind(
+            name="deletion",
+            model="management.DataSetDeletion",
+            execute="datasets.services:dataset_deletion_execute",
+            noun="deletion's process",
+            budget_setting="KERASUI_MAX_CONCURRENT_DELETIONS",
+            log_prefix="deletion",
+            lost_hint="It is queued again and goes on from what is left.",
+            # Deleting is idempotent and the dataset is already hidden: a lost deletion starts again
+            # rather than leave a dataset half deleted.
+            lost_event="requeue",
+            lost_fields={"finished_at": None, "worker": ""},
+            transitions={
+                "requeue": ((_QUEUED, _RUNNING), _QUEUED),  # its process was lost: it goes on from what is left
+                "retry": ((_FAILED,), _QUEUED),  # it failed (`manage.py delete_dataset ID`): go on again
+            },
+        ),
     ]
 }
 

@@ -127,13 +127,15 @@ def job_process_ended(*, child: Child, code: int) -> None:
     else:
         cause = f"exited with code {code}" if code else "ended without finishing its job"
     kind = kind_get(child.kind)
-    lifecycle.job_fail(
+    lost = lifecycle.job_fail(
         kind=child.kind,
         job_id=child.job_id,
         message=f"interrupted: the {kind.noun} {cause}; see its log. {kind.lost_hint}",
         lost=True,
         narrow=lambda jobs: jobs.filter(worker=child.worker),
     )
+    if lost and lifecycle.job_lost_is_queued_again(kind=child.kind):
+        enqueue(child.kind, child.job_id)
 
 
 def stop_if_cancelled(child: Child) -> None:
@@ -293,7 +295,7 @@ def start() -> None:
         return
     try:
         if backend == "celery":
-            watchdog.jobs_fail_stale()
+            watchdog.jobs_fail_stale(requeued=enqueue)
         elif any(kind_get(name).model_class.objects.filter(status__in=Job.ACTIVE).exists() for name in KINDS):
             enqueue()
     except Exception:  # noqa: BLE001 - e.g. the database is not migrated yet; serving comes first

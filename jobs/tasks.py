@@ -37,7 +37,7 @@ def job_celery_execute(*, kind: str, job_id: int, node: str) -> str:
     """
     job = lifecycle.job_claim(kind=kind, job_id=job_id, worker=f"{node}:{os.getpid()}")
     if job is None:
-        watchdog.jobs_watch()
+        watchdog.jobs_watch(requeued=runner.enqueue)
         status = lifecycle.job_status(kind=kind, job_id=job_id)
         logger.info("%s job %s is %s, not queued: not run again", kind, job_id, status or "deleted")
         return f"skipped: {status or 'deleted'}"
@@ -64,7 +64,7 @@ def job_celery_execute(*, kind: str, job_id: int, node: str) -> str:
             child.process.kill()
         child.log_kept_at = 0.0
         runner.job_log_keep_now_and_then(child)
-        lifecycle.job_fail(
+        lost = lifecycle.job_fail(
             kind=kind,
             job_id=job_id,
             message=(
@@ -73,6 +73,8 @@ def job_celery_execute(*, kind: str, job_id: int, node: str) -> str:
             ),
             lost=True,
         )
+        if lost and lifecycle.job_lost_is_queued_again(kind=kind):
+            runner.enqueue(kind, job_id)
         return "time limit"
     runner.job_process_ended(child=child, code=code)
     return lifecycle.job_status(kind=kind, job_id=job_id) or "deleted"
@@ -82,7 +84,7 @@ def _watchdog(stop: threading.Event) -> None:
     interval = max(1.0, min(runner.WATCHDOG_SECONDS, settings.KERASUI_HEARTBEAT_TIMEOUT / 3))
     while True:
         try:
-            failed = watchdog.jobs_watch()
+            failed = watchdog.jobs_watch(requeued=runner.enqueue)
             if failed:
                 logger.warning("%s job(s) without a heartbeat marked failed", failed)
         except Exception:  # noqa: BLE001 - the database may be away for a moment; try again

@@ -265,14 +265,38 @@ class DataSetAdmin(admin.ModelAdmin):
         return super().response_change(request, obj)
 
     def delete_model(self, request, obj):
-        dataset_delete(dataset=obj)
+        # Constant work: the dataset is marked (gone from every page at once) and a job deletes the rest.
+        try:
+            request.dataset_deletion = dataset_delete(dataset=obj, user=request.user)
+        except ServiceError as error:
+            self.message_user(request, error.message, messages.ERROR)
+
+    def response_delete(self, request, obj_display, obj_id):
+        job = getattr(request, "dataset_deletion", None)
+        if job is not None:
+            self.message_user(request, self._deletion_message([job]), messages.SUCCESS)
+        return redirect("admin:management_dataset_changelist")
 
     def delete_queryset(self, request, queryset):
+        jobs = []
         for dataset in queryset:
             try:
-                dataset_delete(dataset=dataset)
+                jobs.append(dataset_delete(dataset=dataset, user=request.user))
             except ServiceError as error:
                 self.message_user(request, error.message, messages.ERROR)
+        if jobs:
+            self.message_user(request, self._deletion_message(jobs), messages.INFO)
+
+    @staticmethod
+    def _deletion_message(jobs) -> str:
+        one = len(jobs) == 1
+        names = ", ".join(f"'{job.dataset_name}'" for job in jobs)
+        images = sum(job.images for job in jobs)
+        return (
+            f"{names} {'is' if one else 'are'} gone from every list now, and {'its name' if one else 'their names'} "
+            f"can be used again; {images} image{'' if images == 1 else 's'} with their files are deleted in the "
+            f"background (deletion job{'' if one else 's'} {', '.join(str(job.pk) for job in jobs)})."
+        )
 
     def get_urls(self):
         upload = guarded(self, dataset_views.upload_zip, rules.ADD_IMAGES)
@@ -398,6 +422,10 @@ class DataSetItemAdmin(admin.ModelAdmin):
     def preview(self, obj):
         return thumbnail(obj, 48)
 
+    def get_queryset(self, request):
+        # The images of a dataset being deleted go from the list with it, before its job deletes them.
+        return super().get_queryset(request).filter(dataset__deleting=False)
+
     @admin.display(description="model suggested")
     def suggested(self, obj):
         suggestion = getattr(obj, "suggestion", None)
@@ -482,7 +510,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         # The list never reads a run's per-image data; one run's page loads it when it shows it.
-        return super().get_queryset(request).defer(*TrainingRun.HEAVY_FIELDS)
+        return super().get_queryset(request).filter(dataset__deleting=False).defer(*TrainingRun.HEAVY_FIELDS)
 
     def get_fieldsets(self, request, obj=None):
         """A finished run shows only what it has: a failed run no empty Results, Evaluation or Log."""

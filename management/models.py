@@ -4,7 +4,7 @@ migrations' history stay this app's. Importing them here is how Django's registr
 find them; the datasets' training options become fields of DataSet and TrainingRun here too.
 """
 
-from datasets.models import DataSet, DataSetItem, ImportJob, LabelCount
+from datasets.models import DataSet, DataSetDeletion, DataSetItem, ImportJob, LabelCount
 from health.models import HealthCheck, HealthDismissal
 from labelling.models import Suggestion, SuggestionJob
 from management.options import add_fields
@@ -16,6 +16,7 @@ add_fields(DataSet, TrainingRun)
 
 __all__ = [
     "DataSet",
+    "DataSetDeletion",
     "DataSetItem",
     "ExportJob",
     "HealthCheck",

@@ -247,11 +247,13 @@ RUN_FIELDS_FOR_PREDICTION = (
 )
 
 
-CURRENT_RUN_SQL = 'SELECT "{}", "{}" FROM "{}" WHERE "{}" = %s'.format(
+# A dataset being deleted answers no more (its `deleting` column compared with a parameter: False).
+CURRENT_RUN_SQL = 'SELECT "{}", "{}" FROM "{}" WHERE "{}" = %s AND "{}" = %s'.format(
     DataSet._meta.get_field("name").column,
     DataSet._meta.get_field("current_run").column,
     DataSet._meta.db_table,
     DataSet._meta.pk.column,
+    DataSet._meta.get_field("deleting").column,
 )
 MAX_ID = 2**63 - 1  # the largest primary key; a larger number is no dataset (and no query)
 
@@ -268,7 +270,7 @@ def prediction_current_run(*, dataset_id: int) -> TrainingRun:
     if 0 < dataset_id <= MAX_ID:
         with connection.cursor() as cursor:
             # The hot path's one lookup, by primary key: the ORM would spend ten times the query compiling it.
-            cursor.execute(CURRENT_RUN_SQL, [dataset_id])
+            cursor.execute(CURRENT_RUN_SQL, [dataset_id, False])
             row = cursor.fetchone()
     if row is None:
         raise ServiceError(f"there is no dataset with id {dataset_id}", field="dataset")
@@ -286,7 +288,7 @@ def prediction_current_run(*, dataset_id: int) -> TrainingRun:
 def prediction_version_run(*, run_id: int, dataset_id: int | None = None) -> TrainingRun:
     """A given version (run) to predict with; when a dataset is named too, the run must be one of its."""
     run = model_cache.run(run_id) or TrainingRun.objects.only(*RUN_FIELDS_FOR_PREDICTION).filter(pk=run_id).first()
-    if run is None:
+    if run is None or DataSet.all_objects.filter(pk=run.dataset_id, deleting=True).exists():
         raise ServiceError(f"there is no training run with id {run_id}", field="run")
     if dataset_id is not None and run.dataset_id != dataset_id:
         raise ServiceError(

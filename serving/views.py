@@ -80,7 +80,7 @@ def test_model(request):
 def download_export(request, run_id, format):
     """A version's model in a format (?precision=, ?bundle=1) when it is made; else the run's page, which
     shows the export job making it; a refused export says why there."""
-    run = get_object_or_404(TrainingRun.objects.select_related("dataset"), pk=run_id)
+    run = get_object_or_404(TrainingRun.objects.filter(dataset__deleting=False).select_related("dataset"), pk=run_id)
     try:
         result = export_job_request(
             run=run,

@@ -229,7 +229,14 @@ def test_every_job_model_is_a_registered_kind_and_every_kind_a_job_model():
                 job_models[node.name] = package
                 # A model of the app `management`: its table and its migrations' history stay that app's.
                 assert 'app_label = "management"' in ast.get_source_segment(source, node), node.name
-    assert set(job_models) == {"TrainingRun", "HealthCheck", "ExportJob", "ImportJob", "SuggestionJob"}
+    assert set(job_models) == {
+        "TrainingRun",
+        "HealthCheck",
+        "ExportJob",
+        "ImportJob",
+        "SuggestionJob",
+        "DataSetDeletion",
+    }
     for name, package in job_models.items():
         assert f'model="management.{name}"' in registry, name
         # Django's registry finds a model through the app's models module.

@@ -57,7 +57,7 @@ class TrainingRunViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
     }
 
     def get_queryset(self):
-        runs = TrainingRun.objects.select_related("dataset").order_by("-id")
+        runs = TrainingRun.objects.filter(dataset__deleting=False).select_related("dataset").order_by("-id")
         # A list shows counts; the per-image data is read by one run's own answer only.
         if self.action == "retrieve":
             return runs.select_related("per_image")

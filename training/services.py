@@ -41,7 +41,10 @@ def run_snapshot(*, dataset: DataSet) -> dict:
 
 
 def training_run_problem(*, run: TrainingRun) -> str | None:
-    """Why a run cannot train at all, known before any work (and before Keras loads): no images, one label."""
+    """Why a run cannot train at all, known before any work (and before Keras loads): its dataset is being
+    deleted, no images, one label."""
+    if DataSet.all_objects.filter(pk=run.dataset_id, deleting=True).exists():
+        return "its dataset is being deleted: nothing was trained"
     if not run.labels:
         return "the dataset has no images: add labelled images before training"
     if len(run.labels) < 2:

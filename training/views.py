@@ -67,7 +67,7 @@ def download_model(request, run_id):
 @require_POST
 def promote_run(request, run_id):
     """The Promote button of a dataset's versions: make this one current."""
-    run = get_object_or_404(TrainingRun.objects.select_related("dataset"), pk=run_id)
+    run = get_object_or_404(TrainingRun.objects.filter(dataset__deleting=False).select_related("dataset"), pk=run_id)
     try:
         training_run_promote(run=run)
     except ServiceError as error:
@@ -117,7 +117,7 @@ CELL_IMAGES_PER_PAGE = 60
 
 def confusion_cell(request, run_id, split, true_index, predicted_index):
     """The images behind one cell of a run's confusion matrix, with the model's confidence in each."""
-    run = get_object_or_404(TrainingRun.objects.select_related("dataset"), pk=run_id)
+    run = get_object_or_404(TrainingRun.objects.filter(dataset__deleting=False).select_related("dataset"), pk=run_id)
     try:
         cell = evaluation_confusion_cell(run=run, split=split, true_index=true_index, predicted_index=predicted_index)
     except ServiceError as error:

@@ -45,5 +45,10 @@ def kerasui_dashboard(context):
 @register.inclusion_tag("management/recent_runs.html")
 def kerasui_recent_runs(count: int = 8):
     """The latest runs of every dataset, newest first: the home page's recent activity."""
-    runs = TrainingRun.objects.select_related("dataset").defer(*TrainingRun.HEAVY_FIELDS).order_by("-created_at")
+    runs = (
+        TrainingRun.objects.filter(dataset__deleting=False)
+        .select_related("dataset")
+        .defer(*TrainingRun.HEAVY_FIELDS)
+        .order_by("-created_at")
+    )
     return {"runs": list(runs[:count])}

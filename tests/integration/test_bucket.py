@@ -20,7 +20,7 @@ from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from management.models import DataSet, TrainingRun
+from management.models import DataSet, DataSetDeletion, TrainingRun
 from tests.images import colour_image, colour_zip
 from tests.integration.conftest import HEARTBEAT_TIMEOUT, Workers
 from tests.integration.test_celery_workers import wait_until
@@ -177,5 +177,11 @@ def test_a_worker_sharing_no_folder_trains_from_the_bucket_and_the_web_serves_fr
     assert files_under(web_machine / "media") == []
     assert files_under(worker_data / "media") == []
 
+    # Deleting it is a job too (the request only marks it): once it ends, the bucket keeps nothing of the
+    # dataset but the deletion's own log.
     assert api.delete(f"/api/dataset/{dataset.pk}/").status_code == 204
-    assert keys(bucket) == set()
+    deletion = DataSetDeletion.objects.get(dataset_number=dataset.pk)
+    wait_until(lambda: not DataSetDeletion.objects.get(pk=deletion.pk).is_active, 120, "the deletion", workers)
+    deletion.refresh_from_db()
+    assert deletion.status == "succeeded", deletion.error
+    assert keys(bucket) <= {f"logs/deletion_{deletion.pk}.log"}, keys(bucket)

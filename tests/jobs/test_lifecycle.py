@@ -23,6 +23,8 @@ def fields_for(kind: str, dataset: DataSet) -> dict:
     if kind == "export":
         run = lifecycle.job_create(kind="training", event="import", fields=run_snapshot(dataset=dataset))
         return {"dataset": dataset, "run": run, "format": "onnx"}
+    if kind == "deletion":
+        return {"dataset": dataset, "dataset_number": dataset.pk, "dataset_name": dataset.name}
     return {"dataset": dataset}
 
 

@@ -110,6 +110,34 @@ def test_deleting_a_folder_deletes_its_objects_and_no_other(bucket):
     assert keys(bucket) == {"exports/run_2/model.onnx"}
 
 
+def test_deleting_a_folder_spares_a_longer_named_one_and_the_files_it_is_told_to_keep(bucket):
+    names = ("datasets/1/a.png", "datasets/1/thumbnails/a.webp", "datasets/1/b.png", "datasets/10/c.png")
+    for name in names:
+        default_storage.save(name, ContentFile(b"bytes"))
+
+    storage_folder_delete(storage=default_storage, name="datasets/1", keep={"datasets/1/b.png"})
+    assert keys(bucket) == {"datasets/1/b.png", "datasets/10/c.png"}
+    storage_folder_delete(storage=default_storage, name="datasets/1")
+    assert keys(bucket) == {"datasets/10/c.png"}
+
+
+def test_a_deletion_job_empties_the_bucket_of_its_dataset(bucket, db):
+    from datasets.services import dataset_delete, dataset_import_zip
+    from jobs.process import job_execute
+    from tests.images import zip_of
+
+    dataset, other = DataSet.objects.create(name="Gone"), DataSet.objects.create(name="Kept")
+    for each in (dataset, other):
+        dataset_import_zip(dataset=each, file=io.BytesIO(zip_of({"a/1.png": png(), "b/2.png": png((0, 9, 0))})))
+    assert len(keys(bucket)) == 8  # two images and their thumbnails each
+
+    job = dataset_delete(dataset=dataset)
+    assert job_execute(kind="deletion", job_id=job.pk).status == "succeeded"
+
+    assert keys(bucket) and all(key.startswith(f"datasets/{other.pk}/") for key in keys(bucket))
+    assert len(keys(bucket)) == 4
+
+
 def test_a_kept_file_is_written_to_the_bucket_and_replaced_whole(bucket):
     media_write_bytes(name="explanations/run_1/item_2-abc.png", data=b"first")
     media_write_bytes(name="explanations/run_1/item_2-abc.png", data=b"second")

@@ -5,6 +5,7 @@ import pytest
 
 from datasets.models import DataSet, DataSetItem
 from datasets.services import dataset_delete, dataset_import_zip, dataset_item_create
+from jobs.process import job_execute
 from management.errors import ServiceError
 from tests.images import colour_zip, png, zip_of
 
@@ -109,7 +110,8 @@ def test_single_image_is_verified_before_it_is_saved(dataset, settings):
 def test_deleting_a_dataset_deletes_its_files(dataset, settings, django_capture_on_commit_callbacks):
     dataset_import_zip(dataset=dataset, file=io.BytesIO(zip_of({"a/1.png": png(), "b/2.png": png()})))
     with django_capture_on_commit_callbacks(execute=True):
-        dataset_delete(dataset=dataset)
+        job = dataset_delete(dataset=dataset)
+    job_execute(kind="deletion", job_id=job.pk)
     assert media_files(settings) == []
 
 
@@ -123,7 +125,8 @@ def test_deleting_a_dataset_deletes_the_logs_of_its_import_and_health_jobs(
         job_log_path(job=job).write_text("its log\n")
     assert len(media_files(settings)) == 2
     with django_capture_on_commit_callbacks(execute=True):
-        dataset_delete(dataset=dataset)
+        job = dataset_delete(dataset=dataset)
+    job_execute(kind="deletion", job_id=job.pk)
     assert media_files(settings) == []
 
 

@@ -21,6 +21,7 @@ from datasets.services import (
     dataset_item_update,
     dataset_items_delete,
 )
+from jobs.process import job_execute
 from management.files import media_create
 from tests.images import png, zip_of
 
@@ -79,7 +80,8 @@ def test_a_zip_import_makes_every_images_thumbnail_and_deleting_items_deletes_th
         dataset_items_delete(items=items[:1])
     assert not stored(items[0].thumbnail_name).exists() and stored(items[1].thumbnail_name).exists()
     with django_capture_on_commit_callbacks(execute=True):
-        dataset_delete(dataset=dataset)
+        job = dataset_delete(dataset=dataset)
+    job_execute(kind="deletion", job_id=job.pk)
     assert not stored(items[1].thumbnail_name).exists()
 
 
