@@ -219,6 +219,7 @@ def main() -> None:
     parser.add_argument("--no-health", action="store_true", help="leave out the health check (minutes)")
     parser.add_argument("--import-only", action="store_true", help="stop after the import (its speed alone)")
     parser.add_argument("--port", type=int, default=8624)
+    parser.add_argument("--keep", action="store_true", help="keep the dataset (by default the bench deletes it last)")
     parser.add_argument("--markdown", action="store_true", help="print the last results as the README's table")
     parser.add_argument(
         "--pages-again",
@@ -357,6 +358,9 @@ def main() -> None:
             results["health"] = run_process(environment, "health", str(dataset))
             print("health", {k: v for k, v in results["health"].items() if k != "tail"}, flush=True)
             results["pages_after_health"] = measure_pages(server, pages(dataset, run.pk))
+        if not args.keep:
+            results["deletion"] = delete_dataset(server, environment, dataset)
+            print("deletion", results["deletion"], flush=True)
     except _Stop:
         pass
     finally:
@@ -368,6 +372,28 @@ def main() -> None:
     results["worker_timeouts"] = server_log.count("WORKER TIMEOUT")
     report(results)
     write_results("scale", results)
+
+
+def delete_dataset(server: Server, environment: dict, dataset: int) -> dict:
+    """DELETE /api/dataset/ID/ on the server (the request marks it and queues its deletion job), whether the
+    dataset list still names it, then the job in its own process as the runner would start it."""
+    from datasets.models import DataSetDeletion
+
+    status, seconds, answer = server.request("DELETE", f"/api/dataset/{dataset}/")
+    listing = json.loads(server.request("GET", "/api/dataset/")[2] or b"[]")
+    listed = any(
+        row.get("id") == dataset for row in (listing.get("results", []) if isinstance(listing, dict) else listing)
+    )
+    job = DataSetDeletion.objects.filter(dataset_number=dataset).order_by("-id").first()
+    row = {"status": status, "request_s": round(seconds, 3), "listed_after": listed, "job": None}
+    if job is None:
+        row["answer"] = answer[:300].decode(errors="replace")
+        return row
+    ran = run_process(environment, "job", "deletion", str(job.pk))
+    job.refresh_from_db()
+    left = os.path.isdir(os.path.join(environment["KERASUI_DATA_DIR"], "media", "datasets", str(dataset)))
+    row["job"] = {"status": job.status, "seconds": ran["seconds"], "peak_mb": ran["peak_mb"], "folder_left": left}
+    return row
 
 
 class _Stop(Exception):
@@ -477,6 +503,8 @@ def report(results: dict) -> None:
         if key in results:
             row = results[key]
             print(f"{key}: {row['seconds']} s, peak {row['peak_mb']} MB, exit {row['exit']}")
+    if "deletion" in results:
+        print(f"deletion: {results['deletion']}")
     for worker in results["web_workers"]:
         print(f"web worker {worker['pid']}: peak {worker['peak_mb']} MB, TensorFlow loaded: {worker['tensorflow']}")
     print(f"tracebacks in the server's log: {results['tracebacks']}, worker timeouts: {results['worker_timeouts']}")

@@ -128,8 +128,11 @@ def test_a_deletion_job_empties_the_bucket_of_its_dataset(bucket, db):
 
     dataset, other = DataSet.objects.create(name="Gone"), DataSet.objects.create(name="Kept")
     for each in (dataset, other):
-        dataset_import_zip(dataset=each, file=io.BytesIO(zip_of({"a/1.png": png(), "b/2.png": png((0, 9, 0))})))
-    assert len(keys(bucket)) == 8  # two images and their thumbnails each
+        dataset_import_zip(
+            dataset=each,
+            file=io.BytesIO(zip_of({"a/1.png": png(size=(300, 20)), "b/2.png": png((0, 9, 0), size=(300, 20))})),
+        )
+    assert len(keys(bucket)) == 8  # two images and their thumbnails each (wider than a thumbnail: WebPs)
 
     job = dataset_delete(dataset=dataset)
     assert job_execute(kind="deletion", job_id=job.pk).status == "succeeded"

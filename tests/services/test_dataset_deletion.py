@@ -42,7 +42,7 @@ def files_under(folder: Path) -> list[Path]:
 
 def imported(name: str = "Shapes", count: int = 3) -> DataSet:
     dataset = DataSet.objects.create(name=name, image_size=16)
-    entries = {f"{'ab'[n % 2]}/{n}.png": png((n * 40 % 256, 0, 0)) for n in range(count)}
+    entries = {f"{'ab'[n % 2]}/{n}.png": png((n * 40 % 256, 0, 0), size=(300, 20)) for n in range(count)}
     dataset_import_zip(dataset=dataset, file=io.BytesIO(zip_of(entries)))
     return dataset
 
@@ -146,7 +146,7 @@ def test_the_job_deletes_the_rows_counts_files_and_folder(settings):
     DataSet.objects.filter(pk=dataset.pk).update(current_run=run)
     other = imported("Other", 2)
     folder = media(settings) / "datasets" / str(dataset.pk)
-    assert len(files_under(folder)) == 8  # 4 images, 4 thumbnails
+    assert len(files_under(folder)) == 8  # 4 images, 4 thumbnails (wider than a thumbnail: each has a WebP)
 
     job = dataset_delete(dataset=dataset)
     ended = job_execute(kind="deletion", job_id=job.pk)
