@@ -359,7 +359,10 @@ def main() -> None:
             print("health", {k: v for k, v in results["health"].items() if k != "tail"}, flush=True)
             results["pages_after_health"] = measure_pages(server, pages(dataset, run.pk))
         if not args.keep:
-            results["deletion"] = delete_dataset(server, environment, dataset)
+            try:
+                results["deletion"] = delete_dataset(server, environment, dataset)
+            except Exception as error:  # noqa: BLE001 - the figures above are kept whatever happens here
+                results["deletion"] = {"error": repr(error)}
             print("deletion", results["deletion"], flush=True)
     except _Stop:
         pass
