@@ -63,11 +63,15 @@ def pages(dataset: DataSet, run: TrainingRun) -> dict[str, str]:
         "run list": "/admin/management/trainingrun/",
         "run page": f"/admin/management/trainingrun/{run.pk}/change/",
         "health page": f"/admin/management/dataset/{dataset.pk}/health/",
+        "labelling page": f"/admin/management/dataset/{dataset.pk}/label/",
+        "Test page": "/admin/management/dataset/test/",
+        "confusion cell": f"/admin/management/trainingrun/{run.pk}/confusion/validation/0/0/",
         "API datasets": "/api/dataset/",
         "API dataset": f"/api/dataset/{dataset.pk}/",
         "API images": f"/api/datasetitem/?dataset={dataset.pk}",
         "API runs": "/api/trainingrun/",
         "API run": f"/api/trainingrun/{run.pk}/",
+        "API suggestions": f"/api/dataset/{dataset.pk}/suggestions/",
     }
 
 
