@@ -18,15 +18,16 @@ def dataset_losses(dataset: DataSet) -> list[str]:
     runs = dataset.runs.aggregate(total=Count("id"), models=Count("id", filter=~Q(model_file="")))
     # The counts kept as data: counting the images themselves would grow with them.
     images = dataset.label_counts.aggregate(total=Sum("count"))["total"] or 0
-    lines = [
-        f"the dataset '{dataset.name}': its options and model code",
-        f"{_plural(images, 'image', 'images')} with their files and thumbnails (the dataset goes from every list "
-        "at once; a job deletes these in the background)",
-        f"{_plural(runs['total'], 'training run', 'training runs')}, "
-        f"{_plural(runs['models'], 'trained model', 'trained models')} among them, "
-        "with their exports, logs and checkpoints"
-        + (" — the API and the Test page stop answering for it" if dataset.current_run_id else ""),
-    ]
+    lines = [f"the dataset '{dataset.name}': its options and model code"]
+    if images:
+        lines.append(f"{_plural(images, 'image', 'images')} with their files and thumbnails")
+    if runs["total"]:
+        lines.append(
+            f"{_plural(runs['total'], 'training run', 'training runs')}, "
+            f"{_plural(runs['models'], 'trained model', 'trained models')} among them, "
+            "with their exports, logs and checkpoints"
+            + (" — the API and the Test page stop answering for it" if dataset.current_run_id else "")
+        )
     checks = dataset.health_checks.count()
     if checks:
         lines.append(f"{_plural(checks, 'health check', 'health checks')} and what they found")

@@ -285,17 +285,29 @@ class DataSetAdmin(admin.ModelAdmin):
             except ServiceError as error:
                 self.message_user(request, error.message, messages.ERROR)
         if jobs:
-            self.message_user(request, self._deletion_message(jobs), messages.INFO)
+            self.message_user(request, self._deletion_message(jobs), messages.SUCCESS)
+        # Django's bulk action adds "Successfully deleted N data sets" next: the message above (and any
+        # refusal) already says what happened, and N would count the refused ones too.
+        request.kerasui_deletions_said = True
+
+    def message_user(self, request, message, level=messages.INFO, *args, **kwargs):
+        if getattr(request, "kerasui_deletions_said", False) and level == messages.SUCCESS:
+            request.kerasui_deletions_said = False
+            return
+        super().message_user(request, message, level, *args, **kwargs)
 
     @staticmethod
     def _deletion_message(jobs) -> str:
         one = len(jobs) == 1
         names = ", ".join(f"'{job.dataset_name}'" for job in jobs)
         images = sum(job.images for job in jobs)
+        job_numbers = f"deletion job{'' if one else 's'} {', '.join(str(job.pk) for job in jobs)}"
+        gone = f"{names} {'is' if one else 'are'} gone from every list now, and {'its name' if one else 'their names'} "
+        if not images:
+            return f"{gone}can be used again ({job_numbers})."
         return (
-            f"{names} {'is' if one else 'are'} gone from every list now, and {'its name' if one else 'their names'} "
-            f"can be used again; {images} image{'' if images == 1 else 's'} with their files are deleted in the "
-            f"background (deletion job{'' if one else 's'} {', '.join(str(job.pk) for job in jobs)})."
+            f"{gone}can be used again; {images} image{'' if images == 1 else 's'} with their files "
+            f"{'is' if images == 1 else 'are'} deleted in the background ({job_numbers})."
         )
 
     def get_urls(self):

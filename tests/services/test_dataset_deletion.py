@@ -244,7 +244,31 @@ def test_the_admin_says_the_dataset_is_going_and_the_bulk_action_too(admin_clien
     text = " ".join(str(message) for message in answer.context["messages"])
     assert "'Three', 'Two' are gone from every list now" in text or "'Two', 'Three' are gone" in text, text
     assert "3 images" in text
+    assert "Successfully deleted" not in text  # Django's own line would say it twice
     assert not DataSet.objects.exists() and DataSetDeletion.objects.count() == 3
+
+
+def test_the_bulk_action_says_which_dataset_it_refused_and_not_that_all_were_deleted(admin_client):
+    from training.services import training_run_create
+
+    busy, idle = imported("Busy", 1), DataSet.objects.create(name="Idle")
+    training_run_create(dataset=busy, enqueue=False)
+    page = admin_client.post(
+        "/admin/management/dataset/", {"action": "delete_selected", "_selected_action": [busy.pk, idle.pk]}
+    ).content.decode()
+    assert "0 images" not in page and "0 training runs" not in page  # an empty dataset lists nothing it lacks
+    answer = admin_client.post(
+        "/admin/management/dataset/",
+        {"action": "delete_selected", "_selected_action": [busy.pk, idle.pk], "post": "yes"},
+        follow=True,
+    )
+    text = [str(message) for message in answer.context["messages"]]
+    assert any("'Busy' is being trained" in line for line in text), text
+    job = DataSetDeletion.objects.get()
+    said = f"'Idle' is gone from every list now, and its name can be used again (deletion job {job.pk})."
+    assert said in text, text
+    assert not any("Successfully deleted" in line for line in text), text
+    assert list(DataSet.objects.values_list("name", flat=True)) == ["Busy"]
 
 
 def test_a_dataset_being_deleted_answers_no_predictions(db):
