@@ -55,14 +55,15 @@ def test_labelling_from_the_keyboard_least_sure_first(browser, live_server, admi
     second = page.locator("#kerasui-label-buttons button").nth(1).get_attribute("data-label")
     page.keyboard.press("2")  # the second button's label
     wait_for(lambda: label_of(order[1][0]) == second)
-    assert shown(page) == order[2][0]
+    showing(page, order[2][0])  # the page moves on once the server has answered, a moment after the write
 
     page.keyboard.press("Backspace")  # undo: unlabelled again, and shown again
     wait_for(lambda: label_of(order[1][0]) == "")
     showing(page, order[1][0])
 
     page.keyboard.press("x")  # skip
-    assert shown(page) == order[2][0] and label_of(order[1][0]) == ""
+    showing(page, order[2][0])
+    assert label_of(order[1][0]) == ""
     page.keyboard.press("ArrowLeft")
     showing(page, order[1][0])
     page.keyboard.press("ArrowRight")
